@@ -1,0 +1,53 @@
+# Two commands set everything up on a fresh clone:
+#   make run    create .venv, install requirements.txt, run one pipeline tick on the sample data
+#   make test   create .venv, install requirements-dev.txt, run the tests
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CRON_SCHEDULE ?= */10 * * * *
+
+.PHONY: run test serve crontab bench sample-data check-sample-data reset help
+
+help:
+	@echo "make run          one pipeline tick (python fullprocess.py) on the data in sourcedata/"
+	@echo "make test         the test suite"
+	@echo "make serve        the API under gunicorn on 127.0.0.1:8000 (gunicorn.conf.py)"
+	@echo "make crontab      print the crontab line for this checkout"
+	@echo "make bench        the ingestion and API benchmarks"
+	@echo "make sample-data  rewrite the shipped sample data (samples/generate.py)"
+	@echo "make reset        delete pipeline state (ingesteddata, models, deployment, logs) to start over"
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(PY) fullprocess.py
+
+test: $(VENV)/.dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+serve: $(VENV)/.runtime
+	$(VENV)/bin/gunicorn --config gunicorn.conf.py wsgi:app
+
+crontab:
+	@echo "$(CRON_SCHEDULE) cd $(CURDIR) && $(CURDIR)/$(PY) fullprocess.py >> $(CURDIR)/logs/cron.log 2>&1"
+
+bench: $(VENV)/.dev
+	$(PY) bench/bench_ingestion.py
+	$(PY) bench/bench_api.py
+
+sample-data: $(VENV)/.runtime
+	$(PY) samples/generate.py
+
+check-sample-data: $(VENV)/.runtime
+	$(PY) samples/generate.py --check
+
+reset:
+	rm -rf ingesteddata/* models/* production_deployment/* logs/*
+	rm -f sourcedata/dataset3.csv

@@ -1,0 +1,152 @@
+"""Call every endpoint of the running API and keep the replies in one file.
+
+    python apicalls.py                       # the URL from config.json (api.url)
+    python apicalls.py --url http://127.0.0.1:8001
+
+Writes ``apireturns.txt`` in the model folder: for each call, the request, the HTTP status and the
+reply. Exits 1 when a call failed, and says plainly when the API is not running. Uses only the
+standard library, so ``fullprocess.py`` can call it after a deploy at no import cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.fsutil import atomic_write_text
+
+logger = logging.getLogger(Path(__file__).stem)
+
+OUTPUT_FILE = "apireturns.txt"
+
+
+class ApiNotRunning(ConnectionError):
+    """Nothing answers at the API's URL."""
+
+
+def endpoint_calls(prediction_path: str) -> list[tuple[str, str, dict | None]]:
+    """Return (method, route, JSON body) for every endpoint, in the order they are called."""
+    return [
+        ("GET", "/health", None),
+        ("POST", "/prediction", {"path": prediction_path}),
+        ("GET", "/scoring", None),
+        ("GET", "/summarystats", None),
+        ("GET", "/diagnostics", None),
+    ]
+
+
+def call(base_url: str, method: str, route: str, body: dict | None = None, *, timeout: float = 10.0) -> dict[str, Any]:
+    """Return the status and JSON reply of one call; raise ApiNotRunning when nothing answers."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base_url + route, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            status, raw = reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ApiNotRunning(f"no API answering at {base_url} ({reason})") from None
+    try:
+        reply_body: Any = json.loads(raw)
+    except ValueError:
+        reply_body = raw.decode("utf-8", "replace")
+    return {"method": method, "route": route, "request": body, "status": status,
+            "seconds": round(time.perf_counter() - started, 4), "reply": reply_body}
+
+
+def call_all(base_url: str, prediction_path: str, *, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Call every endpoint; return the results in call order."""
+    return [call(base_url, method, route, body, timeout=timeout) for method, route, body in endpoint_calls(prediction_path)]
+
+
+def format_results(base_url: str, results: list[dict[str, Any]]) -> str:
+    """Return the replies as the text kept in apireturns.txt."""
+    lines = [f"API replies from {base_url} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", ""]
+    for result in results:
+        request = "" if result["request"] is None else " " + json.dumps(result["request"])
+        lines.append(f"=== {result['method']} {result['route']}{request} -> {result['status']} ({result['seconds']} s)")
+        reply = result["reply"]
+        lines.append(json.dumps(reply, indent=2) if not isinstance(reply, str) else reply)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def default_prediction_path(config) -> str:
+    """Return the first test data file, relative to the project folder, for the /prediction call."""
+    files = sorted(config.paths.testdata.glob("*.csv"))
+    target = files[0] if files else config.paths.testdata / "testdata.csv"
+    try:
+        return str(target.relative_to(config.root))
+    except ValueError:
+        return str(target)
+
+
+def call_all_if_running(base_url: str, output: Path, *, prediction_path: str,
+                        expect_release: str | None = None, wait_seconds: float = 3.0) -> dict[str, Any]:
+    """Call every endpoint when the API runs, waiting briefly until it serves ``expect_release``.
+
+    Returns a summary; never raises for an API that is down or failing.
+    """
+    deadline = time.monotonic() + wait_seconds
+    try:
+        while True:
+            health = call(base_url, "GET", "/health", timeout=2.0)
+            serving = isinstance(health["reply"], dict) and health["reply"].get("release_id")
+            if expect_release is None or serving == expect_release or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        results = call_all(base_url, prediction_path)
+    except ApiNotRunning as exc:
+        return {"running": False, "summary": f"not running ({exc}); no replies saved"}
+    atomic_write_text(output, format_results(base_url, results))
+    failed = [f"{r['route']} {r['status']}" for r in results if r["status"] >= 400]
+    summary = f"{len(results)} calls, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else "")
+    return {"running": True, "serving": serving, "failed": failed, "summary": f"{summary}; replies in {output}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=f"Call every API endpoint and write the replies to {OUTPUT_FILE} in the model folder. "
+        "Exit 1 if a call failed or the API is not running.",
+    )
+    add_config_argument(parser)
+    parser.add_argument("--url", help="base URL of the API (default: api.url in config.json)")
+    parser.add_argument("--output", metavar="PATH", help=f"where to write the replies (default: <model folder>/{OUTPUT_FILE})")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    base_url = (args.url or config.api.url).rstrip("/")
+    output = Path(args.output) if args.output else config.paths.models / OUTPUT_FILE
+    try:
+        results = call_all(base_url, default_prediction_path(config), timeout=args.timeout)
+    except ApiNotRunning as exc:
+        print(f"error: {exc}. Is the API running? Start it with 'make serve'.", file=sys.stderr)
+        return 1
+    atomic_write_text(output, format_results(base_url, results))
+    failed = 0
+    for result in results:
+        ok = result["status"] < 400
+        failed += not ok
+        detail = "" if ok else f": {result['reply'].get('error') if isinstance(result['reply'], dict) else result['reply']}"
+        print(f"{'ok  ' if ok else 'FAIL'} {result['method']:<4} {result['route']:<14} {result['status']}{detail}")
+    print(f"replies written to {output}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

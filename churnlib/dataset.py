@@ -1,0 +1,398 @@
+"""Reading and validating labelled CSV data against the schema, one way for every step.
+
+A file is read as UTF-8 text, every cell as a string, and only then typed column by column, so that
+each problem is reported with the column and row it is in. Column names go through
+``normalise_column_name``. The typed frame always has the columns of the frozen schema in its order:
+id columns, features, target.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from churnlib.columns import normalise_column_name
+
+# Cells that mean "missing" in a numeric column (compared lower-cased, after stripping).
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
+MAX_CELL_CHARS = 10_000
+MAX_EXAMPLES = 3
+
+
+class DatasetError(ValueError):
+    """A dataset that does not fit the schema; the message names the file, column and row."""
+
+
+@dataclass(frozen=True)
+class FrozenSchema:
+    """The columns of the ingested data, fixed when the first file is accepted."""
+
+    target: str
+    id_columns: tuple[str, ...]
+    feature_columns: tuple[str, ...]
+    categorical_columns: tuple[str, ...]
+
+    @property
+    def numeric_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in self.feature_columns if c not in self.categorical_columns)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.id_columns + self.feature_columns + (self.target,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "id_columns": list(self.id_columns),
+            "feature_columns": list(self.feature_columns),
+            "categorical_columns": list(self.categorical_columns),
+            "numeric_columns": list(self.numeric_columns),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FrozenSchema":
+        return cls(
+            target=data["target"],
+            id_columns=tuple(data["id_columns"]),
+            feature_columns=tuple(data["feature_columns"]),
+            categorical_columns=tuple(data["categorical_columns"]),
+        )
+
+    def describe(self) -> str:
+        """Return a one-line human description of the schema."""
+        numeric = ", ".join(self.numeric_columns) or "none"
+        categorical = ", ".join(self.categorical_columns) or "none"
+        ids = ", ".join(self.id_columns) or "none"
+        return f"target {self.target}; numeric: {numeric}; categorical: {categorical}; ids: {ids}"
+
+
+@dataclass
+class ParsedFile:
+    """A validated file: its typed rows in schema order, and what was noticed while reading it."""
+
+    frame: pd.DataFrame
+    schema: FrozenSchema
+    rows_read: int
+    ignored_columns: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """Return the file's bytes as text, or raise DatasetError saying why they are not CSV text."""
+    if not data.strip():
+        raise DatasetError(f"{name}: empty file")
+    if b"\x00" in data:
+        raise DatasetError(f"{name}: binary data (NUL bytes), not a CSV text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        byte = data[exc.start]
+        raise DatasetError(
+            f"{name}: not UTF-8 text (byte 0x{byte:02x} at offset {exc.start}); save the file as UTF-8"
+        ) from None
+
+
+def _read_cells(text: str, name: str) -> pd.DataFrame:
+    """Return every row of the CSV text as strings (row 0 is the header), blank lines dropped."""
+    try:
+        cells = pd.read_csv(
+            io.StringIO(text),
+            header=None,
+            dtype=str,
+            na_filter=False,
+            skip_blank_lines=True,
+            engine="c",
+        )
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{name}: empty file") from None
+    except pd.errors.ParserError as exc:
+        message = str(exc).strip().splitlines()[-1].replace("Error tokenizing data. C error: ", "")
+        raise DatasetError(f"{name}: not a well-formed CSV file: {message}") from None
+    cells = cells.fillna("")
+    blank = cells.apply(lambda column: column.str.strip() == "").all(axis=1)
+    if blank.any():
+        cells = cells.loc[~blank]
+    return cells.reset_index(drop=True)
+
+
+def _header(raw_names: list[str], name: str) -> list[str]:
+    names = [normalise_column_name(str(raw)) for raw in raw_names]
+    for position, (raw, normal) in enumerate(zip(raw_names, names), start=1):
+        if not normal:
+            raise DatasetError(f"{name}: header column {position} ({raw!r}) has no name")
+    seen: dict[str, str] = {}
+    for raw, normal in zip(raw_names, names):
+        if normal in seen:
+            raise DatasetError(
+                f"{name}: duplicate column name {normal!r} (header has {seen[normal]!r} and {raw!r})"
+            )
+        seen[normal] = raw
+    return names
+
+
+def _missing_target_message(name: str, target: str, raw_names: list[str]) -> str:
+    message = f"{name}: target column {target!r} missing"
+    if len(raw_names) == 1:
+        for delimiter, label in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+            if delimiter in raw_names[0]:
+                return f"{message}; the header is one column, the file seems to use {label} as delimiter (only ',' is read)"
+    if raw_names and all(_is_number(cell) for cell in raw_names if cell.strip()):
+        return f"{message}; the first line looks like data, the file seems to have no header"
+    shown = ", ".join(repr(c) for c in raw_names[:8]) + (", ..." if len(raw_names) > 8 else "")
+    return f"{message}; header has {shown}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _examples(rows: Iterable[int], values: Iterable[str]) -> str:
+    shown = []
+    for row, value in zip(rows, values):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        shown.append(f"row {row}: {text!r}")
+        if len(shown) == MAX_EXAMPLES:
+            break
+    return ", ".join(shown)
+
+
+def parse_numeric(column: pd.Series, *, label: str) -> np.ndarray:
+    """Return the column as float64 (missing tokens as NaN), or raise DatasetError naming bad cells.
+
+    ``column`` holds strings; its index holds the 1-based row numbers used in messages.
+    """
+    stripped = column.str.strip()
+    missing = stripped.str.lower().isin(MISSING_TOKENS)
+    values = pd.to_numeric(stripped.where(~missing), errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(values) & ~missing.to_numpy()
+    if bad.any():
+        rows = column.index[bad]
+        raise DatasetError(
+            f"{label}: {int(bad.sum())} value(s) are not numbers ({_examples(rows, stripped[bad])})"
+        )
+    infinite = np.isinf(values)
+    if infinite.any():
+        rows = column.index[infinite]
+        raise DatasetError(
+            f"{label}: {int(infinite.sum())} value(s) are infinite ({_examples(rows, stripped[infinite])})"
+        )
+    return values
+
+
+def parse_target(column: pd.Series, *, label: str, positive: tuple[str, ...], negative: tuple[str, ...]) -> np.ndarray:
+    """Return the target as 0/1 int64, or raise DatasetError naming cells that are not a class."""
+    lowered = column.str.strip().str.lower()
+    result = np.full(len(lowered), -1, dtype=np.int64)
+    result[lowered.isin(positive).to_numpy()] = 1
+    result[lowered.isin(negative).to_numpy()] = 0
+    unknown = result < 0
+    if unknown.any():
+        # "1.0" and "0.0" are the same classes as "1" and "0".
+        numbers = pd.to_numeric(lowered[unknown], errors="coerce").to_numpy()
+        result[np.flatnonzero(unknown)[numbers == 1.0]] = 1
+        result[np.flatnonzero(unknown)[numbers == 0.0]] = 0
+        unknown = result < 0
+    if unknown.any():
+        rows = column.index[unknown]
+        values = column[unknown]
+        blank = values.str.strip() == ""
+        if blank.all():
+            raise DatasetError(f"{label}: {int(unknown.sum())} row(s) have no label ({_examples(rows, values)})")
+        expected = "/".join(positive[:1] + negative[:1])
+        distinct = sorted(set(values.str.strip()))[:5]
+        raise DatasetError(
+            f"{label}: values that read as neither class ({expected}, yes/no, true/false): "
+            f"{', '.join(repr(v) for v in distinct)} ({_examples(rows, values)})"
+        )
+    return result
+
+
+def _strings(column: pd.Series) -> pd.Series:
+    """Return stripped text as object dtype, blank cells as NaN (what scikit-learn's imputers expect)."""
+    stripped = column.str.strip()
+    return stripped.where(stripped != "", np.nan).astype(object)
+
+
+def infer_schema(cells: pd.DataFrame, names: list[str], settings) -> FrozenSchema:
+    """Return the frozen schema for the first accepted file: configured columns, or all but target and ids."""
+    ids = tuple(c for c in settings.id_columns if c in names)
+    if settings.feature_columns is not None:
+        features = settings.feature_columns
+    else:
+        features = tuple(c for c in names if c != settings.target and c not in settings.id_columns)
+    if settings.categorical_columns is not None:
+        categorical = tuple(c for c in features if c in settings.categorical_columns)
+    else:
+        categorical = tuple(c for c in features if c in names and not _looks_numeric(cells[c]))
+    return FrozenSchema(settings.target, ids, tuple(features), categorical)
+
+
+def _looks_numeric(column: pd.Series) -> bool:
+    stripped = column.str.strip()
+    present = stripped[~stripped.str.lower().isin(MISSING_TOKENS)]
+    return bool(pd.to_numeric(present, errors="coerce").notna().all())
+
+
+def parse_labelled_csv(data: bytes, *, name: str, settings, schema: FrozenSchema | None) -> ParsedFile:
+    """Return the validated, typed rows of one labelled CSV file, or raise DatasetError with the reason.
+
+    ``settings`` is the config's schema section; ``schema`` the frozen schema of the data ingested so
+    far (None for the first file, whose columns then define it).
+    """
+    text = decode_text(data, name)
+    cells = _read_cells(text, name)
+    if cells.empty:
+        raise DatasetError(f"{name}: empty file")
+    raw_names = [str(value) for value in cells.iloc[0]]
+    names = _header(raw_names, name)
+    cells = cells.iloc[1:]
+    cells.columns = names
+    # Row numbers in messages count data rows from 1, as a spreadsheet user would see them
+    # below the header.
+    cells.index = pd.RangeIndex(1, len(cells) + 1)
+    if cells.empty:
+        raise DatasetError(f"{name}: header only, no data rows")
+    target = settings.target
+    if target not in names:
+        raise DatasetError(_missing_target_message(name, target, raw_names))
+    if schema is None:
+        schema = infer_schema(cells, names, settings)
+    missing = [c for c in schema.feature_columns if c not in names]
+    if missing:
+        raise DatasetError(f"{name}: feature column(s) missing: {', '.join(missing)}")
+    used = set(schema.columns)
+    ignored = [c for c in names if c not in used]
+    for column in schema.columns:
+        if column not in names:
+            continue
+        lengths = cells[column].str.len()
+        if int(lengths.max()) > MAX_CELL_CHARS:
+            row = int(lengths.idxmax())
+            raise DatasetError(
+                f"{name}: column {column!r} row {row}: a value of {int(lengths.max()):,} characters "
+                f"(at most {MAX_CELL_CHARS:,} are read)"
+            )
+
+    typed: dict[str, Any] = {}
+    for column in schema.id_columns:
+        typed[column] = _strings(cells[column]) if column in names else pd.Series(np.nan, index=cells.index, dtype=object)
+    for column in schema.feature_columns:
+        label = f"{name}: column {column!r}"
+        if column in schema.categorical_columns:
+            typed[column] = _strings(cells[column])
+        else:
+            typed[column] = parse_numeric(cells[column], label=label)
+    typed[target] = parse_target(
+        cells[target],
+        label=f"{name}: target {target!r}",
+        positive=settings.positive_labels,
+        negative=settings.negative_labels,
+    )
+    frame = pd.DataFrame(typed, index=cells.index)
+    frame = frame.reset_index(drop=True)
+    notes = []
+    classes = set(np.unique(frame[target]).tolist())
+    if len(classes) == 1:
+        notes.append(f"only class {classes.pop()} present")
+    return ParsedFile(frame=frame, schema=schema, rows_read=len(frame), ignored_columns=ignored, notes=notes)
+
+
+# --- the canonical text of a row: what finaldata.csv holds and what duplicates are judged on ---
+
+
+def _format_numbers(values: np.ndarray) -> np.ndarray:
+    out = np.full(len(values), "", dtype=object)
+    present = ~np.isnan(values)
+    integral = present & (np.floor(values) == values) & (np.abs(values) < 2.0**53)
+    out[integral] = values[integral].astype(np.int64).astype(str)
+    other = present & ~integral
+    # numpy's float-to-text is the shortest text that reads back as the same float.
+    out[other] = values[other].astype(str)
+    return out
+
+
+def _quote(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value)
+    if any(ch in text for ch in ',"\n\r') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def canonical_lines(frame: pd.DataFrame, schema: FrozenSchema) -> list[str]:
+    """Return each row as one CSV record in canonical form (no line terminator).
+
+    Numbers are written the same way whatever the source file's text was ("5", "5.0" and "5.00" are
+    one value), so whole-row duplicates are found across files.
+    """
+    columns = []
+    for column in schema.columns:
+        if column == schema.target:
+            columns.append(frame[column].astype(np.int64).astype(str).to_numpy())
+        elif column in schema.numeric_columns:
+            columns.append(_format_numbers(frame[column].to_numpy(dtype=float)))
+        else:
+            columns.append(np.array([_quote(v) for v in frame[column].tolist()], dtype=object))
+    return [",".join(parts) for parts in zip(*columns)]
+
+
+def header_line(schema: FrozenSchema) -> str:
+    """Return the CSV header of the ingested data."""
+    return ",".join(schema.columns)
+
+
+def _dtypes(schema: FrozenSchema) -> dict[str, Any]:
+    dtypes: dict[str, Any] = {c: str for c in schema.id_columns + schema.categorical_columns}
+    dtypes.update({c: np.float64 for c in schema.numeric_columns})
+    dtypes[schema.target] = np.int64
+    return dtypes
+
+
+def read_canonical_csv(source: Path | io.IOBase, schema: FrozenSchema, *, has_header: bool = True) -> pd.DataFrame:
+    """Return the rows of a file written by this package (finaldata.csv), typed by the schema."""
+    frame = pd.read_csv(
+        source,
+        header=0 if has_header else None,
+        names=list(schema.columns),
+        dtype=_dtypes(schema),
+        keep_default_na=False,
+        na_values={c: [""] for c in schema.columns if c != schema.target},
+        engine="c",
+    )
+    for column in schema.id_columns + schema.categorical_columns:
+        frame[column] = frame[column].astype(object)
+    return frame
+
+
+def read_canonical_tail(path: Path, schema: FrozenSchema, *, start: int, end: int) -> pd.DataFrame:
+    """Return the rows stored in bytes [start, end) of finaldata.csv (start is a row boundary)."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    if not data.strip():
+        return read_canonical_csv(io.StringIO(header_line(schema) + "\n"), schema)
+    return read_canonical_csv(io.BytesIO(data), schema, has_header=False)
+
+
+def read_labelled_folder(folder: Path, *, settings, schema: FrozenSchema) -> pd.DataFrame:
+    """Return the rows of every *.csv file in ``folder``, validated against ``schema``, in name order."""
+    files = sorted(p for p in folder.glob("*.csv") if p.is_file())
+    if not files:
+        raise DatasetError(f"{folder}: no *.csv files")
+    frames = []
+    for path in files:
+        parsed = parse_labelled_csv(path.read_bytes(), name=str(path), settings=settings, schema=schema)
+        frames.append(parsed.frame)
+    return pd.concat(frames, ignore_index=True)
+

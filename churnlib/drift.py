@@ -1,0 +1,119 @@
+"""Feature drift between the deployed model's reference sample and newly ingested rows.
+
+Numeric features: two-sample Kolmogorov-Smirnov; the statistic D (the largest gap between the two
+cumulative distributions, 0..1) is also the effect size. Categorical features: chi-square test of
+homogeneity on the 2 x k table of category counts, where categories never seen in the reference and
+missing values count as categories of their own; the effect size is Cramer's V. The p-values are
+corrected for testing many features at once, and a feature only counts as drifted when its corrected
+p-value is below alpha *and* its effect size reaches the configured minimum, so that a huge sample
+does not flag a trivial shift.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from churnlib.dataset import FrozenSchema
+
+MISSING_CATEGORY = "(missing)"
+
+
+def adjust_p_values(p_values: list[float], method: str) -> list[float]:
+    """Return p-values corrected for multiple tests by ``method`` (holm, bonferroni, benjamini_hochberg, none)."""
+    count = len(p_values)
+    if count == 0 or method == "none":
+        return list(p_values)
+    p = np.asarray(p_values, dtype=float)
+    if method == "bonferroni":
+        return np.minimum(1.0, p * count).tolist()
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(count)
+    if method == "holm":
+        running = 0.0
+        for rank, index in enumerate(order):
+            running = max(running, min(1.0, (count - rank) * p[index]))
+            adjusted[index] = running
+        return adjusted.tolist()
+    if method == "benjamini_hochberg":
+        running = 1.0
+        for rank in range(count - 1, -1, -1):
+            index = order[rank]
+            running = min(running, p[index] * count / (rank + 1))
+            adjusted[index] = min(1.0, running)
+        return adjusted.tolist()
+    raise ValueError(f"unknown correction {method!r}")
+
+
+def _ks(reference: pd.Series, new: pd.Series) -> dict[str, Any]:
+    ref_values = reference.dropna().to_numpy(dtype=float)
+    new_values = new.dropna().to_numpy(dtype=float)
+    if len(ref_values) == 0 or len(new_values) == 0:
+        return {"test": "ks", "statistic": None, "effect": None, "p_value": None, "note": "no values to compare"}
+    result = stats.ks_2samp(ref_values, new_values)
+    statistic = float(result.statistic)
+    return {"test": "ks", "statistic": statistic, "effect": statistic, "p_value": float(result.pvalue)}
+
+
+def _chi_square(reference: pd.Series, new: pd.Series) -> dict[str, Any]:
+    ref_counts = reference.fillna(MISSING_CATEGORY).astype(str).value_counts()
+    new_counts = new.fillna(MISSING_CATEGORY).astype(str).value_counts()
+    categories = sorted(set(ref_counts.index) | set(new_counts.index))
+    unseen = sorted(set(new_counts.index) - set(ref_counts.index))
+    table = np.array([[ref_counts.get(c, 0) for c in categories], [new_counts.get(c, 0) for c in categories]])
+    base = {"test": "chi2", "unseen_categories": unseen}
+    if len(categories) < 2:
+        return {**base, "statistic": 0.0, "effect": 0.0, "p_value": 1.0, "note": "one category only"}
+    result = stats.chi2_contingency(table, correction=False)
+    chi2 = float(result.statistic)
+    cramers_v = math.sqrt(chi2 / table.sum()) if table.sum() else 0.0
+    return {**base, "statistic": chi2, "effect": cramers_v, "p_value": float(result.pvalue)}
+
+
+def drift_table(reference: pd.DataFrame, new_rows: pd.DataFrame, schema: FrozenSchema, settings) -> dict[str, Any]:
+    """Return the drift test of every feature of ``new_rows`` against ``reference``, and the verdict.
+
+    ``settings`` is the config's drift section. The reply holds every figure behind the verdict.
+    """
+    summary: dict[str, Any] = {
+        "reference_rows": int(len(reference)),
+        "new_rows": int(len(new_rows)),
+        "alpha": settings.alpha,
+        "correction": settings.correction,
+        "ks_min_statistic": settings.ks_min_statistic,
+        "chi2_min_cramers_v": settings.chi2_min_cramers_v,
+        "min_drifted_features": settings.min_drifted_features,
+        "features": [],
+        "drifted_features": [],
+        "drift": False,
+    }
+    if len(new_rows) < settings.min_rows:
+        summary["tested"] = False
+        summary["reason"] = f"{len(new_rows)} new rows, fewer than drift.min_rows={settings.min_rows}"
+        return summary
+    rows = []
+    for feature in schema.feature_columns:
+        if feature in schema.categorical_columns:
+            row = _chi_square(reference[feature], new_rows[feature])
+            row["min_effect"] = settings.chi2_min_cramers_v
+        else:
+            row = _ks(reference[feature], new_rows[feature])
+            row["min_effect"] = settings.ks_min_statistic
+        rows.append({"feature": feature, **row})
+    tested = [row for row in rows if row["p_value"] is not None]
+    adjusted = adjust_p_values([row["p_value"] for row in tested], settings.correction)
+    for row, p_adjusted in zip(tested, adjusted):
+        row["p_adjusted"] = p_adjusted
+        row["drifted"] = bool(p_adjusted < settings.alpha and row["effect"] >= row["min_effect"])
+    for row in rows:
+        row.setdefault("p_adjusted", None)
+        row.setdefault("drifted", False)
+    summary["tested"] = True
+    summary["features"] = rows
+    summary["drifted_features"] = [row["feature"] for row in rows if row["drifted"]]
+    summary["drift"] = len(summary["drifted_features"]) >= settings.min_drifted_features
+    return summary

@@ -1,0 +1,198 @@
+"""The one atomic writer and the one run lock.
+
+Every state file is replaced, never edited in place: the new content goes to a temporary file in
+the same folder, is flushed and fsynced, then ``os.replace``-d over the old one and the folder is
+fsynced. A crash at any instant leaves the old or the new file, never a torn one. Temporary files
+carry the writer's PID in their name, so a later run can tell a dead writer's leftovers from a
+live writer's work in progress.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+TMP_MARKER = ".tmp-"
+_TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
+
+
+def temporary_path_for(path: Path) -> Path:
+    """Return a fresh temporary path next to ``path``, marked with this process's PID."""
+    return path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}-{os.urandom(4).hex()}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (new names, renames) to disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path_for(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with UTF-8 ``text`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def atomic_copy(source: Path, destination: Path) -> None:
+    """Copy ``source`` to ``destination`` atomically (temporary file, fsync, replace)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path_for(destination)
+    try:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, destination)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(destination.parent)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """Return the JSON in ``path``, or ``default`` when the file does not exist."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return default
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a log-like file with a single write, and fsync it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete temporary files and folders in ``folder`` left by writers that are no longer running."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = _TMP_NAME.match(entry.name)
+        if not match:
+            continue
+        writer = int(match.group(1))
+        if writer == os.getpid() or _pid_alive(writer):
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+class LockHeld(RuntimeError):
+    """Another process holds the run lock."""
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on one file, held for a whole run.
+
+    The kernel drops the lock when its holder dies, so a lock left by a killed process never blocks
+    the next run. The holder's PID is written into the file for the "lock is held" message.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, *, timeout: float = 0.0) -> bool:
+        """Take the lock; wait up to ``timeout`` seconds. Return False when it stayed held."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder_pid(self) -> int | None:
+        """Return the PID written by the current (or last) holder, if readable."""
+        try:
+            return int(self.path.read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        if not self.acquire():
+            raise LockHeld(f"{self.path} is held by PID {self.holder_pid() or '?'}")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def lock_path(config) -> Path:
+    """Return the run lock shared by every script that changes the project's state."""
+    return config.paths.ingested / ".run.lock"

@@ -1,0 +1,144 @@
+"""The one way to save and load a model, and to find the deployed release.
+
+A model is a pickled scikit-learn Pipeline (``trainedmodel.pkl``) next to its metadata
+(``trainedmodel.json``) that holds, among the rest, the SHA-256 of the pickle. The pickle is only
+unpickled after its hash matched: a changed byte, a truncated file or missing metadata is refused.
+
+The deployed release is named by one pointer file, ``<deployment folder>/current.json``, which
+``deployment.py`` replaces atomically. Nothing here imports scikit-learn until a model is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from churnlib.fsutil import atomic_write_bytes, atomic_write_json, read_json
+
+MODEL_FILE = "trainedmodel.pkl"
+METADATA_FILE = "trainedmodel.json"
+SCORE_FILE = "latestscore.txt"
+SCORE_DETAILS_FILE = "latestscore.json"
+REFERENCE_FILE = "reference_sample.csv"
+POINTER_FILE = "current.json"
+RELEASES_FOLDER = "releases"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that must not be used; the message says which file and why."""
+
+
+@dataclass
+class LoadedModel:
+    pipeline: Any
+    metadata: dict
+    folder: Path
+
+    @property
+    def release_id(self) -> str:
+        return self.metadata["release_id"]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(pipeline: Any, metadata: dict, folder: Path) -> dict:
+    """Write the model, then its metadata, to ``folder``; return the metadata.
+
+    The metadata gains the model's SHA-256 and size, and a release id ``<trained_at>-<sha256[:8]>``
+    unless it has one.
+    """
+    data = pickle.dumps(pipeline, protocol=5)
+    digest = sha256_bytes(data)
+    stamp = metadata["trained_at"].replace("-", "").replace(":", "")
+    metadata = {
+        "release_id": metadata.get("release_id") or f"{stamp}-{digest[:8]}",
+        **metadata,
+        "model_file": MODEL_FILE,
+        "model_sha256": digest,
+        "model_bytes": len(data),
+    }
+    # The pickle goes first: metadata that names a hash is only ever written after the bytes it
+    # describes, so a crash between the two leaves a mismatch that load_model refuses.
+    atomic_write_bytes(folder / MODEL_FILE, data)
+    atomic_write_json(folder / METADATA_FILE, metadata)
+    return metadata
+
+
+def read_metadata(folder: Path) -> dict:
+    """Return the model metadata in ``folder``, or raise ModelLoadError."""
+    path = folder / METADATA_FILE
+    try:
+        metadata = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: unreadable metadata: {exc}") from None
+    if metadata is None:
+        raise ModelLoadError(f"{path}: metadata file missing")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("model_sha256"), str):
+        raise ModelLoadError(f"{path}: metadata has no model_sha256")
+    return metadata
+
+
+def load_model(folder: Path) -> LoadedModel:
+    """Return the model in ``folder`` after checking its SHA-256 against its metadata."""
+    metadata = read_metadata(folder)
+    path = folder / MODEL_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: model file missing") from None
+    actual = sha256_bytes(data)
+    if actual != metadata["model_sha256"]:
+        raise ModelLoadError(
+            f"{path}: SHA-256 {actual[:12]}... does not match {metadata['model_sha256'][:12]}... "
+            f"in {METADATA_FILE}; the file was changed or truncated"
+        )
+    try:
+        pipeline = pickle.loads(data)
+    except Exception as exc:  # a hash match makes this unlikely, but never serve a broken model
+        raise ModelLoadError(f"{path}: cannot be unpickled: {exc}") from None
+    return LoadedModel(pipeline=pipeline, metadata=metadata, folder=folder)
+
+
+def read_pointer(deployment_folder: Path) -> dict | None:
+    """Return the deployment pointer (current release and the ones before it), or None."""
+    try:
+        pointer = read_json(deployment_folder / POINTER_FILE)
+    except ValueError:
+        raise ModelLoadError(f"{deployment_folder / POINTER_FILE}: not valid JSON") from None
+    if pointer is None:
+        return None
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("current"), str):
+        raise ModelLoadError(f"{deployment_folder / POINTER_FILE}: has no current release")
+    return pointer
+
+
+def release_folder(deployment_folder: Path, release_id: str) -> Path:
+    return deployment_folder / RELEASES_FOLDER / release_id
+
+
+def current_release_folder(deployment_folder: Path) -> Path | None:
+    """Return the folder of the deployed release, or None when nothing is deployed."""
+    pointer = read_pointer(deployment_folder)
+    if pointer is None:
+        return None
+    return release_folder(deployment_folder, pointer["current"])
+
+
+def load_deployed(deployment_folder: Path) -> LoadedModel | None:
+    """Return the deployed model (hash-checked), or None when nothing is deployed."""
+    folder = current_release_folder(deployment_folder)
+    return None if folder is None else load_model(folder)

@@ -1,0 +1,314 @@
+"""Deployment: models/ -> production_deployment/, as versioned releases behind one atomic pointer.
+
+Layout::
+
+    production_deployment/
+        current.json                 the pointer: {"current": <release id>, "previous": [...], ...}
+        releases/<release id>/       one folder per release, never changed once it exists
+            trainedmodel.pkl trainedmodel.json latestscore.txt latestscore.json
+            reference_sample.csv ingestion_record.json ingestedfiles.txt release.json
+            (+ the report and diagnostics when fullprocess.py deploys)
+
+A release folder is built under a temporary name, fsynced, and renamed into place; only then is
+``current.json`` replaced (temporary file, fsync, ``os.replace``). A crash at any instant leaves the
+pointer on the old release or the new one. The API and the pipeline read the release the pointer
+names, so the switch is the deploy. ``previous`` lists earlier releases, newest first, for
+``--rollback``; releases beyond ``deployment.keep_releases`` are deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.fsutil import (
+    RunLock,
+    atomic_write_json,
+    fsync_dir,
+    lock_path,
+    read_json,
+    remove_stale_temporaries,
+    temporary_path_for,
+)
+from churnlib.modelstore import (
+    METADATA_FILE,
+    MODEL_FILE,
+    POINTER_FILE,
+    REFERENCE_FILE,
+    RELEASES_FOLDER,
+    SCORE_DETAILS_FILE,
+    SCORE_FILE,
+    ModelLoadError,
+    load_model,
+    read_pointer,
+    release_folder,
+    sha256_file,
+)
+from ingestion import INGESTED_LIST_FILE, RECORD_FILE
+
+logger = logging.getLogger(Path(__file__).stem)
+
+MANIFEST_FILE = "release.json"
+MODEL_FILES = (MODEL_FILE, METADATA_FILE, SCORE_FILE, SCORE_DETAILS_FILE, REFERENCE_FILE)
+
+
+class DeploymentError(RuntimeError):
+    """A deploy or rollback that cannot go ahead; the message says why."""
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _copy_synced(source: Path, destination: Path) -> None:
+    with open(source, "rb") as src, open(destination, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1024 * 1024)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def _write_synced(destination: Path, data: bytes) -> None:
+    with open(destination, "wb") as dst:
+        dst.write(data)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def check_model_folder(model_folder: Path) -> dict[str, Any]:
+    """Return the metadata of the model in ``model_folder`` once it loads and its score is its own."""
+    model = load_model(model_folder)
+    scores = read_json(model_folder / SCORE_DETAILS_FILE)
+    if scores is None or not (model_folder / SCORE_FILE).exists():
+        raise DeploymentError(f"{model_folder / SCORE_FILE}: missing; run scoring.py first")
+    if scores.get("release_id") != model.release_id:
+        raise DeploymentError(
+            f"{model_folder / SCORE_DETAILS_FILE}: scores release {scores.get('release_id')}, "
+            f"but the model is release {model.release_id}; run scoring.py first"
+        )
+    if not (model_folder / REFERENCE_FILE).exists():
+        raise DeploymentError(f"{model_folder / REFERENCE_FILE}: missing; run training.py again")
+    return model.metadata
+
+
+def deploy_release(
+    model_folder: Path,
+    deployment_folder: Path,
+    *,
+    ingested_folder: Path,
+    keep_releases: int,
+    extra_files: dict[str, bytes] | None = None,
+    decision: dict[str, Any] | None = None,
+) -> str:
+    """Deploy the model in ``model_folder`` as a new release and switch the pointer to it; return its id.
+
+    ``extra_files`` (name -> content) are stored in the release too: the report, the diagnostics.
+    """
+    metadata = check_model_folder(model_folder)
+    release_id = metadata["release_id"]
+    releases = deployment_folder / RELEASES_FOLDER
+    releases.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(releases)
+    remove_stale_temporaries(deployment_folder)
+    final = release_folder(deployment_folder, release_id)
+    if final.exists():
+        load_model(final)  # an earlier, interrupted deploy of the same model: reuse it if it is whole
+        logger.info("release %s already built; switching to it", release_id)
+    else:
+        staging = temporary_path_for(final)
+        staging.mkdir()
+        try:
+            for name in MODEL_FILES:
+                _copy_synced(model_folder / name, staging / name)
+            for name in (RECORD_FILE, INGESTED_LIST_FILE):
+                if (ingested_folder / name).exists():
+                    _copy_synced(ingested_folder / name, staging / name)
+            for name, data in (extra_files or {}).items():
+                _write_synced(staging / name, data)
+            manifest = {
+                "release_id": release_id,
+                "created_at": utc_now(),
+                "decision": decision,
+                "files": {path.name: sha256_file(path) for path in sorted(staging.iterdir())},
+            }
+            _write_synced(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+            fsync_dir(staging)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        fsync_dir(releases)
+    pointer = read_pointer(deployment_folder)
+    previous: list[str] = []
+    if pointer is not None:
+        previous = [pointer["current"], *pointer.get("previous", [])]
+    previous = [rid for rid in dict.fromkeys(previous) if rid != release_id][: keep_releases - 1]
+    atomic_write_json(
+        deployment_folder / POINTER_FILE,
+        {"current": release_id, "previous": previous, "switched_at": utc_now(), "action": "deploy"},
+    )
+    logger.info("deployed release %s (pointer %s switched)", release_id, deployment_folder / POINTER_FILE)
+    prune_releases(deployment_folder)
+    return release_id
+
+
+def prune_releases(deployment_folder: Path) -> list[str]:
+    """Delete release folders the pointer no longer names; return their ids."""
+    pointer = read_pointer(deployment_folder)
+    if pointer is None:
+        return []
+    kept = {pointer["current"], *pointer.get("previous", [])}
+    removed = []
+    for folder in sorted((deployment_folder / RELEASES_FOLDER).iterdir()):
+        if folder.name.startswith(".") or folder.name in kept:
+            continue
+        shutil.rmtree(folder)
+        removed.append(folder.name)
+    if removed:
+        logger.info("removed old release(s) beyond deployment.keep_releases: %s", ", ".join(removed))
+    return removed
+
+
+def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str, str]:
+    """Point the deployment back at an earlier release; return (from, to).
+
+    Without ``to``, the newest earlier release whose model passes its hash check is chosen.
+    """
+    pointer = read_pointer(deployment_folder)
+    if pointer is None:
+        raise DeploymentError("nothing is deployed, nothing to roll back")
+    previous = list(pointer.get("previous", []))
+    if not previous:
+        raise DeploymentError(f"release {pointer['current']} is the only one kept; nothing to roll back to")
+    if to is not None and to not in previous:
+        raise DeploymentError(f"release {to} is not among the earlier releases: {', '.join(previous)}")
+    candidates = [to] if to is not None else previous
+    target = None
+    for candidate in candidates:
+        try:
+            load_model(release_folder(deployment_folder, candidate))
+        except ModelLoadError as exc:
+            logger.warning("skipping release %s for rollback: %s", candidate, exc)
+            continue
+        target = candidate
+        break
+    if target is None:
+        raise DeploymentError("no earlier release passes its integrity check; nothing to roll back to")
+    remaining = previous[previous.index(target) + 1:]
+    atomic_write_json(
+        deployment_folder / POINTER_FILE,
+        {
+            "current": target,
+            "previous": remaining,
+            "switched_at": utc_now(),
+            "action": "rollback",
+            "rolled_back_from": pointer["current"],
+        },
+    )
+    logger.info("rolled back from release %s to %s", pointer["current"], target)
+    return pointer["current"], target
+
+
+def list_releases(deployment_folder: Path) -> list[dict[str, Any]]:
+    """Return the kept releases, newest first: id, state, creation time, algorithm, rows, scores."""
+    pointer = read_pointer(deployment_folder)
+    if pointer is None:
+        return []
+    rows = []
+    for position, release_id in enumerate([pointer["current"], *pointer.get("previous", [])]):
+        folder = release_folder(deployment_folder, release_id)
+        manifest = read_json(folder / MANIFEST_FILE, {}) or {}
+        metadata = read_json(folder / METADATA_FILE, {}) or {}
+        scores = read_json(folder / SCORE_DETAILS_FILE, {}) or {}
+        rows.append({
+            "release_id": release_id,
+            "current": position == 0,
+            "created_at": manifest.get("created_at"),
+            "algorithm": metadata.get("algorithm"),
+            "training_rows": (metadata.get("training_data") or {}).get("rows"),
+            "f1": scores.get("f1"),
+            "roc_auc": scores.get("roc_auc"),
+            "reason": ((manifest.get("decision") or {}).get("reason")),
+        })
+    return rows
+
+
+def format_release_table(rows: list[dict[str, Any]]) -> str:
+    """Return the release list as a table for the terminal."""
+    if not rows:
+        return "no release deployed yet"
+    lines = [f"  {'release':<27} {'created':<21} {'algorithm':<20} {'rows':>8} {'F1':>7} {'AUC':>7}  reason"]
+    for row in rows:
+        f1 = "" if row["f1"] is None else f"{row['f1']:.4f}"
+        auc = "" if row["roc_auc"] is None else f"{row['roc_auc']:.4f}"
+        lines.append(
+            f"{'*' if row['current'] else ' '} {row['release_id']:<27} {row['created_at'] or '?':<21} "
+            f"{row['algorithm'] or '?':<20} {row['training_rows'] or '':>8} {f1:>7} {auc:>7}  {row['reason'] or ''}"
+        )
+    lines.append("(* = current)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Deploy the trained model in the model folder as a new release (the default), "
+        "list the kept releases, or roll back to an earlier one.",
+    )
+    add_config_argument(parser)
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--list", action="store_true", help="list the kept releases with their scores and dates")
+    action.add_argument("--rollback", action="store_true", help="switch back to the previous release")
+    parser.add_argument("--to", metavar="RELEASE_ID", help="with --rollback: the earlier release to return to")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    args = parser.parse_args(argv)
+    if args.to and not args.rollback:
+        parser.error("--to needs --rollback")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from churnlib.logsetup import setup_logging
+
+    setup_logging(config.paths.logs, "deployment", verbose=args.verbose)
+    if args.list:
+        try:
+            print(format_release_table(list_releases(config.paths.deployment)))
+        except ModelLoadError as exc:
+            logger.critical("%s", exc)
+            return 1
+        return 0
+    lock = RunLock(lock_path(config))
+    if not lock.acquire(timeout=60):
+        logger.error("another run holds the lock %s (PID %s); try again later", lock.path, lock.holder_pid())
+        return 1
+    try:
+        if args.rollback:
+            old, new = rollback(config.paths.deployment, to=args.to)
+            print(f"rolled back: {old} -> {new}")
+        else:
+            release_id = deploy_release(
+                config.paths.models,
+                config.paths.deployment,
+                ingested_folder=config.paths.ingested,
+                keep_releases=config.deployment.keep_releases,
+                decision={"reason": "deployed by hand with deployment.py"},
+            )
+            print(f"deployed release {release_id}")
+    except (DeploymentError, ModelLoadError) as exc:
+        logger.critical("%s", exc)
+        return 1
+    finally:
+        lock.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Diagnostics: what a user checks when the model's numbers look off.
+
+- predictions of the deployed model for a dataset (the test data by default);
+- mean, median and standard deviation of each numeric column of the ingested data;
+- the share of missing values in each column of the ingested data;
+- how long the last ingestion and the deployed model's training took, in seconds;
+- a dependency check: each package pinned in requirements.txt, the installed version, and the latest
+  on PyPI. The PyPI look-ups share one deadline of a few seconds; without network the answer is
+  "latest unknown", never a hang;
+- the drift table of the latest ingest (written by fullprocess.py to logs/latest_drift.json).
+
+Written to ``logs/diagnostics.json`` and printed readably.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import urllib.request
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnlib.config import PROJECT_ROOT, ConfigError, add_config_argument, load_config
+from churnlib.dataset import DatasetError, FrozenSchema, read_labelled_folder
+from churnlib.fsutil import atomic_write_json, read_json
+from churnlib.modelstore import ModelLoadError, load_deployed
+from ingestion import load_record
+from scoring import churn_probabilities, predicted_classes
+from training import TrainingError, read_training_data
+
+logger = logging.getLogger(Path(__file__).stem)
+
+DIAGNOSTICS_FILE = "diagnostics.json"
+LATEST_DRIFT_FILE = "latest_drift.json"
+REQUIREMENTS_FILE = PROJECT_ROOT / "requirements.txt"
+PYPI_URL_ENV = "CHURN_PYPI_URL"  # tests point this at a local address; default is PyPI's JSON API
+DEFAULT_PYPI_URL = "https://pypi.org/pypi"
+LATEST_UNKNOWN = "latest unknown"
+
+
+def model_predictions(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema) -> list[int]:
+    """Return the predicted class (1 = churn) of each row of ``frame``."""
+    return predicted_classes(churn_probabilities(pipeline, frame, schema)).tolist()
+
+
+def _number(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def summary_statistics(frame: pd.DataFrame, numeric_columns: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
+    """Return mean, median and standard deviation (sample, ddof=1) of each numeric column; None when undefined."""
+    stats = {}
+    for column in numeric_columns:
+        values = frame[column]
+        stats[column] = {
+            "mean": _number(values.mean()),
+            "median": _number(values.median()),
+            "std": _number(values.std()),
+            "count": int(values.notna().sum()),
+        }
+    return stats
+
+
+def missing_data(frame: pd.DataFrame) -> dict[str, float]:
+    """Return the share (0..1) of missing values in each column."""
+    if len(frame) == 0:
+        return {column: 0.0 for column in frame.columns}
+    return {column: float(share) for column, share in frame.isna().mean().items()}
+
+
+def step_timings(record: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the last ingestion's and the deployed model's training time, in seconds."""
+    last = record.get("last_ingest") or {}
+    return {
+        "ingestion_seconds": last.get("seconds"),
+        "ingestion_at": last.get("at"),
+        "training_seconds": (metadata or {}).get("training_seconds"),
+        "trained_at": (metadata or {}).get("trained_at"),
+    }
+
+
+def pinned_requirements(path: Path = REQUIREMENTS_FILE) -> list[tuple[str, str | None]]:
+    """Return (package, pinned version or None) for each line of a requirements file."""
+    pins = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[.*\])?\s*(?:==\s*([^\s;,]+))?", line)
+        if match:
+            pins.append((match.group(1), match.group(2)))
+    return pins
+
+
+def _latest_on_pypi(package: str, base_url: str, timeout: float) -> str:
+    with urllib.request.urlopen(f"{base_url}/{package}/json", timeout=timeout) as reply:
+        return json.load(reply)["info"]["version"]
+
+
+def dependency_check(path: Path = REQUIREMENTS_FILE, *, deadline_seconds: float = 3.0,
+                     base_url: str | None = None) -> list[dict[str, Any]]:
+    """Return, for each pinned package: required, installed and latest version, and whether it is outdated.
+
+    All PyPI look-ups run at once and share ``deadline_seconds``; any not answered by then is
+    reported as "latest unknown".
+    """
+    base_url = (base_url or os.environ.get(PYPI_URL_ENV) or DEFAULT_PYPI_URL).rstrip("/")
+    try:
+        pins = pinned_requirements(path)
+    except FileNotFoundError:
+        logger.warning("%s: not found; no dependency check", path)
+        return []
+    latest: dict[str, str] = {}
+
+    def look_up(name: str) -> None:
+        try:
+            latest[name] = _latest_on_pypi(name, base_url, deadline_seconds)
+        except Exception as exc:  # any network or parse failure means "unknown", never an error
+            logger.debug("latest version of %s unknown: %s", name, exc)
+
+    if deadline_seconds > 0:
+        # Daemon threads: one that is still waiting on the network at the deadline is abandoned,
+        # and cannot hold up the process's exit either.
+        threads = [threading.Thread(target=look_up, args=(name,), daemon=True) for name, _pin in pins]
+        for thread in threads:
+            thread.start()
+        end = time.monotonic() + deadline_seconds
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        latest = dict(latest)
+    rows = []
+    for name, pin in pins:
+        try:
+            installed = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            installed = None
+        newest = latest.get(name, LATEST_UNKNOWN)
+        rows.append({
+            "package": name,
+            "required": pin,
+            "installed": installed,
+            "latest": newest,
+            "outdated": None if newest == LATEST_UNKNOWN or installed is None else newest != installed,
+        })
+    return rows
+
+
+def latest_drift(log_folder: Path) -> dict[str, Any] | None:
+    """Return the drift table of the latest ingest, or None before the first drift test."""
+    try:
+        return read_json(log_folder / LATEST_DRIFT_FILE)
+    except ValueError:
+        return None
+
+
+def run_diagnostics(
+    *,
+    pipeline: Any,
+    metadata: dict[str, Any],
+    schema: FrozenSchema,
+    dataset: pd.DataFrame,
+    dataset_name: str,
+    ingested: pd.DataFrame,
+    record: dict[str, Any],
+    log_folder: Path,
+    dependency_deadline: float = 3.0,
+) -> dict[str, Any]:
+    """Return every diagnostic for the model and data given, as one JSON-ready dict."""
+    started = time.perf_counter()
+    predictions = model_predictions(pipeline, dataset, schema)
+    result = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "release_id": metadata.get("release_id"),
+        "predictions": {"dataset": dataset_name, "rows": len(predictions), "values": predictions},
+        "summary_statistics": summary_statistics(ingested, schema.numeric_columns),
+        "missing_data": missing_data(ingested[list(schema.columns)]),
+        "ingested_rows": int(len(ingested)),
+        "data_version": record.get("data_version"),
+        "timings": step_timings(record, metadata),
+        "dependencies": dependency_check(deadline_seconds=dependency_deadline),
+        "drift": latest_drift(log_folder),
+    }
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def format_diagnostics(result: dict[str, Any]) -> str:
+    """Return the diagnostics as readable text."""
+    lines = [f"Diagnostics of release {result['release_id']} at {result['generated_at']}", ""]
+    predictions = result["predictions"]
+    churners = sum(predictions["values"])
+    lines.append(f"Predictions on {predictions['dataset']}: {predictions['rows']} rows, {churners} predicted to churn")
+    lines += ["", f"Summary statistics of the ingested data ({result['ingested_rows']} rows):"]
+    lines.append(f"  {'column':<28} {'mean':>14} {'median':>14} {'std':>14}")
+    for column, stats in result["summary_statistics"].items():
+        cells = ["" if stats[k] is None else f"{stats[k]:.4f}" for k in ("mean", "median", "std")]
+        lines.append(f"  {column:<28} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14}")
+    lines += ["", "Missing data (share of rows):"]
+    lines += [f"  {column:<28} {share:>8.2%}" for column, share in result["missing_data"].items()]
+    timings = result["timings"]
+    lines += ["", "Timings:",
+              f"  last ingestion: {timings['ingestion_seconds']} s (at {timings['ingestion_at']})",
+              f"  training of the deployed model: {timings['training_seconds']} s (at {timings['trained_at']})"]
+    lines += ["", "Dependencies (requirements.txt):", f"  {'package':<16} {'required':<12} {'installed':<12} latest"]
+    for dep in result["dependencies"]:
+        flag = "  <- outdated" if dep["outdated"] else ""
+        lines.append(f"  {dep['package']:<16} {dep['required'] or '-':<12} {dep['installed'] or 'missing':<12} {dep['latest']}{flag}")
+    drift = result["drift"]
+    lines += ["", "Drift of the latest ingest:"]
+    if not drift:
+        lines.append("  no drift test has run yet")
+    elif not drift.get("tested"):
+        lines.append(f"  not tested: {drift.get('reason')}")
+    else:
+        lines.append(f"  {'feature':<28} {'test':<5} {'statistic':>10} {'effect':>8} {'p (adj.)':>10}  drifted")
+        for row in drift["features"]:
+            stat = "" if row["statistic"] is None else f"{row['statistic']:.4f}"
+            effect = "" if row["effect"] is None else f"{row['effect']:.3f}"
+            p_adj = "" if row["p_adjusted"] is None else f"{row['p_adjusted']:.2e}"
+            lines.append(f"  {row['feature']:<28} {row['test']:<5} {stat:>10} {effect:>8} {p_adj:>10}  {'YES' if row['drifted'] else 'no'}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Diagnose the deployed model and the ingested data; write logs/diagnostics.json and print it.",
+    )
+    add_config_argument(parser)
+    parser.add_argument("--data", metavar="FOLDER", help="labelled CSV folder to predict on (default: the test data folder)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from churnlib.logsetup import setup_logging
+
+    setup_logging(config.paths.logs, "diagnostics", verbose=args.verbose)
+    try:
+        model = load_deployed(config.paths.deployment)
+        if model is None:
+            logger.critical("no release is deployed yet; run fullprocess.py first")
+            return 1
+        schema = FrozenSchema.from_dict(model.metadata["schema"])
+        folder = Path(args.data).resolve() if args.data else config.paths.testdata
+        dataset = read_labelled_folder(folder, settings=config.schema, schema=schema)
+        ingested, _schema, _fingerprint = read_training_data(config.paths.ingested)
+        result = run_diagnostics(
+            pipeline=model.pipeline, metadata=model.metadata, schema=schema, dataset=dataset,
+            dataset_name=str(folder), ingested=ingested, record=load_record(config.paths.ingested),
+            log_folder=config.paths.logs,
+        )
+    except (ModelLoadError, DatasetError, TrainingError) as exc:
+        logger.critical("%s", exc)
+        return 1
+    atomic_write_json(config.paths.logs / DIAGNOSTICS_FILE, result)
+    logger.info("diagnostics of release %s written to %s", result["release_id"], config.paths.logs / DIAGNOSTICS_FILE)
+    print(json.dumps(result, indent=2) if args.json else format_diagnostics(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,527 @@
+"""Ingestion: new CSV files in sourcedata/ -> ingesteddata/finaldata.csv plus the ingestion record.
+
+How a tick works:
+
+1. ``scan_source`` lists ``sourcedata/`` and finds the files whose content has been neither
+   ingested nor rejected. A file whose size, times and inode are unchanged since the last look is
+   not read again; any other file is hashed (SHA-256). This part imports no pandas, so a tick that
+   finds nothing new stays fast.
+2. ``ingest_files`` reads each new file, validates it against the schema and appends its rows that
+   are not whole-row duplicates of anything ingested before. A bad file is rejected with its reason
+   and the next file goes on. Only the new file is read: duplicates are found through a file of
+   64-bit row hashes (``rowhashes.bin``), so a tick costs what the new data costs, not the history.
+
+Crash safety: rows are appended to ``finaldata.csv`` and ``rowhashes.bin`` first, then the record
+(``ingestion_record.json``, replaced atomically) is updated with their new committed lengths. A run
+that starts after a crash cuts both files back to the lengths the record names, so a file is either
+wholly ingested and recorded, or not at all and ingested again.
+
+The pipeline never edits, moves or deletes anything in ``sourcedata/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import stat
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.fsutil import RunLock, atomic_write_json, atomic_write_text, lock_path, read_json
+
+logger = logging.getLogger(Path(__file__).stem)  # "ingestion" whether imported or run as a script
+
+RECORD_FILE = "ingestion_record.json"
+DATA_FILE = "finaldata.csv"
+HASHES_FILE = "rowhashes.bin"
+INGESTED_LIST_FILE = "ingestedfiles.txt"
+READABLE_RECORD_FILE = "ingestion_record.txt"  # in logs/
+RECORD_FORMAT = 1
+
+
+class IngestedDataError(RuntimeError):
+    """The ingested data does not match its record: it was changed outside the pipeline."""
+
+
+@dataclass
+class SourceFile:
+    """A file in the source folder whose content has been neither ingested nor rejected."""
+
+    name: str
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class Scan:
+    new_files: list[SourceFile] = field(default_factory=list)
+    record_changed: bool = False
+
+
+@dataclass
+class IngestResult:
+    accepted: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    rows_added: int = 0
+    seconds: float = 0.0
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def empty_record() -> dict[str, Any]:
+    return {
+        "format": RECORD_FORMAT,
+        "schema": None,
+        "rows": 0,
+        "bytes": 0,
+        "data_version": 0,
+        "updated_at": None,
+        "last_ingest": None,
+        "files": [],
+        "rejected": [],
+        "ignored": {},
+        "seen": {},
+    }
+
+
+def load_record(ingested_folder: Path) -> dict[str, Any]:
+    """Return the ingestion record, or an empty one before the first ingest."""
+    path = ingested_folder / RECORD_FILE
+    try:
+        record = read_json(path)
+    except ValueError:
+        raise IngestedDataError(f"{path}: not valid JSON; it was changed outside the pipeline") from None
+    if record is None:
+        return empty_record()
+    if record.get("format") != RECORD_FORMAT:
+        raise IngestedDataError(f"{path}: unknown record format {record.get('format')!r}")
+    return record
+
+
+def save_record(record: dict[str, Any], ingested_folder: Path, log_folder: Path) -> None:
+    """Write the record atomically, then its readable forms (ingestedfiles.txt, logs/ingestion_record.txt)."""
+    record["updated_at"] = utc_now()
+    atomic_write_json(ingested_folder / RECORD_FILE, record)
+    atomic_write_text(ingested_folder / INGESTED_LIST_FILE, "".join(f"{f['name']}\n" for f in record["files"]))
+    atomic_write_text(log_folder / READABLE_RECORD_FILE, readable_record(record))
+
+
+def readable_record(record: dict[str, Any]) -> str:
+    """Return the record as a plain-text table for people reading logs/."""
+    lines = [
+        f"Ingestion record, updated {record['updated_at']}: {record['rows']} rows in "
+        f"{len(record['files'])} file(s), {len(record['rejected'])} file(s) rejected.",
+        "",
+        "INGESTED",
+        f"{'time':<21} {'file':<32} {'bytes':>10} {'read':>8} {'added':>8}  sha256",
+    ]
+    for entry in record["files"]:
+        lines.append(
+            f"{entry['ingested_at']:<21} {entry['name']:<32} {entry['size']:>10} "
+            f"{entry['rows_read']:>8} {entry['rows_added']:>8}  {entry['sha256'][:16]}"
+        )
+    lines += ["", "REJECTED", f"{'time':<21} {'file':<32} reason"]
+    for entry in record["rejected"]:
+        lines.append(f"{entry['rejected_at']:<21} {entry['name']:<32} {entry['reason']}")
+    if record["ignored"]:
+        lines += ["", "IGNORED (not CSV files)"]
+        lines += [f"{name:<32} {reason}" for name, reason in sorted(record["ignored"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _signature(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _reject(record: dict[str, Any], name: str, reason: str, *, sha256: str | None, size: int | None,
+            fingerprint: str | None = None) -> dict:
+    entry = {"name": name, "size": size, "sha256": sha256, "reason": reason, "rejected_at": utc_now(),
+             "schema_settings": fingerprint}
+    record["rejected"].append(entry)
+    logger.warning("rejected %s: %s", name, reason)
+    return entry
+
+
+def _ignore_once(record: dict[str, Any], name: str, reason: str) -> bool:
+    if record["ignored"].get(name) == reason:
+        return False
+    record["ignored"][name] = reason
+    logger.info("ignored %s: %s", name, reason)
+    return True
+
+
+def settings_fingerprint(settings) -> str:
+    """Return a short hash of the config's schema section: a rejection only stands while it is unchanged."""
+    return hashlib.sha256(repr(sorted(vars(settings).items())).encode()).hexdigest()[:16]
+
+
+def scan_source(source_folder: Path, record: dict[str, Any], settings) -> Scan:
+    """Return the files in ``source_folder`` whose content is new; note other entries in ``record``.
+
+    Non-CSV entries, folders and hidden files are logged once and ignored. A file whose content was
+    already ingested is not new, whatever its name; nor is one rejected under the same schema
+    settings (after a fix to config.json's schema section, rejected files are tried again).
+    Imports no pandas.
+    """
+    scan = Scan()
+    try:
+        entries = sorted(os.scandir(source_folder), key=lambda e: e.name)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source_folder}: source folder does not exist") from None
+    fingerprint = settings_fingerprint(settings)
+    ingested = {entry["sha256"]: entry["name"] for entry in record["files"]}
+    rejected = {
+        entry["sha256"]: entry
+        for entry in record["rejected"]
+        if entry.get("sha256") and entry.get("schema_settings") == fingerprint
+    }
+    root = source_folder.resolve()
+    present = set()
+    for entry in entries:
+        name = entry.name
+        present.add(name)
+        if name.startswith("."):
+            scan.record_changed |= _ignore_once(record, name, "hidden file")
+            continue
+        if not name.lower().endswith(".csv"):
+            scan.record_changed |= _ignore_once(record, name, "not a .csv file")
+            continue
+        path = Path(entry.path)
+        if entry.is_symlink() and not path.resolve().is_relative_to(root):
+            signature = _signature(os.lstat(path))
+            if record["seen"].get(name, {}).get("signature") != signature:
+                record["seen"][name] = {"signature": signature, "sha256": None}
+                _reject(record, name, f"a symlink to {path.resolve()}, outside {source_folder.name}/; not read",
+                        sha256=None, size=None)
+                scan.record_changed = True
+            continue
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue  # vanished (or a dangling symlink): nothing to ingest
+        if stat.S_ISDIR(st.st_mode):
+            scan.record_changed |= _ignore_once(record, name, "a folder, not a file")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            scan.record_changed |= _ignore_once(record, name, "not a regular file")
+            continue
+        record["ignored"].pop(name, None)
+        signature = _signature(st)
+        seen = record["seen"].get(name)
+        if seen and seen["signature"] == signature:
+            sha256 = seen["sha256"]
+            if sha256 is None:
+                continue  # unreadable last time and unchanged since: not retried
+        else:
+            try:
+                sha256 = _file_sha256(path)
+            except FileNotFoundError:
+                continue
+            except PermissionError:
+                record["seen"][name] = {"signature": signature, "sha256": None}
+                _reject(record, name, "cannot read the file: permission denied", sha256=None, size=st.st_size)
+                scan.record_changed = True
+                continue
+            record["seen"][name] = {"signature": signature, "sha256": sha256}
+            scan.record_changed = True
+            if sha256 in ingested and ingested[sha256] != name:
+                logger.info("%s: same content as the already ingested %s, skipped", name, ingested[sha256])
+            elif sha256 in rejected and rejected[sha256]["name"] != name:
+                _reject(record, name, f"same content as the rejected {rejected[sha256]['name']}: "
+                        f"{rejected[sha256]['reason']}", sha256=sha256, size=st.st_size, fingerprint=fingerprint)
+                rejected[sha256] = record["rejected"][-1]
+        if sha256 in ingested or sha256 in rejected:
+            continue
+        scan.new_files.append(SourceFile(name=name, path=path, size=st.st_size, sha256=sha256))
+    for name in list(record["seen"]):
+        if name not in present:
+            del record["seen"][name]
+            scan.record_changed = True
+    for name in list(record["ignored"]):
+        if name not in present:
+            del record["ignored"][name]
+            scan.record_changed = True
+    return scan
+
+
+def recover_ingested_data(ingested_folder: Path, record: dict[str, Any]) -> None:
+    """Cut finaldata.csv and rowhashes.bin back to the committed lengths in the record.
+
+    Bytes past those lengths were written by a run that died before recording them.
+    """
+    for file_name, committed in ((DATA_FILE, record["bytes"]), (HASHES_FILE, record["rows"] * 8)):
+        path = ingested_folder / file_name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < committed:
+            raise IngestedDataError(
+                f"{path}: {size} bytes, shorter than the {committed} the ingestion record commits; "
+                "it was changed outside the pipeline (restore it, or delete the ingesteddata folder to re-ingest)"
+            )
+        if size > committed:
+            logger.warning("%s: cutting %d uncommitted bytes left by an interrupted run", path.name, size - committed)
+            with open(path, "r+b") as handle:
+                handle.truncate(committed)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+def check_schema_matches_config(frozen: dict[str, Any] | None, settings) -> None:
+    """Raise ConfigError when config.json's schema section contradicts the data already ingested."""
+    if frozen is None:
+        return
+    problems = []
+    if settings.target != frozen["target"]:
+        problems.append(f"target is {settings.target!r}, the ingested data's is {frozen['target']!r}")
+    if settings.feature_columns is not None and list(settings.feature_columns) != frozen["feature_columns"]:
+        problems.append(f"feature_columns differ from the ingested data's {frozen['feature_columns']}")
+    if settings.categorical_columns is not None and sorted(settings.categorical_columns) != sorted(frozen["categorical_columns"]):
+        problems.append(f"categorical_columns differ from the ingested data's {frozen['categorical_columns']}")
+    stray = [c for c in settings.id_columns if c in frozen["feature_columns"]]
+    if stray:
+        problems.append(f"id_columns {stray} are features of the ingested data")
+    if problems:
+        raise ConfigError(
+            "config.json schema: " + "; ".join(problems)
+            + " (the schema is frozen at the first ingest; to change it, move ingesteddata/ away and re-ingest)"
+        )
+
+
+def _append_and_sync(path: Path, data: bytes) -> None:
+    with open(path, "ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def row_hashes(lines: list[str]):
+    """Return one 64-bit hash per canonical row (BLAKE2b, stable across versions and machines)."""
+    import numpy as np
+
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(line.encode("utf-8"), digest_size=8).digest(), "little") for line in lines],
+        dtype=np.uint64,
+    )
+
+
+class _HashIndex:
+    """Membership test against every row hash ingested so far, built once per tick."""
+
+    def __init__(self, path: Path, count: int):
+        import numpy as np
+
+        self._np = np
+        history = np.fromfile(path, dtype=np.uint64, count=count) if count else np.empty(0, dtype=np.uint64)
+        self._sorted = np.sort(history)
+        self._added: list = []
+
+    def contains(self, hashes):
+        np = self._np
+        found = np.zeros(len(hashes), dtype=bool)
+        if len(self._sorted):
+            positions = np.minimum(np.searchsorted(self._sorted, hashes), len(self._sorted) - 1)
+            found = self._sorted[positions] == hashes
+        for added in self._added:
+            found |= np.isin(hashes, added)
+        return found
+
+    def add(self, hashes) -> None:
+        self._added.append(hashes)
+
+
+def ingest_files(
+    files: list[SourceFile],
+    record: dict[str, Any],
+    *,
+    ingested_folder: Path,
+    log_folder: Path,
+    settings,
+) -> IngestResult:
+    """Validate and append each new file's new rows; return what was accepted, rejected and deferred.
+
+    ``settings`` is the config's schema section. The record is saved after every file, so a crash
+    loses at most the file being read.
+    """
+    import numpy as np
+
+    from churnlib.dataset import DatasetError, FrozenSchema, canonical_lines, header_line, parse_labelled_csv
+
+    started = time.perf_counter()
+    result = IngestResult()
+    ingested_folder.mkdir(parents=True, exist_ok=True)
+    check_schema_matches_config(record["schema"], settings)
+    recover_ingested_data(ingested_folder, record)
+    data_path = ingested_folder / DATA_FILE
+    hashes_path = ingested_folder / HASHES_FILE
+    index = _HashIndex(hashes_path, record["rows"]) if files else None
+    fingerprint = settings_fingerprint(settings)
+    for source in files:
+        file_started = time.perf_counter()
+        try:
+            data = source.path.read_bytes()
+            size_after = os.stat(source.path).st_size
+        except FileNotFoundError:
+            logger.info("%s: vanished before it could be read, skipped", source.name)
+            continue
+        except PermissionError:
+            result.rejected.append(_reject(record, source.name, "cannot read the file: permission denied",
+                                           sha256=source.sha256, size=source.size))
+            save_record(record, ingested_folder, log_folder)
+            continue
+        if len(data) != source.size or size_after != source.size or hashlib.sha256(data).hexdigest() != source.sha256:
+            logger.info("%s: changed while being read (still being written?), will try again next tick", source.name)
+            result.deferred.append(source.name)
+            continue
+        schema = FrozenSchema.from_dict(record["schema"]) if record["schema"] else None
+        try:
+            parsed = parse_labelled_csv(data, name=source.name, settings=settings, schema=schema)
+        except DatasetError as exc:
+            reason = str(exc).removeprefix(f"{source.name}: ")
+            result.rejected.append(_reject(record, source.name, reason, sha256=source.sha256, size=source.size,
+                                           fingerprint=fingerprint))
+            save_record(record, ingested_folder, log_folder)
+            continue
+        if schema is None:
+            schema = parsed.schema
+            logger.info("schema frozen from %s: %s", source.name, schema.describe())
+        lines = canonical_lines(parsed.frame, schema)
+        hashes = row_hashes(lines)
+        _unique, first = np.unique(hashes, return_index=True)
+        keep = np.zeros(len(hashes), dtype=bool)
+        keep[first] = True
+        duplicates_in_file = int(len(hashes) - keep.sum())
+        seen_before = index.contains(hashes)
+        duplicates_of_history = int((keep & seen_before).sum())
+        keep &= ~seen_before
+        new_lines = [line for line, kept in zip(lines, keep) if kept]
+        new_hashes = hashes[keep]
+
+        first_byte = record["bytes"]
+        text = "".join(f"{line}\n" for line in new_lines)
+        if record["bytes"] == 0:
+            text = header_line(schema) + "\n" + text
+        payload = text.encode("utf-8")
+        if payload:
+            _append_and_sync(data_path, payload)
+            _append_and_sync(hashes_path, new_hashes.tobytes())
+        index.add(new_hashes)
+        entry = {
+            "name": source.name,
+            "size": source.size,
+            "sha256": source.sha256,
+            "rows_read": parsed.rows_read,
+            "rows_added": len(new_lines),
+            "duplicates_in_file": duplicates_in_file,
+            "duplicates_of_earlier_rows": duplicates_of_history,
+            "ignored_columns": parsed.ignored_columns,
+            "notes": parsed.notes,
+            "first_row": record["rows"],
+            "first_byte": first_byte,
+            "ingested_at": utc_now(),
+            "seconds": round(time.perf_counter() - file_started, 4),
+        }
+        record["schema"] = schema.to_dict()
+        record["bytes"] += len(payload)
+        record["rows"] += len(new_lines)
+        record["data_version"] += 1
+        record["files"].append(entry)
+        save_record(record, ingested_folder, log_folder)
+        result.accepted.append(entry)
+        result.rows_added += len(new_lines)
+        extras = []
+        if duplicates_in_file or duplicates_of_history:
+            extras.append(f"{duplicates_in_file} duplicate rows within the file, {duplicates_of_history} already ingested")
+        if parsed.ignored_columns:
+            extras.append(f"extra columns ignored: {', '.join(parsed.ignored_columns)}")
+        extras += parsed.notes
+        logger.info(
+            "ingested %s: %d rows read, %d added%s (sha256 %s)",
+            source.name, parsed.rows_read, len(new_lines),
+            f"; {'; '.join(extras)}" if extras else "", source.sha256[:12],
+        )
+    result.seconds = round(time.perf_counter() - started, 4)
+    if result.accepted or result.rejected:
+        record["last_ingest"] = {
+            "at": utc_now(),
+            "seconds": result.seconds,
+            "files_accepted": len(result.accepted),
+            "files_rejected": len(result.rejected),
+            "rows_added": result.rows_added,
+        }
+        save_record(record, ingested_folder, log_folder)
+    return result
+
+
+def run_ingestion(config, record: dict[str, Any] | None = None) -> IngestResult:
+    """Scan the source folder and ingest what is new; the caller holds the run lock."""
+    record = load_record(config.paths.ingested) if record is None else record
+    scan = scan_source(config.paths.source, record, config.schema)
+    result = ingest_files(
+        scan.new_files,
+        record,
+        ingested_folder=config.paths.ingested,
+        log_folder=config.paths.logs,
+        settings=config.schema,
+    )
+    if scan.record_changed and not (result.accepted or result.rejected):
+        save_record(record, config.paths.ingested, config.paths.logs)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Ingest new CSV files from the source folder into ingesteddata/finaldata.csv, "
+        "rejecting bad files with a reason (see logs/ingestion_record.txt).",
+    )
+    add_config_argument(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from churnlib.logsetup import setup_logging
+
+    setup_logging(config.paths.logs, "ingestion", verbose=args.verbose)
+    lock = RunLock(lock_path(config))
+    if not lock.acquire(timeout=60):
+        logger.error("another run holds the lock %s (PID %s); try again later", lock.path, lock.holder_pid())
+        return 1
+    try:
+        result = run_ingestion(config)
+    except (ConfigError, IngestedDataError, FileNotFoundError) as exc:
+        logger.critical("%s", exc)
+        return 1
+    finally:
+        lock.release()
+    print(
+        f"{len(result.accepted)} file(s) ingested, {result.rows_added} rows added; "
+        f"{len(result.rejected)} rejected; {len(result.deferred)} deferred. "
+        f"Record: {config.paths.logs / READABLE_RECORD_FILE}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

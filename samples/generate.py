@@ -1,0 +1,111 @@
+"""Write the sample data shipped in the repository, byte for byte the same on every run.
+
+    python samples/generate.py            # rewrite the shipped files
+    python samples/generate.py --check    # exit 1 if a shipped file differs from what this writes
+
+Writes, in the classic format of the churn-risk exercise (one row per corporate customer):
+
+- ``sourcedata/dataset1.csv`` and ``sourcedata/dataset2.csv``: the first batches (dataset2 repeats a
+  few rows of dataset1, as real exports do, to show whole-row de-duplication);
+- ``testdata/testdata.csv``: labelled hold-out data the models are scored on;
+- ``samples/later/dataset3.csv``: a later batch in which the customers changed (less activity, more
+  of them on the basic plan; what drives churn stays the same), for the README's walk-through to
+  drop into ``sourcedata/`` and watch the drift found, the model retrained and redeployed.
+
+Columns: ``corporation`` (an id, not a feature), ``lastmonth_activity``, ``lastyear_activity``,
+``number_of_employees`` (a few cells blank), ``plan`` (categorical) and ``exited`` (0/1, the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import string
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = ["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees", "plan", "exited"]
+PLANS = ("basic", "standard", "premium")
+
+
+def _codes(rng: np.random.Generator, count: int) -> list[str]:
+    letters = np.array(list(string.ascii_lowercase))
+    return ["".join(rng.choice(letters, 4)) for _ in range(count)]
+
+
+def make_customers(rng: np.random.Generator, count: int, *, drifted: bool = False) -> list[list[str]]:
+    """Return ``count`` rows of customers as CSV cells; ``drifted`` shifts activity, plans and churn."""
+    plan_shares = (0.6, 0.3, 0.1) if drifted else (0.35, 0.4, 0.25)
+    plans = rng.choice(len(PLANS), size=count, p=plan_shares)
+    employees = np.round(rng.lognormal(mean=3.5, sigma=1.0, size=count)).astype(int) + 1
+    yearly = rng.lognormal(mean=6.5 + 0.3 * plans, sigma=0.8, size=count)
+    if drifted:
+        yearly *= 0.45
+    monthly = yearly / 12 * rng.lognormal(mean=0.0, sigma=0.5, size=count)
+    logit = (
+        1.2
+        - 1.1 * (np.log1p(monthly) - 3.5)
+        - 0.35 * (np.log(employees) - 3.5)
+        - 0.7 * plans
+        + rng.normal(0.0, 0.6, size=count)
+    )
+    exited = (rng.random(count) < 1 / (1 + np.exp(-logit))).astype(int)
+    blank_employees = rng.random(count) < 0.02
+    rows = []
+    for code, month, year, staff, plan, label, blank in zip(
+        _codes(rng, count), monthly, yearly, employees, plans, exited, blank_employees
+    ):
+        rows.append([
+            code,
+            str(int(math.floor(month))),
+            str(int(math.floor(year))),
+            "" if blank else str(int(staff)),
+            PLANS[plan],
+            str(int(label)),
+        ])
+    return rows
+
+
+def sample_files() -> dict[Path, str]:
+    """Return every shipped sample file's path and exact text."""
+    rng = np.random.default_rng(5)
+    first = make_customers(rng, 400)
+    second = make_customers(rng, 390) + [first[i] for i in range(0, 100, 10)]
+    test = make_customers(rng, 300)
+    later = make_customers(rng, 400, drifted=True)
+
+    def text(rows: list[list[str]]) -> str:
+        return "\n".join(",".join(row) for row in [HEADER, *rows]) + "\n"
+
+    return {
+        ROOT / "sourcedata" / "dataset1.csv": text(first),
+        ROOT / "sourcedata" / "dataset2.csv": text(second),
+        ROOT / "testdata" / "testdata.csv": text(test),
+        ROOT / "samples" / "later" / "dataset3.csv": text(later),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write (or --check) the sample data shipped in the repository.")
+    parser.add_argument("--check", action="store_true", help="compare with the shipped files instead of writing")
+    args = parser.parse_args(argv)
+    differing = []
+    for path, content in sample_files().items():
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != content:
+                differing.append(path.relative_to(ROOT))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)} ({content.count(chr(10)) - 1} rows)")
+    if differing:
+        print("differs from the generator: " + ", ".join(map(str, differing)), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Scoring: a model + the labelled test data (testdata/) -> models/latestscore.txt and latestscore.json.
+
+``latestscore.txt`` holds the F1 score as a bare number, the classic format that other tools read;
+``latestscore.json`` beside it holds F1, precision, recall, accuracy, ROC AUC, the confusion matrix
+and the row counts. A customer is predicted to churn when its churn probability is above 0.5, the
+same rule the API uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+
+from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.dataset import DatasetError, FrozenSchema, read_labelled_folder
+from churnlib.fsutil import RunLock, atomic_write_json, atomic_write_text, lock_path
+from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, ModelLoadError, load_deployed, load_model
+
+logger = logging.getLogger(Path(__file__).stem)
+
+THRESHOLD = 0.5
+
+
+def churn_probabilities(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema) -> np.ndarray:
+    """Return each row's probability of churn (class 1)."""
+    return pipeline.predict_proba(frame[list(schema.feature_columns)])[:, 1]
+
+
+def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
+    """Return 1 where the churn probability is above the threshold, else 0."""
+    return (probabilities > THRESHOLD).astype(np.int64)
+
+
+def metrics_from_predictions(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """Return F1, precision, recall, accuracy, ROC AUC and the confusion matrix for these predictions."""
+    predicted = predicted_classes(probabilities)
+    both_classes = len(np.unique(labels)) == 2
+    matrix = confusion_matrix(labels, predicted, labels=[0, 1])
+    return {
+        "f1": float(f1_score(labels, predicted, zero_division=0)),
+        "precision": float(precision_score(labels, predicted, zero_division=0)),
+        "recall": float(recall_score(labels, predicted, zero_division=0)),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        # ROC AUC needs both classes; with one it is undefined, and None says so.
+        "roc_auc": float(roc_auc_score(labels, probabilities)) if both_classes else None,
+        "confusion_matrix": {
+            "labels": [0, 1],
+            "rows_are": "actual",
+            "columns_are": "predicted",
+            "matrix": matrix.tolist(),
+        },
+        "rows": int(len(labels)),
+        "positives": int(labels.sum()),
+        "both_classes": both_classes,
+    }
+
+
+def score_model(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema) -> dict[str, Any]:
+    """Return the metrics of ``pipeline`` on the labelled rows of ``frame``."""
+    probabilities = churn_probabilities(pipeline, frame, schema)
+    return metrics_from_predictions(frame[schema.target].to_numpy(), probabilities)
+
+
+def read_test_data(test_folder: Path, *, settings, schema: FrozenSchema) -> pd.DataFrame:
+    """Return the labelled test rows of every CSV file in ``test_folder``, validated against the schema."""
+    return read_labelled_folder(test_folder, settings=settings, schema=schema)
+
+
+def write_scores(scores: dict[str, Any], folder: Path, *, release_id: str) -> None:
+    """Write latestscore.json, then latestscore.txt (F1 as a bare number), to ``folder``."""
+    atomic_write_json(folder / SCORE_DETAILS_FILE, {"release_id": release_id, **scores})
+    atomic_write_text(folder / SCORE_FILE, f"{scores['f1']}\n")
+
+
+def format_scores(scores: dict[str, Any]) -> str:
+    """Return the scores as one readable line."""
+    auc = "n/a" if scores["roc_auc"] is None else f"{scores['roc_auc']:.3f}"
+    return (
+        f"F1 {scores['f1']:.3f}, precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, "
+        f"accuracy {scores['accuracy']:.3f}, ROC AUC {auc} on {scores['rows']} rows"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Score a model on the labelled test data and write latestscore.txt (F1) and "
+        "latestscore.json (all metrics) to the model folder.",
+    )
+    add_config_argument(parser)
+    parser.add_argument(
+        "--deployed", action="store_true",
+        help="score the deployed release instead of the latest trained model in the model folder "
+        "(prints the scores; writes nothing)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from churnlib.logsetup import setup_logging
+
+    setup_logging(config.paths.logs, "scoring", verbose=args.verbose)
+    try:
+        model: LoadedModel | None = load_deployed(config.paths.deployment) if args.deployed else load_model(config.paths.models)
+        if model is None:
+            logger.critical("no release is deployed yet")
+            return 1
+        schema = FrozenSchema.from_dict(model.metadata["schema"])
+        test = read_test_data(config.paths.testdata, settings=config.schema, schema=schema)
+        scores = score_model(model.pipeline, test, schema)
+    except (ModelLoadError, DatasetError) as exc:
+        logger.critical("%s", exc)
+        return 1
+    logger.info("release %s: %s", model.release_id, format_scores(scores))
+    if not args.deployed:
+        lock = RunLock(lock_path(config))
+        if not lock.acquire(timeout=60):
+            logger.error("another run holds the lock %s (PID %s); try again later", lock.path, lock.holder_pid())
+            return 1
+        try:
+            write_scores(scores, config.paths.models, release_id=model.release_id)
+        finally:
+            lock.release()
+    print(f"{model.release_id}: {format_scores(scores)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""config.json: defaults, validation with one-line errors naming the key, and --config on every script."""
+
+import json
+
+import pytest
+
+from churnlib.config import ConfigError, config_from_dict, defaults_as_dict, load_config
+from conftest import base_config, run_script
+
+
+def load(tmp_path, raw):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw) if not isinstance(raw, str) else raw)
+    return load_config(path)
+
+
+def test_an_empty_config_gets_every_default(tmp_path):
+    config = load(tmp_path, {})
+    assert config.paths.source == (tmp_path / "sourcedata").resolve()
+    assert config.model.algorithm == "logistic_regression"
+    assert config.schema.target == "exited"
+    assert config.drift.correction == "holm"
+    assert config.deployment.policy == "not_worse"
+    assert config.api.url == "http://127.0.0.1:8000"
+
+
+def test_paths_resolve_from_the_config_files_folder_not_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "practice").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = load(tmp_path / "practice", {"paths": {"log_folder": "mylogs"}})
+    assert config.paths.logs == tmp_path / "practice" / "mylogs"
+
+
+def test_column_names_in_the_config_are_normalised_like_data_headers(tmp_path):
+    config = load(tmp_path, {"schema": {"target": "Churn ", "id_columns": ["customerID"],
+                                        "categorical_columns": ["Call  Failure"]}})
+    assert config.schema.target == "churn"
+    assert config.schema.id_columns == ("customerid",)
+    assert config.schema.categorical_columns == ("call_failure",)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"drfit": {}}, "unknown key 'drfit'"),
+        ({"drift": {"alpah": 0.1}}, "unknown key 'drift.alpah'"),
+        ({"drift": {"alpha": 1.5}}, "drift.alpha: must be a number in (0, 1), got 1.5"),
+        ({"drift": {"alpha": "0.05"}}, "drift.alpha: must be a number, got '0.05'"),
+        ({"drift": {"min_rows": 2.5}}, "drift.min_rows: must be a whole number, got 2.5"),
+        ({"model": {"algorithm": "svm"}}, "model.algorithm: must be one of logistic_regression, xgboost; got 'svm'"),
+        ({"model": {"params": [1]}}, "model.params: must be an object"),
+        ({"model": {"random_seed": True}}, "model.random_seed: must be a whole number, got True"),
+        ({"schema": {"id_columns": "corporation"}}, "schema.id_columns: must be a list of column names"),
+        ({"schema": {"target": "a", "id_columns": ["a"]}}, "schema.id_columns: must not hold the target 'a'"),
+        ({"paths": {"source_folder": ""}}, "paths.source_folder: must be a non-empty string"),
+        ({"paths": {"model_folder": "x", "deployment_folder": "x"}}, "paths.deployment_folder: must differ from paths.model_folder"),
+        ({"deployment": {"policy": "sometimes"}}, "deployment.policy: must be one of always, not_worse, better"),
+        ({"deployment": {"keep_releases": 1}}, "deployment.keep_releases: must be >= 2, got 1"),
+        ({"api": {"url": "localhost:8000"}}, "api.url: must start with http:// or https://"),
+        ([], "must hold a JSON object at the top level"),
+    ],
+)
+def test_a_bad_config_is_a_one_line_error_naming_the_key(tmp_path, raw, message):
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, raw)
+    text = str(error.value)
+    assert message in text
+    assert "\n" not in text
+    assert text.startswith(str(tmp_path / "config.json"))
+
+
+def test_invalid_json_names_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"not valid JSON: .* at line 2"):
+        load(tmp_path, '{\n  "drift": {,}\n}')
+
+
+def test_a_missing_config_file_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.json")
+
+
+def test_the_shipped_configs_are_valid():
+    from conftest import IRANIAN, ROOT
+
+    assert load_config(ROOT / "config.json").schema.target == "exited"
+    assert load_config(IRANIAN / "config.json").schema.target == "churn"
+
+
+def test_the_defaults_validate_as_a_config(tmp_path):
+    config = config_from_dict(defaults_as_dict(), file=tmp_path / "config.json")
+    assert config.drift.alpha == 0.05
+
+
+@pytest.mark.parametrize("script", ["fullprocess.py", "ingestion.py", "training.py", "scoring.py",
+                                    "deployment.py", "diagnostics.py", "reporting.py", "apicalls.py"])
+def test_every_script_takes_config_and_reports_a_bad_one_in_one_line(tmp_path, script):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(base_config(drift={"alpha": 7})))
+    result = run_script(script, "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {path}: drift.alpha: must be a number in (0, 1), got 7"]
+    helped = run_script(script, "--help")
+    assert helped.returncode == 0 and "--config PATH" in helped.stdout

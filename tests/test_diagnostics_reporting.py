@@ -1,0 +1,111 @@
+"""Diagnostics and reporting on a deployed project."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import diagnostics
+import reporting
+from conftest import run_script
+
+
+def test_summary_statistics_and_missing_data_of_a_frame():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, np.nan], "b": ["x", None, None, "y"]})
+    stats = diagnostics.summary_statistics(frame, ("a",))
+    assert stats["a"] == {"mean": 2.0, "median": 2.0, "std": 1.0, "count": 3}
+    assert diagnostics.missing_data(frame) == {"a": 0.25, "b": 0.5}
+
+
+def test_statistics_of_an_all_missing_column_are_none_not_nan():
+    stats = diagnostics.summary_statistics(pd.DataFrame({"a": [np.nan, np.nan]}), ("a",))
+    assert stats["a"]["mean"] is None and stats["a"]["std"] is None
+
+
+def test_dependency_check_without_network_says_latest_unknown(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# comment\npandas==3.1.1\nnumpy==2.4.6  # pinned\n-r other.txt\nnot-installed-pkg==1.0\n")
+    rows = diagnostics.dependency_check(requirements, deadline_seconds=2.0, base_url="http://127.0.0.1:9")
+    assert [r["package"] for r in rows] == ["pandas", "numpy", "not-installed-pkg"]
+    assert rows[0]["installed"] == "3.1.1" and rows[0]["latest"] == "latest unknown"
+    assert rows[2]["installed"] is None and rows[2]["outdated"] is None
+
+
+def test_dependency_check_gives_up_on_an_index_that_never_answers(tmp_path):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts connections into the backlog and never replies
+    try:
+        requirements = tmp_path / "requirements.txt"
+        requirements.write_text("pandas==3.1.1\n")
+        rows = diagnostics.dependency_check(requirements, deadline_seconds=0.5,
+                                            base_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
+    finally:
+        silent.close()
+    assert rows[0]["latest"] == "latest unknown"
+
+
+def test_dependency_check_reports_outdated_packages_from_the_index(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Index(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"info": {"version": "99.0"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Index)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        requirements = tmp_path / "requirements.txt"
+        requirements.write_text("pandas==3.1.1\n")
+        rows = diagnostics.dependency_check(requirements, base_url=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rows == [{"package": "pandas", "required": "3.1.1", "installed": "3.1.1", "latest": "99.0", "outdated": True}]
+
+
+def test_diagnostics_script_writes_json_and_prints_it_readably(deployed):
+    result = run_script("diagnostics.py", "--config", str(deployed.config_path))
+    assert result.returncode == 0, result.stderr
+    written = json.loads((deployed.logs / "diagnostics.json").read_text())
+    assert written["predictions"]["rows"] == 300
+    assert set(written["summary_statistics"]) == {"lastmonth_activity", "lastyear_activity", "number_of_employees"}
+    assert written["missing_data"]["number_of_employees"] > 0
+    assert written["timings"]["training_seconds"] > 0 and written["timings"]["ingestion_seconds"] > 0
+    assert "Summary statistics of the ingested data (790 rows)" in result.stdout
+    assert "latest unknown" in result.stdout
+
+
+def test_reporting_script_writes_plots_and_a_self_contained_report(deployed):
+    result = run_script("reporting.py", "--config", str(deployed.config_path))
+    assert result.returncode == 0, result.stderr
+    png = (deployed.models / "confusionmatrix.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    page = (deployed.models / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert "src=\"http" not in page and "<link" not in page and "<script" not in page
+    assert "Scores on the test data" in page
+
+
+def test_report_escapes_text_from_the_data():
+    metadata = {"release_id": "<r>", "algorithm": "logistic_regression", "trained_at": "t", "params": {},
+                "random_seed": 1, "model_sha256": "0" * 64,
+                "schema": {"numeric_columns": ["<b>x</b>"], "categorical_columns": []},
+                "training_data": {"rows": 2, "sha256": "1" * 64}}
+    scores = {"f1": 1.0, "precision": 1.0, "recall": 1.0, "accuracy": 1.0, "roc_auc": 1.0, "rows": 2, "positives": 1,
+              "confusion_matrix": {"matrix": [[1, 0], [0, 1]]}}
+    page = reporting.build_report(metadata=metadata, scores=scores, labels=np.array([0, 1]),
+                                  probabilities=np.array([0.2, 0.9]))["report.html"].decode()
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page

@@ -1,0 +1,196 @@
+"""fullprocess.py, one test per decision path, plus the fast path, the lock, failures and the run log."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ingestion
+from conftest import ROOT, SAMPLE_LATER, base_config, make_project, run_script
+from samples.generate import HEADER, make_customers
+
+
+def batch(seed, count=300, *, drifted=False, flip_labels=False):
+    rows = make_customers(np.random.default_rng(seed), count, drifted=drifted)
+    if flip_labels:
+        for row in rows:
+            row[-1] = str(1 - int(row[-1]))
+    return "\n".join(",".join(r) for r in [HEADER, *rows]) + "\n"
+
+
+def test_cold_start_trains_scores_and_deploys_a_first_model_with_report_and_diagnostics(project):
+    assert project.tick() == 0
+    run = project.last_run()
+    assert run["decision"] == "cold_start"
+    release = run["deployed_release_after"]
+    assert project.pointer()["current"] == release
+    folder = project.deployment / "releases" / release
+    assert {"report.html", "confusionmatrix.png", "roc_curve.png", "pr_curve.png", "diagnostics.json"} <= {
+        p.name for p in folder.iterdir()}
+    assert json.loads((project.logs / "diagnostics.json").read_text())["release_id"] == release
+    assert float((project.models / "latestscore.txt").read_text()) == run["candidate"]["scores"]["f1"]
+    assert "cold start" in project.log()
+    assert (project.ingested / "decision_state.json").exists()
+
+
+def test_nothing_new_is_one_log_line_and_exit_0(deployed):
+    lines_before = deployed.log().count("\n")
+    assert deployed.tick() == 0
+    assert deployed.last_run()["decision"] == "nothing_new"
+    new_lines = deployed.log().splitlines()[lines_before:]
+    assert len(new_lines) == 1 and "nothing new in sourcedata/" in new_lines[0]
+
+
+def test_nothing_new_does_not_import_pandas_sklearn_or_xgboost(deployed):
+    code = (
+        "import sys, fullprocess\n"
+        f"status = fullprocess.main(['--config', {str(deployed.config_path)!r}, '--no-api'])\n"
+        "print(sorted(m for m in ('pandas', 'sklearn', 'xgboost', 'scipy', 'numpy', 'matplotlib') if m in sys.modules))\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert deployed.last_run()["decision"] == "nothing_new"
+
+
+def test_new_data_without_drift_keeps_the_release(deployed):
+    before = deployed.pointer()["current"]
+    deployed.add_source("dataset3.csv", batch(101))
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["decision"] == "no_drift", run["reason"]
+    assert run["score_drift"]["checked"] and not run["score_drift"]["drift"]
+    assert run["data_drift"]["tested"] and run["data_drift"]["drifted_features"] == []
+    assert deployed.pointer()["current"] == before
+    assert json.loads((deployed.logs / "latest_drift.json").read_text())["new_rows"] == 300
+
+
+def test_a_score_drop_retrains(deployed):
+    deployed.add_source("flipped.csv", batch(102, flip_labels=True))
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["score_drift"]["drift"] is True
+    assert run["score_drift"]["drop"] > 0.05
+    assert run["data_drift"]["drift"] is False
+    assert run["decision"] in ("retrained_deployed", "retrained_refused")
+    assert "score drop" in run["reason"]
+    assert "candidate" in run
+
+
+def test_feature_drift_retrains_and_deploys(deployed):
+    before = deployed.pointer()["current"]
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["decision"] == "retrained_deployed", run["reason"]
+    assert set(run["data_drift"]["drifted_features"]) >= {"lastmonth_activity", "plan"}
+    plan = next(r for r in run["data_drift"]["features"] if r["feature"] == "plan")
+    assert plan["test"] == "chi2"
+    assert deployed.pointer()["current"] == run["deployed_release_after"] != before
+    assert deployed.pointer()["previous"] == [before]
+    report = (deployed.deployment / "releases" / run["deployed_release_after"] / "report.html").read_text()
+    assert "retrained_deployed" in report and "lastmonth_activity" in report
+    assert "feature drift" in deployed.log()
+
+
+def test_a_retrained_model_refused_by_the_policy_leaves_the_release(deployed):
+    deployed.write_config(base_config(deployment={"policy": "better", "tolerance": 0.5}))
+    before = deployed.pointer()["current"]
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["decision"] == "retrained_refused"
+    assert run["policy"]["allowed"] is False and "policy better" in run["policy"]["reason"]
+    assert deployed.pointer()["current"] == before
+    assert "stays" in deployed.log()
+    # The rows were judged: the next tick has nothing to do.
+    assert deployed.tick() == 0 and deployed.last_run()["decision"] == "nothing_new"
+
+
+def test_a_rejected_file_is_logged_and_the_tick_succeeds(deployed):
+    deployed.add_source("broken.csv", "corporation;exited\nx;1\n")
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["decision"] == "no_new_rows"
+    assert run["ingest"]["rejected"][0]["name"] == "broken.csv"
+    assert "seems to use ';' as delimiter" in run["ingest"]["rejected"][0]["reason"]
+    assert deployed.tick() == 0 and deployed.last_run()["decision"] == "nothing_new"
+
+
+def test_rows_ingested_by_an_interrupted_tick_are_judged_by_the_next(deployed):
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    ingestion.run_ingestion(deployed.config())  # ingested, then the tick "died" before deciding
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["new_files"] == []
+    assert run["decision"] == "retrained_deployed"
+    assert run["data_drift"]["new_rows"] == 400
+
+
+def test_a_held_lock_makes_the_tick_exit_0_at_once(deployed):
+    from churnlib.fsutil import RunLock, lock_path
+
+    lock = RunLock(lock_path(deployed.config()))
+    assert lock.acquire()
+    try:
+        result = deployed.tick_subprocess("-v")
+    finally:
+        lock.release()
+    assert result.returncode == 0
+    assert "holds the lock" in result.stderr
+    assert deployed.last_run()["decision"] == "lock_held"
+
+
+def test_a_real_failure_exits_1_with_the_reason_on_stderr(project):
+    (project.root / "testdata" / "testdata.csv").write_text("corporation,exited\nx,1\n")
+    result = project.tick_subprocess()
+    assert result.returncode == 1
+    assert "testdata.csv: feature column(s) missing" in result.stderr
+    run = project.last_run()
+    assert run["decision"] == "failed" and "feature column(s) missing" in run["reason"]
+
+
+def test_no_data_yet_is_not_a_failure(empty_project):
+    assert empty_project.tick() == 0
+    assert empty_project.last_run()["decision"] == "no_data"
+
+
+def test_the_run_line_holds_every_figure_behind_the_decision(deployed):
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    deployed.tick()
+    run = deployed.last_run()
+    for key in ("started_at", "finished_at", "seconds", "decision", "reason", "new_files", "ingest",
+                "score_drift", "data_drift", "candidate", "deployed_on_test", "policy", "timings",
+                "deployed_release_before", "deployed_release_after"):
+        assert key in run, key
+    feature = run["data_drift"]["features"][0]
+    assert {"feature", "test", "statistic", "effect", "p_value", "p_adjusted", "drifted"} <= set(feature)
+    assert run["score_drift"]["baseline"] is not None and run["score_drift"]["new_score"] is not None
+
+
+def test_the_shipped_sample_data_runs_the_whole_walk_through(tmp_path):
+    """make run on a fresh clone, then the README's walk-through: drop the later batch, see a retrain."""
+    import shutil
+
+    root = tmp_path / "clone"
+    root.mkdir()
+    shutil.copy(ROOT / "config.json", root / "config.json")
+    shutil.copytree(ROOT / "sourcedata", root / "sourcedata", ignore=shutil.ignore_patterns("dataset3.csv"))
+    shutil.copytree(ROOT / "testdata", root / "testdata")
+    config = json.loads((root / "config.json").read_text())
+    config.setdefault("api", {})["url"] = "http://127.0.0.1:9"
+    (root / "config.json").write_text(json.dumps(config))
+    first = run_script("fullprocess.py", "--config", str(root / "config.json"))
+    assert first.returncode == 0, first.stderr
+    second = run_script("fullprocess.py", "--config", str(root / "config.json"))
+    assert second.returncode == 0
+    shutil.copy(SAMPLE_LATER / "dataset3.csv", root / "sourcedata")
+    third = run_script("fullprocess.py", "--config", str(root / "config.json"))
+    assert third.returncode == 0, third.stderr
+    runs = [json.loads(line) for line in (root / "logs" / "runs.jsonl").read_text().splitlines()]
+    assert [r["decision"] for r in runs] == ["cold_start", "nothing_new", "retrained_deployed"]
+    listing = run_script("deployment.py", "--config", str(root / "config.json"), "--list")
+    assert listing.stdout.count("logistic_regression") == 2
