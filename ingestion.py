@@ -112,8 +112,10 @@ def save_record(record: dict[str, Any], ingested_folder: Path, log_folder: Path)
     """Write the record atomically, then its readable forms (ingestedfiles.txt, logs/ingestion_record.txt)."""
     record["updated_at"] = utc_now()
     atomic_write_json(ingested_folder / RECORD_FILE, record)
-    atomic_write_text(ingested_folder / INGESTED_LIST_FILE, "".join(f"{f['name']}\n" for f in record["files"]))
-    atomic_write_text(log_folder / READABLE_RECORD_FILE, readable_record(record))
+    # The readable views are rebuilt from the record on every save, so they need no fsync.
+    atomic_write_text(ingested_folder / INGESTED_LIST_FILE, "".join(f"{f['name']}\n" for f in record["files"]),
+                      durable=False)
+    atomic_write_text(log_folder / READABLE_RECORD_FILE, readable_record(record), durable=False)
 
 
 def readable_record(record: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ SAMPLE_LATER = ROOT / "samples" / "later"
 IRANIAN = ROOT / "examples" / "iranian"
 # A closed port on loopback: the dependency check's PyPI look-ups fail at once, no test needs the network.
 OFFLINE_PYPI = "http://127.0.0.1:9"
+os.environ["CHURN_PYPI_URL"] = OFFLINE_PYPI  # also for session-scoped fixtures and subprocesses
 
 
 @pytest.fixture(autouse=True)

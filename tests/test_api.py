@@ -1,0 +1,289 @@
+"""The API through Flask's test client: every endpoint, every error, the fast path, hot reload."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app import FastPredictor, create_app, records_to_batch
+from churnlib.dataset import FrozenSchema
+from churnlib.modelstore import load_deployed
+from conftest import SAMPLE_LATER, base_config, copy_project, make_project
+from scoring import read_test_data
+
+RECORD = {"corporation": "abcd", "lastmonth_activity": 120, "lastyear_activity": 1500,
+          "number_of_employees": 40, "plan": "basic"}
+
+
+@pytest.fixture
+def client(deployed):
+    deployed.write_config(base_config(api={"reload_interval_seconds": 0.05}))
+    app = create_app(deployed.config_path)
+    return app.test_client()
+
+
+def test_health_names_the_deployed_release(client, deployed):
+    reply = client.get("/health")
+    assert reply.status_code == 200
+    assert reply.json["release_id"] == deployed.pointer()["current"]
+
+
+def test_health_is_503_with_the_reason_before_anything_is_deployed(empty_project):
+    client = create_app(empty_project.config_path).test_client()
+    reply = client.get("/health")
+    assert reply.status_code == 503
+    assert reply.json == {"error": "no release deployed yet"}
+    assert client.post("/prediction", json=RECORD).status_code == 503
+
+
+def test_a_single_record_gets_class_probability_and_release(client, deployed):
+    reply = client.post("/prediction", json=RECORD)
+    assert reply.status_code == 200, reply.json
+    body = reply.json
+    assert body["release_id"] == deployed.pointer()["current"] and body["count"] == 1
+    prediction = body["predictions"][0]
+    assert prediction["churn"] in (0, 1) and 0 < prediction["probability"] < 1
+    assert prediction["corporation"] == "abcd"
+    assert prediction["churn"] == int(prediction["probability"] > 0.5)
+
+
+def test_every_record_format_gives_the_same_predictions(client):
+    columns = list(RECORD)
+    other = dict(RECORD, plan="premium", lastmonth_activity=3)
+    forms = [
+        {"json": {"records": [RECORD, other]}},
+        {"json": [RECORD, other]},
+        {"json": {"dataframe_records": [RECORD, other]}},
+        {"json": {"dataframe_split": {"columns": columns, "data": [[RECORD[c] for c in columns], [other[c] for c in columns]]}}},
+        {"data": ",".join(columns) + "\n" + ",".join(str(RECORD[c]) for c in columns) + "\n"
+                 + ",".join(str(other[c]) for c in columns) + "\n", "content_type": "text/csv"},
+    ]
+    probabilities = []
+    for form in forms:
+        reply = client.post("/prediction", **form)
+        assert reply.status_code == 200, (form, reply.json)
+        probabilities.append([p["probability"] for p in reply.json["predictions"]])
+    for other_form in probabilities[1:]:
+        assert other_form == pytest.approx(probabilities[0], abs=1e-12)
+
+
+def test_a_dataset_path_inside_the_data_folders_is_predicted(client):
+    reply = client.post("/prediction", json={"path": "testdata/testdata.csv"})
+    assert reply.status_code == 200, reply.json
+    assert reply.json["count"] == 300
+
+
+def test_names_are_normalised_and_extra_columns_ignored(client):
+    messy = {"Corporation": "x", "LastMonth Activity": "120", "lastyear-activity": 1500.0,
+             "Number of Employees": None, "PLAN": " basic ", "favourite colour": "green", "": 1, "日本": 2}
+    reply = client.post("/prediction", json=messy)
+    assert reply.status_code == 200, reply.json
+
+
+@pytest.mark.parametrize("record, message", [
+    ({k: v for k, v in RECORD.items() if k != "plan"}, "record 0: feature 'plan' missing"),
+    (dict(RECORD, lastmonth_activity="lots"), "record 0: column 'lastmonth_activity': 'lots' is not a number"),
+    (dict(RECORD, lastmonth_activity={"a": 1}), "column 'lastmonth_activity': expected a number, got an object"),
+    (dict(RECORD, lastmonth_activity=[1]), "column 'lastmonth_activity': expected a number, got a list"),
+    (dict(RECORD, lastmonth_activity=True), "column 'lastmonth_activity': expected a number, got true/false"),
+    (dict(RECORD, plan={"x": 1}), "column 'plan': expected a category, got an object"),
+    (dict(RECORD, lastyear_activity=10**400), "column 'lastyear_activity': number too large"),
+])
+def test_a_bad_record_is_a_400_naming_record_and_column(client, record, message):
+    reply = client.post("/prediction", json=record)
+    assert reply.status_code == 400
+    assert message in reply.json["error"]
+
+
+def test_the_second_bad_record_is_named(client):
+    reply = client.post("/prediction", json={"records": [RECORD, dict(RECORD, plan=None, number_of_employees="x")]})
+    assert reply.status_code == 400
+    assert reply.json["error"] == "record 1: column 'number_of_employees': 'x' is not a number"
+
+
+def test_missing_values_are_imputed_not_refused(client):
+    reply = client.post("/prediction", json=dict(RECORD, number_of_employees=None, plan=None, lastmonth_activity=""))
+    assert reply.status_code == 200
+
+
+@pytest.mark.parametrize("path, status", [
+    ("../config.json", 403),
+    ("config.json", 403),
+    ("/etc/passwd", 403),
+    ("testdata/../../../../etc/passwd", 403),
+    ("testdata/../config.json", 403),
+    ("%2e%2e/config.json", 403),
+    ("testdata/%2e%2e%2fconfig.json", 404),
+    ("testdata/nope.csv", 404),
+    ("testdata/link_out.csv", 403),
+    ("testdata", 400),
+    ("testdata/notes.txt", 400),
+    ("testdata/\x00.csv", 400),
+    ("", 400),
+])
+def test_a_path_outside_the_data_folders_is_refused(client, deployed, path, status):
+    outside = deployed.root / "secret.csv"
+    outside.write_text("corporation,lastmonth_activity\nx,1\n")
+    os.symlink(outside, deployed.root / "testdata" / "link_out.csv")
+    (deployed.root / "testdata" / "notes.txt").write_text("x")
+    reply = client.post("/prediction", json={"path": path})
+    assert reply.status_code == status, reply.json
+    assert "error" in reply.json
+    assert "secret" not in json.dumps(reply.json) or status == 403
+
+
+@pytest.mark.parametrize("kwargs, status, message", [
+    ({"data": "{not json", "content_type": "application/json"}, 400, "not valid JSON"),
+    ({"data": "a=1", "content_type": "application/x-www-form-urlencoded"}, 415, "send application/json or text/csv"),
+    ({"data": "x"}, 415, "Content-Type missing"),
+    ({"json": "just a string"}, 400, "must be an object"),
+    ({"json": {"records": "nope"}}, 400, "'records' must be a list"),
+    ({"json": {"records": []}}, 400, "no records"),
+    ({"json": {"records": [1, 2]}}, 400, "record 0: expected an object"),
+    ({"json": {"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}}, 400, "row must be a list of 1 values"),
+    ({"data": "a,b\n1\n", "content_type": "text/csv"}, 400, "record 0: 1 fields, the header has 2"),
+    ({"data": b"\xff\xfe", "content_type": "text/csv"}, 400, "not UTF-8"),
+])
+def test_bad_requests_get_a_json_error_with_the_right_status(client, kwargs, status, message):
+    reply = client.post("/prediction", **kwargs)
+    assert reply.status_code == status
+    assert message in reply.json["error"]
+
+
+def test_a_body_over_the_limit_is_413(deployed):
+    deployed.write_config(base_config(api={"max_request_bytes": 2048}))
+    client = create_app(deployed.config_path).test_client()
+    reply = client.post("/prediction", data=b"[" + b"1," * 5000 + b"1]", content_type="application/json")
+    assert reply.status_code == 413
+    assert "larger than the limit of 2048 bytes" in reply.json["error"]
+
+
+def test_too_many_records_is_413(deployed):
+    deployed.write_config(base_config(api={"max_records": 5}))
+    client = create_app(deployed.config_path).test_client()
+    reply = client.post("/prediction", json=[RECORD] * 6)
+    assert reply.status_code == 413 and "at most 5 per request" in reply.json["error"]
+
+
+def test_unknown_routes_and_wrong_methods_get_json_errors(client):
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and "routes: /prediction" in missing.json["error"]
+    wrong = client.get("/prediction")
+    assert wrong.status_code == 405 and "GET is not allowed" in wrong.json["error"]
+    assert "POST" in wrong.headers["Allow"]
+    assert client.delete("/scoring").status_code == 405
+
+
+def test_an_unexpected_error_is_a_500_without_a_stack_trace(deployed, monkeypatch):
+    app = create_app(deployed.config_path)
+    monkeypatch.setattr(FastPredictor, "probabilities", lambda *a: 1 / 0)
+    reply = app.test_client().post("/prediction", json=RECORD)
+    assert reply.status_code == 500
+    assert reply.json == {"error": "internal error; the server log has the details"}
+    assert not app.debug
+
+
+def test_scoring_gives_the_release_scores_f1_first_computed_once(client, deployed):
+    reply = client.get("/scoring")
+    assert reply.status_code == 200
+    assert list(reply.json)[:5] == ["f1", "precision", "recall", "accuracy", "roc_auc"]
+    release = deployed.pointer()["current"]
+    stored = json.loads((deployed.deployment / "releases" / release / "latestscore.json").read_text())
+    assert reply.json["f1"] == stored["f1"]
+    # Computed at deploy time, not per call: changing the test data does not change the reply.
+    (deployed.root / "testdata" / "testdata.csv").write_text("garbage")
+    assert client.get("/scoring").json["f1"] == stored["f1"]
+
+
+def test_summarystats_follow_the_data_version(client, deployed):
+    first = client.get("/summarystats").json
+    assert set(first["columns"]) == {"lastmonth_activity", "lastyear_activity", "number_of_employees"}
+    assert first["rows"] == 790
+    frame = pd.read_csv(deployed.ingested / "finaldata.csv")
+    assert first["columns"]["lastmonth_activity"]["mean"] == pytest.approx(frame["lastmonth_activity"].mean())
+    assert first["columns"]["lastmonth_activity"]["median"] == pytest.approx(frame["lastmonth_activity"].median())
+    assert first["columns"]["lastmonth_activity"]["std"] == pytest.approx(frame["lastmonth_activity"].std())
+    deployed.add_source("more.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    deployed.tick()
+    second = client.get("/summarystats").json
+    assert second["rows"] == 1190 and second["data_version"] > first["data_version"]
+
+
+def test_diagnostics_answer_without_the_network(client):
+    body = client.get("/diagnostics").json
+    assert body["missing_data"]["number_of_employees"] > 0
+    assert body["timings"]["training_seconds"] > 0
+    packages = {row["package"]: row for row in body["dependencies"]}
+    assert packages["flask"]["installed"] and packages["flask"]["latest"] == "latest unknown"
+    assert body["drift"] is None  # no drift test yet: cold start only
+
+
+def test_a_new_release_is_served_without_a_restart(client, deployed):
+    first = client.get("/health").json["release_id"]
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    second = deployed.pointer()["current"]
+    assert second != first
+    import time
+
+    time.sleep(0.1)  # longer than the 0.05 s reload interval of this test's config
+    assert client.post("/prediction", json=RECORD).json["release_id"] == second
+    assert client.get("/scoring").json["release_id"] == second
+    assert client.get("/diagnostics").json["drift"]["drift"] is True
+
+
+def test_a_release_that_fails_its_hash_check_is_never_served(client, deployed):
+    import time
+
+    first = client.get("/health").json["release_id"]
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    deployed.write_config(base_config(api={"reload_interval_seconds": 0.05}))
+    # Deploy, then damage the new release's model before the API looks at it.
+    from churnlib.fsutil import atomic_write_json
+
+    pointer_before = deployed.pointer()
+    assert deployed.tick() == 0
+    second = deployed.pointer()["current"]
+    model = deployed.deployment / "releases" / second / "trainedmodel.pkl"
+    model.write_bytes(model.read_bytes()[:-10])
+    time.sleep(0.1)
+    health = client.get("/health").json
+    assert health["release_id"] == first
+    assert f"release {second} not loaded" in health["warning"]
+    assert client.post("/prediction", json=RECORD).json["release_id"] == first
+    assert pointer_before["current"] == first
+    atomic_write_json(deployed.deployment / "current.json", pointer_before)
+
+
+@pytest.mark.parametrize("algorithm", ["logistic_regression", "xgboost"])
+def test_the_fast_path_equals_the_pipeline_on_the_whole_test_set(tmp_path, algorithm):
+    project = make_project(tmp_path / algorithm, config=base_config(model={"algorithm": algorithm}))
+    assert project.tick() == 0
+    model = load_deployed(project.deployment)
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    test = read_test_data(project.root / "testdata", settings=project.config().schema, schema=schema)
+    expected = model.pipeline.predict_proba(test[list(schema.feature_columns)])[:, 1]
+    records = json.loads(test.drop(columns=[schema.target]).to_json(orient="records"))
+    batch = records_to_batch(records, schema)
+    fast = FastPredictor(model.pipeline, schema).probabilities(batch.numeric, batch.categorical)
+    assert np.max(np.abs(fast - expected)) <= 1e-9
+    # and through HTTP, one record at a time
+    client = create_app(project.config_path).test_client()
+    for index in (0, 7, 123):
+        reply = client.post("/prediction", json=records[index]).json
+        assert abs(reply["predictions"][0]["probability"] - expected[index]) <= 1e-9
+
+
+def test_the_fast_path_handles_unseen_categories_and_missing_values_like_the_pipeline(deployed):
+    model = load_deployed(deployed.deployment)
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    records = [dict(RECORD, plan="enterprise"), dict(RECORD, plan=None, number_of_employees=None)]
+    frame = pd.DataFrame(records)
+    frame["plan"] = frame["plan"].astype(object).where(frame["plan"].notna(), np.nan)
+    expected = model.pipeline.predict_proba(frame[list(schema.feature_columns)])[:, 1]
+    batch = records_to_batch(records, schema)
+    fast = FastPredictor(model.pipeline, schema).probabilities(batch.numeric, batch.categorical)
+    assert np.max(np.abs(fast - expected)) <= 1e-9

@@ -1,0 +1,116 @@
+"""Real gunicorn on a free 127.0.0.1 port: predictions, a redeploy underneath it, apicalls.py."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, SAMPLE_LATER, run_script
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(url, body=None, timeout=10):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def start_gunicorn(config_path, port, workers=2):
+    env = {**os.environ, "CHURN_CONFIG": str(config_path), "CHURN_API_BIND": f"127.0.0.1:{port}",
+           "CHURN_API_WORKERS": str(workers)}
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}")
+        try:
+            status, _body = request(url + "/health", timeout=1)
+            if status == 200:
+                return process, url
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError("gunicorn did not answer /health within 60 s")
+
+
+@pytest.fixture
+def server(deployed):
+    process, url = start_gunicorn(deployed.config_path, free_port())
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+RECORD = {"lastmonth_activity": 12, "lastyear_activity": 300, "number_of_employees": 9, "plan": "basic"}
+
+
+def test_gunicorn_serves_predictions_and_picks_up_a_redeploy(server, deployed):
+    status, body = request(server + "/prediction", RECORD)
+    assert status == 200
+    first = body["release_id"]
+    assert first == deployed.pointer()["current"]
+
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    tick = deployed.tick_subprocess()
+    assert tick.returncode == 0, tick.stderr
+    second = deployed.pointer()["current"]
+    assert second != first
+
+    seen = set()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status, body = request(server + "/prediction", RECORD)
+        assert status == 200
+        seen.add(body["release_id"])
+        if body["release_id"] == second and len(seen) >= 1:
+            # both workers: every further reply is the new release
+            replies = [request(server + "/prediction", RECORD)[1]["release_id"] for _ in range(10)]
+            if set(replies) == {second}:
+                break
+        time.sleep(0.1)
+    assert request(server + "/health")[1]["release_id"] == second
+    assert {request(server + "/prediction", RECORD)[1]["release_id"] for _ in range(10)} == {second}
+    access_log = (deployed.logs / "api_access.log").read_text()
+    assert "POST /prediction" in access_log
+    assert "now serving release " + second in (deployed.logs / "api_error.log").read_text()
+
+
+def test_apicalls_saves_every_reply(server, deployed):
+    result = run_script("apicalls.py", "--config", str(deployed.config_path), "--url", server)
+    assert result.returncode == 0, result.stdout + result.stderr
+    saved = (deployed.models / "apireturns.txt").read_text()
+    for route in ("/health", "/prediction", "/scoring", "/summarystats", "/diagnostics"):
+        assert f" {route}" in saved
+    assert saved.count("-> 200") == 5
+
+
+def test_apicalls_says_clearly_when_the_api_is_not_running(deployed):
+    result = run_script("apicalls.py", "--config", str(deployed.config_path), "--url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "no API answering at" in result.stderr and "make serve" in result.stderr
+
+
+def test_gunicorn_config_checks_out():
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", "--config", "gunicorn.conf.py", "wsgi:app"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
