@@ -23,6 +23,11 @@ OFFLINE_PYPI = "http://127.0.0.1:9"
 os.environ["CHURN_PYPI_URL"] = OFFLINE_PYPI  # also for session-scoped fixtures and subprocesses
 
 
+def pytest_addoption(parser):
+    parser.addoption("--kills", type=int, default=50,
+                     help="how many times tests/test_faults.py SIGKILLs the pipeline (default 50)")
+
+
 @pytest.fixture(autouse=True)
 def _offline_and_clean_logging(monkeypatch):
     monkeypatch.setenv("CHURN_PYPI_URL", OFFLINE_PYPI)

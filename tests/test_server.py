@@ -114,3 +114,66 @@ def test_gunicorn_config_checks_out():
     result = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", "--config", "gunicorn.conf.py", "wsgi:app"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_redeploy_under_load_fails_no_request(tmp_path):
+    """About 20 s of steady load on real gunicorn while the pipeline deploys three new releases."""
+    import threading
+
+    import numpy as np
+
+    from conftest import base_config, make_project
+    from samples.generate import HEADER, make_customers
+
+    project = make_project(tmp_path / "project", config=base_config(
+        deployment={"policy": "always"}, api={"reload_interval_seconds": 0.5}))
+    assert project.tick_subprocess().returncode == 0
+    releases = [project.pointer()["current"]]
+    process, url = start_gunicorn(project.config_path, free_port())
+    replies: list[tuple[float, int, str | None]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                status, body = request(url + "/prediction", RECORD, timeout=10)
+                replies.append((time.monotonic(), status, body.get("release_id")))
+                if status != 200:
+                    failures.append(f"{status} {body}")
+            except Exception as exc:  # any failed request counts, whatever its kind
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        for seed in (1, 2, 3):
+            rows = make_customers(np.random.default_rng(700 + seed), 300)
+            for row in rows:  # flipped labels: a score drop, so each tick retrains and deploys
+                row[-1] = str(1 - int(row[-1]))
+            project.add_source(f"batch{seed}.csv", "\n".join(",".join(r) for r in [HEADER, *rows]) + "\n")
+            tick = project.tick_subprocess()
+            assert tick.returncode == 0, tick.stderr
+            assert project.last_run()["decision"] == "retrained_deployed", project.last_run()["reason"]
+            releases.append(project.pointer()["current"])
+            time.sleep(2)
+        time.sleep(3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        process.terminate()
+        process.wait(timeout=30)
+
+    assert failures == []
+    assert len(set(releases)) == 4
+    first_seen = []
+    for _when, _status, release in replies:
+        if release not in first_seen:
+            first_seen.append(release)
+    assert first_seen == releases  # every release served, in deploy order
+    last_second = [release for when, _status, release in replies if when > replies[-1][0] - 1.0]
+    assert set(last_second) == {releases[-1]}
+    print(f"\nredeploy under load: {len(replies)} requests, 0 failed, releases served in order: {len(releases)}")
