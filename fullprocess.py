@@ -241,6 +241,8 @@ def run_tick(config, run: dict[str, Any]) -> None:
     if not scan.new_files and pointer is not None and pending_rows == 0:
         if scan.record_changed:
             save_record(record, config.paths.ingested, config.paths.logs)
+        if scan.rejected:  # refused unread by the scan (a symlink out, an unreadable file)
+            run["ingest"] = {"rejected": [{"name": r["name"], "reason": r["reason"]} for r in scan.rejected]}
         run["decision"] = "nothing_new"
         run["reason"] = f"no new files in {config.paths.source.name}/"
         logger.info("nothing new in %s/ (%d file(s) ingested); release %s stays",
@@ -252,15 +254,12 @@ def run_tick(config, run: dict[str, Any]) -> None:
     from churnlib.drift import drift_table
     from churnlib.modelstore import load_deployed
     from diagnostics import LATEST_DRIFT_FILE
-    from ingestion import ingest_files
+    from ingestion import ingest_scanned
 
     if scan.new_files:
         logger.info("found %d new file(s): %s", len(scan.new_files), ", ".join(run["new_files"]))
     started = time.perf_counter()
-    result = ingest_files(scan.new_files, record, ingested_folder=config.paths.ingested,
-                          log_folder=config.paths.logs, settings=config.schema)
-    if scan.record_changed and not (result.accepted or result.rejected):
-        save_record(record, config.paths.ingested, config.paths.logs)
+    result = ingest_scanned(config, record, scan)
     run["timings"]["ingestion"] = round(time.perf_counter() - started, 3)
     run["ingest"] = {
         "accepted": [{k: f[k] for k in ("name", "rows_read", "rows_added", "duplicates_in_file",

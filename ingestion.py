@@ -25,9 +25,11 @@ import argparse
 import hashlib
 import logging
 import os
+import pwd
 import stat
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +45,17 @@ HASHES_FILE = "rowhashes.bin"
 INGESTED_LIST_FILE = "ingestedfiles.txt"
 READABLE_RECORD_FILE = "ingestion_record.txt"  # in logs/
 RECORD_FORMAT = 1
+SHOWN_IGNORED_COLUMNS = 10
+# Characters that would break a line of the logs or of the readable record.
+_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 
 
 class IngestedDataError(RuntimeError):
     """The ingested data does not match its record: it was changed outside the pipeline."""
+
+
+class NotARegularFile(OSError):
+    """A name that held a regular file when it was scanned holds something else (a FIFO, a device) now."""
 
 
 @dataclass
@@ -62,6 +71,7 @@ class SourceFile:
 @dataclass
 class Scan:
     new_files: list[SourceFile] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)  # files refused without being read (symlinks out, unreadable)
     record_changed: bool = False
 
 
@@ -134,19 +144,59 @@ def readable_record(record: dict[str, Any]) -> str:
         )
     lines += ["", "REJECTED", f"{'time':<21} {'file':<32} reason"]
     for entry in record["rejected"]:
-        lines.append(f"{entry['rejected_at']:<21} {entry['name']:<32} {entry['reason']}")
+        lines.append(f"{entry['rejected_at']:<21} {shown_name(entry['name']):<32} {entry['reason']}")
     if record["ignored"]:
         lines += ["", "IGNORED (not CSV files)"]
-        lines += [f"{name:<32} {reason}" for name, reason in sorted(record["ignored"].items())]
+        lines += [f"{shown_name(name):<32} {reason}" for name, reason in sorted(record["ignored"].items())]
     return "\n".join(lines) + "\n"
+
+
+def shown_name(name: str) -> str:
+    """Return a file name fit for one line of text: undecodable bytes and line-breaking characters escaped."""
+    # os.scandir hands bytes that are not UTF-8 over as lone surrogates, which no UTF-8 writer accepts.
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _LINE_BREAKING else c for c in text)
+
+
+def _open_regular(path: Path):
+    """Return ``path`` opened for binary reading; raise NotARegularFile for a FIFO or device.
+
+    Opened without blocking, so a FIFO put in place of a scanned file cannot hang the tick.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(f"{path}: not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with _open_regular(path) as handle:
         for block in iter(lambda: handle.read(1024 * 1024), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _read_file(path: Path) -> tuple[bytes, int]:
+    """Return a regular file's bytes and its size once they are read (a growing file reads as two sizes)."""
+    with _open_regular(path) as handle:
+        data = handle.read()
+        return data, os.fstat(handle.fileno()).st_size
+
+
+def _unreadable_reason(st: os.stat_result) -> str:
+    """Return why a file the pipeline may not read is rejected, with what to change."""
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    try:
+        reader = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        reader = f"uid {os.geteuid()}"
+    return (f"cannot read the file: permission denied ({stat.filemode(st.st_mode)}, owner {owner}); "
+            f"make it readable by {reader}, the user running the pipeline")
 
 
 def _signature(st: os.stat_result) -> list[int]:
@@ -158,15 +208,25 @@ def _reject(record: dict[str, Any], name: str, reason: str, *, sha256: str | Non
     entry = {"name": name, "size": size, "sha256": sha256, "reason": reason, "rejected_at": utc_now(),
              "schema_settings": fingerprint}
     record["rejected"].append(entry)
-    logger.warning("rejected %s: %s", name, reason)
+    logger.warning("rejected %s: %s", shown_name(name), reason)
     return entry
+
+
+def _reject_unread(scan: Scan, record: dict[str, Any], name: str, signature: list[int], reason: str,
+                   *, size: int | None) -> None:
+    """Reject a file without reading it, once: it is not looked at again until its signature changes."""
+    if record["seen"].get(name, {}).get("signature") == signature:
+        return
+    record["seen"][name] = {"signature": signature, "sha256": None}
+    scan.rejected.append(_reject(record, name, reason, sha256=None, size=size))
+    scan.record_changed = True
 
 
 def _ignore_once(record: dict[str, Any], name: str, reason: str) -> bool:
     if record["ignored"].get(name) == reason:
         return False
     record["ignored"][name] = reason
-    logger.info("ignored %s: %s", name, reason)
+    logger.info("ignored %s: %s", shown_name(name), reason)
     return True
 
 
@@ -178,8 +238,10 @@ def settings_fingerprint(settings) -> str:
 def scan_source(source_folder: Path, record: dict[str, Any], settings) -> Scan:
     """Return the files in ``source_folder`` whose content is new; note other entries in ``record``.
 
-    Non-CSV entries, folders and hidden files are logged once and ignored. A file whose content was
-    already ingested is not new, whatever its name; nor is one rejected under the same schema
+    Non-CSV entries, folders, FIFOs, dangling symlinks and hidden files are logged once and ignored.
+    A symlink leading out of the folder, a file that cannot be read and a name that would break a
+    line of the logs are rejected without being read, once (``record["seen"]``). A file whose content
+    was already ingested is not new, whatever its name; nor is one rejected under the same schema
     settings (after a fix to config.json's schema section, rejected files are tried again).
     Imports no pandas.
     """
@@ -207,18 +269,32 @@ def scan_source(source_folder: Path, record: dict[str, Any], settings) -> Scan:
             scan.record_changed |= _ignore_once(record, name, "not a .csv file")
             continue
         path = Path(entry.path)
-        if entry.is_symlink() and not path.resolve().is_relative_to(root):
-            signature = _signature(os.lstat(path))
-            if record["seen"].get(name, {}).get("signature") != signature:
-                record["seen"][name] = {"signature": signature, "sha256": None}
-                _reject(record, name, f"a symlink to {path.resolve()}, outside {source_folder.name}/; not read",
-                        sha256=None, size=None)
-                scan.record_changed = True
+        try:
+            link = os.lstat(path)
+        except FileNotFoundError:
+            continue  # vanished since the folder was listed: nothing to ingest
+        if shown_name(name) != name:
+            # Every log line and the readable record name the file: a name that breaks them is refused.
+            _reject_unread(scan, record, name, _signature(link),
+                           f"the file name is not printable UTF-8 text ({shown_name(name)}); rename the file; not read",
+                           size=link.st_size)
+            continue
+        # realpath, not Path.resolve: a symlink loop must not raise here (it fails at os.stat below).
+        target = Path(os.path.realpath(path))
+        if entry.is_symlink() and not target.is_relative_to(root):
+            _reject_unread(scan, record, name, _signature(link),
+                           f"a symlink to {target}, outside {source_folder.name}/; not read", size=None)
             continue
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            continue  # vanished (or a dangling symlink): nothing to ingest
+            if entry.is_symlink():
+                scan.record_changed |= _ignore_once(record, name, f"a symlink to {target.name}, which does not exist")
+            continue  # else vanished: nothing to ingest
+        except OSError as exc:  # a symlink loop, a folder on the way without permission
+            _reject_unread(scan, record, name, _signature(link), f"cannot read the file: {exc.strerror}; not read",
+                           size=None)
+            continue
         if stat.S_ISDIR(st.st_mode):
             scan.record_changed |= _ignore_once(record, name, "a folder, not a file")
             continue
@@ -238,9 +314,10 @@ def scan_source(source_folder: Path, record: dict[str, Any], settings) -> Scan:
             except FileNotFoundError:
                 continue
             except PermissionError:
-                record["seen"][name] = {"signature": signature, "sha256": None}
-                _reject(record, name, "cannot read the file: permission denied", sha256=None, size=st.st_size)
-                scan.record_changed = True
+                _reject_unread(scan, record, name, signature, _unreadable_reason(st), size=st.st_size)
+                continue
+            except OSError as exc:  # swapped for a FIFO since the stat, an I/O error: the next tick looks again
+                logger.info("%s: cannot be read now (%s), will try again next tick", name, exc.strerror or exc)
                 continue
             record["seen"][name] = {"signature": signature, "sha256": sha256}
             scan.record_changed = True
@@ -380,15 +457,24 @@ def ingest_files(
     for source in files:
         file_started = time.perf_counter()
         try:
-            data = source.path.read_bytes()
-            size_after = os.stat(source.path).st_size
+            data, size_after = _read_file(source.path)
         except FileNotFoundError:
             logger.info("%s: vanished before it could be read, skipped", source.name)
             continue
         except PermissionError:
-            result.rejected.append(_reject(record, source.name, "cannot read the file: permission denied",
+            try:
+                st = os.stat(source.path)
+            except OSError:
+                continue  # gone too: nothing to ingest or reject
+            # Not read again until its permissions (ctime) change, like a file found unreadable by the scan.
+            record["seen"][source.name] = {"signature": _signature(st), "sha256": None}
+            result.rejected.append(_reject(record, source.name, _unreadable_reason(st),
                                            sha256=source.sha256, size=source.size))
             save_record(record, ingested_folder, log_folder)
+            continue
+        except OSError as exc:  # swapped for a FIFO or a folder since the scan, an I/O error
+            logger.info("%s: cannot be read now (%s), will try again next tick", source.name, exc.strerror or exc)
+            result.deferred.append(source.name)
             continue
         if len(data) != source.size or size_after != source.size or hashlib.sha256(data).hexdigest() != source.sha256:
             logger.info("%s: changed while being read (still being written?), will try again next tick", source.name)
@@ -454,7 +540,7 @@ def ingest_files(
         if duplicates_in_file or duplicates_of_history:
             extras.append(f"{duplicates_in_file} duplicate rows within the file, {duplicates_of_history} already ingested")
         if parsed.ignored_columns:
-            extras.append(f"extra columns ignored: {', '.join(parsed.ignored_columns)}")
+            extras.append(f"extra columns ignored: {_some(parsed.ignored_columns, SHOWN_IGNORED_COLUMNS)}")
         extras += parsed.notes
         logger.info(
             "ingested %s: %d rows read, %d added%s (sha256 %s)",
@@ -474,10 +560,14 @@ def ingest_files(
     return result
 
 
-def run_ingestion(config, record: dict[str, Any] | None = None) -> IngestResult:
-    """Scan the source folder and ingest what is new; the caller holds the run lock."""
-    record = load_record(config.paths.ingested) if record is None else record
-    scan = scan_source(config.paths.source, record, config.schema)
+def _some(names: list[str], limit: int) -> str:
+    """Return the first ``limit`` names joined, and how many more there are (one log line, not 10,000 names)."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
+
+
+def ingest_scanned(config, record: dict[str, Any], scan: Scan) -> IngestResult:
+    """Ingest the new files a scan found and save what the scan noted; the caller holds the run lock."""
     result = ingest_files(
         scan.new_files,
         record,
@@ -487,7 +577,14 @@ def run_ingestion(config, record: dict[str, Any] | None = None) -> IngestResult:
     )
     if scan.record_changed and not (result.accepted or result.rejected):
         save_record(record, config.paths.ingested, config.paths.logs)
+    result.rejected[:0] = scan.rejected  # refused by the scan, unread: rejected all the same
     return result
+
+
+def run_ingestion(config, record: dict[str, Any] | None = None) -> IngestResult:
+    """Scan the source folder and ingest what is new; the caller holds the run lock."""
+    record = load_record(config.paths.ingested) if record is None else record
+    return ingest_scanned(config, record, scan_source(config.paths.source, record, config.schema))
 
 
 def main(argv: list[str] | None = None) -> int:

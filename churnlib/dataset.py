@@ -8,7 +8,10 @@ id columns, features, target.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,7 +24,16 @@ from churnlib.columns import normalise_column_name
 # Cells that mean "missing" in a numeric column (compared lower-cased, after stripping).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
 MAX_CELL_CHARS = 10_000
+# Column names are copied into the record and the logs, and every column costs pandas time even
+# when it is ignored: a header past these limits is a broken or hostile file, not a wide table.
+MAX_NAME_CHARS = 1_000
+MAX_COLUMNS = 10_000
 MAX_EXAMPLES = 3
+SHOWN_CHARS = 40
+# UTF-32 first: its little-endian mark starts with UTF-16's.
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                     (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+_DELIMITERS = ((";", "';'"), ("\t", "tab"), ("|", "'|'"))
 
 
 class DatasetError(ValueError):
@@ -82,50 +94,119 @@ class ParsedFile:
     notes: list[str] = field(default_factory=list)
 
 
+def _line_number(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
 def decode_text(data: bytes, name: str) -> str:
     """Return the file's bytes as text, or raise DatasetError saying why they are not CSV text."""
     if not data.strip():
         raise DatasetError(f"{name}: empty file")
-    if b"\x00" in data:
-        raise DatasetError(f"{name}: binary data (NUL bytes), not a CSV text file")
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        # Excel's "Unicode text" is UTF-16: full of NUL bytes, but text, and the fix is the encoding.
+        if data.startswith(mark):
+            raise DatasetError(f"{name}: {encoding} text (it starts with a {encoding} byte-order mark); "
+                               "save the file as UTF-8")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DatasetError(f"{name}: binary data (a NUL byte on line {_line_number(data, nul)}, offset {nul}), "
+                           "not a CSV text file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         byte = data[exc.start]
         raise DatasetError(
-            f"{name}: not UTF-8 text (byte 0x{byte:02x} at offset {exc.start}); save the file as UTF-8"
+            f"{name}: not UTF-8 text (byte 0x{byte:02x} on line {_line_number(data, exc.start)}, "
+            f"offset {exc.start}); save the file as UTF-8"
         ) from None
+
+
+def _shown(text: str) -> str:
+    """Return ``text`` cut to a length fit for a one-line message."""
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+
+
+def _first_line(text: str) -> str:
+    """Return the first line that is not blank (the header, unless a quoted name spans lines)."""
+    for line in io.StringIO(text, newline=""):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _delimiter_hint(header: str) -> str | None:
+    """Return the delimiter a header without commas seems to use (as shown to people), or None."""
+    if "," in header:
+        return None
+    for delimiter, label in _DELIMITERS:
+        if delimiter in header:
+            return label
+    return None
+
+
+def _header_width(text: str) -> int:
+    """Return the number of fields in the header record, or 0 when the csv module cannot tell."""
+    try:
+        for row in csv.reader(io.StringIO(text, newline="")):
+            if any(cell.strip() for cell in row) or len(row) > 1:
+                return len(row)
+    except csv.Error:  # a name past the csv module's field limit: _header names it
+        return 0
+    return 0
 
 
 def _read_cells(text: str, name: str) -> list[np.ndarray]:
     """Return the CSV text's columns as arrays of stripped strings (item 0 is the header); blank lines dropped."""
+    width = _header_width(text)
+    if width > MAX_COLUMNS:
+        raise DatasetError(f"{name}: the header has {width:,} columns (at most {MAX_COLUMNS:,} are read)")
     try:
         cells = pd.read_csv(io.StringIO(text), header=None, dtype=object, na_filter=False,
                             skip_blank_lines=True, engine="c")
     except pd.errors.EmptyDataError:
         raise DatasetError(f"{name}: empty file") from None
     except pd.errors.ParserError as exc:
-        message = str(exc).strip().splitlines()[-1].replace("Error tokenizing data. C error: ", "")
-        raise DatasetError(f"{name}: not a well-formed CSV file: {message}") from None
+        raise DatasetError(f"{name}: not a well-formed CSV file: {_parser_problem(exc, text)}") from None
     # Plain comprehensions: pandas' .str methods cost ten times more per cell.
     columns = [np.array([value.strip() for value in column.tolist()], dtype=object)
                for _label, column in cells.items()]
     blank = np.logical_and.reduce([column == "" for column in columns])
+    if len(blank):
+        blank[0] = False  # a header of only commas is a header without names, not a blank line to skip
     if blank.any():
         columns = [column[~blank] for column in columns]
     return columns
 
 
+def _parser_problem(exc: Exception, text: str) -> str:
+    """Return pandas' tokenizer error in words, with lines counted from 1 and a delimiter hint."""
+    message = str(exc).strip().splitlines()[-1].replace("Error tokenizing data. C error: ", "")
+    match = re.fullmatch(r"EOF inside string starting at row (\d+)", message)
+    if match:  # pandas counts this one from 0, unlike its "Expected n fields in line m"
+        message = f"a quoted field starting on line {int(match.group(1)) + 1} is never closed (unmatched '\"')"
+    label = _delimiter_hint(_first_line(text))
+    if label:
+        message += f"; the header has no ',', the file seems to use {label} as delimiter (only ',' is read)"
+    return message
+
+
 def _header(raw_names: list[str], name: str) -> list[str]:
+    for position, raw in enumerate(raw_names, start=1):
+        if len(raw) > MAX_NAME_CHARS:
+            raise DatasetError(f"{name}: header column {position}: a name of {len(raw):,} characters "
+                               f"(at most {MAX_NAME_CHARS:,} are read)")
     names = [normalise_column_name(str(raw)) for raw in raw_names]
+    if not any(names):
+        raise DatasetError(f"{name}: the header (first line) has no column names: {_shown(','.join(raw_names))!r}")
     for position, (raw, normal) in enumerate(zip(raw_names, names), start=1):
         if not normal:
-            raise DatasetError(f"{name}: header column {position} ({raw!r}) has no name")
+            raise DatasetError(f"{name}: header column {position} ({_shown(raw)!r}) has no name")
     seen: dict[str, str] = {}
     for raw, normal in zip(raw_names, names):
         if normal in seen:
             raise DatasetError(
-                f"{name}: duplicate column name {normal!r} (header has {seen[normal]!r} and {raw!r})"
+                f"{name}: duplicate column name {_shown(normal)!r} "
+                f"(header has {_shown(seen[normal])!r} and {_shown(raw)!r})"
             )
         seen[normal] = raw
     return names
@@ -134,12 +215,14 @@ def _header(raw_names: list[str], name: str) -> list[str]:
 def _missing_target_message(name: str, target: str, raw_names: list[str]) -> str:
     message = f"{name}: target column {target!r} missing"
     if len(raw_names) == 1:
-        for delimiter, label in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
-            if delimiter in raw_names[0]:
-                return f"{message}; the header is one column, the file seems to use {label} as delimiter (only ',' is read)"
-    if raw_names and all(_is_number(cell) for cell in raw_names if cell.strip()):
-        return f"{message}; the first line looks like data, the file seems to have no header"
-    shown = ", ".join(repr(c) for c in raw_names[:8]) + (", ..." if len(raw_names) > 8 else "")
+        label = _delimiter_hint(raw_names[0])
+        if label:
+            return f"{message}; the header is one column, the file seems to use {label} as delimiter (only ',' is read)"
+    numbers = [cell for cell in raw_names if _is_number(cell) and np.isfinite(float(cell))]
+    if numbers:  # column names are not numbers: the first line is a data row
+        return (f"{message}; the first line looks like data (it holds the number {_shown(numbers[0])!r}), "
+                "the file seems to have no header")
+    shown = ", ".join(repr(_shown(c)) for c in raw_names[:8]) + (", ..." if len(raw_names) > 8 else "")
     return f"{message}; header has {shown}"
 
 
@@ -154,8 +237,7 @@ def _is_number(text: str) -> bool:
 def _examples(rows: Iterable[int], values: Iterable[str]) -> str:
     shown = []
     for row, value in zip(rows, values):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        shown.append(f"row {row}: {text!r}")
+        shown.append(f"row {row}: {_shown(value)!r}")
         if len(shown) == MAX_EXAMPLES:
             break
     return ", ".join(shown)
