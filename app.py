@@ -32,16 +32,19 @@ import json
 import logging
 import math
 import os
+import re
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from flask import Flask, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
 
 from churnlib.columns import normalise_column_name
 from churnlib.config import Config, load_config
@@ -108,18 +111,36 @@ class FastPredictor:
             self.intercept = float(self.classifier.intercept_[0])
 
     def probabilities(self, numeric: np.ndarray, categorical: list[list[str]]) -> np.ndarray:
-        """Return P(churn) for rows given as a float matrix (NaN = missing) and category strings."""
+        """Return P(churn) for rows given as a float matrix (NaN = missing) and category strings.
+
+        Raises InputError naming the record and column when a finite value overflows float64 once
+        scaled, or (logistic regression) once multiplied by its coefficient. scikit-learn's own
+        pipeline refuses the first (its input check rejects infinity); for the second it answers NaN
+        or a certain 0 or 1 depending on whether the BLAS kernel fuses multiply and add.
+        """
         rows = numeric.shape[0]
-        values = np.where(np.isnan(numeric), self.medians, numeric)
-        if self.scaled:
-            values = (values - self.mean) / self.scale
-        if self.linear:
-            z = values @ self.coef[: len(self.numeric_columns)] if self.numeric_columns else np.zeros(rows)
-            for j, lookup in enumerate(self.category_index):
-                z = z + np.array([self.coef[lookup[v]] if v in lookup else 0.0 for v in
-                                  (row[j] for row in categorical)])
-            z = z + self.intercept
-            return 1.0 / (1.0 + np.exp(-z))
+        # Overflow is checked and named below, never warned about (a warning per request floods the
+        # server log, and under -W error it would be a 500).
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = np.where(np.isnan(numeric), self.medians, numeric)
+            if self.scaled:
+                values = (values - self.mean) / self.scale
+            self._refuse_overflow(values)
+            if self.linear:
+                coef = self.coef[: len(self.numeric_columns)]
+                terms = values * coef
+                self._refuse_overflow(terms)
+                z = values @ coef if self.numeric_columns else np.zeros(rows)
+                for j, lookup in enumerate(self.category_index):
+                    z = z + np.array([self.coef[lookup[v]] if v in lookup else 0.0 for v in
+                                      (row[j] for row in categorical)])
+                z = z + self.intercept
+                undefined = np.flatnonzero(np.isnan(z))
+                if len(undefined):  # finite terms whose partial sums overflowed both ways
+                    row = undefined[0]
+                    raise self._too_large(row, np.argmax(np.abs(terms[row])))
+                # exp(-z) overflows to inf for z < -709: the probability is then 0.0, which is right.
+                return 1.0 / (1.0 + np.exp(-z))
         matrix = np.zeros((rows, self.width))
         matrix[:, : len(self.numeric_columns)] = values
         for j, lookup in enumerate(self.category_index):
@@ -129,10 +150,25 @@ class FastPredictor:
                     matrix[i, column] = 1.0
         return self.classifier.predict_proba(matrix)[:, 1]
 
+    def _refuse_overflow(self, numbers: np.ndarray) -> None:
+        overflowed = np.argwhere(~np.isfinite(numbers))
+        if len(overflowed):
+            raise self._too_large(*overflowed[0])
+
+    def _too_large(self, row: int, column: int) -> "InputError":
+        return InputError(f"record {int(row)}: column {self.numeric_columns[int(column)]!r}: number too large for the model")
+
 
 # --- turning request bodies into validated rows ------------------------------------------------
 
 _NAME_CACHE: dict[str, str] = {}
+_ABSENT = object()
+_CACHED_NAME_CHARS = 256
+# Numbers as the data validation reads them (pandas.to_numeric): ASCII decimal notation only.
+# Python's float() also reads "1_000", "١٢٣" (Arabic-Indic digits) and "-nan", which a data file
+# is refused for; the API must not predict on values the model could never have been trained on.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?inf(?:inity)?",
+                     re.IGNORECASE | re.ASCII)  # ASCII: under Unicode rules "ınf" would match "inf"
 
 
 def _normal(name: Any) -> str:
@@ -141,9 +177,50 @@ def _normal(name: Any) -> str:
     normal = _NAME_CACHE.get(name)
     if normal is None:
         normal = normalise_column_name(name)
-        if len(_NAME_CACHE) < 4096:  # bounded: hostile clients may send endless new names
+        # Bounded in count and in size: hostile clients may send endless new names, or megabyte
+        # long ones (4096 of those would hold gigabytes in every worker for its whole life).
+        if len(_NAME_CACHE) < 4096 and len(name) <= _CACHED_NAME_CHARS:
             _NAME_CACHE[name] = normal
     return normal
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """Return ``text`` cut to ``limit`` characters for an error message (a hostile value may be megabytes)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _RepeatedKeys(dict):
+    """A JSON object or CSV row that named some keys more than once; ``repeated`` lists them."""
+
+    __slots__ = ("repeated",)
+
+
+def _repeated(names: list[Any]) -> list[Any]:
+    seen: set[Any] = set()
+    return [name for name in names if name in seen or seen.add(name)]
+
+
+def _record(names: list[str], values: list[Any], repeated: list[str]) -> dict[str, Any]:
+    # dict() keeps the last of two equal keys without a word; {"plan": "a", "plan": "b"} is as
+    # ambiguous as {"plan": "a", "Plan": "b"}, which is refused, so the repetition is remembered
+    # for records_to_batch to refuse when it names a feature or id column.
+    if not repeated:
+        return dict(zip(names, values))
+    record = _RepeatedKeys(zip(names, values))
+    record.repeated = repeated
+    return record
+
+
+def _object_from_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) == len(pairs):
+        return record
+    names = [name for name, _ in pairs]
+    return _record(names, [value for _, value in pairs], _repeated(names))
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON; send null for a missing value")
 
 
 def _numeric_value(value: Any, *, record: int, column: str) -> float:
@@ -161,11 +238,9 @@ def _numeric_value(value: Any, *, record: int, column: str) -> float:
         text = value.strip()
         if text.lower() in MISSING_TOKENS:
             return math.nan
-        try:
-            number = float(text)
-        except ValueError:
-            shown = text if len(text) <= 40 else text[:37] + "..."
-            raise InputError(f"record {record}: column {column!r}: {shown!r} is not a number") from None
+        if not _NUMBER.fullmatch(text):
+            raise InputError(f"record {record}: column {column!r}: {_shown(text)!r} is not a number")
+        number = float(text)
     else:
         raise InputError(f"record {record}: column {column!r}: expected a number")
     if math.isinf(number):
@@ -196,39 +271,65 @@ class Batch:
     ids: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _key_plan(keys: tuple, wanted: set[str], index: int) -> dict[str, Any]:
+    """Return which key of a record holds each wanted column, or raise InputError for two keys naming one."""
+    plan: dict[str, Any] = {}
+    for key in keys:
+        name = _normal(key)
+        if name not in wanted:
+            continue
+        if name in plan:
+            raise InputError(f"record {index}: two keys name column {name!r}")
+        plan[name] = key
+    return plan
+
+
 def records_to_batch(records: list[Any], schema: FrozenSchema) -> Batch:
     """Return the records' feature values, or raise InputError naming the first bad record and column.
 
     Keys are normalised like data headers; keys that are not features are ignored. A feature key
     that is missing is an error; a null value is a missing value.
     """
-    numeric = np.empty((len(records), len(schema.numeric_columns)))
+    numeric_columns, categorical_columns, id_columns = schema.numeric_columns, schema.categorical_columns, schema.id_columns
+    numeric_rows: list[list[float]] = []
     categorical: list[list[str]] = []
     ids: list[dict[str, Any]] = []
-    wanted = set(schema.feature_columns) | set(schema.id_columns)
+    wanted = set(schema.feature_columns) | set(id_columns)
+    # Records of one request nearly always share their keys: they are matched to columns once.
+    last_keys: tuple | None = None
+    plan: dict[str, Any] = {}
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise InputError(f"record {index}: expected an object of column names and values, got {type(record).__name__}")
-        values: dict[str, Any] = {}
-        for key, value in record.items():
-            name = _normal(key)
-            if name not in wanted:
-                continue
-            if name in values:
-                raise InputError(f"record {index}: two keys name column {name!r}")
-            values[name] = value
-        for j, column in enumerate(schema.numeric_columns):
-            if column not in values:
+        if isinstance(record, _RepeatedKeys):
+            for key in record.repeated:
+                if _normal(key) in wanted:
+                    raise InputError(f"record {index}: two keys name column {_normal(key)!r}")
+        keys = tuple(record)
+        if keys != last_keys:
+            plan, last_keys = _key_plan(keys, wanted, index), keys
+        numbers = []
+        for column in numeric_columns:
+            key = plan.get(column, _ABSENT)
+            if key is _ABSENT:
                 raise InputError(f"record {index}: feature {column!r} missing")
-            numeric[index, j] = _numeric_value(values[column], record=index, column=column)
+            value = record[key]
+            if type(value) is float and -1e308 < value < 1e308:  # the common case, checked inline
+                numbers.append(value)
+            else:
+                numbers.append(_numeric_value(value, record=index, column=column))
+        numeric_rows.append(numbers)
         row = []
-        for column in schema.categorical_columns:
-            if column not in values:
+        for column in categorical_columns:
+            key = plan.get(column, _ABSENT)
+            if key is _ABSENT:
                 raise InputError(f"record {index}: feature {column!r} missing")
-            row.append(_category_value(values[column], record=index, column=column))
+            row.append(_category_value(record[key], record=index, column=column))
         categorical.append(row)
-        if schema.id_columns:
-            ids.append({c: values[c] for c in schema.id_columns if c in values and not isinstance(values[c], (dict, list))})
+        if id_columns:
+            ids.append({c: record[plan[c]] for c in id_columns
+                        if c in plan and not isinstance(record[plan[c]], (dict, list))})
+    numeric = np.array(numeric_rows, dtype=float).reshape(len(records), len(numeric_columns))
     return Batch(numeric=numeric, categorical=categorical, ids=ids)
 
 
@@ -239,6 +340,10 @@ def records_from_json(body: Any) -> list[Any] | str:
     if not isinstance(body, dict):
         raise InputError("the JSON body must be an object: a record, {\"records\": [...]}, "
                          "{\"dataframe_split\": ...}, {\"dataframe_records\": [...]} or {\"path\": ...}")
+    if isinstance(body, _RepeatedKeys):  # {"path": "a", "path": "b"}: which one was meant?
+        for key in body.repeated:
+            if key in ("path", "records", "dataframe_records", "dataframe_split"):
+                raise InputError(f"the JSON body names {key!r} twice")
     if "path" in body and len(body) == 1:
         if not isinstance(body["path"], str):
             raise InputError("'path' must be a string")
@@ -255,31 +360,44 @@ def records_from_json(body: Any) -> list[Any] | str:
         split = body["dataframe_split"]
         if not isinstance(split, dict) or not isinstance(split.get("columns"), list) or not isinstance(split.get("data"), list):
             raise InputError("'dataframe_split' must hold 'columns' (a list) and 'data' (a list of rows)")
-        columns = split["columns"]
+        columns = [str(c) for c in split["columns"]]
+        repeated = _repeated(columns)
         records = []
         for index, row in enumerate(split["data"]):
             if not isinstance(row, list) or len(row) != len(columns):
                 raise InputError(f"record {index}: dataframe_split row must be a list of {len(columns)} values")
-            records.append(dict(zip((str(c) for c in columns), row)))
+            records.append(_record(columns, row, repeated))
         return records
     return [body]
 
 
-def records_from_csv(text: str) -> list[dict[str, str]]:
-    """Return the rows of CSV text (with a header) as records."""
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error as exc:
-        raise InputError(f"not a well-formed CSV body: {exc}") from None
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    if not rows:
-        raise InputError("the CSV body is empty")
-    header, data = rows[0], rows[1:]
+def records_from_csv(lines: str | Iterable[str], *, max_records: int | None = None) -> list[dict[str, str]]:
+    """Return the rows of CSV text (with a header) as records.
+
+    ``lines`` is the text or an open file; with ``max_records``, reading stops at the first row
+    past it (413), so a large dataset is never held in memory whole.
+    """
+    reader = csv.reader(io.StringIO(lines) if isinstance(lines, str) else lines)
+    header: list[str] | None = None
+    repeated: list[str] = []
     records = []
-    for index, row in enumerate(data):
-        if len(row) != len(header):
-            raise InputError(f"record {index}: {len(row)} fields, the header has {len(header)}")
-        records.append(dict(zip(header, row)))
+    try:
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header, repeated = row, _repeated(row)
+                continue
+            index = len(records)
+            if max_records is not None and index >= max_records:
+                raise InputError(f"more than {max_records} records; at most {max_records} per request", 413)
+            if len(row) != len(header):
+                raise InputError(f"record {index}: {len(row)} fields, the header has {len(header)}")
+            records.append(_record(header, row, repeated))
+    except csv.Error as exc:
+        raise InputError(f"not a well-formed CSV {'body' if isinstance(lines, str) else 'file'}: {exc}") from None
+    if header is None:
+        raise InputError("the CSV body is empty")
     return records
 
 
@@ -291,6 +409,13 @@ def resolve_dataset_path(text: str, config: Config) -> Path:
     """
     if "\x00" in text or not text.strip():
         raise InputError("'path' must name a CSV file")
+    shown = _shown(text, 200)
+    try:
+        # JSON can carry lone surrogates ("\ud800") that no file name can hold; os calls would
+        # raise UnicodeEncodeError, which is not an OSError.
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise InputError(f"'path' {shown!r} is not a file name", status=400) from None
     candidate = Path(text)
     if not candidate.is_absolute():
         candidate = config.root / candidate
@@ -298,15 +423,21 @@ def resolve_dataset_path(text: str, config: Config) -> Path:
     try:
         real = candidate.resolve()
     except (OSError, RuntimeError):  # a symlink loop, a name too long
-        raise InputError(f"'path' {text!r} cannot be used", status=400) from None
+        raise InputError(f"'path' {shown!r} cannot be used", status=400) from None
     # Containment is checked before existence, so a refused path tells nothing about what exists.
     if not any(real.is_relative_to(folder.resolve()) for folder in allowed):
         names = ", ".join(f"{folder.name}/" for folder in allowed)
-        raise InputError(f"'path' {text!r} is outside the data folders ({names})", status=403)
-    if not real.exists():
-        raise InputError(f"no dataset at {text!r}", status=404)
-    if not real.is_file() or real.suffix.lower() != ".csv":
-        raise InputError(f"'path' {text!r} is not a CSV file", status=400)
+        raise InputError(f"'path' {shown!r} is outside the data folders ({names})", status=403)
+    # One stat, its errors mapped: Path.exists() lets ENAMETOOLONG (a component over NAME_MAX, a
+    # path over PATH_MAX that resolve() passed through) and EACCES escape as a 500.
+    try:
+        st = real.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"no dataset at {shown!r}", status=404) from None
+    except OSError:
+        raise InputError(f"'path' {shown!r} cannot be used", status=400) from None
+    if not stat.S_ISREG(st.st_mode) or real.suffix.lower() != ".csv":
+        raise InputError(f"'path' {shown!r} is not a CSV file", status=400)
     return real
 
 
@@ -496,7 +627,9 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     if not isinstance(config, Config):
         config = load_config(config)
     _log_to_gunicorn()
-    app = Flask(__name__)
+    # No static route: Flask adds /static/<path> (files next to app.py) unless told not to, and this
+    # API reads no file outside the data folders.
+    app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.api.max_request_bytes
     app.json.sort_keys = False  # F1 first, as documented
     app.json.compact = True
@@ -554,9 +687,9 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
             if len(records) > state.config.api.max_records:
                 raise InputError(f"{len(records)} records; at most {state.config.api.max_records} per request", 413)
             batch = records_to_batch(records, release.schema)
+            probabilities = release.predictor.probabilities(batch.numeric, batch.categorical)
         except InputError as exc:
             return _error(str(exc), exc.status)
-        probabilities = release.predictor.probabilities(batch.numeric, batch.categorical)
         predictions = []
         for index, probability in enumerate(probabilities.tolist()):
             item = {"churn": int(probability > THRESHOLD), "probability": probability}
@@ -628,9 +761,22 @@ def _request_records(config: Config) -> list[Any]:
     """Return the records of the current request, whatever form they came in."""
     content_type = (request.mimetype or "").lower()
     if content_type == "application/json":
+        raw = _request_body(config)
+        if not raw.strip():
+            raise InputError("the request body is empty")
         try:
-            body = json.loads(request.get_data(cache=False))
-        except (ValueError, RecursionError) as exc:
+            # JSON is UTF-8 (RFC 8259; a charset parameter has no effect). json.loads on bytes
+            # would also guess UTF-16 and UTF-32, which the CSV form refuses; one rule for both.
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"request body is not UTF-8 text (byte {exc.start}); JSON must be UTF-8") from None
+        try:
+            # NaN and Infinity are not JSON (json.loads reads them; other parsers refuse them, and a
+            # NaN echoed in an id column would make the reply itself invalid JSON).
+            body = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_object_from_pairs)
+        except RecursionError:
+            raise InputError("request body is nested too deeply") from None
+        except ValueError as exc:
             raise InputError(f"request body is not valid JSON: {str(exc).splitlines()[0][:200]}") from None
         found = records_from_json(body)
         if isinstance(found, str):
@@ -638,21 +784,42 @@ def _request_records(config: Config) -> list[Any]:
         return found
     if content_type in ("text/csv", "application/csv"):
         try:
-            text = request.get_data(cache=False).decode("utf-8-sig")
+            text = _request_body(config).decode("utf-8-sig")
         except UnicodeDecodeError:
             raise InputError("the CSV body is not UTF-8 text") from None
         return records_from_csv(text)
     raise InputError(f"Content-Type {content_type or 'missing'}: send application/json or text/csv", 415)
 
 
+def _request_body(config: Config) -> bytes:
+    """Return the request body, or raise RequestEntityTooLarge (413) if it is over the limit.
+
+    Werkzeug's own limit (MAX_CONTENT_LENGTH) refuses a Content-Length over it, but a chunked body
+    (no Content-Length; gunicorn de-chunks it) is cut at the limit without a word: a CSV body
+    megabytes over it would be predicted on, its rows past the limit dropped. So one byte more than
+    the limit is read, to know.
+    """
+    limit = config.api.max_request_bytes
+    if (request.content_length or 0) > limit:  # refused before a byte is read
+        raise RequestEntityTooLarge()
+    data = get_input_stream(request.environ, max_content_length=limit + 1).read()
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    return data
+
+
 def _records_from_dataset(path: Path, config: Config) -> list[dict[str, str]]:
-    size = path.stat().st_size
-    if size > 64 * config.api.max_request_bytes:
-        raise InputError(f"dataset {path.name} is {size} bytes; too large to predict in one request", 413)
+    """Return the records of a dataset file, read row by row and never past api.max_records."""
+    # The file may be removed, or turn unreadable, between resolve_dataset_path's check and here.
     try:
-        return records_from_csv(path.read_text(encoding="utf-8-sig"))
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return records_from_csv(handle, max_records=config.api.max_records)
     except UnicodeDecodeError:
         raise InputError(f"dataset {path.name} is not UTF-8 text") from None
+    except FileNotFoundError:
+        raise InputError(f"no dataset at {path.name!r}", status=404) from None
+    except OSError as exc:
+        raise InputError(f"dataset {path.name} cannot be read: {exc.strerror or exc}", status=403) from None
 
 
 if __name__ == "__main__":
