@@ -28,6 +28,8 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	$(PY) fullprocess.py
+	@echo "--- last lines of logs/fullprocess.log ---"
+	@tail -n 3 logs/fullprocess.log
 
 test: $(VENV)/.dev
 	$(PY) -m pytest $(PYTEST_ARGS)

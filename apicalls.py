@@ -31,6 +31,10 @@ OUTPUT_FILE = "apireturns.txt"
 class ApiNotRunning(ConnectionError):
     """Nothing answers at the API's URL."""
 
+    def __init__(self, base_url: str, reason: object):
+        super().__init__(f"no API answering at {base_url} ({reason})")
+        self.reason = str(reason)
+
 
 def endpoint_calls(prediction_path: str) -> list[tuple[str, str, dict | None]]:
     """Return (method, route, JSON body) for every endpoint, in the order they are called."""
@@ -55,8 +59,7 @@ def call(base_url: str, method: str, route: str, body: dict | None = None, *, ti
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ApiNotRunning(f"no API answering at {base_url} ({reason})") from None
+        raise ApiNotRunning(base_url, getattr(exc, "reason", exc)) from None
     try:
         reply_body: Any = json.loads(raw)
     except ValueError:
@@ -108,7 +111,7 @@ def call_all_if_running(base_url: str, output: Path, *, prediction_path: str,
             time.sleep(0.2)
         results = call_all(base_url, prediction_path)
     except ApiNotRunning as exc:
-        return {"running": False, "summary": f"not running ({exc}); no replies saved"}
+        return {"running": False, "summary": f"not running ({exc.reason}); no replies saved"}
     atomic_write_text(output, format_results(base_url, results))
     failed = [f"{r['route']} {r['status']}" for r in results if r["status"] >= 400]
     summary = f"{len(results)} calls, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else "")

@@ -151,9 +151,9 @@ class FastPredictor:
         return self.classifier.predict_proba(matrix)[:, 1]
 
     def _refuse_overflow(self, numbers: np.ndarray) -> None:
-        overflowed = np.argwhere(~np.isfinite(numbers))
-        if len(overflowed):
-            raise self._too_large(*overflowed[0])
+        finite = np.isfinite(numbers)
+        if not finite.all():
+            raise self._too_large(*np.argwhere(~finite)[0])
 
     def _too_large(self, row: int, column: int) -> "InputError":
         return InputError(f"record {int(row)}: column {self.numeric_columns[int(column)]!r}: number too large for the model")

@@ -18,7 +18,6 @@ names, so the switch is the deploy. ``previous`` lists earlier releases, newest 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -28,12 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.cli import script_parser, start_script, wait_for_lock
 from churnlib.fsutil import (
-    RunLock,
     atomic_write_json,
     fsync_dir,
-    lock_path,
     read_json,
     remove_stale_temporaries,
     temporary_path_for,
@@ -257,27 +254,20 @@ def format_release_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Deploy the trained model in the model folder as a new release (the default), "
+    parser = script_parser(
+        "Deploy the trained model in the model folder as a new release (the default), "
         "list the kept releases, or roll back to an earlier one.",
     )
-    add_config_argument(parser)
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="list the kept releases with their scores and dates")
     action.add_argument("--rollback", action="store_true", help="switch back to the previous release")
     parser.add_argument("--to", metavar="RELEASE_ID", help="with --rollback: the earlier release to return to")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
     if args.to and not args.rollback:
         parser.error("--to needs --rollback")
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = start_script(args, "deployment")
+    if config is None:
         return 2
-    from churnlib.logsetup import setup_logging
-
-    setup_logging(config.paths.logs, "deployment", verbose=args.verbose)
     if args.list:
         try:
             print(format_release_table(list_releases(config.paths.deployment)))
@@ -285,9 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             logger.critical("%s", exc)
             return 1
         return 0
-    lock = RunLock(lock_path(config))
-    if not lock.acquire(timeout=60):
-        logger.error("another run holds the lock %s (PID %s); try again later", lock.path, lock.holder_pid())
+    lock = wait_for_lock(config, logger)
+    if lock is None:
         return 1
     try:
         if args.rollback:

@@ -14,7 +14,6 @@ Written to ``logs/diagnostics.json`` and printed readably.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -30,7 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churnlib.config import PROJECT_ROOT, ConfigError, add_config_argument, load_config
+from churnlib.cli import script_parser, start_script
+from churnlib.config import PROJECT_ROOT
 from churnlib.dataset import DatasetError, FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_json, read_json
 from churnlib.modelstore import ModelLoadError, load_deployed
@@ -232,22 +232,15 @@ def format_diagnostics(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Diagnose the deployed model and the ingested data; write logs/diagnostics.json and print it.",
+    parser = script_parser(
+        "Diagnose the deployed model and the ingested data; write logs/diagnostics.json and print it."
     )
-    add_config_argument(parser)
     parser.add_argument("--data", metavar="FOLDER", help="labelled CSV folder to predict on (default: the test data folder)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = start_script(args, "diagnostics")
+    if config is None:
         return 2
-    from churnlib.logsetup import setup_logging
-
-    setup_logging(config.paths.logs, "diagnostics", verbose=args.verbose)
     try:
         model = load_deployed(config.paths.deployment)
         if model is None:

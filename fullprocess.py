@@ -27,7 +27,6 @@ config.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -37,9 +36,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.cli import script_parser, start_script
+from churnlib.config import ConfigError
 from churnlib.fsutil import RunLock, append_line, atomic_write_json, lock_path, read_json, remove_stale_temporaries
-from churnlib.modelstore import RELEASES_FOLDER, read_pointer
+from churnlib.modelstore import RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
 from ingestion import load_record, save_record, scan_source
 
 logger = logging.getLogger(Path(__file__).stem)
@@ -85,7 +85,7 @@ def check_score(deployed, new_rows, schema, settings) -> dict[str, Any]:
     """Return the score-drift check: the deployed model on the new rows against its deploy-time score."""
     from scoring import score_model
 
-    baseline_scores = read_json(deployed.folder / "latestscore.json") or {}
+    baseline_scores = read_json(deployed.folder / SCORE_DETAILS_FILE) or {}
     baseline = baseline_scores.get(settings.metric)
     check: dict[str, Any] = {"metric": settings.metric, "baseline": baseline, "max_drop": settings.max_drop,
                              "rows": int(len(new_rows)), "checked": False, "drift": False}
@@ -156,7 +156,6 @@ def train_score_and_maybe_deploy(config, run: dict[str, Any], *, reason: str, de
     from reporting import build_report
     from scoring import churn_probabilities, metrics_from_predictions, read_test_data, write_scores
     from deployment import deploy_release
-    from ingestion import load_record as reload_record
     from training import read_training_data, train_and_save
 
     from churnlib.dataset import FrozenSchema
@@ -194,7 +193,7 @@ def train_score_and_maybe_deploy(config, run: dict[str, Any], *, reason: str, de
         return
 
     started = time.perf_counter()
-    record = reload_record(config.paths.ingested)
+    record = load_record(config.paths.ingested)
     diagnostics = run_diagnostics(
         pipeline=candidate.pipeline, metadata=metadata, schema=schema, dataset=test,
         dataset_name=str(config.paths.testdata), ingested=frame, record=record, log_folder=config.paths.logs,
@@ -334,23 +333,17 @@ def run_tick(config, run: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="One cron tick: ingest new files from the source folder, check the deployed model for a "
+    parser = script_parser(
+        "One cron tick: ingest new files from the source folder, check the deployed model for a "
         "score drop and feature drift, and retrain and redeploy when needed. Logs go to the log folder "
-        "(fullprocess.log, one line per run in runs.jsonl). Exit 0 unless something failed.",
+        "(fullprocess.log, one line per run in runs.jsonl). Exit 0 unless something failed: 1 for a "
+        "failed tick (the reason on stderr), 2 for a bad config."
     )
-    add_config_argument(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail, and show info on stderr")
     parser.add_argument("--no-api", action="store_true", help="do not call the API after a deploy")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = start_script(args, "fullprocess")
+    if config is None:
         return 2
-    from churnlib.logsetup import setup_logging
-
-    setup_logging(config.paths.logs, "fullprocess", verbose=args.verbose)
     started = time.perf_counter()
     run: dict[str, Any] = {"started_at": utc_now(), "pid": os.getpid(), "config": str(config.file), "timings": {}}
     lock = RunLock(lock_path(config))

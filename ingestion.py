@@ -21,7 +21,6 @@ The pipeline never edits, moves or deletes anything in ``sourcedata/``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -34,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from churnlib.config import ConfigError, add_config_argument, load_config
-from churnlib.fsutil import RunLock, atomic_write_json, atomic_write_text, lock_path, read_json
+from churnlib.cli import script_parser, start_script, wait_for_lock
+from churnlib.config import ConfigError
+from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json
 
 logger = logging.getLogger(Path(__file__).stem)  # "ingestion" whether imported or run as a script
 
@@ -588,24 +588,16 @@ def run_ingestion(config, record: dict[str, Any] | None = None) -> IngestResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Ingest new CSV files from the source folder into ingesteddata/finaldata.csv, "
+    parser = script_parser(
+        "Ingest new CSV files from the source folder into ingesteddata/finaldata.csv, "
         "rejecting bad files with a reason (see logs/ingestion_record.txt).",
     )
-    add_config_argument(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = start_script(args, "ingestion")
+    if config is None:
         return 2
-    from churnlib.logsetup import setup_logging
-
-    setup_logging(config.paths.logs, "ingestion", verbose=args.verbose)
-    lock = RunLock(lock_path(config))
-    if not lock.acquire(timeout=60):
-        logger.error("another run holds the lock %s (PID %s); try again later", lock.path, lock.holder_pid())
+    lock = wait_for_lock(config, logger)
+    if lock is None:
         return 1
     try:
         result = run_ingestion(config)

@@ -12,7 +12,6 @@ the model folder.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -26,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.cli import script_parser, start_script
 from churnlib.dataset import DatasetError, FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_bytes, read_json
 from churnlib.modelstore import ModelLoadError, load_deployed, load_model
@@ -274,24 +273,18 @@ def build_report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Plot the confusion matrix, ROC and precision-recall curves of the deployed model on the "
-        "test data and write them, with an HTML report, to the model folder.",
+    parser = script_parser(
+        "Plot the confusion matrix, ROC and precision-recall curves of the deployed model on the "
+        "test data and write them, with an HTML report, to the model folder."
     )
-    add_config_argument(parser)
     parser.add_argument("--trained", action="store_true", help="report on the latest trained model instead of the deployed one")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = start_script(args, "reporting")
+    if config is None:
         return 2
-    from churnlib.logsetup import setup_logging
     from diagnostics import DIAGNOSTICS_FILE
     from scoring import churn_probabilities, metrics_from_predictions
 
-    setup_logging(config.paths.logs, "reporting", verbose=args.verbose)
     try:
         model = load_model(config.paths.models) if args.trained else load_deployed(config.paths.deployment)
         if model is None:

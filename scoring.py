@@ -8,7 +8,6 @@ same rule the API uses.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -18,9 +17,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
-from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.cli import script_parser, start_script, wait_for_lock
 from churnlib.dataset import DatasetError, FrozenSchema, read_labelled_folder
-from churnlib.fsutil import RunLock, atomic_write_json, atomic_write_text, lock_path
+from churnlib.fsutil import atomic_write_json, atomic_write_text
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, ModelLoadError, load_deployed, load_model
 
 logger = logging.getLogger(Path(__file__).stem)
@@ -89,26 +88,19 @@ def format_scores(scores: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Score a model on the labelled test data and write latestscore.txt (F1) and "
+    parser = script_parser(
+        "Score a model on the labelled test data and write latestscore.txt (F1) and "
         "latestscore.json (all metrics) to the model folder.",
     )
-    add_config_argument(parser)
     parser.add_argument(
         "--deployed", action="store_true",
         help="score the deployed release instead of the latest trained model in the model folder "
         "(prints the scores; writes nothing)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = start_script(args, "scoring")
+    if config is None:
         return 2
-    from churnlib.logsetup import setup_logging
-
-    setup_logging(config.paths.logs, "scoring", verbose=args.verbose)
     try:
         model: LoadedModel | None = load_deployed(config.paths.deployment) if args.deployed else load_model(config.paths.models)
         if model is None:
@@ -122,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     logger.info("release %s: %s", model.release_id, format_scores(scores))
     if not args.deployed:
-        lock = RunLock(lock_path(config))
-        if not lock.acquire(timeout=60):
-            logger.error("another run holds the lock %s (PID %s); try again later", lock.path, lock.holder_pid())
+        lock = wait_for_lock(config, logger)
+        if lock is None:
             return 1
         try:
             write_scores(scores, config.paths.models, release_id=model.release_id)

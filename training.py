@@ -19,7 +19,6 @@ data against for drift.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import logging
@@ -38,9 +37,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.cli import script_parser, start_script, wait_for_lock
+from churnlib.config import ConfigError
 from churnlib.dataset import FrozenSchema, canonical_lines, header_line, read_canonical_csv
-from churnlib.fsutil import RunLock, atomic_write_text, lock_path
+from churnlib.fsutil import atomic_write_text
 from churnlib.modelstore import REFERENCE_FILE, save_model, sha256_bytes
 from ingestion import DATA_FILE, load_record
 
@@ -201,24 +201,16 @@ def train_and_save(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Train the configured model on ingesteddata/finaldata.csv and write it, with its "
+    parser = script_parser(
+        "Train the configured model on ingesteddata/finaldata.csv and write it, with its "
         "metadata and drift reference sample, to the model folder.",
     )
-    add_config_argument(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = start_script(args, "training")
+    if config is None:
         return 2
-    from churnlib.logsetup import setup_logging
-
-    setup_logging(config.paths.logs, "training", verbose=args.verbose)
-    lock = RunLock(lock_path(config))
-    if not lock.acquire(timeout=60):
-        logger.error("another run holds the lock %s (PID %s); try again later", lock.path, lock.holder_pid())
+    lock = wait_for_lock(config, logger)
+    if lock is None:
         return 1
     try:
         frame, schema, fingerprint = read_training_data(config.paths.ingested)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,7 @@ import pytest
 from app import FastPredictor, create_app, records_to_batch
 from churnlib.dataset import FrozenSchema
 from churnlib.modelstore import load_deployed
-from conftest import SAMPLE_LATER, base_config, copy_project, make_project
+from conftest import SAMPLE_LATER, base_config, make_project
 from scoring import read_test_data
 
 RECORD = {"corporation": "abcd", "lastmonth_activity": 120, "lastyear_activity": 1500,

@@ -9,7 +9,6 @@
 The number of kills is ``--kills`` (default 50): ``make test PYTEST_ARGS="--kills 500"``.
 """
 
-import json
 import os
 import random
 import re

@@ -5,10 +5,9 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 import ingestion
-from conftest import ROOT, SAMPLE_LATER, base_config, make_project, run_script
+from conftest import ROOT, SAMPLE_LATER, base_config, run_script
 from samples.generate import HEADER, make_customers
 
 

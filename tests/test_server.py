@@ -135,7 +135,9 @@ def test_redeploy_under_load_fails_no_request(tmp_path):
     stop = threading.Event()
 
     def load():
-        while not stop.is_set():
+        # Bounded: about 100 requests a second per thread. Each request is a new connection (sync
+        # workers close it), and an unbounded loop would run loopback out of ephemeral ports.
+        while not stop.wait(0.01):
             try:
                 status, body = request(url + "/prediction", RECORD, timeout=10)
                 replies.append((time.monotonic(), status, body.get("release_id")))
