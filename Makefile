@@ -15,7 +15,7 @@ help:
 	@echo "make crontab      print the crontab line for this checkout"
 	@echo "make bench        the ingestion and API benchmarks"
 	@echo "make sample-data  rewrite the shipped sample data (samples/generate.py)"
-	@echo "make reset        delete pipeline state (ingesteddata, models, deployment, logs) to start over"
+	@echo "make reset        delete pipeline state (ingesteddata, models, deployment, logs); sourcedata/ stays"
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,4 +52,3 @@ check-sample-data: $(VENV)/.runtime
 
 reset:
 	rm -rf ingesteddata/* models/* production_deployment/* logs/*
-	rm -f sourcedata/dataset3.csv

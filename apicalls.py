@@ -11,8 +11,8 @@ standard library, so ``fullprocess.py`` can call it after a deploy at no import 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
-import logging
 import sys
 import time
 import urllib.error
@@ -22,8 +22,6 @@ from typing import Any
 
 from churnlib.config import ConfigError, add_config_argument, load_config
 from churnlib.fsutil import atomic_write_text
-
-logger = logging.getLogger(Path(__file__).stem)
 
 OUTPUT_FILE = "apireturns.txt"
 
@@ -58,8 +56,9 @@ def call(base_url: str, method: str, route: str, body: dict | None = None, *, ti
             status, raw = reply.status, reply.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        raise ApiNotRunning(base_url, getattr(exc, "reason", exc)) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        # Refused, timed out, or something that is not an HTTP server on that port.
+        raise ApiNotRunning(base_url, getattr(exc, "reason", None) or str(exc) or type(exc).__name__) from None
     try:
         reply_body: Any = json.loads(raw)
     except ValueError:
@@ -95,13 +94,18 @@ def default_prediction_path(config) -> str:
         return str(target)
 
 
-def call_all_if_running(base_url: str, output: Path, *, prediction_path: str,
-                        expect_release: str | None = None, wait_seconds: float = 3.0) -> dict[str, Any]:
-    """Call every endpoint when the API runs, waiting briefly until it serves ``expect_release``.
+def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, expect_release: str | None = None,
+                        reload_interval: float = 1.0) -> dict[str, Any]:
+    """Call every endpoint when the API runs, once it serves ``expect_release``.
 
-    Returns a summary; never raises for an API that is down or failing.
+    Every worker looks for a new release at most every ``reload_interval`` seconds and before the
+    request that finds it; after that long, any worker answers with the new release. Returns a
+    summary; never raises for an API that is down or failing.
     """
-    deadline = time.monotonic() + wait_seconds
+    if expect_release is not None:
+        time.sleep(reload_interval)
+    deadline = time.monotonic() + reload_interval + 2.0
+    serving = None
     try:
         while True:
             health = call(base_url, "GET", "/health", timeout=2.0)

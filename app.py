@@ -46,17 +46,17 @@ from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
+from churnlib.clock import utc_now
 from churnlib.columns import normalise_column_name
 from churnlib.config import Config, load_config
 from churnlib.dataset import MISSING_TOKENS, FrozenSchema
 from churnlib.fsutil import read_json
 from churnlib.modelstore import SCORE_DETAILS_FILE, LoadedModel, ModelLoadError, load_model, read_pointer, release_folder
+from scoring import THRESHOLD
 
 logger = logging.getLogger("app")
 
-MISSING_CATEGORY = "(missing)"
 SCORE_KEYS = ("f1", "precision", "recall", "accuracy", "roc_auc")
-THRESHOLD = 0.5
 
 
 class InputError(ValueError):
@@ -97,12 +97,17 @@ class FastPredictor:
                 self.mean = numeric.named_steps["scale"].mean_.astype(float)
                 self.scale = numeric.named_steps["scale"].scale_.astype(float)
         # For each categorical column: category -> its column in the encoded matrix.
-        self.category_index: list[dict[str, int]] = []
+        self.category_index: list[dict[str | None, int]] = []
         width = len(self.numeric_columns)
         if self.categorical_columns:
             encoder = transformers["categorical"].named_steps["onehot"]
+            # A missing value (None) becomes the imputer's fill category, as in the pipeline.
+            fill = transformers["categorical"].named_steps["impute"].fill_value
             for categories in encoder.categories_:
-                self.category_index.append({str(c): width + i for i, c in enumerate(categories)})
+                lookup: dict[str | None, int] = {str(c): width + i for i, c in enumerate(categories)}
+                if fill in lookup:
+                    lookup[None] = lookup[fill]
+                self.category_index.append(lookup)
                 width += len(categories)
         self.width = width
         self.linear = hasattr(self.classifier, "coef_")
@@ -110,8 +115,8 @@ class FastPredictor:
             self.coef = self.classifier.coef_[0].astype(float)
             self.intercept = float(self.classifier.intercept_[0])
 
-    def probabilities(self, numeric: np.ndarray, categorical: list[list[str]]) -> np.ndarray:
-        """Return P(churn) for rows given as a float matrix (NaN = missing) and category strings.
+    def probabilities(self, numeric: np.ndarray, categorical: list[list[str | None]]) -> np.ndarray:
+        """Return P(churn) for rows given as a float matrix (NaN = missing) and categories (None = missing).
 
         Raises InputError naming the record and column when a finite value overflows float64 once
         scaled, or (logistic regression) once multiplied by its coefficient. scikit-learn's own
@@ -248,9 +253,10 @@ def _numeric_value(value: Any, *, record: int, column: str) -> float:
     return number
 
 
-def _category_value(value: Any, *, record: int, column: str) -> str:
+def _category_value(value: Any, *, record: int, column: str) -> str | None:
+    """Return a category as text, or None for a missing value."""
     if value is None:
-        return MISSING_CATEGORY
+        return None
     if isinstance(value, (dict, list)):
         kind = "an object" if isinstance(value, dict) else "a list"
         raise InputError(f"record {record}: column {column!r}: expected a category, got {kind}")
@@ -258,7 +264,7 @@ def _category_value(value: Any, *, record: int, column: str) -> str:
         value = "true" if value else "false"
     text = str(value).strip()
     if isinstance(value, float) and math.isnan(value) or not text:
-        return MISSING_CATEGORY
+        return None
     return text
 
 
@@ -267,7 +273,7 @@ class Batch:
     """Validated rows, ready for FastPredictor."""
 
     numeric: np.ndarray
-    categorical: list[list[str]]
+    categorical: list[list[str | None]]
     ids: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -503,7 +509,7 @@ class ReleaseWatcher:
         for release_id in candidates:
             try:
                 release = load_release(self.deployment_folder, release_id)
-            except (ModelLoadError, OSError, ValueError, KeyError) as exc:
+            except Exception as exc:  # whatever stops a release from loading, it is not served
                 self._fail(f"release {release_id} not loaded: {exc}")
                 continue
             previous = self.release.release_id if self.release else None
@@ -530,7 +536,7 @@ def load_release(deployment_folder: Path, release_id: str) -> Release:
         schema=schema,
         predictor=FastPredictor(model.pipeline, schema),
         scores=scores,
-        loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        loaded_at=utc_now(),
     )
 
 
@@ -538,12 +544,21 @@ def load_release(deployment_folder: Path, release_id: str) -> Release:
 
 
 class FileCache:
-    """Recompute a value only when a file's (inode, mtime, size) changes."""
+    """Recompute a value only when a file changes.
 
-    def __init__(self, path: Path, compute):
+    A change is seen in the file's (inode, mtime, size); with ``version``, a function that reads a
+    version from the file cheaply, only a new version means a recomputation (the ingestion record
+    is rewritten for many reasons, but only a new data version changes the statistics).
+    """
+
+    _UNSET = object()
+
+    def __init__(self, path: Path, compute, version=None):
         self.path = path
         self.compute = compute
-        self._signature: tuple | None = None
+        self.version = version
+        self._signature: Any = self._UNSET
+        self._version: Any = self._UNSET
         self._value: Any = None
         self._lock = threading.Lock()
 
@@ -555,8 +570,11 @@ class FileCache:
             signature = None
         with self._lock:
             if signature != self._signature:
-                self._value = self.compute()
                 self._signature = signature
+                version = self.version() if self.version else signature
+                if version != self._version:
+                    self._value = self.compute()
+                    self._version = version
             return self._value
 
 
@@ -568,7 +586,7 @@ def ingested_statistics(config: Config) -> dict[str, Any]:
 
     record = load_record(config.paths.ingested)
     try:
-        frame, schema, _fingerprint = read_training_data(config.paths.ingested)
+        frame, schema, _fingerprint = read_training_data(config.paths.ingested, record)
     except TrainingError:
         return {"data_version": record["data_version"], "rows": 0, "summary_statistics": {}, "missing_data": {},
                 "last_ingest": record.get("last_ingest")}
@@ -634,12 +652,13 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     app.json.sort_keys = False  # F1 first, as documented
     app.json.compact = True
     from diagnostics import DIAGNOSTICS_FILE, LATEST_DRIFT_FILE
-    from ingestion import RECORD_FILE
+    from ingestion import RECORD_FILE, load_record
 
     app.extensions["churn"] = ApiState(
         config=config,
         watcher=ReleaseWatcher(config.paths.deployment, config.api.reload_interval_seconds),
-        statistics=FileCache(config.paths.ingested / RECORD_FILE, lambda: ingested_statistics(config)),
+        statistics=FileCache(config.paths.ingested / RECORD_FILE, lambda: ingested_statistics(config),
+                             version=lambda: load_record(config.paths.ingested)["data_version"]),
         drift=FileCache(config.paths.logs / LATEST_DRIFT_FILE, lambda: _read_json_quietly(config.paths.logs / LATEST_DRIFT_FILE)),
         pipeline_diagnostics=FileCache(config.paths.logs / DIAGNOSTICS_FILE,
                                        lambda: _read_json_quietly(config.paths.logs / DIAGNOSTICS_FILE)),

@@ -23,10 +23,10 @@ import logging
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from churnlib.clock import utc_now
 from churnlib.cli import script_parser, start_script, wait_for_lock
 from churnlib.fsutil import (
     atomic_write_json,
@@ -44,6 +44,7 @@ from churnlib.modelstore import (
     SCORE_DETAILS_FILE,
     SCORE_FILE,
     ModelLoadError,
+    checked_reference_sample,
     load_model,
     read_pointer,
     release_folder,
@@ -59,10 +60,6 @@ MODEL_FILES = (MODEL_FILE, METADATA_FILE, SCORE_FILE, SCORE_DETAILS_FILE, REFERE
 
 class DeploymentError(RuntimeError):
     """A deploy or rollback that cannot go ahead; the message says why."""
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _copy_synced(source: Path, destination: Path) -> None:
@@ -90,8 +87,10 @@ def check_model_folder(model_folder: Path) -> dict[str, Any]:
             f"{model_folder / SCORE_DETAILS_FILE}: scores release {scores.get('release_id')}, "
             f"but the model is release {model.release_id}; run scoring.py first"
         )
-    if not (model_folder / REFERENCE_FILE).exists():
-        raise DeploymentError(f"{model_folder / REFERENCE_FILE}: missing; run training.py again")
+    try:
+        checked_reference_sample(model_folder, model.metadata)
+    except ModelLoadError as exc:
+        raise DeploymentError(f"{exc}; run training.py again") from None
     return model.metadata
 
 

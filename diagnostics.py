@@ -30,11 +30,12 @@ import numpy as np
 import pandas as pd
 
 from churnlib.cli import script_parser, start_script
+from churnlib.clock import utc_now
 from churnlib.config import PROJECT_ROOT
 from churnlib.dataset import DatasetError, FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_json, read_json
 from churnlib.modelstore import ModelLoadError, load_deployed
-from ingestion import load_record
+from ingestion import IngestedDataError, load_record
 from scoring import churn_probabilities, predicted_classes
 from training import TrainingError, read_training_data
 
@@ -174,12 +175,19 @@ def run_diagnostics(
     record: dict[str, Any],
     log_folder: Path,
     dependency_deadline: float = 3.0,
+    probabilities: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Return every diagnostic for the model and data given, as one JSON-ready dict."""
+    """Return every diagnostic for the model and data given, as one JSON-ready dict.
+
+    ``probabilities`` are the model's churn probabilities on ``dataset`` when the caller has them.
+    """
     started = time.perf_counter()
-    predictions = model_predictions(pipeline, dataset, schema)
+    if probabilities is None:
+        predictions = model_predictions(pipeline, dataset, schema)
+    else:
+        predictions = predicted_classes(probabilities).tolist()
     result = {
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "generated_at": utc_now(),
         "release_id": metadata.get("release_id"),
         "predictions": {"dataset": dataset_name, "rows": len(predictions), "values": predictions},
         "summary_statistics": summary_statistics(ingested, schema.numeric_columns),
@@ -255,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset_name=str(folder), ingested=ingested, record=load_record(config.paths.ingested),
             log_folder=config.paths.logs,
         )
-    except (ModelLoadError, DatasetError, TrainingError) as exc:
+    except (ModelLoadError, DatasetError, TrainingError, IngestedDataError, OSError) as exc:
         logger.critical("%s", exc)
         return 1
     atomic_write_json(config.paths.logs / DIAGNOSTICS_FILE, result)

@@ -36,6 +36,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from churnlib.clock import utc_now
 from churnlib.cli import script_parser, start_script
 from churnlib.config import ConfigError
 from churnlib.fsutil import RunLock, append_line, atomic_write_json, lock_path, read_json, remove_stale_temporaries
@@ -52,10 +53,6 @@ class PipelineError(RuntimeError):
     """A tick that cannot complete; the message says why."""
 
 
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[str, int]:
     """Return how far into the ingested data decisions are complete (rows and bytes)."""
     state = read_json(ingested_folder / DECISION_STATE_FILE) or {}
@@ -70,6 +67,11 @@ def mark_evaluated(ingested_folder: Path, record: dict[str, Any]) -> None:
     """Record that every ingested row has been through a decision."""
     atomic_write_json(ingested_folder / DECISION_STATE_FILE,
                       {"evaluated_rows": record["rows"], "evaluated_bytes": record["bytes"], "at": utc_now()})
+
+
+def rows_needed(config) -> int:
+    """Return how many new rows the score and drift checks need before either runs."""
+    return max(config.score_drift.min_rows, config.drift.min_rows)
 
 
 def sweep_temporaries(config) -> None:
@@ -110,14 +112,11 @@ def check_score(deployed, new_rows, schema, settings) -> dict[str, Any]:
 
 
 def load_reference(deployed, schema):
-    """Return the deployed release's reference sample of training rows."""
+    """Return the deployed release's reference sample of training rows (hash-checked)."""
     from churnlib.dataset import read_canonical_csv
-    from churnlib.modelstore import ModelLoadError, sha256_file
+    from churnlib.modelstore import checked_reference_sample
 
-    path = deployed.folder / deployed.metadata["reference_sample"]["file"]
-    if sha256_file(path) != deployed.metadata["reference_sample"]["sha256"]:
-        raise ModelLoadError(f"{path}: SHA-256 does not match the release's metadata")
-    return read_canonical_csv(path, schema)
+    return read_canonical_csv(checked_reference_sample(deployed.folder, deployed.metadata), schema)
 
 
 def policy_allows(candidate: float, deployed: float | None, settings) -> tuple[bool, str]:
@@ -174,6 +173,9 @@ def train_score_and_maybe_deploy(config, run: dict[str, Any], *, reason: str, de
     write_scores(scores, config.paths.models, release_id=metadata["release_id"])
     metric = config.deployment.metric
     run["candidate"] = {"release_id": metadata["release_id"], "training_rows": fingerprint["rows"], "scores": scores}
+    if scores[metric] is None:
+        raise PipelineError(f"deployment.metric {metric} is undefined on the test data, which holds one class "
+                            f"only; add rows of both classes to {config.paths.testdata.name}/ or choose another metric")
     logger.info("candidate %s: %s %.4f on %d test rows", metadata["release_id"], metric, scores[metric], scores["rows"])
 
     deployed_scores = None
@@ -197,6 +199,7 @@ def train_score_and_maybe_deploy(config, run: dict[str, Any], *, reason: str, de
     diagnostics = run_diagnostics(
         pipeline=candidate.pipeline, metadata=metadata, schema=schema, dataset=test,
         dataset_name=str(config.paths.testdata), ingested=frame, record=record, log_folder=config.paths.logs,
+        probabilities=probabilities,
     )
     decision_record = {"decision": decision, "reason": f"{reason}; {why}", "at": utc_now(),
                        "data_drift": drift, "score_drift": run.get("score_drift")}
@@ -220,11 +223,17 @@ def call_api_after_deploy(config, run: dict[str, Any]) -> None:
     """Ask the API, if it is running, for every endpoint's reply; never fails the tick."""
     from apicalls import OUTPUT_FILE, call_all_if_running, default_prediction_path
 
-    outcome = call_all_if_running(config.api.url, config.paths.models / OUTPUT_FILE,
-                                  prediction_path=default_prediction_path(config),
-                                  expect_release=run.get("deployed_release_after"))
+    try:
+        outcome = call_all_if_running(config.api.url, config.paths.models / OUTPUT_FILE,
+                                      prediction_path=default_prediction_path(config),
+                                      expect_release=run.get("deployed_release_after"),
+                                      reload_interval=config.api.reload_interval_seconds)
+    except OSError as exc:  # apireturns.txt not writable, say: the deploy itself succeeded
+        outcome = {"running": None, "summary": f"replies not saved: {exc}"}
+        logger.warning("API at %s: %s", config.api.url, outcome["summary"])
+    else:
+        logger.info("API at %s: %s", config.api.url, outcome["summary"])
     run["api"] = outcome
-    logger.info("API at %s: %s", config.api.url, outcome["summary"])
 
 
 def run_tick(config, run: dict[str, Any]) -> None:
@@ -236,16 +245,24 @@ def run_tick(config, run: dict[str, Any]) -> None:
     run["deployed_release_before"] = pointer["current"] if pointer else None
     state = read_decision_state(config.paths.ingested, record)
     pending_rows = record["rows"] - state["evaluated_rows"]
+    needed = rows_needed(config)
     run["new_files"] = [source.name for source in scan.new_files]
-    if not scan.new_files and pointer is not None and pending_rows == 0:
+    # Nothing to do: no new file, and either a model deployed with too few pending rows to check,
+    # or no data at all yet. Decided without importing pandas, scikit-learn or xgboost.
+    idle = pointer is not None and pending_rows < needed or pointer is None and record["rows"] == 0
+    if not scan.new_files and idle:
         if scan.record_changed:
             save_record(record, config.paths.ingested, config.paths.logs)
         if scan.rejected:  # refused unread by the scan (a symlink out, an unreadable file)
             run["ingest"] = {"rejected": [{"name": r["name"], "reason": r["reason"]} for r in scan.rejected]}
         run["decision"] = "nothing_new"
         run["reason"] = f"no new files in {config.paths.source.name}/"
-        logger.info("nothing new in %s/ (%d file(s) ingested); release %s stays",
-                    config.paths.source.name, len(record["files"]), pointer["current"])
+        waiting = f"; {pending_rows} new row(s) wait for {needed} to be checked" if pending_rows else ""
+        if pointer is None:
+            logger.info("nothing new in %s/ and no data yet", config.paths.source.name)
+        else:
+            logger.info("nothing new in %s/ (%d file(s) ingested)%s; release %s stays",
+                        config.paths.source.name, len(record["files"]), waiting, pointer["current"])
         return
 
     # Only now the heavy imports: pandas, scikit-learn, scipy.
@@ -284,10 +301,23 @@ def run_tick(config, run: dict[str, Any]) -> None:
     state = read_decision_state(config.paths.ingested, record)
     pending_rows = record["rows"] - state["evaluated_rows"]
     if pending_rows == 0:
+        causes = []
+        if result.rejected:
+            causes.append(f"{len(result.rejected)} file(s) rejected")
+        if result.accepted:
+            causes.append(f"{len(result.accepted)} file(s) held only rows ingested before")
+        if result.deferred:
+            causes.append(f"{len(result.deferred)} file(s) changed while read, left for the next tick")
         run["decision"] = "no_new_rows"
-        run["reason"] = ("no new rows: " + (f"{len(result.rejected)} file(s) rejected" if result.rejected else "")
-                         + (", " if result.rejected and result.accepted else "")
-                         + (f"{len(result.accepted)} file(s) held only rows ingested before" if result.accepted else ""))
+        run["reason"] = "no new rows: " + (", ".join(causes) or "nothing to ingest")
+        logger.info("%s", run["reason"])
+        return
+    if pending_rows < needed:
+        # Too few rows for the checks to mean anything: they stay pending, to be checked together
+        # with the next files, rather than being waved through unchecked.
+        run["decision"] = "waiting_for_rows"
+        run["reason"] = (f"{pending_rows} new row(s) not checked yet: the score and drift checks need at least "
+                         f"{needed} (score_drift.min_rows, drift.min_rows); they wait for more data")
         logger.info("%s", run["reason"])
         return
 

@@ -4,15 +4,23 @@ Plain assignments; each can be overridden from the environment without editing t
 """
 
 import os
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from churnlib.config import load_config
+from churnlib.config import ConfigError, load_config
 
-_logs = load_config().paths.logs  # the log folder named by config.json ($CHURN_CONFIG if set)
+try:
+    _config = load_config()  # config.json, or $CHURN_CONFIG if set
+except ConfigError as _error:
+    sys.exit(f"error: {_error}")
+_logs = _config.paths.logs
 _logs.mkdir(parents=True, exist_ok=True)
 
-# Loopback only by default: put a reverse proxy in front to expose it.
-bind = os.environ.get("CHURN_API_BIND", "127.0.0.1:8000")
+# Where api.url in config.json says the API is (so apicalls.py and fullprocess.py find it), which
+# is loopback by default: put a reverse proxy in front to expose it.
+_url = urlsplit(_config.api.url)
+bind = os.environ.get("CHURN_API_BIND", f"{_url.hostname}:{_url.port or 80}")
 # One worker per core; each worker is single-threaded, so xgboost and numpy never fight over cores.
 workers = int(os.environ.get("CHURN_API_WORKERS", "2"))
 worker_class = "sync"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from churnlib.clock import utc_now
 from churnlib.cli import script_parser, start_script, wait_for_lock
 from churnlib.config import ConfigError
 from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json
@@ -82,10 +83,6 @@ class IngestResult:
     deferred: list[str] = field(default_factory=list)
     rows_added: int = 0
     seconds: float = 0.0
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def empty_record() -> dict[str, Any]:

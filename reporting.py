@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         schema = FrozenSchema.from_dict(model.metadata["schema"])
         test = read_labelled_folder(config.paths.testdata, settings=config.schema, schema=schema)
-    except (ModelLoadError, DatasetError) as exc:
+    except (ModelLoadError, DatasetError, OSError) as exc:
         logger.critical("%s", exc)
         return 1
     probabilities = churn_probabilities(model.pipeline, test, schema)

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         schema = FrozenSchema.from_dict(model.metadata["schema"])
         test = read_test_data(config.paths.testdata, settings=config.schema, schema=schema)
         scores = score_model(model.pipeline, test, schema)
-    except (ModelLoadError, DatasetError) as exc:
+    except (ModelLoadError, DatasetError, OSError) as exc:
         logger.critical("%s", exc)
         return 1
     logger.info("release %s: %s", model.release_id, format_scores(scores))

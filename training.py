@@ -38,11 +38,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from churnlib.cli import script_parser, start_script, wait_for_lock
+from churnlib.clock import utc_now
 from churnlib.config import ConfigError
 from churnlib.dataset import FrozenSchema, canonical_lines, header_line, read_canonical_csv
 from churnlib.fsutil import atomic_write_text
 from churnlib.modelstore import REFERENCE_FILE, save_model, sha256_bytes
-from ingestion import DATA_FILE, load_record
+from ingestion import DATA_FILE, IngestedDataError, load_record
 
 logger = logging.getLogger(Path(__file__).stem)
 
@@ -130,9 +131,14 @@ def reference_sample(frame: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     return frame.iloc[chosen].reset_index(drop=True)
 
 
-def read_training_data(ingested_folder: Path) -> tuple[pd.DataFrame, FrozenSchema, dict[str, Any]]:
-    """Return the committed ingested rows, their schema, and the data's fingerprint."""
-    record = load_record(ingested_folder)
+def read_training_data(ingested_folder: Path, record: dict[str, Any] | None = None
+                       ) -> tuple[pd.DataFrame, FrozenSchema, dict[str, Any]]:
+    """Return the committed ingested rows, their schema, and the data's fingerprint.
+
+    ``record`` is the ingestion record when the caller has it already (read once, so the rows and
+    the data version it reports belong together).
+    """
+    record = load_record(ingested_folder) if record is None else record
     if record["schema"] is None or record["rows"] == 0:
         raise TrainingError(f"{ingested_folder / DATA_FILE}: no ingested data yet")
     schema = FrozenSchema.from_dict(record["schema"])
@@ -177,7 +183,7 @@ def train_and_save(
     sample_text = header_line(schema) + "\n" + "".join(f"{line}\n" for line in canonical_lines(sample, schema))
     atomic_write_text(model_folder / REFERENCE_FILE, sample_text)
     metadata = {
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "trained_at": utc_now(),
         "algorithm": model_settings.algorithm,
         "params": effective_params(model_settings),
         "random_seed": model_settings.random_seed,
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             reference_size=config.drift.reference_sample_size,
             model_folder=config.paths.models,
         )
-    except (ConfigError, TrainingError) as exc:
+    except (ConfigError, TrainingError, IngestedDataError, OSError) as exc:
         logger.critical("%s", exc)
         return 1
     finally:

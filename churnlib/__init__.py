@@ -1,5 +1,7 @@
 """Building blocks shared by the pipeline's step scripts and the API.
 
-Kept small and cheap to import: nothing here imports pandas, scikit-learn or xgboost at module
-level, so that a cron tick that finds nothing new stays fast.
+Kept small. The modules a cron tick needs before it knows there is work (config, columns, clock,
+cli, fsutil, logsetup, modelstore) import no pandas, scikit-learn or xgboost, so that a tick that
+finds nothing new stays fast; dataset and drift, needed only once there is work, import pandas
+and scipy.
 """

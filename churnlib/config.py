@@ -67,7 +67,8 @@ def _labels(value: Any) -> tuple[str, ...]:
 
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable:
     def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # NaN passes every comparison below unnoticed (and would silently turn a check off).
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             raise ValueError(f"must be a number, got {value!r}")
         too_low = value <= low if low_open else value < low
         too_high = value >= high if high_open else value > high
@@ -304,8 +305,8 @@ def config_from_dict(raw: Any, *, file: Path, label: str | None = None) -> Confi
         deployment=(root / values["paths"]["deployment_folder"]).resolve(),
         logs=(root / values["paths"]["log_folder"]).resolve(),
     )
-    folders = {"source_folder": paths.source, "ingested_folder": paths.ingested,
-               "model_folder": paths.models, "deployment_folder": paths.deployment}
+    folders = {"source_folder": paths.source, "ingested_folder": paths.ingested, "test_data_folder": paths.testdata,
+               "model_folder": paths.models, "deployment_folder": paths.deployment, "log_folder": paths.logs}
     seen: dict[Path, str] = {}
     for key, folder in folders.items():
         if folder in seen:

@@ -446,13 +446,16 @@ def read_canonical_csv(source: Path | io.IOBase, schema: FrozenSchema, *, has_he
 
 
 def read_canonical_tail(path: Path, schema: FrozenSchema, *, start: int, end: int) -> pd.DataFrame:
-    """Return the rows stored in bytes [start, end) of finaldata.csv (start is a row boundary)."""
+    """Return the rows stored in bytes [start, end) of finaldata.csv (start is a row boundary).
+
+    Byte 0 is the start of the header line, which is then read as the header, not as a row.
+    """
     with open(path, "rb") as handle:
         handle.seek(start)
         data = handle.read(end - start)
     if not data.strip():
         return read_canonical_csv(io.StringIO(header_line(schema) + "\n"), schema)
-    return read_canonical_csv(io.BytesIO(data), schema, has_header=False)
+    return read_canonical_csv(io.BytesIO(data), schema, has_header=start == 0)
 
 
 def read_labelled_folder(folder: Path, *, settings, schema: FrozenSchema) -> pd.DataFrame:

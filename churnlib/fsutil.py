@@ -70,22 +70,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-def atomic_copy(source: Path, destination: Path) -> None:
-    """Copy ``source`` to ``destination`` atomically (temporary file, fsync, replace)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path_for(destination)
-    try:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, destination)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(destination.parent)
-
-
 def read_json(path: Path, default: Any = None) -> Any:
     """Return the JSON in ``path``, or ``default`` when the file does not exist."""
     try:

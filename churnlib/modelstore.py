@@ -113,6 +113,20 @@ def load_model(folder: Path) -> LoadedModel:
     return LoadedModel(pipeline=pipeline, metadata=metadata, folder=folder)
 
 
+def checked_reference_sample(folder: Path, metadata: dict) -> Path:
+    """Return the model's drift reference sample once its SHA-256 matches the metadata's."""
+    reference = metadata.get("reference_sample") or {}
+    path = folder / reference.get("file", REFERENCE_FILE)
+    try:
+        actual = sha256_file(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: reference sample missing") from None
+    if actual != reference.get("sha256"):
+        raise ModelLoadError(f"{path}: SHA-256 does not match {METADATA_FILE}; the file was changed or is "
+                             "from another training run")
+    return path
+
+
 def read_pointer(deployment_folder: Path) -> dict | None:
     """Return the deployment pointer (current release and the ones before it), or None."""
     try:

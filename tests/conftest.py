@@ -181,4 +181,17 @@ def csv_text(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(",".join(str(c) for c in row) for row in [header, *rows]) + "\n"
 
 
+def batch(seed: int, count: int = 300, *, drifted: bool = False, flip_labels: bool = False) -> str:
+    """Return CSV text of ``count`` sample customers drawn with ``seed`` (labels flipped: a score drop)."""
+    import numpy as np
+
+    from samples.generate import HEADER, make_customers
+
+    rows = make_customers(np.random.default_rng(seed), count, drifted=drifted)
+    if flip_labels:
+        for row in rows:
+            row[-1] = str(1 - int(row[-1]))
+    return "\n".join(",".join(r) for r in [HEADER, *rows]) + "\n"
+
+
 SAMPLE_HEADER = ["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees", "plan", "exited"]

@@ -46,6 +46,8 @@ def test_column_names_in_the_config_are_normalised_like_data_headers(tmp_path):
         ({"drift": {"alpah": 0.1}}, "unknown key 'drift.alpah'"),
         ({"drift": {"alpha": 1.5}}, "drift.alpha: must be a number in (0, 1), got 1.5"),
         ({"drift": {"alpha": "0.05"}}, "drift.alpha: must be a number, got '0.05'"),
+        ({"score_drift": {"max_drop": float("nan")}}, "score_drift.max_drop: must be a number, got nan"),
+        ({"paths": {"test_data_folder": "sourcedata"}}, "paths.test_data_folder: must differ from paths.source_folder"),
         ({"drift": {"min_rows": 2.5}}, "drift.min_rows: must be a whole number, got 2.5"),
         ({"model": {"algorithm": "svm"}}, "model.algorithm: must be one of logistic_regression, xgboost; got 'svm'"),
         ({"model": {"params": [1]}}, "model.params: must be an object"),
@@ -101,3 +103,18 @@ def test_every_script_takes_config_and_reports_a_bad_one_in_one_line(tmp_path, s
     assert result.stderr.strip().splitlines() == [f"error: {path}: drift.alpha: must be a number in (0, 1), got 7"]
     helped = run_script(script, "--help")
     assert helped.returncode == 0 and "--config PATH" in helped.stdout
+
+
+def test_the_readme_lists_every_config_key_with_its_default():
+    import re
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    sections = "|".join(defaults_as_dict())
+    rows = re.findall(rf"^\| `((?:{sections})\.[a-z0-9_]+)` \| `([^`]*)` \|", readme, flags=re.MULTILINE)
+    listed = {key: value for key, value in rows if not key.endswith(".py")}  # not deployment.py's row
+    defaults = {f"{section}.{key}": value for section, keys in defaults_as_dict().items() for key, value in keys.items()}
+    assert set(listed) == set(defaults)
+    for key, value in defaults.items():
+        assert json.loads(listed[key]) == value, key

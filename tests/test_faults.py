@@ -23,20 +23,11 @@ import pytest
 
 from churnlib.dataset import FrozenSchema
 from churnlib.modelstore import load_deployed
-from conftest import OFFLINE_PYPI, ROOT, SAMPLE_LATER, Project, base_config, make_project, run_script
-from samples.generate import HEADER, make_customers
+from conftest import OFFLINE_PYPI, ROOT, SAMPLE_LATER, Project, base_config, batch, make_project, run_script
 
 pytestmark = pytest.mark.slow
 
 TEMPORARY = re.compile(r"\.tmp-\d+-[0-9a-f]+$")
-
-
-def batch(seed, count=300, *, drifted=False, flip_labels=False):
-    rows = make_customers(np.random.default_rng(seed), count, drifted=drifted)
-    if flip_labels:
-        for row in rows:
-            row[-1] = str(1 - int(row[-1]))
-    return "\n".join(",".join(r) for r in [HEADER, *rows]) + "\n"
 
 
 # Each step adds files to sourcedata/ and is followed by ticks until one completes.

@@ -4,19 +4,9 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 
 import ingestion
-from conftest import ROOT, SAMPLE_LATER, base_config, run_script
-from samples.generate import HEADER, make_customers
-
-
-def batch(seed, count=300, *, drifted=False, flip_labels=False):
-    rows = make_customers(np.random.default_rng(seed), count, drifted=drifted)
-    if flip_labels:
-        for row in rows:
-            row[-1] = str(1 - int(row[-1]))
-    return "\n".join(",".join(r) for r in [HEADER, *rows]) + "\n"
+from conftest import ROOT, SAMPLE_LATER, base_config, batch, run_script
 
 
 def test_cold_start_trains_scores_and_deploys_a_first_model_with_report_and_diagnostics(project):
@@ -154,7 +144,71 @@ def test_a_real_failure_exits_1_with_the_reason_on_stderr(project):
 
 def test_no_data_yet_is_not_a_failure(empty_project):
     assert empty_project.tick() == 0
+    assert empty_project.last_run()["decision"] == "nothing_new"
+    assert "nothing new in sourcedata/ and no data yet" in empty_project.log()
+    empty_project.add_source("broken.csv", "just one line\n")
+    assert empty_project.tick() == 0
     assert empty_project.last_run()["decision"] == "no_data"
+
+
+def test_a_deployed_model_without_decision_state_judges_all_rows(deployed):
+    """Steps run by hand, a tick killed after its deploy, ingesteddata/ moved away: no decision state."""
+    (deployed.ingested / "decision_state.json").unlink()
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["decision"] == "no_drift", run["reason"]
+    assert run["data_drift"]["new_rows"] == 790
+
+
+def test_small_batches_wait_until_the_checks_have_enough_rows(deployed):
+    later = (SAMPLE_LATER / "dataset3.csv").read_text().splitlines()
+    header, rows = later[0], later[1:]
+    for part in range(3):  # 3 x 15 rows of drifted data: too few for a check alone
+        deployed.add_source(f"small{part}.csv", "\n".join([header, *rows[part * 15:(part + 1) * 15]]) + "\n")
+        assert deployed.tick() == 0
+        run = deployed.last_run()
+        if part < 1:
+            assert run["decision"] == "waiting_for_rows", run["reason"]
+            assert "need at least 30" in run["reason"]
+            assert deployed.tick() == 0  # nothing new: the pending rows do not make the tick slow
+            assert deployed.last_run()["decision"] == "nothing_new"
+            assert "15 new row(s) wait for 30 to be checked" in deployed.log().splitlines()[-1]
+    # 30 rows were enough at the second file; the third starts a new wait
+    decisions = [r["decision"] for r in deployed.runs()]
+    assert "retrained_deployed" in decisions, decisions
+    drifted = next(r for r in deployed.runs() if r["decision"] == "retrained_deployed")
+    assert drifted["data_drift"]["new_rows"] == 30
+
+
+def test_an_api_that_is_not_http_does_not_fail_the_tick(deployed):
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def garbage():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            connection.close()
+
+    threading.Thread(target=garbage, daemon=True).start()
+    try:
+        deployed.write_config(base_config(api={"url": f"http://127.0.0.1:{server.getsockname()[1]}"}))
+        deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+        import fullprocess
+
+        assert fullprocess.main(["--config", str(deployed.config_path)]) == 0
+    finally:
+        server.close()
+    run = deployed.last_run()
+    assert run["decision"] == "retrained_deployed"
+    assert run["api"]["running"] is False and "no replies saved" in run["api"]["summary"]
 
 
 def test_the_run_line_holds_every_figure_behind_the_decision(deployed):

@@ -173,3 +173,11 @@ def test_a_damaged_model_file_is_refused_with_the_reason(ingested, damage):
     expected = "metadata file missing" if damage == "drop_metadata" else "does not match"
     with pytest.raises(ModelLoadError, match=expected):
         load_deployed(ingested.deployment)
+
+
+def test_deploy_refuses_a_reference_sample_from_another_training_run(ingested):
+    train_score(ingested)
+    with open(ingested.models / "reference_sample.csv", "a") as handle:
+        handle.write("zzzz,1,2,3,basic,1\n")  # what a training run killed between its writes leaves
+    with pytest.raises(deployment.DeploymentError, match="reference_sample.csv: SHA-256 does not match"):
+        deploy(ingested)
