@@ -229,4 +229,7 @@ def test_a_tampered_deployed_model_is_refused_and_rollback_still_works(tmp_path,
     assert rolled.returncode == 0, rolled.stderr
     assert project.pointer()["current"] == first
     run_tick(project)
-    assert project.last_run()["decision"] in ("no_drift", "retrained_deployed", "retrained_refused")
+    run = project.last_run()
+    # The rows the failed tick ingested are judged now, against the good release.
+    assert run["decision"] == "no_drift", run["reason"]
+    assert run["data_drift"]["release_id"] == first and run["data_drift"]["new_rows"] == 300
