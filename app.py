@@ -2,7 +2,8 @@
 
     gunicorn --config gunicorn.conf.py wsgi:app        # what `make serve` runs
 
-Routes (every reply is JSON; errors are ``{"error": "..."}`` with a 4xx status):
+Routes (every reply to GET and POST is JSON, errors ``{"error": "..."}`` with a 4xx status; an
+OPTIONS request gets Flask's own empty reply with an ``Allow`` header):
 
 - ``POST /prediction``: churn predictions of the deployed model. Records as JSON (one object,
   ``{"records": [...]}``, or MLflow's ``{"dataframe_split": ...}`` / ``{"dataframe_records": [...]}``),

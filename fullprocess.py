@@ -249,7 +249,7 @@ def run_tick(config, run: dict[str, Any]) -> None:
     run["new_files"] = [source.name for source in scan.new_files]
     # Nothing to do: no new file, and either a model deployed with too few pending rows to check,
     # or no data at all yet. Decided without importing pandas, scikit-learn or xgboost.
-    idle = pointer is not None and pending_rows < needed or pointer is None and record["rows"] == 0
+    idle = (pointer is not None and pending_rows < needed) or (pointer is None and record["rows"] == 0)
     if not scan.new_files and idle:
         if scan.record_changed:
             save_record(record, config.paths.ingested, config.paths.logs)
