@@ -10,7 +10,6 @@ standard library, so ``fullprocess.py`` can call it after a deploy at no import 
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import sys
@@ -20,7 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from churnlib.config import ConfigError, add_config_argument, load_config
+from churnlib.cli import run_script, script_parser
+from churnlib.config import Config
 from churnlib.fsutil import atomic_write_text
 
 OUTPUT_FILE = "apireturns.txt"
@@ -84,7 +84,7 @@ def format_results(base_url: str, results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def default_prediction_path(config) -> str:
+def default_prediction_path(config: Config) -> str:
     """Return the first test data file, relative to the project folder, for the /prediction call."""
     files = sorted(config.paths.testdata.glob("*.csv"))
     target = files[0] if files else config.paths.testdata / "testdata.csv"
@@ -122,21 +122,7 @@ def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, ex
     return {"running": True, "serving": serving, "failed": failed, "summary": f"{summary}; replies in {output}"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=f"Call every API endpoint and write the replies to {OUTPUT_FILE} in the model folder. "
-        "Exit 1 if a call failed or the API is not running.",
-    )
-    add_config_argument(parser)
-    parser.add_argument("--url", help="base URL of the API (default: api.url in config.json)")
-    parser.add_argument("--output", metavar="PATH", help=f"where to write the replies (default: <model folder>/{OUTPUT_FILE})")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _main(config: Config, args) -> int:
     base_url = (args.url or config.api.url).rstrip("/")
     output = Path(args.output) if args.output else config.paths.models / OUTPUT_FILE
     try:
@@ -153,6 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'ok  ' if ok else 'FAIL'} {result['method']:<4} {result['route']:<14} {result['status']}{detail}")
     print(f"replies written to {output}")
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = script_parser(
+        f"Call every API endpoint and write the replies to {OUTPUT_FILE} in the model folder. "
+        "Exit 1 if a call failed or the API is not running.",
+    )
+    parser.add_argument("--url", help="base URL of the API (default: api.url in config.json)")
+    parser.add_argument("--output", metavar="PATH", help=f"where to write the replies (default: <model folder>/{OUTPUT_FILE})")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
+    return run_script(parser, argv, "apicalls", _main)
 
 
 if __name__ == "__main__":

@@ -27,15 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from churnlib.clock import utc_now
-from churnlib.cli import script_parser, start_script, wait_for_lock
+from churnlib.cli import run_script, script_parser
+from churnlib.config import Config
+from churnlib.errors import ChurnError
 from churnlib.fsutil import (
     atomic_write_json,
+    copy_file_synced,
     fsync_dir,
     read_json,
     remove_stale_temporaries,
     temporary_path_for,
+    write_bytes_synced,
 )
 from churnlib.modelstore import (
+    MANIFEST_FILE,
     METADATA_FILE,
     MODEL_FILE,
     POINTER_FILE,
@@ -50,30 +55,15 @@ from churnlib.modelstore import (
     release_folder,
     sha256_file,
 )
-from ingestion import INGESTED_LIST_FILE, RECORD_FILE
+from churnlib.ingested import INGESTED_LIST_FILE, RECORD_FILE
 
 logger = logging.getLogger(Path(__file__).stem)
 
-MANIFEST_FILE = "release.json"
 MODEL_FILES = (MODEL_FILE, METADATA_FILE, SCORE_FILE, SCORE_DETAILS_FILE, REFERENCE_FILE)
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(ChurnError):
     """A deploy or rollback that cannot go ahead; the message says why."""
-
-
-def _copy_synced(source: Path, destination: Path) -> None:
-    with open(source, "rb") as src, open(destination, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1024 * 1024)
-        dst.flush()
-        os.fsync(dst.fileno())
-
-
-def _write_synced(destination: Path, data: bytes) -> None:
-    with open(destination, "wb") as dst:
-        dst.write(data)
-        dst.flush()
-        os.fsync(dst.fileno())
 
 
 def check_model_folder(model_folder: Path) -> dict[str, Any]:
@@ -122,19 +112,19 @@ def deploy_release(
         staging.mkdir()
         try:
             for name in MODEL_FILES:
-                _copy_synced(model_folder / name, staging / name)
+                copy_file_synced(model_folder / name, staging / name)
             for name in (RECORD_FILE, INGESTED_LIST_FILE):
                 if (ingested_folder / name).exists():
-                    _copy_synced(ingested_folder / name, staging / name)
+                    copy_file_synced(ingested_folder / name, staging / name)
             for name, data in (extra_files or {}).items():
-                _write_synced(staging / name, data)
+                write_bytes_synced(staging / name, data)
             manifest = {
                 "release_id": release_id,
                 "created_at": utc_now(),
                 "decision": decision,
                 "files": {path.name: sha256_file(path) for path in sorted(staging.iterdir())},
             }
-            _write_synced(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+            write_bytes_synced(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
             fsync_dir(staging)
             os.rename(staging, final)
         except BaseException:
@@ -252,6 +242,24 @@ def format_release_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _main(config: Config, args) -> int:
+    if args.list:
+        print(format_release_table(list_releases(config.paths.deployment)))
+    elif args.rollback:
+        old, new = rollback(config.paths.deployment, to=args.to)
+        print(f"rolled back: {old} -> {new}")
+    else:
+        release_id = deploy_release(
+            config.paths.models,
+            config.paths.deployment,
+            ingested_folder=config.paths.ingested,
+            keep_releases=config.deployment.keep_releases,
+            decision={"reason": "deployed by hand with deployment.py"},
+        )
+        print(f"deployed release {release_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         "Deploy the trained model in the model folder as a new release (the default), "
@@ -264,38 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.to and not args.rollback:
         parser.error("--to needs --rollback")
-    config = start_script(args, "deployment")
-    if config is None:
-        return 2
-    if args.list:
-        try:
-            print(format_release_table(list_releases(config.paths.deployment)))
-        except ModelLoadError as exc:
-            logger.critical("%s", exc)
-            return 1
-        return 0
-    lock = wait_for_lock(config, logger)
-    if lock is None:
-        return 1
-    try:
-        if args.rollback:
-            old, new = rollback(config.paths.deployment, to=args.to)
-            print(f"rolled back: {old} -> {new}")
-        else:
-            release_id = deploy_release(
-                config.paths.models,
-                config.paths.deployment,
-                ingested_folder=config.paths.ingested,
-                keep_releases=config.deployment.keep_releases,
-                decision={"reason": "deployed by hand with deployment.py"},
-            )
-            print(f"deployed release {release_id}")
-    except (DeploymentError, ModelLoadError) as exc:
-        logger.critical("%s", exc)
-        return 1
-    finally:
-        lock.release()
-    return 0
+    return run_script(parser, argv, "deployment", _main, lock=lambda args: not args.list)
 
 
 if __name__ == "__main__":

@@ -29,15 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churnlib.cli import script_parser, start_script
+from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
-from churnlib.config import PROJECT_ROOT
-from churnlib.dataset import DatasetError, FrozenSchema, read_labelled_folder
+from churnlib.config import PROJECT_ROOT, Config
+from churnlib.dataset import FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_json, read_json
-from churnlib.modelstore import ModelLoadError, load_deployed
-from ingestion import IngestedDataError, load_record
-from scoring import churn_probabilities, predicted_classes
-from training import TrainingError, read_training_data
+from churnlib.ingested import load_record, missing_data, read_ingested_data, summary_statistics
+from churnlib.modelstore import load_deployed
+from churnlib.pipeline import churn_probabilities, predicted_classes
 
 logger = logging.getLogger(Path(__file__).stem)
 
@@ -52,31 +51,6 @@ LATEST_UNKNOWN = "latest unknown"
 def model_predictions(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema) -> list[int]:
     """Return the predicted class (1 = churn) of each row of ``frame``."""
     return predicted_classes(churn_probabilities(pipeline, frame, schema)).tolist()
-
-
-def _number(value: float) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
-
-
-def summary_statistics(frame: pd.DataFrame, numeric_columns: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
-    """Return mean, median and standard deviation (sample, ddof=1) of each numeric column; None when undefined."""
-    stats = {}
-    for column in numeric_columns:
-        values = frame[column]
-        stats[column] = {
-            "mean": _number(values.mean()),
-            "median": _number(values.median()),
-            "std": _number(values.std()),
-            "count": int(values.notna().sum()),
-        }
-    return stats
-
-
-def missing_data(frame: pd.DataFrame) -> dict[str, float]:
-    """Return the share (0..1) of missing values in each column."""
-    if len(frame) == 0:
-        return {column: 0.0 for column in frame.columns}
-    return {column: float(share) for column, share in frame.isna().mean().items()}
 
 
 def step_timings(record: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -103,6 +77,33 @@ def pinned_requirements(path: Path = REQUIREMENTS_FILE) -> list[tuple[str, str |
     return pins
 
 
+def installed_versions(path: Path = REQUIREMENTS_FILE) -> list[dict[str, Any]]:
+    """Return each package pinned in requirements.txt with its required and installed version (no network)."""
+    rows = []
+    try:
+        pins = pinned_requirements(path)
+    except FileNotFoundError:
+        logger.warning("%s: not found; no dependency check", path)
+        return rows
+    for name, pin in pins:
+        try:
+            installed = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            installed = None
+        rows.append({"package": name, "required": pin, "installed": installed})
+    return rows
+
+
+def with_latest(installed: list[dict[str, Any]], latest: dict[str, str]) -> list[dict[str, Any]]:
+    """Return the installed versions with the latest known one of each, and whether it is outdated."""
+    rows = []
+    for row in installed:
+        newest = latest.get(row["package"]) or LATEST_UNKNOWN
+        outdated = None if newest == LATEST_UNKNOWN or row["installed"] is None else newest != row["installed"]
+        rows.append({**row, "latest": newest, "outdated": outdated})
+    return rows
+
+
 def _latest_on_pypi(package: str, base_url: str, timeout: float) -> str:
     with urllib.request.urlopen(f"{base_url}/{package}/json", timeout=timeout) as reply:
         return json.load(reply)["info"]["version"]
@@ -116,11 +117,7 @@ def dependency_check(path: Path = REQUIREMENTS_FILE, *, deadline_seconds: float 
     reported as "latest unknown".
     """
     base_url = (base_url or os.environ.get(PYPI_URL_ENV) or DEFAULT_PYPI_URL).rstrip("/")
-    try:
-        pins = pinned_requirements(path)
-    except FileNotFoundError:
-        logger.warning("%s: not found; no dependency check", path)
-        return []
+    installed = installed_versions(path)
     latest: dict[str, str] = {}
 
     def look_up(name: str) -> None:
@@ -132,28 +129,14 @@ def dependency_check(path: Path = REQUIREMENTS_FILE, *, deadline_seconds: float 
     if deadline_seconds > 0:
         # Daemon threads: one that is still waiting on the network at the deadline is abandoned,
         # and cannot hold up the process's exit either.
-        threads = [threading.Thread(target=look_up, args=(name,), daemon=True) for name, _pin in pins]
+        threads = [threading.Thread(target=look_up, args=(row["package"],), daemon=True) for row in installed]
         for thread in threads:
             thread.start()
         end = time.monotonic() + deadline_seconds
         for thread in threads:
             thread.join(max(0.0, end - time.monotonic()))
         latest = dict(latest)
-    rows = []
-    for name, pin in pins:
-        try:
-            installed = package_metadata.version(name)
-        except package_metadata.PackageNotFoundError:
-            installed = None
-        newest = latest.get(name, LATEST_UNKNOWN)
-        rows.append({
-            "package": name,
-            "required": pin,
-            "installed": installed,
-            "latest": newest,
-            "outdated": None if newest == LATEST_UNKNOWN or installed is None else newest != installed,
-        })
-    return rows
+    return with_latest(installed, latest)
 
 
 def latest_drift(log_folder: Path) -> dict[str, Any] | None:
@@ -239,37 +222,33 @@ def format_diagnostics(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _main(config: Config, args) -> int:
+    model = load_deployed(config.paths.deployment)
+    if model is None:
+        logger.critical("no release is deployed yet; run fullprocess.py first")
+        return 1
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    folder = Path(args.data).resolve() if args.data else config.paths.testdata
+    dataset = read_labelled_folder(folder, settings=config.schema, schema=schema)
+    record = load_record(config.paths.ingested)
+    ingested, _schema, _fingerprint = read_ingested_data(config.paths.ingested, record)
+    result = run_diagnostics(
+        pipeline=model.pipeline, metadata=model.metadata, schema=schema, dataset=dataset,
+        dataset_name=str(folder), ingested=ingested, record=record, log_folder=config.paths.logs,
+    )
+    atomic_write_json(config.paths.logs / DIAGNOSTICS_FILE, result)
+    logger.info("diagnostics of release %s written to %s", result["release_id"], config.paths.logs / DIAGNOSTICS_FILE)
+    print(json.dumps(result, indent=2) if args.json else format_diagnostics(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         "Diagnose the deployed model and the ingested data; write logs/diagnostics.json and print it."
     )
     parser.add_argument("--data", metavar="FOLDER", help="labelled CSV folder to predict on (default: the test data folder)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    args = parser.parse_args(argv)
-    config = start_script(args, "diagnostics")
-    if config is None:
-        return 2
-    try:
-        model = load_deployed(config.paths.deployment)
-        if model is None:
-            logger.critical("no release is deployed yet; run fullprocess.py first")
-            return 1
-        schema = FrozenSchema.from_dict(model.metadata["schema"])
-        folder = Path(args.data).resolve() if args.data else config.paths.testdata
-        dataset = read_labelled_folder(folder, settings=config.schema, schema=schema)
-        ingested, _schema, _fingerprint = read_training_data(config.paths.ingested)
-        result = run_diagnostics(
-            pipeline=model.pipeline, metadata=model.metadata, schema=schema, dataset=dataset,
-            dataset_name=str(folder), ingested=ingested, record=load_record(config.paths.ingested),
-            log_folder=config.paths.logs,
-        )
-    except (ModelLoadError, DatasetError, TrainingError, IngestedDataError, OSError) as exc:
-        logger.critical("%s", exc)
-        return 1
-    atomic_write_json(config.paths.logs / DIAGNOSTICS_FILE, result)
-    logger.info("diagnostics of release %s written to %s", result["release_id"], config.paths.logs / DIAGNOSTICS_FILE)
-    print(json.dumps(result, indent=2) if args.json else format_diagnostics(result))
-    return 0
+    return run_script(parser, argv, "diagnostics", _main)
 
 
 if __name__ == "__main__":

@@ -28,31 +28,27 @@ import pwd
 import stat
 import sys
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from churnlib.clock import utc_now
-from churnlib.cli import script_parser, start_script, wait_for_lock
-from churnlib.config import ConfigError
-from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json
+from churnlib.cli import run_script, script_parser
+from churnlib.config import Config, ConfigError, SchemaSettings
+from churnlib.columns import shown_name
+from churnlib.fsutil import append_bytes_synced
+from churnlib.ingested import (
+    DATA_FILE,
+    HASHES_FILE,
+    READABLE_RECORD_FILE,
+    IngestedDataError,
+    load_record,
+    save_record,
+)
 
 logger = logging.getLogger(Path(__file__).stem)  # "ingestion" whether imported or run as a script
 
-RECORD_FILE = "ingestion_record.json"
-DATA_FILE = "finaldata.csv"
-HASHES_FILE = "rowhashes.bin"
-INGESTED_LIST_FILE = "ingestedfiles.txt"
-READABLE_RECORD_FILE = "ingestion_record.txt"  # in logs/
-RECORD_FORMAT = 1
 SHOWN_IGNORED_COLUMNS = 10
-# Characters that would break a line of the logs or of the readable record.
-_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
-
-
-class IngestedDataError(RuntimeError):
-    """The ingested data does not match its record: it was changed outside the pipeline."""
 
 
 class NotARegularFile(OSError):
@@ -83,76 +79,6 @@ class IngestResult:
     deferred: list[str] = field(default_factory=list)
     rows_added: int = 0
     seconds: float = 0.0
-
-
-def empty_record() -> dict[str, Any]:
-    return {
-        "format": RECORD_FORMAT,
-        "schema": None,
-        "rows": 0,
-        "bytes": 0,
-        "data_version": 0,
-        "updated_at": None,
-        "last_ingest": None,
-        "files": [],
-        "rejected": [],
-        "ignored": {},
-        "seen": {},
-    }
-
-
-def load_record(ingested_folder: Path) -> dict[str, Any]:
-    """Return the ingestion record, or an empty one before the first ingest."""
-    path = ingested_folder / RECORD_FILE
-    try:
-        record = read_json(path)
-    except ValueError:
-        raise IngestedDataError(f"{path}: not valid JSON; it was changed outside the pipeline") from None
-    if record is None:
-        return empty_record()
-    if record.get("format") != RECORD_FORMAT:
-        raise IngestedDataError(f"{path}: unknown record format {record.get('format')!r}")
-    return record
-
-
-def save_record(record: dict[str, Any], ingested_folder: Path, log_folder: Path) -> None:
-    """Write the record atomically, then its readable forms (ingestedfiles.txt, logs/ingestion_record.txt)."""
-    record["updated_at"] = utc_now()
-    atomic_write_json(ingested_folder / RECORD_FILE, record)
-    # The readable views are rebuilt from the record on every save, so they need no fsync.
-    atomic_write_text(ingested_folder / INGESTED_LIST_FILE, "".join(f"{f['name']}\n" for f in record["files"]),
-                      durable=False)
-    atomic_write_text(log_folder / READABLE_RECORD_FILE, readable_record(record), durable=False)
-
-
-def readable_record(record: dict[str, Any]) -> str:
-    """Return the record as a plain-text table for people reading logs/."""
-    lines = [
-        f"Ingestion record, updated {record['updated_at']}: {record['rows']} rows in "
-        f"{len(record['files'])} file(s), {len(record['rejected'])} file(s) rejected.",
-        "",
-        "INGESTED",
-        f"{'time':<21} {'file':<32} {'bytes':>10} {'read':>8} {'added':>8}  sha256",
-    ]
-    for entry in record["files"]:
-        lines.append(
-            f"{entry['ingested_at']:<21} {entry['name']:<32} {entry['size']:>10} "
-            f"{entry['rows_read']:>8} {entry['rows_added']:>8}  {entry['sha256'][:16]}"
-        )
-    lines += ["", "REJECTED", f"{'time':<21} {'file':<32} reason"]
-    for entry in record["rejected"]:
-        lines.append(f"{entry['rejected_at']:<21} {shown_name(entry['name']):<32} {entry['reason']}")
-    if record["ignored"]:
-        lines += ["", "IGNORED (not CSV files)"]
-        lines += [f"{shown_name(name):<32} {reason}" for name, reason in sorted(record["ignored"].items())]
-    return "\n".join(lines) + "\n"
-
-
-def shown_name(name: str) -> str:
-    """Return a file name fit for one line of text: undecodable bytes and line-breaking characters escaped."""
-    # os.scandir hands bytes that are not UTF-8 over as lone surrogates, which no UTF-8 writer accepts.
-    text = os.fsencode(name).decode("utf-8", "backslashreplace")
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _LINE_BREAKING else c for c in text)
 
 
 def _open_regular(path: Path):
@@ -227,12 +153,12 @@ def _ignore_once(record: dict[str, Any], name: str, reason: str) -> bool:
     return True
 
 
-def settings_fingerprint(settings) -> str:
+def settings_fingerprint(settings: SchemaSettings) -> str:
     """Return a short hash of the config's schema section: a rejection only stands while it is unchanged."""
     return hashlib.sha256(repr(sorted(vars(settings).items())).encode()).hexdigest()[:16]
 
 
-def scan_source(source_folder: Path, record: dict[str, Any], settings) -> Scan:
+def scan_source(source_folder: Path, record: dict[str, Any], settings: SchemaSettings) -> Scan:
     """Return the files in ``source_folder`` whose content is new; note other entries in ``record``.
 
     Non-CSV entries, folders, FIFOs, dangling symlinks and hidden files are logged once and ignored.
@@ -362,7 +288,7 @@ def recover_ingested_data(ingested_folder: Path, record: dict[str, Any]) -> None
                 os.fsync(handle.fileno())
 
 
-def check_schema_matches_config(frozen: dict[str, Any] | None, settings) -> None:
+def check_schema_matches_config(frozen: dict[str, Any] | None, settings: SchemaSettings) -> None:
     """Raise ConfigError when config.json's schema section contradicts the data already ingested."""
     if frozen is None:
         return
@@ -378,16 +304,9 @@ def check_schema_matches_config(frozen: dict[str, Any] | None, settings) -> None
         problems.append(f"id_columns {stray} are features of the ingested data")
     if problems:
         raise ConfigError(
-            "config.json schema: " + "; ".join(problems)
+            "schema: " + "; ".join(problems)
             + " (the schema is frozen at the first ingest; to change it, move ingesteddata/ away and re-ingest)"
         )
-
-
-def _append_and_sync(path: Path, data: bytes) -> None:
-    with open(path, "ab") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def row_hashes(lines: list[str]):
@@ -431,11 +350,11 @@ def ingest_files(
     *,
     ingested_folder: Path,
     log_folder: Path,
-    settings,
+    settings: SchemaSettings,
 ) -> IngestResult:
     """Validate and append each new file's new rows; return what was accepted, rejected and deferred.
 
-    ``settings`` is the config's schema section. The record is saved after every file, so a crash
+    The record is saved after every file, so a crash
     loses at most the file being read.
     """
     import numpy as np
@@ -507,8 +426,8 @@ def ingest_files(
             text = header_line(schema) + "\n" + text
         payload = text.encode("utf-8")
         if payload:
-            _append_and_sync(data_path, payload)
-            _append_and_sync(hashes_path, new_hashes.tobytes())
+            append_bytes_synced(data_path, payload)
+            append_bytes_synced(hashes_path, new_hashes.tobytes())
         index.add(new_hashes)
         entry = {
             "name": source.name,
@@ -563,7 +482,7 @@ def _some(names: list[str], limit: int) -> str:
     return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
 
 
-def ingest_scanned(config, record: dict[str, Any], scan: Scan) -> IngestResult:
+def ingest_scanned(config: Config, record: dict[str, Any], scan: Scan) -> IngestResult:
     """Ingest the new files a scan found and save what the scan noted; the caller holds the run lock."""
     result = ingest_files(
         scan.new_files,
@@ -578,10 +497,20 @@ def ingest_scanned(config, record: dict[str, Any], scan: Scan) -> IngestResult:
     return result
 
 
-def run_ingestion(config, record: dict[str, Any] | None = None) -> IngestResult:
+def run_ingestion(config: Config, record: dict[str, Any] | None = None) -> IngestResult:
     """Scan the source folder and ingest what is new; the caller holds the run lock."""
     record = load_record(config.paths.ingested) if record is None else record
     return ingest_scanned(config, record, scan_source(config.paths.source, record, config.schema))
+
+
+def _main(config: Config, args) -> int:
+    result = run_ingestion(config)
+    print(
+        f"{len(result.accepted)} file(s) ingested, {result.rows_added} rows added; "
+        f"{len(result.rejected)} rejected; {len(result.deferred)} deferred. "
+        f"Record: {config.paths.logs / READABLE_RECORD_FILE}"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -589,26 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "Ingest new CSV files from the source folder into ingesteddata/finaldata.csv, "
         "rejecting bad files with a reason (see logs/ingestion_record.txt).",
     )
-    args = parser.parse_args(argv)
-    config = start_script(args, "ingestion")
-    if config is None:
-        return 2
-    lock = wait_for_lock(config, logger)
-    if lock is None:
-        return 1
-    try:
-        result = run_ingestion(config)
-    except (ConfigError, IngestedDataError, FileNotFoundError) as exc:
-        logger.critical("%s", exc)
-        return 1
-    finally:
-        lock.release()
-    print(
-        f"{len(result.accepted)} file(s) ingested, {result.rows_added} rows added; "
-        f"{len(result.rejected)} rejected; {len(result.deferred)} deferred. "
-        f"Record: {config.paths.logs / READABLE_RECORD_FILE}"
-    )
-    return 0
+    return run_script(parser, argv, "ingestion", _main, lock=True)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from churnlib.cli import script_parser, start_script
-from churnlib.dataset import DatasetError, FrozenSchema, read_labelled_folder
+from churnlib.cli import run_script, script_parser
+from churnlib.config import Config
+from churnlib.dataset import FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_bytes, read_json
-from churnlib.modelstore import ModelLoadError, load_deployed, load_model
+from churnlib.modelstore import MANIFEST_FILE, load_deployed, load_model
+from churnlib.pipeline import churn_probabilities
 
 logger = logging.getLogger(Path(__file__).stem)
 
@@ -272,33 +274,20 @@ def build_report(
     return {**images, REPORT_FILE: page.encode("utf-8")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = script_parser(
-        "Plot the confusion matrix, ROC and precision-recall curves of the deployed model on the "
-        "test data and write them, with an HTML report, to the model folder."
-    )
-    parser.add_argument("--trained", action="store_true", help="report on the latest trained model instead of the deployed one")
-    args = parser.parse_args(argv)
-    config = start_script(args, "reporting")
-    if config is None:
-        return 2
+def _main(config: Config, args) -> int:
     from diagnostics import DIAGNOSTICS_FILE
-    from scoring import churn_probabilities, metrics_from_predictions
+    from scoring import metrics_from_predictions
 
-    try:
-        model = load_model(config.paths.models) if args.trained else load_deployed(config.paths.deployment)
-        if model is None:
-            logger.critical("no release is deployed yet; run fullprocess.py first")
-            return 1
-        schema = FrozenSchema.from_dict(model.metadata["schema"])
-        test = read_labelled_folder(config.paths.testdata, settings=config.schema, schema=schema)
-    except (ModelLoadError, DatasetError, OSError) as exc:
-        logger.critical("%s", exc)
+    model = load_model(config.paths.models) if args.trained else load_deployed(config.paths.deployment)
+    if model is None:
+        logger.critical("no release is deployed yet; run fullprocess.py first")
         return 1
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    test = read_labelled_folder(config.paths.testdata, settings=config.schema, schema=schema)
     probabilities = churn_probabilities(model.pipeline, test, schema)
     labels = test[schema.target].to_numpy()
     scores = metrics_from_predictions(labels, probabilities)
-    manifest = read_json(model.folder / "release.json", {}) or {}
+    manifest = read_json(model.folder / MANIFEST_FILE, {}) or {}
     diagnostics = read_json(config.paths.logs / DIAGNOSTICS_FILE)
     if diagnostics and diagnostics.get("release_id") != model.release_id:
         diagnostics = None
@@ -312,6 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("report of release %s written to %s", model.release_id, config.paths.models / REPORT_FILE)
     print(f"wrote {', '.join(files)} to {config.paths.models}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = script_parser(
+        "Plot the confusion matrix, ROC and precision-recall curves of the deployed model on the "
+        "test data and write them, with an HTML report, to the model folder."
+    )
+    parser.add_argument("--trained", action="store_true", help="report on the latest trained model instead of the deployed one")
+    return run_script(parser, argv, "reporting", _main)
 
 
 if __name__ == "__main__":

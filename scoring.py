@@ -3,7 +3,7 @@
 ``latestscore.txt`` holds the F1 score as a bare number, the classic format that other tools read;
 ``latestscore.json`` beside it holds F1, precision, recall, accuracy, ROC AUC, the confusion matrix
 and the row counts. A customer is predicted to churn when its churn probability is above 0.5, the
-same rule the API uses.
+same rule the API uses (``churnlib.pipeline.THRESHOLD``).
 """
 
 from __future__ import annotations
@@ -17,25 +17,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
-from churnlib.cli import script_parser, start_script, wait_for_lock
-from churnlib.dataset import DatasetError, FrozenSchema, read_labelled_folder
+from churnlib.cli import run_script, script_parser
+from churnlib.config import Config, SchemaSettings
+from churnlib.dataset import FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_json, atomic_write_text
-from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, ModelLoadError, load_deployed, load_model
+from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
+from churnlib.pipeline import churn_probabilities, predicted_classes
 
 logger = logging.getLogger(Path(__file__).stem)
-
-THRESHOLD = 0.5
-
-
-def churn_probabilities(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema) -> np.ndarray:
-    """Return each row's probability of churn (class 1)."""
-    return pipeline.predict_proba(frame[list(schema.feature_columns)])[:, 1]
-
-
-def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
-    """Return 1 where the churn probability is above the threshold, else 0."""
-    return (probabilities > THRESHOLD).astype(np.int64)
-
 
 def metrics_from_predictions(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
     """Return F1, precision, recall, accuracy, ROC AUC and the confusion matrix for these predictions."""
@@ -67,7 +56,7 @@ def score_model(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema) -> dic
     return metrics_from_predictions(frame[schema.target].to_numpy(), probabilities)
 
 
-def read_test_data(test_folder: Path, *, settings, schema: FrozenSchema) -> pd.DataFrame:
+def read_test_data(test_folder: Path, *, settings: SchemaSettings, schema: FrozenSchema) -> pd.DataFrame:
     """Return the labelled test rows of every CSV file in ``test_folder``, validated against the schema."""
     return read_labelled_folder(test_folder, settings=settings, schema=schema)
 
@@ -87,6 +76,21 @@ def format_scores(scores: dict[str, Any]) -> str:
     )
 
 
+def _main(config: Config, args) -> int:
+    model: LoadedModel | None = load_deployed(config.paths.deployment) if args.deployed else load_model(config.paths.models)
+    if model is None:
+        logger.critical("no release is deployed yet")
+        return 1
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    test = read_test_data(config.paths.testdata, settings=config.schema, schema=schema)
+    scores = score_model(model.pipeline, test, schema)
+    logger.info("release %s: %s", model.release_id, format_scores(scores))
+    if not args.deployed:
+        write_scores(scores, config.paths.models, release_id=model.release_id)
+    print(f"{model.release_id}: {format_scores(scores)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         "Score a model on the labelled test data and write latestscore.txt (F1) and "
@@ -97,32 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         help="score the deployed release instead of the latest trained model in the model folder "
         "(prints the scores; writes nothing)",
     )
-    args = parser.parse_args(argv)
-    config = start_script(args, "scoring")
-    if config is None:
-        return 2
-    try:
-        model: LoadedModel | None = load_deployed(config.paths.deployment) if args.deployed else load_model(config.paths.models)
-        if model is None:
-            logger.critical("no release is deployed yet")
-            return 1
-        schema = FrozenSchema.from_dict(model.metadata["schema"])
-        test = read_test_data(config.paths.testdata, settings=config.schema, schema=schema)
-        scores = score_model(model.pipeline, test, schema)
-    except (ModelLoadError, DatasetError, OSError) as exc:
-        logger.critical("%s", exc)
-        return 1
-    logger.info("release %s: %s", model.release_id, format_scores(scores))
-    if not args.deployed:
-        lock = wait_for_lock(config, logger)
-        if lock is None:
-            return 1
-        try:
-            write_scores(scores, config.paths.models, release_id=model.release_id)
-        finally:
-            lock.release()
-    print(f"{model.release_id}: {format_scores(scores)}")
-    return 0
+    # Only a run that writes the model folder's scores takes the run lock.
+    return run_script(parser, argv, "scoring", _main, lock=lambda args: not args.deployed)
 
 
 if __name__ == "__main__":

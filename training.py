@@ -1,15 +1,9 @@
 """Training: ingesteddata/finaldata.csv -> models/trainedmodel.pkl, its metadata and a drift reference.
 
-The model is one scikit-learn Pipeline, so the exact preprocessing that was fitted travels with it:
-
-- numeric features: median imputation, then standard scaling (logistic regression only; trees do
-  not need it);
-- categorical features: missing values become a category of their own, then one-hot encoding that
-  ignores categories it never saw (a new plan name in production must not break predictions);
-- the classifier: ``LogisticRegression`` or ``XGBClassifier``, seeded from config.json.
-
-XGBoost runs with ``model.n_threads`` threads (default 1): the API serves with several workers on
-few cores, and threads fighting workers for cores cost far more than they bring.
+The model is one scikit-learn Pipeline (built by ``churnlib.pipeline.build_pipeline``), so the
+exact preprocessing that was fitted travels with it. XGBoost runs with ``model.n_threads`` threads
+(default 1): the API serves with several workers on few cores, and threads fighting workers for
+cores cost far more than they bring.
 
 Written to the model folder: ``trainedmodel.pkl``, ``trainedmodel.json`` (release id, time,
 algorithm, parameters, feature schema, training-data fingerprint, SHA-256 of the model file) and
@@ -20,7 +14,6 @@ data against for drift.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import platform
 import sys
@@ -31,82 +24,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from churnlib.cli import script_parser, start_script, wait_for_lock
+from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
-from churnlib.config import ConfigError
-from churnlib.dataset import FrozenSchema, canonical_lines, header_line, read_canonical_csv
+from churnlib.config import Config, ConfigError, ModelSettings
+from churnlib.dataset import FrozenSchema, canonical_lines, header_line
+from churnlib.errors import ChurnError
 from churnlib.fsutil import atomic_write_text
-from churnlib.modelstore import REFERENCE_FILE, save_model, sha256_bytes
-from ingestion import DATA_FILE, IngestedDataError, load_record
+from churnlib.ingested import read_ingested_data
+from churnlib.modelstore import REFERENCE_FILE, save_model
+from churnlib.pipeline import build_pipeline, effective_params
 
 logger = logging.getLogger(Path(__file__).stem)
 
-MISSING_CATEGORY = "(missing)"
-LOGISTIC_DEFAULTS = {"max_iter": 1000}
-XGBOOST_DEFAULTS = {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "tree_method": "hist"}
-
-
-class TrainingError(RuntimeError):
+class TrainingError(ChurnError):
     """Training cannot run on this data; the message says why."""
 
 
-def effective_params(model_settings) -> dict[str, Any]:
-    """Return the classifier parameters used: this module's defaults overridden by config.json."""
-    defaults = LOGISTIC_DEFAULTS if model_settings.algorithm == "logistic_regression" else XGBOOST_DEFAULTS
-    return {**defaults, **model_settings.params}
-
-
-def _classifier(model_settings) -> Any:
-    params = dict(model_settings.params)
-    if model_settings.algorithm == "logistic_regression":
-        allowed = set(LogisticRegression().get_params())
-        _check_param_names(params, allowed, "LogisticRegression")
-        return LogisticRegression(**{**LOGISTIC_DEFAULTS, **params, "random_state": model_settings.random_seed})
-    from xgboost import XGBClassifier  # imported only when configured: it costs seconds
-
-    allowed = set(XGBClassifier().get_params())
-    _check_param_names(params, allowed, "XGBClassifier")
-    for fixed in ("random_state", "n_jobs", "nthread"):
-        params.pop(fixed, None)
-    return XGBClassifier(
-        **{**XGBOOST_DEFAULTS, **params},
-        random_state=model_settings.random_seed,
-        n_jobs=model_settings.n_threads,
-        eval_metric="logloss",
-    )
-
-
-def _check_param_names(params: dict, allowed: set[str], estimator: str) -> None:
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ConfigError(f"config.json: model.params: {', '.join(map(repr, unknown))} not a parameter of {estimator}")
-
-
-def build_pipeline(schema: FrozenSchema, model_settings) -> Pipeline:
-    """Return an unfitted Pipeline: preprocessing for the schema's columns, then the configured classifier."""
-    numeric_steps: list = [("impute", SimpleImputer(strategy="median", keep_empty_features=True))]
-    if model_settings.algorithm == "logistic_regression":
-        numeric_steps.append(("scale", StandardScaler()))
-    transformers = []
-    if schema.numeric_columns:
-        transformers.append(("numeric", Pipeline(numeric_steps), list(schema.numeric_columns)))
-    if schema.categorical_columns:
-        categorical = Pipeline([
-            ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY, keep_empty_features=True)),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-        ])
-        transformers.append(("categorical", categorical, list(schema.categorical_columns)))
-    preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline([("preprocess", preprocess), ("classifier", _classifier(model_settings))])
-
-
-def train_model(frame: pd.DataFrame, schema: FrozenSchema, model_settings) -> Pipeline:
+def train_model(frame: pd.DataFrame, schema: FrozenSchema, model_settings: ModelSettings) -> Any:
     """Return the pipeline fitted on ``frame``'s features and target."""
     classes = np.unique(frame[schema.target])
     if len(frame) == 0:
@@ -118,7 +53,7 @@ def train_model(frame: pd.DataFrame, schema: FrozenSchema, model_settings) -> Pi
         pipeline.fit(frame[list(schema.feature_columns)], frame[schema.target].to_numpy())
     except ValueError as exc:
         if "parameter" in str(exc):
-            raise ConfigError(f"config.json: model.params: {exc}") from None
+            raise ConfigError(f"model.params: {exc}") from None
         raise
     return pipeline
 
@@ -129,31 +64,6 @@ def reference_sample(frame: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
         return frame
     chosen = np.sort(np.random.default_rng(seed).choice(len(frame), size=size, replace=False))
     return frame.iloc[chosen].reset_index(drop=True)
-
-
-def read_training_data(ingested_folder: Path, record: dict[str, Any] | None = None
-                       ) -> tuple[pd.DataFrame, FrozenSchema, dict[str, Any]]:
-    """Return the committed ingested rows, their schema, and the data's fingerprint.
-
-    ``record`` is the ingestion record when the caller has it already (read once, so the rows and
-    the data version it reports belong together).
-    """
-    record = load_record(ingested_folder) if record is None else record
-    if record["schema"] is None or record["rows"] == 0:
-        raise TrainingError(f"{ingested_folder / DATA_FILE}: no ingested data yet")
-    schema = FrozenSchema.from_dict(record["schema"])
-    with open(ingested_folder / DATA_FILE, "rb") as handle:
-        data = handle.read(record["bytes"])
-    frame = read_canonical_csv(io.BytesIO(data), schema)
-    fingerprint = {
-        "file": DATA_FILE,
-        "rows": int(len(frame)),
-        "bytes": len(data),
-        "sha256": sha256_bytes(data),
-        "data_version": record["data_version"],
-        "class_counts": {str(k): int(v) for k, v in frame[schema.target].value_counts().sort_index().items()},
-    }
-    return frame, schema, fingerprint
 
 
 def library_versions(names: tuple[str, ...] = ("scikit-learn", "numpy", "pandas", "scipy", "xgboost-cpu")) -> dict[str, str]:
@@ -171,7 +81,7 @@ def train_and_save(
     schema: FrozenSchema,
     fingerprint: dict[str, Any],
     *,
-    model_settings,
+    model_settings: ModelSettings,
     reference_size: int,
     model_folder: Path,
 ) -> dict[str, Any]:
@@ -206,33 +116,24 @@ def train_and_save(
     return metadata
 
 
+def _main(config: Config, args) -> int:
+    frame, schema, fingerprint = read_ingested_data(config.paths.ingested)
+    metadata = train_and_save(
+        frame, schema, fingerprint,
+        model_settings=config.model,
+        reference_size=config.drift.reference_sample_size,
+        model_folder=config.paths.models,
+    )
+    print(f"trained release {metadata['release_id']} -> {config.paths.models}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         "Train the configured model on ingesteddata/finaldata.csv and write it, with its "
         "metadata and drift reference sample, to the model folder.",
     )
-    args = parser.parse_args(argv)
-    config = start_script(args, "training")
-    if config is None:
-        return 2
-    lock = wait_for_lock(config, logger)
-    if lock is None:
-        return 1
-    try:
-        frame, schema, fingerprint = read_training_data(config.paths.ingested)
-        metadata = train_and_save(
-            frame, schema, fingerprint,
-            model_settings=config.model,
-            reference_size=config.drift.reference_sample_size,
-            model_folder=config.paths.models,
-        )
-    except (ConfigError, TrainingError, IngestedDataError, OSError) as exc:
-        logger.critical("%s", exc)
-        return 1
-    finally:
-        lock.release()
-    print(f"trained release {metadata['release_id']} -> {config.paths.models}")
-    return 0
+    return run_script(parser, argv, "training", _main, lock=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,20 @@
-"""Building blocks shared by the pipeline's step scripts and the API.
+"""Building blocks shared by the pipeline's step scripts and the API, one of each:
 
-Kept small. The modules a cron tick needs before it knows there is work (config, columns, clock,
-cli, fsutil, logsetup, modelstore) import no pandas, scikit-learn or xgboost, so that a tick that
-finds nothing new stays fast; dataset and drift, needed only once there is work, import pandas
-and scipy.
+- ``config``: the one config loader; every key declared once, with its default and its check;
+- ``errors``: ``ChurnError``, the base of the product's own errors, and how one is shown;
+- ``cli``: what every script's ``main()`` shares (options, config, logging, lock, errors);
+- ``fsutil``: atomic and fsynced writes, the run lock; ``clock``; ``logsetup``;
+- ``columns``: column names normalised one way, text cut to fit a line;
+- ``dataset``: reading and validating a CSV file against the schema;
+- ``ingested``: the ingested data and its record, their statistics;
+- ``pipeline``: the model (built, predicting, the fast path checked against scikit-learn);
+- ``modelstore``: saving and loading a model (SHA-256 checked), the release pointer;
+- ``serving``: the release an API worker serves, swapped in when the pointer moves;
+- ``drift``: the statistics behind the drift decision;
+- ``runlog``: the decisions a tick can reach and its line in ``logs/runs.jsonl``.
+
+The modules a cron tick needs before it knows there is work (config, errors, columns, clock,
+cli, fsutil, logsetup, ingested, modelstore, runlog) import no pandas, scikit-learn or xgboost, so
+that a tick that finds nothing new stays fast; the others import them, or import them only inside
+the functions that need them.
 """

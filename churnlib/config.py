@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from churnlib.columns import normalise_column_name
+from churnlib.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.json"
@@ -24,10 +26,6 @@ ALGORITHMS = ("logistic_regression", "xgboost")
 METRICS = ("f1", "precision", "recall", "accuracy", "roc_auc")
 CORRECTIONS = ("holm", "bonferroni", "benjamini_hochberg", "none")
 POLICIES = ("always", "not_worse", "better")
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message is one line naming the key."""
 
 
 # --- value checkers: each returns the cleaned value or raises ValueError(what is expected) ---
@@ -111,6 +109,11 @@ def _params(value: Any) -> dict:
     return dict(value)
 
 
+def _folder(value: Any) -> str:
+    """A folder, relative to the config file's folder (the loader resolves it)."""
+    return _string(value)
+
+
 def _url(value: Any) -> str:
     text = _string(value)
     if not text.startswith(("http://", "https://")):
@@ -118,125 +121,89 @@ def _url(value: Any) -> str:
     return text.rstrip("/")
 
 
-# section -> key -> (default, checker). The README's table of keys is written from this.
-SPEC: dict[str, dict[str, tuple[Any, Callable]]] = {
-    "paths": {
-        "source_folder": ("sourcedata", _string),
-        "ingested_folder": ("ingesteddata", _string),
-        "test_data_folder": ("testdata", _string),
-        "model_folder": ("models", _string),
-        "deployment_folder": ("production_deployment", _string),
-        "log_folder": ("logs", _string),
-    },
-    "schema": {
-        "target": ("exited", _column),
-        "positive_labels": (["1", "yes", "true"], _labels),
-        "negative_labels": (["0", "no", "false"], _labels),
-        "id_columns": ([], _columns),
-        "feature_columns": (None, _optional_columns),
-        "categorical_columns": (None, _optional_columns),
-    },
-    "model": {
-        "algorithm": ("logistic_regression", _choice(ALGORITHMS)),
-        "params": ({}, _params),
-        "random_seed": (42, _integer(0, 2**32 - 1)),
-        "n_threads": (1, _integer(1, 256)),
-    },
-    "score_drift": {
-        "metric": ("f1", _choice(METRICS)),
-        "max_drop": (0.05, _number(0.0, 1.0)),
-        "min_rows": (20, _integer(1)),
-    },
-    "drift": {
-        "alpha": (0.05, _number(0.0, 1.0, low_open=True, high_open=True)),
-        "correction": ("holm", _choice(CORRECTIONS)),
-        "ks_min_statistic": (0.1, _number(0.0, 1.0)),
-        "chi2_min_cramers_v": (0.1, _number(0.0, 1.0)),
-        "min_rows": (30, _integer(2)),
-        "min_drifted_features": (1, _integer(1)),
-        "reference_sample_size": (5000, _integer(10)),
-    },
-    "deployment": {
-        "policy": ("not_worse", _choice(POLICIES)),
-        "metric": ("f1", _choice(METRICS)),
-        "tolerance": (0.0, _number(0.0, 1.0)),
-        "keep_releases": (5, _integer(2)),
-    },
-    "api": {
-        "url": ("http://127.0.0.1:8000", _url),
-        "max_request_bytes": (10 * 1024 * 1024, _integer(1024)),
-        "max_records": (10_000, _integer(1)),
-        "reload_interval_seconds": (1.0, _number(0.05, 60.0)),
-    },
-}
+# --- the settings: each key is one line, its default and its check, in the section it belongs to ---
+
+
+def setting(default: Any, check: Callable[[Any], Any], *, key: str | None = None) -> Any:
+    """Declare one config key: its default (as config.json would hold it) and its check.
+
+    ``key`` is its name in config.json when that differs from the attribute's (``paths``). The
+    README's table of keys lists the same keys and defaults (a test keeps the two equal).
+    """
+    return field(metadata={"default": default, "check": check, "key": key})
 
 
 @dataclass(frozen=True)
 class Paths:
-    source: Path
-    ingested: Path
-    testdata: Path
-    models: Path
-    deployment: Path
-    logs: Path
+    """Folders, resolved from the config file's folder."""
+
+    source: Path = setting("sourcedata", _folder, key="source_folder")
+    ingested: Path = setting("ingesteddata", _folder, key="ingested_folder")
+    testdata: Path = setting("testdata", _folder, key="test_data_folder")
+    models: Path = setting("models", _folder, key="model_folder")
+    deployment: Path = setting("production_deployment", _folder, key="deployment_folder")
+    logs: Path = setting("logs", _folder, key="log_folder")
 
 
 @dataclass(frozen=True)
 class SchemaSettings:
-    target: str
-    positive_labels: tuple[str, ...]
-    negative_labels: tuple[str, ...]
-    id_columns: tuple[str, ...]
-    feature_columns: tuple[str, ...] | None
-    categorical_columns: tuple[str, ...] | None
+    target: str = setting("exited", _column)
+    positive_labels: tuple[str, ...] = setting(["1", "yes", "true"], _labels)
+    negative_labels: tuple[str, ...] = setting(["0", "no", "false"], _labels)
+    id_columns: tuple[str, ...] = setting([], _columns)
+    feature_columns: tuple[str, ...] | None = setting(None, _optional_columns)
+    categorical_columns: tuple[str, ...] | None = setting(None, _optional_columns)
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    algorithm: str
-    params: dict
-    random_seed: int
-    n_threads: int
+    algorithm: str = setting("logistic_regression", _choice(ALGORITHMS))
+    params: dict = setting({}, _params)
+    random_seed: int = setting(42, _integer(0, 2**32 - 1))
+    n_threads: int = setting(1, _integer(1, 256))
 
 
 @dataclass(frozen=True)
 class ScoreDriftSettings:
-    metric: str
-    max_drop: float
-    min_rows: int
+    metric: str = setting("f1", _choice(METRICS))
+    max_drop: float = setting(0.05, _number(0.0, 1.0))
+    min_rows: int = setting(20, _integer(1))
 
 
 @dataclass(frozen=True)
 class DriftSettings:
-    alpha: float
-    correction: str
-    ks_min_statistic: float
-    chi2_min_cramers_v: float
-    min_rows: int
-    min_drifted_features: int
-    reference_sample_size: int
+    alpha: float = setting(0.05, _number(0.0, 1.0, low_open=True, high_open=True))
+    correction: str = setting("holm", _choice(CORRECTIONS))
+    ks_min_statistic: float = setting(0.1, _number(0.0, 1.0))
+    chi2_min_cramers_v: float = setting(0.1, _number(0.0, 1.0))
+    min_rows: int = setting(30, _integer(2))
+    min_drifted_features: int = setting(1, _integer(1))
+    reference_sample_size: int = setting(5000, _integer(10))
 
 
 @dataclass(frozen=True)
 class DeploymentSettings:
-    policy: str
-    metric: str
-    tolerance: float
-    keep_releases: int
+    policy: str = setting("not_worse", _choice(POLICIES))
+    metric: str = setting("f1", _choice(METRICS))
+    tolerance: float = setting(0.0, _number(0.0, 1.0))
+    keep_releases: int = setting(5, _integer(2))
 
 
 @dataclass(frozen=True)
 class ApiSettings:
-    url: str
-    max_request_bytes: int
-    max_records: int
-    reload_interval_seconds: float
+    url: str = setting("http://127.0.0.1:8000", _url)
+    max_request_bytes: int = setting(10 * 1024 * 1024, _integer(1024))
+    max_records: int = setting(10_000, _integer(1))
+    reload_interval_seconds: float = setting(1.0, _number(0.05, 60.0))
 
 
 @dataclass(frozen=True)
 class Config:
+    """A validated config: where it came from, and one typed object per section of config.json."""
+
     file: Path
     root: Path
+    label: str  # how messages name the file: "config.json" for the project's own, else its full path
     paths: Paths
     schema: SchemaSettings
     model: ModelSettings
@@ -246,6 +213,20 @@ class Config:
     api: ApiSettings
 
 
+def _sections() -> dict[str, type]:
+    """Return config.json's sections (name -> settings class), in the order of ``Config``'s fields."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config) if is_dataclass(hints[f.name])}
+
+
+def _keys(section: type) -> dict[str, Any]:
+    """Return a section's keys as config.json names them (key -> dataclass field)."""
+    return {f.metadata.get("key") or f.name: f for f in fields(section)}
+
+
+SECTIONS = _sections()
+
+
 def resolve_config_path(path: str | os.PathLike | None = None) -> Path:
     """Return the config file to use: the argument, else $CHURN_CONFIG, else the project's config.json."""
     if path is None:
@@ -253,104 +234,96 @@ def resolve_config_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path).expanduser().resolve()
 
 
+def config_label(file: Path) -> str:
+    """Return how messages name a config file: its bare name in the project folder, else its full path."""
+    return file.name if file.parent == PROJECT_ROOT else str(file)
+
+
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """Return the validated config read from ``path`` (see resolve_config_path)."""
     file = resolve_config_path(path)
-    label = file.name if file.parent == PROJECT_ROOT else str(file)
+    label = config_label(file)
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{label}: no such file") from None
+        raise ConfigError("no such file", file_label=label) from None
     except OSError as exc:
-        raise ConfigError(f"{label}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"cannot read: {exc.strerror}", file_label=label) from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{label}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ConfigError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                          file_label=label) from None
     return config_from_dict(raw, file=file, label=label)
+
+
+def _section(name: str, cls: type, given: Any, label: str, root: Path) -> Any:
+    if not isinstance(given, dict):
+        raise ConfigError(f"{name}: must be an object", file_label=label)
+    keys = _keys(cls)
+    for key in given:
+        if key not in keys:
+            raise ConfigError(f"unknown key '{name}.{key}' (known: {', '.join(keys)})", file_label=label)
+    values = {}
+    for key, spec in keys.items():
+        value = given.get(key, spec.metadata["default"])
+        try:
+            value = spec.metadata["check"](value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}.{key}: {exc}", file_label=label) from None
+        values[spec.name] = (root / value).resolve() if spec.metadata["check"] is _folder else value
+    return cls(**values)
 
 
 def config_from_dict(raw: Any, *, file: Path, label: str | None = None) -> Config:
     """Return the validated config built from an already-parsed JSON object."""
     label = label or str(file)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{label}: must hold a JSON object at the top level")
+        raise ConfigError("must hold a JSON object at the top level", file_label=label)
     for section in raw:
-        if section not in SPEC:
-            raise ConfigError(f"{label}: unknown key {section!r} (known: {', '.join(SPEC)})")
-    values: dict[str, dict[str, Any]] = {}
-    for section, keys in SPEC.items():
-        given = raw.get(section, {})
-        if not isinstance(given, dict):
-            raise ConfigError(f"{label}: {section}: must be an object")
-        for key in given:
-            if key not in keys:
-                raise ConfigError(f"{label}: unknown key '{section}.{key}' (known: {', '.join(keys)})")
-        values[section] = {}
-        for key, (default, check) in keys.items():
-            value = given.get(key, default)
-            try:
-                values[section][key] = check(value)
-            except ValueError as exc:
-                raise ConfigError(f"{label}: {section}.{key}: {exc}") from None
-
-    schema = values["schema"]
-    _check_schema_consistency(schema, label)
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown key {section!r} (known: {', '.join(SECTIONS)})", file_label=label)
     root = file.parent
-    paths = Paths(
-        source=(root / values["paths"]["source_folder"]).resolve(),
-        ingested=(root / values["paths"]["ingested_folder"]).resolve(),
-        testdata=(root / values["paths"]["test_data_folder"]).resolve(),
-        models=(root / values["paths"]["model_folder"]).resolve(),
-        deployment=(root / values["paths"]["deployment_folder"]).resolve(),
-        logs=(root / values["paths"]["log_folder"]).resolve(),
-    )
-    folders = {"source_folder": paths.source, "ingested_folder": paths.ingested, "test_data_folder": paths.testdata,
-               "model_folder": paths.models, "deployment_folder": paths.deployment, "log_folder": paths.logs}
+    sections = {name: _section(name, cls, raw.get(name, {}), label, root) for name, cls in SECTIONS.items()}
+    _check_schema_consistency(sections["schema"], label)
     seen: dict[Path, str] = {}
-    for key, folder in folders.items():
+    for key, spec in _keys(Paths).items():
+        folder = getattr(sections["paths"], spec.name)
         if folder in seen:
-            raise ConfigError(f"{label}: paths.{key}: must differ from paths.{seen[folder]} ({folder})")
+            raise ConfigError(f"paths.{key}: must differ from paths.{seen[folder]} ({folder})", file_label=label)
         seen[folder] = key
-    return Config(
-        file=file,
-        root=root,
-        paths=paths,
-        schema=SchemaSettings(**schema),
-        model=ModelSettings(**values["model"]),
-        score_drift=ScoreDriftSettings(**values["score_drift"]),
-        drift=DriftSettings(**values["drift"]),
-        deployment=DeploymentSettings(**values["deployment"]),
-        api=ApiSettings(**values["api"]),
-    )
+    return Config(file=file, root=root, label=label, **sections)
 
 
-def _check_schema_consistency(schema: dict[str, Any], label: str) -> None:
-    target = schema["target"]
-    if target in schema["id_columns"]:
-        raise ConfigError(f"{label}: schema.id_columns: must not hold the target {target!r}")
-    overlap = set(schema["positive_labels"]) & set(schema["negative_labels"])
+def _check_schema_consistency(schema: SchemaSettings, label: str) -> None:
+    def refuse(message: str) -> None:
+        raise ConfigError(message, file_label=label)
+
+    target = schema.target
+    if target in schema.id_columns:
+        refuse(f"schema.id_columns: must not hold the target {target!r}")
+    overlap = set(schema.positive_labels) & set(schema.negative_labels)
     if overlap:
-        raise ConfigError(f"{label}: schema.negative_labels: {sorted(overlap)} also in schema.positive_labels")
-    features = schema["feature_columns"]
+        refuse(f"schema.negative_labels: {sorted(overlap)} also in schema.positive_labels")
+    features = schema.feature_columns
     if features is not None:
         for name in features:
-            if name == target or name in schema["id_columns"]:
-                raise ConfigError(f"{label}: schema.feature_columns: {name!r} is the target or an id column")
+            if name == target or name in schema.id_columns:
+                refuse(f"schema.feature_columns: {name!r} is the target or an id column")
         if not features:
-            raise ConfigError(f"{label}: schema.feature_columns: must name at least one column, or be null")
-    categorical = schema["categorical_columns"]
+            refuse("schema.feature_columns: must name at least one column, or be null")
+    categorical = schema.categorical_columns
     if categorical is not None:
         for name in categorical:
-            if name == target or name in schema["id_columns"]:
-                raise ConfigError(f"{label}: schema.categorical_columns: {name!r} is the target or an id column")
+            if name == target or name in schema.id_columns:
+                refuse(f"schema.categorical_columns: {name!r} is the target or an id column")
             if features is not None and name not in features:
-                raise ConfigError(f"{label}: schema.categorical_columns: {name!r} is not in schema.feature_columns")
+                refuse(f"schema.categorical_columns: {name!r} is not in schema.feature_columns")
 
 
 def defaults_as_dict() -> dict[str, dict[str, Any]]:
     """Return every config key with its default value, as config.json would hold it."""
-    return {section: {key: default for key, (default, _check) in keys.items()} for section, keys in SPEC.items()}
+    return {name: {key: spec.metadata["default"] for key, spec in _keys(cls).items()} for name, cls in SECTIONS.items()}
 
 
 def add_config_argument(parser) -> None:

@@ -19,24 +19,27 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from churnlib.columns import normalise_column_name
+from churnlib.columns import normalise_column_name, shown
+from churnlib.config import SchemaSettings
+from churnlib.errors import ChurnError
 
 # Cells that mean "missing" in a numeric column (compared lower-cased, after stripping).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
+# A missing category is a category of its own, for the model and for the drift tests alike.
+MISSING_CATEGORY = "(missing)"
 MAX_CELL_CHARS = 10_000
 # Column names are copied into the record and the logs, and every column costs pandas time even
 # when it is ignored: a header past these limits is a broken or hostile file, not a wide table.
 MAX_NAME_CHARS = 1_000
 MAX_COLUMNS = 10_000
 MAX_EXAMPLES = 3
-SHOWN_CHARS = 40
 # UTF-32 first: its little-endian mark starts with UTF-16's.
 _BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
 _DELIMITERS = ((";", "';'"), ("\t", "tab"), ("|", "'|'"))
 
 
-class DatasetError(ValueError):
+class DatasetError(ChurnError, ValueError):
     """A dataset that does not fit the schema; the message names the file, column and row."""
 
 
@@ -121,11 +124,6 @@ def decode_text(data: bytes, name: str) -> str:
         ) from None
 
 
-def _shown(text: str) -> str:
-    """Return ``text`` cut to a length fit for a one-line message."""
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
-
-
 def _first_line(text: str) -> str:
     """Return the first line that is not blank (the header, unless a quoted name spans lines)."""
     for line in io.StringIO(text, newline=""):
@@ -197,16 +195,16 @@ def _header(raw_names: list[str], name: str) -> list[str]:
                                f"(at most {MAX_NAME_CHARS:,} are read)")
     names = [normalise_column_name(str(raw)) for raw in raw_names]
     if not any(names):
-        raise DatasetError(f"{name}: the header (first line) has no column names: {_shown(','.join(raw_names))!r}")
+        raise DatasetError(f"{name}: the header (first line) has no column names: {shown(','.join(raw_names))!r}")
     for position, (raw, normal) in enumerate(zip(raw_names, names), start=1):
         if not normal:
-            raise DatasetError(f"{name}: header column {position} ({_shown(raw)!r}) has no name")
+            raise DatasetError(f"{name}: header column {position} ({shown(raw)!r}) has no name")
     seen: dict[str, str] = {}
     for raw, normal in zip(raw_names, names):
         if normal in seen:
             raise DatasetError(
-                f"{name}: duplicate column name {_shown(normal)!r} "
-                f"(header has {_shown(seen[normal])!r} and {_shown(raw)!r})"
+                f"{name}: duplicate column name {shown(normal)!r} "
+                f"(header has {shown(seen[normal])!r} and {shown(raw)!r})"
             )
         seen[normal] = raw
     return names
@@ -220,10 +218,10 @@ def _missing_target_message(name: str, target: str, raw_names: list[str]) -> str
             return f"{message}; the header is one column, the file seems to use {label} as delimiter (only ',' is read)"
     numbers = [cell for cell in raw_names if _is_number(cell) and np.isfinite(float(cell))]
     if numbers:  # column names are not numbers: the first line is a data row
-        return (f"{message}; the first line looks like data (it holds the number {_shown(numbers[0])!r}), "
+        return (f"{message}; the first line looks like data (it holds the number {shown(numbers[0])!r}), "
                 "the file seems to have no header")
-    shown = ", ".join(repr(_shown(c)) for c in raw_names[:8]) + (", ..." if len(raw_names) > 8 else "")
-    return f"{message}; header has {shown}"
+    names = ", ".join(repr(shown(c)) for c in raw_names[:8]) + (", ..." if len(raw_names) > 8 else "")
+    return f"{message}; header has {names}"
 
 
 def _is_number(text: str) -> bool:
@@ -235,12 +233,12 @@ def _is_number(text: str) -> bool:
 
 
 def _examples(rows: Iterable[int], values: Iterable[str]) -> str:
-    shown = []
+    examples = []
     for row, value in zip(rows, values):
-        shown.append(f"row {row}: {_shown(value)!r}")
-        if len(shown) == MAX_EXAMPLES:
+        examples.append(f"row {row}: {shown(value)!r}")
+        if len(examples) == MAX_EXAMPLES:
             break
-    return ", ".join(shown)
+    return ", ".join(examples)
 
 
 def _missing(values: np.ndarray) -> np.ndarray:
@@ -301,7 +299,7 @@ def _strings(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def infer_schema(cells: dict[str, np.ndarray], settings) -> FrozenSchema:
+def infer_schema(cells: dict[str, np.ndarray], settings: SchemaSettings) -> FrozenSchema:
     """Return the frozen schema for the first accepted file: configured columns, or all but target and ids."""
     names = list(cells)
     ids = tuple(c for c in settings.id_columns if c in names)
@@ -322,11 +320,11 @@ def _looks_numeric(values: np.ndarray) -> bool:
     return bool(_missing(values[failed]).all())
 
 
-def parse_labelled_csv(data: bytes, *, name: str, settings, schema: FrozenSchema | None) -> ParsedFile:
+def parse_labelled_csv(data: bytes, *, name: str, settings: SchemaSettings, schema: FrozenSchema | None) -> ParsedFile:
     """Return the validated, typed rows of one labelled CSV file, or raise DatasetError with the reason.
 
-    ``settings`` is the config's schema section; ``schema`` the frozen schema of the data ingested so
-    far (None for the first file, whose columns then define it).
+    ``schema`` is the frozen schema of the data ingested so far (None for the first file, whose
+    columns then define it).
     """
     text = decode_text(data, name)
     columns = _read_cells(text, name)
@@ -458,7 +456,7 @@ def read_canonical_tail(path: Path, schema: FrozenSchema, *, start: int, end: in
     return read_canonical_csv(io.BytesIO(data), schema, has_header=start == 0)
 
 
-def read_labelled_folder(folder: Path, *, settings, schema: FrozenSchema) -> pd.DataFrame:
+def read_labelled_folder(folder: Path, *, settings: SchemaSettings, schema: FrozenSchema) -> pd.DataFrame:
     """Return the rows of every *.csv file in ``folder``, validated against ``schema``, in name order."""
     files = sorted(p for p in folder.glob("*.csv") if p.is_file())
     if not files:

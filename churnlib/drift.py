@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from churnlib.dataset import FrozenSchema
-
-MISSING_CATEGORY = "(missing)"
+from churnlib.config import DriftSettings
+from churnlib.dataset import MISSING_CATEGORY, FrozenSchema
 
 
 def adjust_p_values(p_values: list[float], method: str) -> list[float]:
@@ -40,12 +39,7 @@ def adjust_p_values(p_values: list[float], method: str) -> list[float]:
             adjusted[index] = running
         return adjusted.tolist()
     if method == "benjamini_hochberg":
-        running = 1.0
-        for rank in range(count - 1, -1, -1):
-            index = order[rank]
-            running = min(running, p[index] * count / (rank + 1))
-            adjusted[index] = min(1.0, running)
-        return adjusted.tolist()
+        return stats.false_discovery_control(p, method="bh").tolist()
     raise ValueError(f"unknown correction {method!r}")
 
 
@@ -74,10 +68,11 @@ def _chi_square(reference: pd.Series, new: pd.Series) -> dict[str, Any]:
     return {**base, "statistic": chi2, "effect": cramers_v, "p_value": float(result.pvalue)}
 
 
-def drift_table(reference: pd.DataFrame, new_rows: pd.DataFrame, schema: FrozenSchema, settings) -> dict[str, Any]:
+def drift_table(reference: pd.DataFrame, new_rows: pd.DataFrame, schema: FrozenSchema,
+                settings: DriftSettings) -> dict[str, Any]:
     """Return the drift test of every feature of ``new_rows`` against ``reference``, and the verdict.
 
-    ``settings`` is the config's drift section. The reply holds every figure behind the verdict.
+    The reply holds every figure behind the verdict.
     """
     summary: dict[str, Any] = {
         "reference_rows": int(len(reference)),

@@ -70,6 +70,30 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def write_bytes_synced(path: Path, data: bytes) -> None:
+    """Write a new file and fsync it (for files inside a folder that is renamed into place whole)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def copy_file_synced(source: Path, destination: Path) -> None:
+    """Copy ``source`` to a new file ``destination`` in 1 MiB blocks and fsync it."""
+    with open(source, "rb") as src, open(destination, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1024 * 1024)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def append_bytes_synced(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` and fsync it (the caller commits the new length elsewhere)."""
+    with open(path, "ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def read_json(path: Path, default: Any = None) -> Any:
     """Return the JSON in ``path``, or ``default`` when the file does not exist."""
     try:

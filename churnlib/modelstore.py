@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from churnlib.errors import ChurnError
 from churnlib.fsutil import atomic_write_bytes, atomic_write_json, read_json
 
 MODEL_FILE = "trainedmodel.pkl"
@@ -24,10 +25,11 @@ SCORE_FILE = "latestscore.txt"
 SCORE_DETAILS_FILE = "latestscore.json"
 REFERENCE_FILE = "reference_sample.csv"
 POINTER_FILE = "current.json"
+MANIFEST_FILE = "release.json"  # in each release folder: its files' hashes and the decision behind it
 RELEASES_FOLDER = "releases"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ChurnError):
     """A model that must not be used; the message says which file and why."""
 
 

@@ -1,25 +1,17 @@
-"""Fixtures: a throw-away project (config.json, sourcedata/, testdata/) under tmp_path."""
+"""Fixtures: a throw-away project (config.json, sourcedata/, testdata/) under tmp_path.
+
+Helpers the tests share (the Project class, base_config, batch, ...) are in helpers.py.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_SOURCE = ROOT / "sourcedata"
-SAMPLE_TEST = ROOT / "testdata"
-SAMPLE_LATER = ROOT / "samples" / "later"
-IRANIAN = ROOT / "examples" / "iranian"
-# A closed port on loopback: the dependency check's PyPI look-ups fail at once, no test needs the network.
-OFFLINE_PYPI = "http://127.0.0.1:9"
+from helpers import OFFLINE_PYPI, Project, copy_project, make_project
+
 os.environ["CHURN_PYPI_URL"] = OFFLINE_PYPI  # also for session-scoped fixtures and subprocesses
 
 
@@ -36,110 +28,6 @@ def _offline_and_clean_logging(monkeypatch):
     from churnlib.logsetup import close_logging
 
     close_logging()
-
-
-def base_config(**sections: dict[str, Any]) -> dict[str, Any]:
-    """Return a config for the classic sample schema, with ``sections`` merged over it."""
-    config: dict[str, Any] = {
-        "schema": {"target": "exited", "id_columns": ["corporation"]},
-        "model": {"algorithm": "logistic_regression", "random_seed": 7},
-        "api": {"url": OFFLINE_PYPI},
-    }
-    for name, values in sections.items():
-        config[name] = {**config.get(name, {}), **values}
-    return config
-
-
-@dataclass
-class Project:
-    root: Path
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def source(self) -> Path:
-        return self.root / "sourcedata"
-
-    @property
-    def ingested(self) -> Path:
-        return self.root / "ingesteddata"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def deployment(self) -> Path:
-        return self.root / "production_deployment"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    def write_config(self, config: dict[str, Any]) -> None:
-        self.config_path.write_text(json.dumps(config, indent=2))
-
-    def config(self):
-        from churnlib.config import load_config
-
-        return load_config(self.config_path)
-
-    def add_source(self, name: str, content: str | bytes) -> Path:
-        path = self.source / name
-        if isinstance(content, str):
-            path.write_text(content, encoding="utf-8")
-        else:
-            path.write_bytes(content)
-        return path
-
-    def tick(self, *args: str) -> int:
-        """Run one fullprocess tick in this process; return its exit status."""
-        import fullprocess
-
-        return fullprocess.main(["--config", str(self.config_path), "--no-api", *args])
-
-    def tick_subprocess(self, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        return run_script("fullprocess.py", "--config", str(self.config_path), "--no-api", *args, env=env, timeout=timeout)
-
-    def runs(self) -> list[dict[str, Any]]:
-        path = self.logs / "runs.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-    def last_run(self) -> dict[str, Any]:
-        return self.runs()[-1]
-
-    def record(self) -> dict[str, Any]:
-        return json.loads((self.ingested / "ingestion_record.json").read_text())
-
-    def pointer(self) -> dict[str, Any] | None:
-        path = self.deployment / "current.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def log(self, name: str = "fullprocess") -> str:
-        path = self.logs / f"{name}.log"
-        return path.read_text() if path.exists() else ""
-
-
-def run_script(script: str, *args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):
-    """Run one of the project's scripts with this interpreter; return the completed process."""
-    full_env = {**os.environ, "CHURN_PYPI_URL": OFFLINE_PYPI, **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=cwd or ROOT)
-
-
-def make_project(root: Path, *, sources: tuple[str, ...] = ("dataset1.csv", "dataset2.csv"),
-                 config: dict[str, Any] | None = None) -> Project:
-    """Build a project under ``root`` with the shipped sample data."""
-    project = Project(root)
-    project.source.mkdir(parents=True)
-    (root / "testdata").mkdir()
-    for name in sources:
-        shutil.copy(SAMPLE_SOURCE / name, project.source / name)
-    shutil.copy(SAMPLE_TEST / "testdata.csv", root / "testdata" / "testdata.csv")
-    project.write_config(config or base_config())
-    return project
 
 
 @pytest.fixture
@@ -166,32 +54,7 @@ def deployed_template(tmp_path_factory) -> Path:
     return root
 
 
-def copy_project(template: Path, destination: Path) -> Project:
-    shutil.copytree(template, destination, symlinks=True)
-    return Project(destination)
-
-
 @pytest.fixture
 def deployed(deployed_template, tmp_path) -> Project:
     """A project whose first model is deployed (a copy of a session-wide template)."""
     return copy_project(deployed_template, tmp_path / "project")
-
-
-def csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    return "\n".join(",".join(str(c) for c in row) for row in [header, *rows]) + "\n"
-
-
-def batch(seed: int, count: int = 300, *, drifted: bool = False, flip_labels: bool = False) -> str:
-    """Return CSV text of ``count`` sample customers drawn with ``seed`` (labels flipped: a score drop)."""
-    import numpy as np
-
-    from samples.generate import HEADER, make_customers
-
-    rows = make_customers(np.random.default_rng(seed), count, drifted=drifted)
-    if flip_labels:
-        for row in rows:
-            row[-1] = str(1 - int(row[-1]))
-    return "\n".join(",".join(r) for r in [HEADER, *rows]) + "\n"
-
-
-SAMPLE_HEADER = ["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees", "plan", "exited"]

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import FastPredictor, create_app, records_to_batch
+from app import create_app
 from churnlib.dataset import FrozenSchema
 from churnlib.modelstore import load_deployed
-from conftest import SAMPLE_LATER, base_config, make_project
+from churnlib.pipeline import FastPredictor, records_to_batch
+from helpers import SAMPLE_LATER, base_config, make_project
 from scoring import read_test_data
 
 RECORD = {"corporation": "abcd", "lastmonth_activity": 120, "lastyear_activity": 1500,
@@ -178,8 +179,10 @@ def test_unknown_routes_and_wrong_methods_get_json_errors(client):
 
 def test_an_unexpected_error_is_a_500_without_a_stack_trace(deployed, monkeypatch):
     app = create_app(deployed.config_path)
+    client = app.test_client()
+    assert client.get("/health").status_code == 200  # the release is loaded, its fast path checked
     monkeypatch.setattr(FastPredictor, "probabilities", lambda *a: 1 / 0)
-    reply = app.test_client().post("/prediction", json=RECORD)
+    reply = client.post("/prediction", json=RECORD)
     assert reply.status_code == 500
     assert reply.json == {"error": "internal error; the server log has the details"}
     assert not app.debug
@@ -267,7 +270,7 @@ def test_the_fast_path_equals_the_pipeline_on_the_whole_test_set(tmp_path, algor
     expected = model.pipeline.predict_proba(test[list(schema.feature_columns)])[:, 1]
     records = json.loads(test.drop(columns=[schema.target]).to_json(orient="records"))
     batch = records_to_batch(records, schema)
-    fast = FastPredictor(model.pipeline, schema).probabilities(batch.numeric, batch.categorical)
+    fast = FastPredictor(model.pipeline, schema).probabilities(batch)
     assert np.max(np.abs(fast - expected)) <= 1e-9
     # and through HTTP, one record at a time
     client = create_app(project.config_path).test_client()
@@ -284,5 +287,5 @@ def test_the_fast_path_handles_unseen_categories_and_missing_values_like_the_pip
     frame["plan"] = frame["plan"].astype(object).where(frame["plan"].notna(), np.nan)
     expected = model.pipeline.predict_proba(frame[list(schema.feature_columns)])[:, 1]
     batch = records_to_batch(records, schema)
-    fast = FastPredictor(model.pipeline, schema).probabilities(batch.numeric, batch.categorical)
+    fast = FastPredictor(model.pipeline, schema).probabilities(batch)
     assert np.max(np.abs(fast - expected)) <= 1e-9

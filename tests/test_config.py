@@ -5,7 +5,7 @@ import json
 import pytest
 
 from churnlib.config import ConfigError, config_from_dict, defaults_as_dict, load_config
-from conftest import base_config, run_script
+from helpers import base_config, make_project, run_script
 
 
 def load(tmp_path, raw):
@@ -82,7 +82,7 @@ def test_a_missing_config_file_says_so(tmp_path):
 
 
 def test_the_shipped_configs_are_valid():
-    from conftest import IRANIAN, ROOT
+    from helpers import IRANIAN, ROOT
 
     assert load_config(ROOT / "config.json").schema.target == "exited"
     assert load_config(IRANIAN / "config.json").schema.target == "churn"
@@ -108,7 +108,7 @@ def test_every_script_takes_config_and_reports_a_bad_one_in_one_line(tmp_path, s
 def test_the_readme_lists_every_config_key_with_its_default():
     import re
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     readme = (ROOT / "README.md").read_text()
     sections = "|".join(defaults_as_dict())
@@ -118,3 +118,18 @@ def test_the_readme_lists_every_config_key_with_its_default():
     assert set(listed) == set(defaults)
     for key, value in defaults.items():
         assert json.loads(listed[key]) == value, key
+
+
+def test_a_setting_refused_at_run_time_names_the_config_file_in_use(tmp_path):
+    project = make_project(tmp_path / "project")
+    other = project.root / "other.json"
+    other.write_text(json.dumps(base_config(model={"params": {"depth": 3}})))
+    result = run_script("fullprocess.py", "--config", str(other), "--no-api")
+    assert result.returncode == 2
+    assert f"{other}: model.params: 'depth' not a parameter of LogisticRegression" in result.stderr
+    assert "config.json" not in result.stderr
+
+    other.write_text(json.dumps(base_config(schema={"target": "plan"})))
+    result = run_script("ingestion.py", "--config", str(other))
+    assert result.returncode == 2, result.stderr
+    assert f"{other}: schema: target is 'plan', the ingested data's is 'exited'" in result.stderr

@@ -6,19 +6,20 @@ import numpy as np
 import pandas as pd
 
 import diagnostics
+from churnlib import ingested
 import reporting
-from conftest import run_script
+from helpers import run_script
 
 
 def test_summary_statistics_and_missing_data_of_a_frame():
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, np.nan], "b": ["x", None, None, "y"]})
-    stats = diagnostics.summary_statistics(frame, ("a",))
+    stats = ingested.summary_statistics(frame, ("a",))
     assert stats["a"] == {"mean": 2.0, "median": 2.0, "std": 1.0, "count": 3}
-    assert diagnostics.missing_data(frame) == {"a": 0.25, "b": 0.5}
+    assert ingested.missing_data(frame) == {"a": 0.25, "b": 0.5}
 
 
 def test_statistics_of_an_all_missing_column_are_none_not_nan():
-    stats = diagnostics.summary_statistics(pd.DataFrame({"a": [np.nan, np.nan]}), ("a",))
+    stats = ingested.summary_statistics(pd.DataFrame({"a": [np.nan, np.nan]}), ("a",))
     assert stats["a"]["mean"] is None and stats["a"]["std"] is None
 
 

@@ -2,7 +2,7 @@
 
 import shutil
 
-from conftest import IRANIAN, Project, run_script
+from helpers import IRANIAN, Project, run_script
 
 
 def iranian_project(tmp_path) -> Project:

@@ -23,7 +23,7 @@ import pytest
 
 from churnlib.dataset import FrozenSchema
 from churnlib.modelstore import load_deployed
-from conftest import OFFLINE_PYPI, ROOT, SAMPLE_LATER, Project, base_config, batch, make_project, run_script
+from helpers import OFFLINE_PYPI, ROOT, SAMPLE_LATER, Project, base_config, batch, make_project, run_script
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import sys
 
 
 import ingestion
-from conftest import ROOT, SAMPLE_LATER, base_config, batch, run_script
+from helpers import ROOT, SAMPLE_LATER, base_config, batch, run_script
 
 
 def test_cold_start_trains_scores_and_deploys_a_first_model_with_report_and_diagnostics(project):

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 import ingestion
-from conftest import ROOT, SAMPLE_HEADER, Project, make_project
+from helpers import ROOT, SAMPLE_HEADER, Project, make_project
 
 HEADER = ",".join(SAMPLE_HEADER)
 GOOD_FIRST = ("a_good.csv", [["a", "10", "100", "5", "basic", "1"], ["b", "20", "200", "6", "premium", "0"]])

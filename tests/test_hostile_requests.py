@@ -33,10 +33,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-import app as app_module
+from churnlib import pipeline as model_module
 from app import create_app
 from churnlib.dataset import DatasetError, parse_numeric
-from conftest import Project, base_config
+from helpers import Project, base_config
 
 # --- the kinds of hostile request, counted ------------------------------------------------------
 
@@ -557,12 +557,12 @@ def test_unicode_empty_and_repeated_names_of_other_columns_are_ignored(hostile_a
 
 @covers("huge-names")
 def test_huge_column_names_do_not_grow_the_name_cache(hostile_api):
-    before = sum(map(len, app_module._NAME_CACHE))
+    before = sum(map(len, model_module._NAME_CACHE))
     for request in range(20):
         names = {f"{request}-{i}-" + "n" * 100_000: 1 for i in range(5)}
         hostile_api.predicted(1, json=dict(FULL, **names))
     # 10 million characters of names were sent; the cache may keep at most 4096 short ones.
-    assert sum(map(len, app_module._NAME_CACHE)) - before <= 4096 * 256
+    assert sum(map(len, model_module._NAME_CACHE)) - before <= 4096 * 256
 
 
 # --- sizes ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 import ingestion
 from churnlib.dataset import DatasetError, parse_labelled_csv
-from conftest import SAMPLE_HEADER, csv_text
+from helpers import SAMPLE_HEADER, csv_text
 
 
 def ingest(project):

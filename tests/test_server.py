@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, SAMPLE_LATER, run_script
+from helpers import ROOT, SAMPLE_LATER, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +122,7 @@ def test_redeploy_under_load_fails_no_request(tmp_path):
 
     import numpy as np
 
-    from conftest import base_config, make_project
+    from helpers import base_config, make_project
     from samples.generate import HEADER, make_customers
 
     project = make_project(tmp_path / "project", config=base_config(

@@ -11,8 +11,9 @@ import ingestion
 import scoring
 import training
 from churnlib.dataset import FrozenSchema
+from churnlib.ingested import read_ingested_data
 from churnlib.modelstore import ModelLoadError, load_deployed, load_model
-from conftest import base_config, run_script
+from helpers import base_config, run_script
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def train(project, **model):
     if model:
         project.write_config(base_config(model=model))
         config = project.config()
-    frame, schema, fingerprint = training.read_training_data(config.paths.ingested)
+    frame, schema, fingerprint = read_ingested_data(config.paths.ingested)
     return training.train_and_save(frame, schema, fingerprint, model_settings=config.model,
                                    reference_size=config.drift.reference_sample_size, model_folder=config.paths.models)
 
@@ -76,7 +77,7 @@ def test_an_unknown_model_parameter_is_a_config_error_naming_it(ingested):
 
 
 def test_training_on_one_class_says_why_it_cannot(empty_project):
-    from conftest import SAMPLE_HEADER, csv_text
+    from helpers import SAMPLE_HEADER, csv_text
 
     empty_project.add_source("a.csv", csv_text(SAMPLE_HEADER, [["a", 1, 2, 3, "basic", 0], ["b", 2, 3, 4, "basic", 0]]))
     ingestion.run_ingestion(empty_project.config())

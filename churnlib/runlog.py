@@ -1,0 +1,55 @@
+"""The run log, ``logs/runs.jsonl``: one JSON line per cron tick, what it found and what it decided.
+
+``Decision`` lists every decision a line can hold, each defined here once; ``fullprocess.py``
+writes the lines, and whatever reads them (people, the API's metrics) finds the same names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from churnlib.fsutil import append_line
+
+RUNS_FILE = "runs.jsonl"
+
+
+class Decision(str, Enum):
+    """What a tick decided; the value is what ``runs.jsonl`` holds."""
+
+    NOTHING_NEW = "nothing_new"            # no new file, and nothing pending that can be checked
+    LOCK_HELD = "lock_held"                # another tick was running; this one did nothing
+    NO_DATA = "no_data"                    # no rows ingested yet (every file so far was rejected)
+    NO_NEW_ROWS = "no_new_rows"            # new files, but no new rows (rejected, or all duplicates)
+    WAITING_FOR_ROWS = "waiting_for_rows"  # new rows, too few for the checks: they wait for more
+    COLD_START = "cold_start"              # no model deployed yet: the first one was trained and deployed
+    SCHEMA_CHANGED = "schema_changed"      # the deployed model's columns differ from the data's: retrained
+    NO_DRIFT = "no_drift"                  # checked: no score drop and no feature drift; the release stays
+    RETRAINED_DEPLOYED = "retrained_deployed"  # drift found, a new model trained and deployed
+    RETRAINED_REFUSED = "retrained_refused"    # drift found, a new model trained, refused by the policy
+    FAILED = "failed"                      # the tick could not finish; the reason says why
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def json_safe(value: Any) -> Any:
+    """Return ``value`` with NaN and infinities as None (JSON has neither), enums as their values."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def append_run(log_folder: Path, run: dict[str, Any]) -> None:
+    """Append one run's JSON line to ``logs/runs.jsonl`` (one write, fsynced)."""
+    line = json.dumps(json_safe(run), default=str, allow_nan=False, separators=(",", ":"))
+    append_line(log_folder / RUNS_FILE, line)

@@ -1,0 +1,161 @@
+"""What a long-running process (an API worker) serves: the deployed release, swapped in when the
+pointer moves, and values recomputed only when the file they come from changes.
+
+Hot reload: ``ReleaseWatcher.current()`` looks at ``production_deployment/current.json`` at most
+every ``interval`` seconds. When it names a new release, the release is loaded (the model's
+SHA-256 checked, the fast path checked against the pipeline) and swapped in only once it loaded; a
+release that fails is never served, the old one stays and the failure is logged. Callers that hold
+a release keep it for as long as they use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from churnlib.clock import utc_now
+from churnlib.dataset import FrozenSchema
+from churnlib.fsutil import read_json
+from churnlib.modelstore import (
+    POINTER_FILE,
+    SCORE_DETAILS_FILE,
+    LoadedModel,
+    ModelLoadError,
+    load_model,
+    read_pointer,
+    release_folder,
+)
+from churnlib.pipeline import Predictor, checked_predictor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Release:
+    release_id: str
+    model: LoadedModel
+    schema: FrozenSchema
+    predictor: Predictor
+    scores: dict[str, Any]
+    loaded_at: str
+
+
+def load_release(deployment_folder: Path, release_id: str) -> Release:
+    """Return a release loaded from disk: model (SHA-256 checked), checked predictor and scores."""
+    folder = release_folder(deployment_folder, release_id)
+    model = load_model(folder)
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    scores = read_json(folder / SCORE_DETAILS_FILE) or {}
+    return Release(
+        release_id=release_id,
+        model=model,
+        schema=schema,
+        predictor=checked_predictor(model, schema),
+        scores=scores,
+        loaded_at=utc_now(),
+    )
+
+
+class ReleaseWatcher:
+    """Holds the release a worker serves and swaps in a new one once it has loaded and verified."""
+
+    def __init__(self, deployment_folder: Path, interval: float):
+        self.deployment_folder = deployment_folder
+        self.interval = interval
+        self.release: Release | None = None
+        self.problem: str | None = "no release deployed yet"
+        self._checked_at = -math.inf
+        self._pointer_signature: tuple | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> Release | None:
+        """Return the release to serve, looking for a new one at most every ``interval`` seconds."""
+        now = time.monotonic()
+        if now - self._checked_at >= self.interval and self._lock.acquire(blocking=False):
+            try:
+                self._checked_at = now
+                self._refresh()
+            finally:
+                self._lock.release()
+        return self.release
+
+    def _refresh(self) -> None:
+        pointer_path = self.deployment_folder / POINTER_FILE
+        try:
+            st = os.stat(pointer_path)
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            signature = None
+        if signature == self._pointer_signature:
+            return
+        self._pointer_signature = signature
+        try:
+            pointer = read_pointer(self.deployment_folder)
+        except ModelLoadError as exc:
+            self._fail(str(exc))
+            return
+        if pointer is None:
+            if self.release is None:
+                self.problem = "no release deployed yet"
+            return
+        if self.release is not None and pointer["current"] == self.release.release_id:
+            return
+        # At start (nothing served yet) fall back to earlier releases if the current one is broken.
+        candidates = [pointer["current"]] if self.release is not None else [pointer["current"], *pointer.get("previous", [])]
+        for release_id in candidates:
+            try:
+                release = load_release(self.deployment_folder, release_id)
+            except Exception as exc:  # whatever stops a release from loading, it is not served
+                self._fail(f"release {release_id} not loaded: {exc}")
+                continue
+            previous = self.release.release_id if self.release else None
+            self.release = release
+            self.problem = None if release_id == pointer["current"] else f"serving {release_id}: {self.problem}"
+            logger.info("now serving release %s%s", release_id, f" (was {previous})" if previous else "")
+            return
+
+    def _fail(self, message: str) -> None:
+        serving = f"; still serving {self.release.release_id}" if self.release else ""
+        logger.error("%s%s", message, serving)
+        self.problem = message + serving
+
+
+class FileCache:
+    """Recompute a value only when a file changes.
+
+    A change is seen in the file's (inode, mtime, size); with ``version``, a function that reads a
+    version from the file cheaply, only a new version means a recomputation (the ingestion record
+    is rewritten for many reasons, but only a new data version changes the statistics).
+    """
+
+    _UNSET = object()
+
+    def __init__(self, path: Path, compute: Callable[[], Any], version: Callable[[], Any] | None = None):
+        self.path = path
+        self.compute = compute
+        self.version = version
+        self._signature: Any = self._UNSET
+        self._version: Any = self._UNSET
+        self._value: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        try:
+            st = os.stat(self.path)
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            signature = None
+        with self._lock:
+            if signature != self._signature:
+                self._signature = signature
+                version = self.version() if self.version else signature
+                if version != self._version:
+                    self._value = self.compute()
+                    self._version = version
+            return self._value

@@ -1,0 +1,71 @@
+"""The statistics and rules behind decisions, against known values and at their boundaries."""
+
+import pytest
+
+from churnlib.config import DeploymentSettings
+from churnlib.drift import adjust_p_values
+from churnlib.runlog import Decision
+from fullprocess import policy_allows
+from helpers import ROOT
+
+P_VALUES = [0.01, 0.04, 0.03, 0.005]
+
+
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        # Worked by hand, as R's p.adjust gives them.
+        ("none", [0.01, 0.04, 0.03, 0.005]),
+        ("bonferroni", [0.04, 0.16, 0.12, 0.02]),
+        ("holm", [0.03, 0.06, 0.06, 0.02]),
+        ("benjamini_hochberg", [0.02, 0.04, 0.04, 0.02]),
+    ],
+)
+def test_adjusted_p_values_equal_the_known_values(method, expected):
+    assert adjust_p_values(P_VALUES, method) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "method, expected",
+    [("bonferroni", [1.0, 1.0]), ("holm", [1.0, 1.0]), ("benjamini_hochberg", [0.9, 0.9]), ("none", [0.5, 0.9])],
+)
+def test_adjusted_p_values_never_exceed_1_and_keep_their_order(method, expected):
+    assert adjust_p_values([0.5, 0.9], method) == pytest.approx(expected, abs=1e-12)
+
+
+def test_no_p_values_adjust_to_none_and_an_unknown_method_is_refused():
+    assert adjust_p_values([], "holm") == []
+    with pytest.raises(ValueError, match="unknown correction 'sidak'"):
+        adjust_p_values([0.1], "sidak")
+
+
+def settings(policy: str, tolerance: float) -> DeploymentSettings:
+    return DeploymentSettings(policy=policy, metric="f1", tolerance=tolerance, keep_releases=5)
+
+
+@pytest.mark.parametrize("deployed, tolerance", [(0.7, 0.1), (0.75, 0.25), (0.6, 0.0), (0.3, 0.02)])
+def test_not_worse_allows_a_candidate_exactly_tolerance_below_the_deployed(deployed, tolerance):
+    candidate = round(deployed - tolerance, 10)  # what a person means by "tolerance below"
+    assert policy_allows(candidate, deployed, settings("not_worse", tolerance))[0] is True
+    assert policy_allows(candidate - 1e-6, deployed, settings("not_worse", tolerance))[0] is False
+
+
+@pytest.mark.parametrize("deployed, tolerance", [(0.7, 0.1), (0.5, 0.25), (0.6, 0.0), (0.3, 0.02)])
+def test_better_refuses_a_candidate_exactly_tolerance_above_the_deployed(deployed, tolerance):
+    candidate = round(deployed + tolerance, 10)
+    assert policy_allows(candidate, deployed, settings("better", tolerance))[0] is False
+    assert policy_allows(candidate + 1e-6, deployed, settings("better", tolerance))[0] is True
+
+
+def test_always_allows_and_a_first_model_needs_no_comparison():
+    assert policy_allows(0.0, 0.9, settings("always", 0.0)) == (True, "policy always")
+    assert policy_allows(0.1, None, settings("better", 0.5))[0] is True
+
+
+def test_the_readme_lists_exactly_the_decisions_a_run_line_can_hold():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    listed = re.search(r"^\| `runs.jsonl` \| one JSON line per tick: `decision` \(([^)]*)\)", readme, re.MULTILINE)
+    assert listed, "the README's runs.jsonl row lists the decisions in brackets"
+    assert set(re.findall(r"`([a-z_]+)`", listed.group(1))) == {decision.value for decision in Decision}

@@ -1,0 +1,109 @@
+"""The model module: the fast path is checked against predict_proba whenever a release is loaded."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from app import create_app
+from churnlib import pipeline as model_module
+from churnlib.dataset import FrozenSchema
+from churnlib.ingested import read_ingested_data
+from churnlib.modelstore import load_deployed, save_model
+from churnlib.pipeline import (
+    NUMERIC,
+    PREPROCESS,
+    FastPredictor,
+    PipelinePredictor,
+    batch_from_frame,
+    build_pipeline,
+    checked_predictor,
+)
+from scoring import read_test_data
+
+
+def test_a_release_built_here_is_served_by_the_fast_path(deployed, caplog):
+    model = load_deployed(deployed.deployment)
+    with caplog.at_level(logging.WARNING):
+        predictor = checked_predictor(model)
+    assert isinstance(predictor, FastPredictor) and predictor.fast
+    assert caplog.records == []
+
+
+def test_a_fast_path_that_disagrees_by_more_than_1e9_is_replaced_by_predict_proba(deployed, monkeypatch, caplog):
+    model = load_deployed(deployed.deployment)
+    exact = FastPredictor.probabilities
+    monkeypatch.setattr(FastPredictor, "probabilities", lambda self, batch: exact(self, batch) + 2e-9)
+    with caplog.at_level(logging.WARNING):
+        predictor = checked_predictor(model)
+    assert isinstance(predictor, PipelinePredictor) and not predictor.fast
+    assert f"release {model.release_id}" in caplog.text
+    assert "differs from predict_proba by up to 2e-09" in caplog.text
+
+
+def _release_with_an_extra_step(project):
+    """Replace the deployed release's model by one with log1p inserted before the scaler; return
+    that model's predict_proba on the test data, and the test data."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    config = project.config()
+    model = load_deployed(project.deployment)
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    pipeline = build_pipeline(schema, config.model)
+    numeric = dict((name, steps) for name, steps, _ in pipeline.named_steps[PREPROCESS].transformers)[NUMERIC]
+    numeric.steps.insert(1, ("log", FunctionTransformer(np.log1p)))
+    frame, _, _ = read_ingested_data(project.ingested)
+    pipeline.fit(frame[list(schema.feature_columns)], frame[schema.target].to_numpy())
+    save_model(pipeline, model.metadata, model.folder)
+    test = read_test_data(project.root / "testdata", settings=config.schema, schema=schema)
+    return pipeline.predict_proba(test[list(schema.feature_columns)])[:, 1], test
+
+
+def test_an_extra_pipeline_step_is_served_through_predict_proba_by_the_api(deployed, caplog):
+    expected, test = _release_with_an_extra_step(deployed)
+    release = deployed.pointer()["current"]
+    client = create_app(deployed.config_path).test_client()
+    records = json.loads(test.drop(columns=["exited"]).to_json(orient="records"))
+    with caplog.at_level(logging.WARNING):
+        reply = client.post("/prediction", json={"records": records})
+    assert reply.status_code == 200, reply.json
+    served = np.array([p["probability"] for p in reply.json["predictions"]])
+    assert np.max(np.abs(served - expected)) <= 1e-9
+    assert f"release {release}: the fast path does not replay this pipeline" in caplog.text
+
+
+def test_the_numeric_check_alone_catches_an_extra_step(deployed, monkeypatch, caplog):
+    """Without the shape check, the replayed arithmetic is off by far more than 1e-9, and the
+    comparison on the reference sample is what refuses the fast path."""
+    _release_with_an_extra_step(deployed)
+    model = load_deployed(deployed.deployment)
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    monkeypatch.setattr(model_module, "_expect", lambda condition, what: None)
+    fast = FastPredictor(model.pipeline, schema)  # builds, blind to the extra step
+    reference = read_ingested_data(deployed.ingested)[0].head(200)
+    wrong = np.max(np.abs(fast.probabilities(batch_from_frame(reference, schema))
+                          - model.pipeline.predict_proba(reference[list(schema.feature_columns)])[:, 1]))
+    assert wrong > 0.05
+    with caplog.at_level(logging.WARNING):
+        predictor = checked_predictor(model, schema)
+    assert isinstance(predictor, PipelinePredictor)
+    assert f"release {model.release_id}: the fast path differs from predict_proba by up to" in caplog.text
+
+
+@pytest.mark.parametrize("algorithm", ["logistic_regression", "xgboost"])
+def test_the_pipeline_predictor_equals_the_fast_path_on_missing_and_unseen_values(deployed, algorithm):
+    from churnlib.pipeline import records_to_batch
+
+    config = deployed.config()
+    model = load_deployed(deployed.deployment)
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    frame, _, _ = read_ingested_data(deployed.ingested)
+    settings = type(config.model)(algorithm=algorithm, params={}, random_seed=1, n_threads=1)
+    pipeline = build_pipeline(schema, settings).fit(frame[list(schema.feature_columns)], frame[schema.target])
+    records = [{"lastmonth_activity": None, "lastyear_activity": 3, "number_of_employees": 4, "plan": "platinum"},
+               {"lastmonth_activity": 5, "lastyear_activity": None, "number_of_employees": None, "plan": None}]
+    batch = records_to_batch(records, schema)
+    fast = FastPredictor(pipeline, schema).probabilities(batch)
+    slow = PipelinePredictor(pipeline, schema).probabilities(batch)
+    assert np.max(np.abs(fast - slow)) <= 1e-9
