@@ -29,9 +29,11 @@ config.json.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -42,12 +44,21 @@ from typing import Any
 
 from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
-from churnlib.config import Config, DeploymentSettings, ScoreDriftSettings
+from churnlib.config import Config, DeploymentSettings, ModelSettings, ScoreDriftSettings, model_fingerprint
 from churnlib.errors import ChurnError, describe_error
-from churnlib.fsutil import atomic_write_json, read_json, remove_stale_temporaries
+from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
 from churnlib.ingested import load_record, save_record
-from churnlib.modelstore import RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
-from churnlib.runlog import Decision, append_run
+from churnlib.modelstore import (
+    NORMAL_FOLDER,
+    RELEASES_FOLDER,
+    SCORE_DETAILS_FILE,
+    read_metadata,
+    read_pointer,
+    release_folder,
+    sha256_bytes,
+    sha256_file,
+)
+from churnlib.runlog import DRIFT_REASONS, Decision, RetrainReason, append_run
 from ingestion import Scan, scan_source
 
 logger = logging.getLogger(Path(__file__).stem)
@@ -81,6 +92,9 @@ class TickOutcome:
     candidate: dict[str, Any] | None = None
     deployed_on_test: dict[str, Any] | None = None
     policy: dict[str, Any] | None = None
+    retrain_reason: list[str] | None = None
+    challenge: dict[str, Any] | None = None
+    new_normal: dict[str, Any] | None = None
     deployed_release_after: str | None = None
     report: str | None = None
     api: dict[str, Any] | None = None
@@ -138,20 +152,21 @@ class TickOutcome:
 # --- decision state: how far into the ingested data decisions are complete ---------------------
 
 
-def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[str, int]:
-    """Return how far into the ingested data decisions are complete (rows and bytes)."""
+def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Return how far into the ingested data decisions are complete (rows and bytes), and the last retrain."""
     state = read_json(ingested_folder / DECISION_STATE_FILE) or {}
     rows, size = int(state.get("evaluated_rows", 0)), int(state.get("evaluated_bytes", 0))
     if rows > record["rows"] or size > record["bytes"]:
         # The ingested data was reset under us (ingesteddata/ moved away): start over.
-        return {"evaluated_rows": 0, "evaluated_bytes": 0}
-    return {"evaluated_rows": rows, "evaluated_bytes": size}
+        return {"evaluated_rows": 0, "evaluated_bytes": 0, "last_retrain": None}
+    return {"evaluated_rows": rows, "evaluated_bytes": size, "last_retrain": state.get("last_retrain")}
 
 
-def mark_evaluated(ingested_folder: Path, record: dict[str, Any]) -> None:
-    """Record that every ingested row has been through a decision."""
+def mark_evaluated(ingested_folder: Path, record: dict[str, Any], *, last_retrain: dict[str, Any] | None) -> None:
+    """Record that every ingested row has been through a decision, and when a retrain was last tried."""
     atomic_write_json(ingested_folder / DECISION_STATE_FILE,
-                      {"evaluated_rows": record["rows"], "evaluated_bytes": record["bytes"], "at": utc_now()})
+                      {"evaluated_rows": record["rows"], "evaluated_bytes": record["bytes"], "at": utc_now(),
+                       "last_retrain": last_retrain})
 
 
 def rows_needed(config: Config) -> int:
@@ -162,7 +177,7 @@ def rows_needed(config: Config) -> int:
 def sweep_temporaries(config: Config) -> None:
     """Remove temporary files left by killed writers in every folder the pipeline writes."""
     folders = [config.paths.ingested, config.paths.models, config.paths.deployment,
-               config.paths.deployment / RELEASES_FOLDER, config.paths.logs]
+               config.paths.deployment / RELEASES_FOLDER, config.paths.deployment / NORMAL_FOLDER, config.paths.logs]
     for folder in folders:
         for path in remove_stale_temporaries(folder):
             logger.info("removed %s, left by an interrupted run", path)
@@ -181,6 +196,9 @@ class Work:
     evaluated_rows: int
     evaluated_bytes: int
     rows_needed: int
+    last_retrain: dict[str, Any] | None = None
+    deployed_metadata: dict[str, Any] | None = None
+    retrain_due: list[str] = field(default_factory=list)
 
     @property
     def pending_rows(self) -> int:
@@ -189,23 +207,60 @@ class Work:
 
     @property
     def idle(self) -> bool:
-        """No new file, and either a model deployed with too few pending rows to check, or no data at all."""
-        if self.scan.new_files:
+        """No new file and no retrain due, and either a model deployed with too few pending rows to
+        check, or no data at all."""
+        if self.scan.new_files or self.retrain_due:
             return False
         if self.pointer is None:
             return self.record["rows"] == 0
         return self.pending_rows < self.rows_needed
 
 
+def _seconds_since(stamp: str | None) -> float:
+    if not stamp:
+        return 0.0
+    return time.time() - calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def due_retrains(config: Config, metadata: dict[str, Any] | None, record: dict[str, Any],
+                 last_retrain: dict[str, Any] | None) -> list[str]:
+    """Return the reasons other than drift for which a retrain is due: changed model settings, the schedule.
+
+    Each is tried once: a retrain refused by the policy is not tried again for the same settings, nor
+    before the schedule comes round again.
+    """
+    if metadata is None:
+        return []
+    tried = last_retrain or {}
+    reasons = []
+    deployed = metadata.get("settings_fingerprint") or model_fingerprint(
+        metadata.get("algorithm"), metadata.get("params"), metadata.get("random_seed"), metadata.get("scale_numeric", True))
+    wanted = config.model.fingerprint()
+    if deployed != wanted and tried.get("settings") != wanted:
+        reasons.append(RetrainReason.CONFIG_CHANGED)
+    schedule = config.schedule
+    trained_rows = (metadata.get("window") or {}).get("last_row", (metadata.get("training_data") or {}).get("rows", 0))
+    since_rows = max(trained_rows, tried.get("rows", 0))
+    since_seconds = min(_seconds_since(metadata.get("trained_at")), _seconds_since(tried.get("at")) if tried else math.inf)
+    if (schedule.every_rows and record["rows"] - since_rows >= schedule.every_rows) or \
+            (schedule.every_days and since_seconds >= schedule.every_days * 86400):
+        reasons.append(RetrainReason.SCHEDULE)
+    return reasons
+
+
 def find_work(config: Config) -> Work:
-    """Return the new files, the deployed release and the pending rows; imports no pandas or scikit-learn."""
+    """Return the new files, the deployed release, the pending rows and any retrain due; imports no
+    pandas or scikit-learn."""
     sweep_temporaries(config)
     record = load_record(config.paths.ingested)
     scan = scan_source(config.paths.source, record, config.schema)
     state = read_decision_state(config.paths.ingested, record)
-    return Work(record=record, scan=scan, pointer=read_pointer(config.paths.deployment),
+    pointer = read_pointer(config.paths.deployment)
+    metadata = read_metadata(release_folder(config.paths.deployment, pointer["current"])) if pointer else None
+    return Work(record=record, scan=scan, pointer=pointer,
                 evaluated_rows=state["evaluated_rows"], evaluated_bytes=state["evaluated_bytes"],
-                rows_needed=rows_needed(config))
+                rows_needed=rows_needed(config), last_retrain=state["last_retrain"], deployed_metadata=metadata,
+                retrain_due=due_retrains(config, metadata, record, state["last_retrain"]))
 
 
 def idle_outcome(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
@@ -215,6 +270,8 @@ def idle_outcome(config: Config, work: Work, outcome: TickOutcome) -> TickOutcom
     if work.scan.rejected:  # refused unread by the scan (a symlink out, an unreadable file)
         outcome.ingest = {"rejected": [{"name": r["name"], "reason": r["reason"]} for r in work.scan.rejected]}
     outcome.reason = f"no new files in {config.paths.source.name}/"
+    if work.pointer is not None and work.pending_rows:
+        outcome.reason += f"; {work.pending_rows} new row(s) pending, waiting for {work.rows_needed} to be checked"
     outcome.files_ingested = len(work.record["files"])
     return outcome
 
@@ -254,46 +311,125 @@ class Judgement:
     drift: dict[str, Any]
 
     @property
-    def drifted(self) -> bool:
-        return bool(self.score["drift"] or self.drift["drift"])
+    def reasons(self) -> list[str]:
+        return ([RetrainReason.SCORE_DROP] if self.score["drift"] else []) + \
+            ([RetrainReason.FEATURE_DRIFT] if self.drift["drift"] else [])
 
-    def causes(self) -> str:
-        """Return why a retrain is due, in words ("score drop (...) and feature drift (...)")."""
+    def causes(self) -> list[str]:
+        """Return why a retrain is due, in words ("score drop (...)", "feature drift (...)")."""
         causes = []
         if self.score["drift"]:
             causes.append(f"score drop ({self.score['reason']})")
         if self.drift["drift"]:
             causes.append(f"feature drift ({describe_drift(self.drift)})")
-        return " and ".join(causes)
+        return causes
 
 
-def check_score(deployed, predictor, new_rows, schema, settings: ScoreDriftSettings) -> dict[str, Any]:
-    """Return the score-drift check: the deployed model on the new rows against its deploy-time score."""
-    from churnlib.pipeline import frame_probabilities
+def release_expectations(deployment_folder: Path, deployed, schema):
+    """Return what the deployed release is expected to show: the calibration of its probabilities and
+    its expected scores, its drift reference sample, and the new normal that replaced them when a
+    shift was accepted (or None)."""
+    from churnlib.dataset import read_canonical_csv
+    from churnlib.modelstore import checked_reference_sample
+
+    normal = read_json(deployment_folder / NORMAL_FOLDER / f"{deployed.release_id}.json")
+    calibration = deployed.metadata.get("calibration")
+    expected = deployed.metadata.get("expected") or legacy_expected(deployed.folder)
+    reference_path = checked_reference_sample(deployed.folder, deployed.metadata)
+    if normal:
+        calibration = normal.get("calibration") or calibration
+        expected = normal.get("expected") or expected
+        if normal.get("reference"):
+            reference_path = deployment_folder / NORMAL_FOLDER / normal["reference"]["file"]
+            try:
+                actual = sha256_file(reference_path)
+            except FileNotFoundError:
+                actual = None
+            if actual != normal["reference"]["sha256"]:
+                raise PipelineError(f"{reference_path}: missing or its SHA-256 does not match {deployed.release_id}.json; "
+                                    "delete both files to go back to the release's own drift reference")
+    return calibration, expected, read_canonical_csv(reference_path, schema), normal
+
+
+def legacy_expected(folder: Path) -> dict[str, Any] | None:
+    """Return the expectation of a release made before expected scores were kept: its test-data scores."""
+    from churnlib.stats import pool_sources
+
+    scores = read_json(folder / SCORE_DETAILS_FILE) or {}
+    matrix = (scores.get("confusion_matrix") or {}).get("matrix")
+    if not matrix:
+        return None
+    (tn, fp), (fn, tp) = matrix
+    return pool_sources([{"source": "testdata", "rows": tn + fp + fn + tp, "counts": [tn, fp, fn, tp],
+                          "roc_auc": scores.get("roc_auc"), "positives": fn + tp, "negatives": tn + fp}])
+
+
+def classic_score_check(check: dict[str, Any], deploy_time: dict[str, Any], labels, probabilities,
+                        settings: ScoreDriftSettings) -> dict[str, Any]:
+    """The classic rule (``score_drift.method: deploy_time``): the score on the new rows against the score on
+    the test data at deploy time, two exact numbers; a drop of more than max_drop is drift."""
     from scoring import metrics_from_predictions
 
-    baseline_scores = read_json(deployed.folder / SCORE_DETAILS_FILE) or {}
-    baseline = baseline_scores.get(settings.metric)
-    check: dict[str, Any] = {"metric": settings.metric, "baseline": baseline, "max_drop": settings.max_drop,
-                             "rows": int(len(new_rows)), "checked": False, "drift": False}
-    if len(new_rows) < settings.min_rows:
-        check["reason"] = f"{len(new_rows)} new rows, fewer than score_drift.min_rows={settings.min_rows}"
-        return check
-    if new_rows[schema.target].nunique() < 2:
-        check["reason"] = "the new rows hold one class only; the score is not meaningful"
-        return check
+    baseline = deploy_time.get(settings.metric)
     if baseline is None:
-        check["reason"] = f"the deployed release has no {settings.metric} score"
+        check["reason"] = f"the deployed release has no {settings.metric} score on the test data"
         return check
-    scores = metrics_from_predictions(new_rows[schema.target].to_numpy(),
-                                      frame_probabilities(predictor, new_rows, schema))
+    scores = metrics_from_predictions(labels, probabilities)
     new_score = scores[settings.metric]
-    check.update(checked=True, new_score=new_score, drop=baseline - new_score, scores_on_new_rows=scores)
-    check["drift"] = bool(baseline - new_score > settings.max_drop)
-    check["reason"] = (
-        f"{settings.metric} {new_score:.4f} on {len(new_rows)} new rows vs {baseline:.4f} at deploy time: "
-        f"drop {baseline - new_score:+.4f} {'>' if check['drift'] else '<='} max_drop {settings.max_drop}"
+    if new_score is None:
+        check["reason"] = f"{settings.metric} is undefined on the new rows (one class only)"
+        return check
+    drop = baseline - new_score
+    check.update(checked=True, drift=bool(drop > settings.max_drop), method="deploy_time", new_score=new_score,
+                 baseline=baseline, drop=drop, alarm_below=baseline - settings.max_drop, scores_on_new_rows=scores)
+    check["reason"] = (f"{settings.metric} {new_score:.4f} on {len(labels)} new rows vs {baseline:.4f} at deploy time: "
+                       f"drop {drop:+.4f} {'>' if check['drift'] else '<='} max_drop {settings.max_drop}")
+    return check
+
+
+def check_score(calibration: dict[str, Any] | None, expected: dict[str, Any] | None, labels, probabilities,
+                settings: ScoreDriftSettings, deploy_time: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the score check: the deployed model's score on the new rows against the score its calibrated
+    probabilities say these rows should reach, both with their uncertainty; a drift (alarm) only for a
+    significant drop of at least max_drop."""
+    from churnlib.pipeline import predicted_classes
+    from churnlib.stats import Calibration, auc_drop_test, drop_test, roc_auc
+    from scoring import metrics_from_predictions
+
+    metric = settings.metric
+    check: dict[str, Any] = {"metric": metric, "rows": int(len(labels)), "alpha": settings.alpha,
+                             "max_drop": settings.max_drop, "checked": False, "drift": False}
+    if len(labels) < settings.min_rows:
+        check["reason"] = f"{len(labels)} new rows, fewer than score_drift.min_rows={settings.min_rows}"
+        return check
+    if settings.method == "deploy_time":
+        return classic_score_check(check, deploy_time or {}, labels, probabilities, settings)
+    if metric == "roc_auc":
+        if len(set(labels.tolist())) < 2:
+            check["reason"] = "the new rows hold one class only; ROC AUC is not defined"
+            return check
+        if not expected or expected.get("roc_auc") is None:
+            check["reason"] = "the deployed release has no expected ROC AUC to compare with"
+            return check
+        positives = int(labels.sum())
+        test = auc_drop_test(roc_auc(labels, probabilities), (positives, len(labels) - positives),
+                             expected["roc_auc"], (expected["positives"], expected["negatives"]),
+                             alpha=settings.alpha, max_drop=settings.max_drop)
+        check["method"] = "against the expected ROC AUC of out-of-sample predictions (Hanley-McNeil)"
+    else:
+        test = drop_test(labels, probabilities, predicted_classes(probabilities), metric,
+                         Calibration.from_dict(calibration), alpha=settings.alpha, max_drop=settings.max_drop)
+        check["method"] = ("against the score the calibrated probabilities expect on the same rows"
+                           if calibration else "against the score the probabilities expect (no calibration kept)")
+    check.update(
+        checked=True, drift=test.alarm, new_score=test.new.value, new_score_ci=[test.new.low, test.new.high],
+        baseline=test.expected.value, baseline_ci=[test.expected.low, test.expected.high],
+        baseline_rows=test.expected.rows, drop=test.drop, drop_ci=[test.drop_low, test.drop_high],
+        p_value=test.p_value, p_metric=test.p_metric, p_fit=test.p_fit, alarm_below=test.alarm_below,
+        scores_on_new_rows=metrics_from_predictions(labels, probabilities),
     )
+    check["reason"] = (f"{metric} {test.new.text()} on {len(labels)} new rows vs expected "
+                       f"{test.expected.value:.3f} ({test.expected.low:.2f}-{test.expected.high:.2f}): {test.verdict()}")
     return check
 
 
@@ -306,25 +442,29 @@ def describe_drift(drift: dict[str, Any]) -> str:
         f"{row['feature']} {'D' if row['test'] == 'ks' else 'V'}={row['effect']:.3f} p_adj={row['p_adjusted']:.1e}"
         for row in drifted
     )
-    return (f"{len(drifted)} of {len(drift['features'])} features drifted"
-            f"{': ' + details if details else ''} (needs {drift['min_drifted_features']})")
+    return (f"{len(drifted)} of {len(drift['features'])} features drifted in {drift['new_rows']} new rows against "
+            f"{drift['reference_rows']} reference rows{': ' + details if details else ''} "
+            f"(needs {drift['min_drifted_features']})")
 
 
 def judge(config: Config, deployed, new_rows, schema, *, files: list[str]) -> Judgement:
     """Check the deployed release against the new rows (score and features); write logs/latest_drift.json."""
-    from churnlib.dataset import read_canonical_csv
     from churnlib.drift import drift_table
-    from churnlib.modelstore import checked_reference_sample
-    from churnlib.pipeline import checked_predictor
+    from churnlib.pipeline import checked_predictor, frame_probabilities
     from diagnostics import LATEST_DRIFT_FILE
 
     logger.info("checking release %s against %d new rows", deployed.release_id, len(new_rows))
-    reference = read_canonical_csv(checked_reference_sample(deployed.folder, deployed.metadata), schema)
-    predictor = checked_predictor(deployed, schema, reference)
-    score = check_score(deployed, predictor, new_rows, schema, config.score_drift)
+    calibration, expected, reference, normal = release_expectations(config.paths.deployment, deployed, schema)
+    predictor = checked_predictor(deployed, schema)
+    labels = new_rows[schema.target].to_numpy()
+    score = check_score(calibration, expected, labels, frame_probabilities(predictor, new_rows, schema),
+                        config.score_drift, deploy_time=read_json(deployed.folder / SCORE_DETAILS_FILE) or {})
+    if normal:
+        score["new_normal_since"] = normal.get("at")
     logger.info("score check: %s", score["reason"])
     drift = drift_table(reference, new_rows, schema, config.drift)
-    drift.update(release_id=deployed.release_id, at=utc_now(), files=files)
+    drift.update(release_id=deployed.release_id, at=utc_now(), files=files,
+                 reference="new normal" if normal and normal.get("reference") else "training window")
     atomic_write_json(config.paths.logs / LATEST_DRIFT_FILE, drift)
     logger.info("drift check: %s", describe_drift(drift))
     return Judgement(release_id=deployed.release_id, new_rows=len(new_rows), score=score, drift=drift)
@@ -332,14 +472,18 @@ def judge(config: Config, deployed, new_rows, schema, *, files: list[str]) -> Ju
 
 # --- 4. retrain, and deploy when the policy allows ---------------------------------------------
 
-
 # Scores and tolerances are decimals that floats hold inexactly (0.7 - 0.1 < 0.6): a candidate
 # exactly at the boundary is judged as a person reading the log would judge it.
 POLICY_SLACK = 1e-9
+# A smaller (more recent) training window is chosen over a larger one only when it does
+# significantly better on the held-out rows: more data wins unless the world changed.
+WINDOW_ALPHA = 0.05
+MIN_WINDOW_ROWS = 100
 
 
 def policy_allows(candidate: float, deployed: float | None, settings: DeploymentSettings) -> tuple[bool, str]:
     """Return whether the deployment policy lets the candidate replace the deployed model, and why."""
+    where = "held-out" if settings.evaluate_on == "held_out" else "test-data"
     if deployed is None:
         return True, "no deployed model to compare with"
     if settings.policy == "always":
@@ -347,71 +491,237 @@ def policy_allows(candidate: float, deployed: float | None, settings: Deployment
     if settings.policy == "not_worse":
         allowed = candidate >= deployed - settings.tolerance - POLICY_SLACK
         relation = ">=" if allowed else "<"
-        return allowed, (f"policy not_worse: candidate {settings.metric} {candidate:.4f} {relation} deployed "
-                         f"{deployed:.4f} - tolerance {settings.tolerance}")
+        return allowed, (f"policy not_worse on {where} rows: candidate {settings.metric} {candidate:.4f} {relation} "
+                         f"deployed {deployed:.4f} - tolerance {settings.tolerance}")
     allowed = candidate > deployed + settings.tolerance + POLICY_SLACK
     relation = ">" if allowed else "<="
-    return allowed, (f"policy better: candidate {settings.metric} {candidate:.4f} {relation} deployed "
-                     f"{deployed:.4f} + tolerance {settings.tolerance}")
+    return allowed, (f"policy better on {where} rows: candidate {settings.metric} {candidate:.4f} {relation} "
+                     f"deployed {deployed:.4f} + tolerance {settings.tolerance}")
 
 
-def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reason: str, deployed=None,
-            judgement: Judgement | None = None) -> TickOutcome:
-    """Retrain on all ingested data, score, and deploy when the policy allows; return the outcome."""
+def hold_out_size(total_rows: int, judged_rows: int, settings: DeploymentSettings) -> int:
+    """Return how many of the newest rows are held out to judge champion and challenger on."""
+    size = max(settings.holdout_min_rows, round(settings.holdout_share * judged_rows))
+    return min(size, total_rows // 2)
+
+
+def candidate_windows(rows: int, judged_rows: int, settings: ModelSettings) -> list[tuple[str, int]]:
+    """Return the training windows to try, as (name, first row), largest first, over ``rows`` rows.
+
+    ``judged_rows`` are the newest of them: the rows whose check called for the retrain.
+    """
+    if settings.training_window == "all":
+        return [("all", 0)]
+    if settings.training_window == "recent":
+        return [(f"newest {min(settings.recent_rows, rows)} rows", max(0, rows - settings.recent_rows))]
+    windows = [("all", 0)]
+    if MIN_WINDOW_ROWS <= settings.recent_rows < rows:
+        windows.append((f"newest {settings.recent_rows} rows", rows - settings.recent_rows))
+    if MIN_WINDOW_ROWS <= judged_rows < min(rows, settings.recent_rows):
+        windows.append((f"the {judged_rows} rows that were judged", rows - judged_rows))
+    return windows
+
+
+@dataclass
+class Challenge:
+    """Champion and challenger on the newest rows, and the challenger's training window."""
+
+    held_out: int
+    window: tuple[str, int]
+    windows: list[dict[str, Any]]
+    challenger_probabilities: Any
+    comparison: Any  # churnlib.stats.Comparison
+
+    def to_json(self) -> dict[str, Any]:
+        return {"held_out_rows": self.held_out, "window": self.window[0], "windows_tried": self.windows,
+                **self.comparison.to_dict()}
+
+
+def challenge(config: Config, frame, schema, *, judged_rows: int, champion) -> Challenge:
+    """Train challengers on the training windows without the newest rows, pick one, and compare it with
+    the champion (a predictor) on those held-out rows, paired."""
+    from churnlib.pipeline import THRESHOLD, churn_probabilities, frame_probabilities
+    from churnlib.stats import paired_comparison
+    from training import train_model
+
+    metric = config.deployment.metric
+    held = hold_out_size(len(frame), judged_rows, config.deployment)
+    train_rows = len(frame) - held
+    held_out = frame.iloc[train_rows:]
+    labels = held_out[schema.target].to_numpy()
+    fitted = []
+    for name, first in candidate_windows(train_rows, max(0, judged_rows - held), config.model):
+        window = frame.iloc[first:train_rows]
+        if window[schema.target].nunique() == 2:
+            fitted.append(((name, first), churn_probabilities(train_model(window, schema, config.model), held_out, schema)))
+    if not fitted:
+        raise PipelineError(f"no training window before the {held} held-out rows holds both classes")
+    largest = fitted[0][1]  # all of it: the window every other is measured against
+    chosen, best = fitted[0], None
+    tried = []
+    for window, probabilities in fitted:
+        versus = paired_comparison(labels, largest, probabilities, metric, THRESHOLD)
+        best = versus.champion if best is None else best
+        row = {"window": window[0], "first_row": window[1], "rows": train_rows - window[1], "score": versus.challenger}
+        if probabilities is not largest:
+            row.update(versus_largest=versus.difference, p_value=versus.p_value)
+            # A smaller, more recent window wins only when it does significantly better than all of it.
+            if versus.p_value < WINDOW_ALPHA and versus.challenger > best:
+                chosen, best = (window, probabilities), versus.challenger
+        tried.append(row)
+    comparison = paired_comparison(labels, frame_probabilities(champion, held_out, schema), chosen[1], metric, THRESHOLD)
+    return Challenge(held_out=held, window=chosen[0], windows=tried, challenger_probabilities=chosen[1],
+                     comparison=comparison)
+
+
+def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list[str], predictor) -> dict[str, Any]:
+    """Make the judged rows the deployed release's new normal: its drift reference (after feature drift)
+    and its expected score (after a score drop), because a retrain could not do better on them."""
+    from churnlib.dataset import canonical_lines, header_line
+    from churnlib.pipeline import THRESHOLD, frame_probabilities
+    from churnlib.stats import fit_calibration, pool_sources, score_source
+    from training import reference_sample
+
+    folder = config.paths.deployment / NORMAL_FOLDER
+    path = folder / f"{deployed.release_id}.json"
+    normal = read_json(path) or {"release_id": deployed.release_id}
+    normal.update(at=utc_now(), reasons=[str(r) for r in reasons], rows=int(len(judged)))
+    if RetrainReason.FEATURE_DRIFT in reasons:
+        sample = reference_sample(judged, config.drift.reference_sample_size, config.model.random_seed)
+        text = header_line(schema) + "\n" + "".join(f"{line}\n" for line in canonical_lines(sample, schema))
+        name = f"{deployed.release_id}.reference.csv"
+        atomic_write_text(folder / name, text)
+        normal["reference"] = {"file": name, "rows": int(len(sample)), "sha256": sha256_bytes(text.encode())}
+    if RetrainReason.SCORE_DROP in reasons:
+        labels = judged[schema.target].to_numpy()
+        probabilities = frame_probabilities(predictor, judged, schema)
+        calibration = fit_calibration(labels, probabilities)
+        normal["calibration"] = {**calibration.to_dict(), "sources": [{"source": "new_normal", "rows": len(labels)}],
+                                 "check": calibration.check()}
+        normal["expected"] = pool_sources([score_source("new_normal", labels, probabilities, THRESHOLD)])
+    atomic_write_json(path, normal)
+    summary = {"release_id": deployed.release_id, "rows": int(len(judged)), "reasons": normal["reasons"],
+               "reference_rows": (normal.get("reference") or {}).get("rows")}
+    if normal.get("calibration"):
+        summary["calibration"] = {k: normal["calibration"][k] for k in ("slope", "intercept", "rows")}
+    return summary
+
+
+def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons: list[str], reason: str,
+            deployed=None, judged_rows: int = 0) -> dict[str, Any]:
+    """Retrain, judge the challenger against the champion, and deploy when the policy allows.
+
+    Fills ``outcome``; returns the record of this retrain for the decision state.
+    """
     from churnlib.dataset import FrozenSchema
     from churnlib.ingested import read_ingested_data
-    from churnlib.modelstore import load_model
-    from churnlib.pipeline import churn_probabilities
+    from churnlib.pipeline import checked_predictor, churn_probabilities
     from deployment import deploy_release
     from diagnostics import DIAGNOSTICS_FILE, run_diagnostics
     from reporting import REPORT_FILE, build_report
     from scoring import metrics_from_predictions, read_test_data, write_scores
-    from training import train_and_save
+    from training import expectation, save_trained, train_model
 
     started = time.perf_counter()
     record = load_record(config.paths.ingested)
     frame, schema, fingerprint = read_ingested_data(config.paths.ingested, record)
-    metadata = train_and_save(frame, schema, fingerprint, model_settings=config.model,
-                              reference_size=config.drift.reference_sample_size, model_folder=config.paths.models)
-    outcome.timings["training"] = round(time.perf_counter() - started, 3)
-    candidate = load_model(config.paths.models)
     test = read_test_data(config.paths.testdata, settings=config.schema, schema=schema)
-    labels = test[schema.target].to_numpy()
-    probabilities = churn_probabilities(candidate.pipeline, test, schema)
-    scores = metrics_from_predictions(labels, probabilities)
-    write_scores(scores, config.paths.models, release_id=metadata["release_id"])
+    test_labels = test[schema.target].to_numpy()
     metric = config.deployment.metric
-    outcome.candidate = {"release_id": metadata["release_id"], "training_rows": fingerprint["rows"], "scores": scores}
-    if scores[metric] is None:
-        raise PipelineError(f"deployment.metric {metric} is undefined on the test data, which holds one class "
-                            f"only; add rows of both classes to {config.paths.testdata.name}/ or choose another metric")
-    logger.info("candidate %s: %s %.4f on %d test rows", metadata["release_id"], metric, scores[metric], scores["rows"])
+    outcome.retrain_reason = [str(r) for r in reasons]
+    champion = None
+    if deployed is not None and FrozenSchema.from_dict(deployed.metadata["schema"]) == schema:
+        champion = checked_predictor(deployed, schema)
+    drifted = any(r in DRIFT_REASONS for r in reasons)
+    judged_rows = judged_rows if drifted else 0
+
+    trial = None
+    if champion is not None and config.deployment.evaluate_on == "held_out":
+        trial = challenge(config, frame, schema, judged_rows=judged_rows, champion=champion)
+        outcome.challenge = trial.to_json()
+        logger.info("challenger trained on %s: %s", trial.window[0], trial.comparison.text())
+        window_name, window_first = trial.window
+    else:
+        window_name, window_first = candidate_windows(len(frame), 0, config.model)[0]
+    # The model deployed is refitted on its whole window, held-out rows included: they are the newest,
+    # the rows most like the customers it will see next.
+    final_frame = frame.iloc[window_first:]
+    fit_started = time.perf_counter()
+    model = train_model(final_frame, schema, config.model)
+    fit_seconds = time.perf_counter() - fit_started
+    test_probabilities = churn_probabilities(model, test, schema)
+    scores = metrics_from_predictions(test_labels, test_probabilities)
+    regime_first = len(frame) - judged_rows if drifted and judged_rows >= config.drift.min_rows else window_first
+    regime_first = max(regime_first, window_first)
+    held_out = None
+    if trial is not None:
+        held = frame.iloc[len(frame) - trial.held_out:]
+        held_out = (held[schema.target].to_numpy(), trial.challenger_probabilities)
+    calibration, expected = expectation(final_frame, schema, config.model, metric=config.score_drift.metric,
+                                        focus_from=regime_first - window_first, held_out=held_out,
+                                        test=(test_labels, test_probabilities))
+    metadata = save_trained(
+        model, schema=schema, fingerprint={**fingerprint, "rows": int(len(final_frame))},
+        model_settings=config.model, reference=frame.iloc[regime_first:],
+        reference_size=config.drift.reference_sample_size, model_folder=config.paths.models, seconds=fit_seconds,
+        extra={"calibration": calibration, "expected": expected, "retrain_reason": [str(r) for r in reasons],
+               "window": {"kind": window_name, "first_row": window_first, "last_row": int(len(frame))}},
+    )
+    write_scores(scores, config.paths.models, release_id=metadata["release_id"])
+    outcome.timings["training"] = round(time.perf_counter() - started, 3)
+    outcome.candidate = {"release_id": metadata["release_id"], "training_rows": int(len(final_frame)),
+                         "window": window_name, "scores": scores}
+    testdata_check = calibration.get("testdata_check")
+    if testdata_check and not testdata_check["agrees"]:
+        logger.info("the test data disagrees with what %s expects of it: %s %.3f against %.3f expected (p=%.2g); "
+                    "is it from another time or place?", metadata["release_id"], config.score_drift.metric,
+                    testdata_check["score"], testdata_check["expected"], testdata_check["p_value"])
+    last_retrain = {"at": utc_now(), "rows": record["rows"], "settings": config.model.fingerprint(),
+                    "reasons": [str(r) for r in reasons]}
 
     deployed_scores = None
-    if deployed is not None:
-        deployed_schema = FrozenSchema.from_dict(deployed.metadata["schema"])
-        if deployed_schema == schema:
-            deployed_scores = metrics_from_predictions(labels, churn_probabilities(deployed.pipeline, test, deployed_schema))
-            outcome.deployed_on_test = {"release_id": deployed.release_id, "scores": deployed_scores}
-    allowed, why = policy_allows(scores[metric], None if deployed_scores is None else deployed_scores[metric],
-                                 config.deployment)
+    if champion is not None:
+        deployed_scores = metrics_from_predictions(test_labels, churn_probabilities(deployed.pipeline, test, schema))
+        outcome.deployed_on_test = {"release_id": deployed.release_id, "scores": deployed_scores}
+    if trial is not None:
+        candidate_score, deployed_score = trial.comparison.challenger, trial.comparison.champion
+    else:
+        if scores[metric] is None:
+            raise PipelineError(f"deployment.metric {metric} is undefined on the test data, which holds one class "
+                                f"only; add rows of both classes to {config.paths.testdata.name}/ or choose another "
+                                "metric")
+        candidate_score = scores[metric]
+        deployed_score = None if deployed_scores is None else deployed_scores[metric]
+    logger.info("candidate %s (window %s): %s %s on the test data", metadata["release_id"], window_name, metric,
+                "undefined" if scores[metric] is None else f"{scores[metric]:.4f}")
+    allowed, why = policy_allows(candidate_score, deployed_score, config.deployment)
     outcome.policy = {"policy": config.deployment.policy, "metric": metric, "tolerance": config.deployment.tolerance,
-                      "allowed": allowed, "reason": why}
+                      "evaluate_on": "held_out" if trial is not None else "testdata", "allowed": allowed,
+                      "reason": why}
     if not allowed:
         outcome.decision = Decision.RETRAINED_REFUSED
         outcome.reason = f"{reason}; retrained, but {why}: release {deployed.release_id} stays"
-        return outcome
+        # Only a challenger judged on the newest rows can show that a shift cannot be learnt from; a
+        # refusal on the test data (the classic judge) says nothing about the new world.
+        no_better = trial is not None and trial.comparison.p_value >= WINDOW_ALPHA
+        if drifted and no_better and judged_rows:
+            outcome.new_normal = accept_new_normal(config, deployed, schema, frame.iloc[len(frame) - judged_rows:],
+                                                   reasons=[r for r in reasons if r in DRIFT_REASONS],
+                                                   predictor=champion)
+            outcome.reason += (f"; the challenger did no better, so the {judged_rows} judged rows are the new normal "
+                               f"of release {deployed.release_id}")
+        return last_retrain
 
     started = time.perf_counter()
-    drift = judgement.drift if judgement else None
+    drift = outcome.data_drift
     diagnostics = run_diagnostics(
-        pipeline=candidate.pipeline, metadata=metadata, schema=schema, dataset=test,
+        pipeline=model, metadata=metadata, schema=schema, dataset=test,
         dataset_name=str(config.paths.testdata), ingested=frame, record=record, log_folder=config.paths.logs,
-        probabilities=probabilities,
+        probabilities=test_probabilities,
     )
     decision_record = {"decision": decision.value, "reason": f"{reason}; {why}", "at": utc_now(),
-                       "data_drift": drift, "score_drift": judgement.score if judgement else None}
-    report = build_report(metadata=metadata, scores=scores, labels=labels, probabilities=probabilities,
+                       "data_drift": drift, "score_drift": outcome.score_drift, "challenge": outcome.challenge}
+    report = build_report(metadata=metadata, scores=scores, labels=test_labels, probabilities=test_probabilities,
                           drift=drift, diagnostics=diagnostics, decision=decision_record,
                           previous_scores=deployed_scores)
     extra = {**report, DIAGNOSTICS_FILE: (json.dumps(diagnostics, indent=2) + "\n").encode()}
@@ -424,7 +734,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reason:
     outcome.reason = decision_record["reason"]
     outcome.deployed_release_after = release_id
     outcome.report = str(config.paths.deployment / RELEASES_FOLDER / release_id / REPORT_FILE)
-    return outcome
+    return last_retrain
 
 
 # --- the tick -----------------------------------------------------------------------------------
@@ -450,6 +760,18 @@ def run_tick(config: Config) -> TickOutcome:
         return outcome.fail(exc, config.label)
 
 
+def describe_due(config: Config, reasons: list[str]) -> list[str]:
+    """Return the reasons to retrain other than drift, in words."""
+    words = []
+    if RetrainReason.CONFIG_CHANGED in reasons:
+        words.append("changed model settings in config.json")
+    if RetrainReason.SCHEDULE in reasons:
+        every = [f"every {config.schedule.every_rows} new rows" if config.schedule.every_rows else "",
+                 f"every {config.schedule.every_days:g} days" if config.schedule.every_days else ""]
+        words.append("the schedule (" + " or ".join(e for e in every if e) + ")")
+    return words
+
+
 def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
     """Ingest, judge the new rows, retrain and maybe deploy; return the outcome."""
     # Only now the heavy imports: pandas, scikit-learn, scipy.
@@ -468,57 +790,63 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
 
     if work.pointer is None:
         logger.info("cold start: no model deployed yet; training the first one on %d rows", record["rows"])
-        retrain(config, outcome, decision=Decision.COLD_START,
-                reason=f"cold start: first model, trained on {record['rows']} rows")
-        mark_evaluated(config.paths.ingested, record)
+        tried = retrain(config, outcome, decision=Decision.COLD_START, reasons=[RetrainReason.COLD_START],
+                        reason=f"cold start: first model, trained on {record['rows']} rows")
+        mark_evaluated(config.paths.ingested, record, last_retrain=tried)
         return outcome
 
     state = read_decision_state(config.paths.ingested, record)
     pending_rows = record["rows"] - state["evaluated_rows"]
     outcome.pending_rows = pending_rows
-    if pending_rows == 0:
-        causes = []
-        if result.rejected:
-            causes.append(f"{len(result.rejected)} file(s) rejected")
-        if result.accepted:
-            causes.append(f"{len(result.accepted)} file(s) held only rows ingested before")
-        if result.deferred:
-            causes.append(f"{len(result.deferred)} file(s) changed while read, left for the next tick")
-        outcome.decision = Decision.NO_NEW_ROWS
-        outcome.reason = "no new rows: " + (", ".join(causes) or "nothing to ingest")
-        return outcome
-    if pending_rows < work.rows_needed:
+    # Due again now that the new rows are in (the schedule counts rows).
+    reasons: list[str] = due_retrains(config, work.deployed_metadata, record, state["last_retrain"])
+    causes = describe_due(config, reasons)
+    schema = FrozenSchema.from_dict(record["schema"])
+    deployed = None
+    if pending_rows >= work.rows_needed or reasons:
+        deployed = load_deployed(config.paths.deployment)
+        if FrozenSchema.from_dict(deployed.metadata["schema"]) != schema:
+            logger.warning("the deployed model's schema differs from the ingested data's; retraining")
+            tried = retrain(config, outcome, decision=Decision.SCHEMA_CHANGED, reasons=[RetrainReason.SCHEMA_CHANGED],
+                            reason="the ingested data's schema differs from the deployed model's")
+            mark_evaluated(config.paths.ingested, record, last_retrain=tried)
+            return outcome
+    if pending_rows >= work.rows_needed:
+        new_rows = read_ingested_rows(config.paths.ingested, schema, start=state["evaluated_bytes"], end=record["bytes"])
+        started = time.perf_counter()
+        judgement = judge(config, deployed, new_rows, schema, files=[f["name"] for f in result.accepted])
+        outcome.score_drift, outcome.data_drift = judgement.score, judgement.drift
+        outcome.timings["checks"] = round(time.perf_counter() - started, 3)
+        reasons = judgement.reasons + reasons
+        causes = judgement.causes() + causes
+        if not reasons:
+            outcome.decision = Decision.NO_DRIFT
+            outcome.reason = (f"no score drop and no feature drift in {judgement.new_rows} new rows; "
+                              f"release {deployed.release_id} stays")
+            mark_evaluated(config.paths.ingested, record, last_retrain=state["last_retrain"])
+            return outcome
+    elif not reasons:
+        if pending_rows == 0:
+            found = []
+            if result.rejected:
+                found.append(f"{len(result.rejected)} file(s) rejected")
+            if result.accepted:
+                found.append(f"{len(result.accepted)} file(s) held only rows ingested before")
+            if result.deferred:
+                found.append(f"{len(result.deferred)} file(s) changed while read, left for the next tick")
+            outcome.decision = Decision.NO_NEW_ROWS
+            outcome.reason = "no new rows: " + (", ".join(found) or "nothing to ingest")
+            return outcome
         # Too few rows for the checks to mean anything: they stay pending, to be checked together
         # with the next files, rather than being waved through unchecked.
         outcome.decision = Decision.WAITING_FOR_ROWS
-        outcome.reason = (f"{pending_rows} new row(s) not checked yet: the score and drift checks need at least "
-                          f"{work.rows_needed} (score_drift.min_rows, drift.min_rows); they wait for more data")
+        outcome.reason = (f"{pending_rows} new row(s) pending, not checked yet: the score and drift checks need "
+                          f"at least {work.rows_needed} (score_drift.min_rows, drift.min_rows); they wait for more data")
         return outcome
-
-    deployed = load_deployed(config.paths.deployment)
-    schema = FrozenSchema.from_dict(record["schema"])
-    if FrozenSchema.from_dict(deployed.metadata["schema"]) != schema:
-        logger.warning("the deployed model's schema differs from the ingested data's; retraining")
-        retrain(config, outcome, decision=Decision.SCHEMA_CHANGED,
-                reason="the ingested data's schema differs from the deployed model's")
-        mark_evaluated(config.paths.ingested, record)
-        return outcome
-    new_rows = read_ingested_rows(config.paths.ingested, schema, start=state["evaluated_bytes"], end=record["bytes"])
-    started = time.perf_counter()
-    judgement = judge(config, deployed, new_rows, schema, files=[f["name"] for f in result.accepted])
-    outcome.score_drift, outcome.data_drift = judgement.score, judgement.drift
-    outcome.timings["checks"] = round(time.perf_counter() - started, 3)
-
-    if not judgement.drifted:
-        outcome.decision = Decision.NO_DRIFT
-        outcome.reason = (f"no score drop and no feature drift in {judgement.new_rows} new rows; "
-                          f"release {deployed.release_id} stays")
-        mark_evaluated(config.paths.ingested, record)
-        return outcome
-    logger.info("retraining because of %s", judgement.causes())
-    retrain(config, outcome, decision=Decision.RETRAINED_DEPLOYED, deployed=deployed, judgement=judgement,
-            reason="retrained because of " + judgement.causes())
-    mark_evaluated(config.paths.ingested, record)
+    logger.info("retraining because of %s", " and ".join(causes))
+    tried = retrain(config, outcome, decision=Decision.RETRAINED_DEPLOYED, reasons=reasons, deployed=deployed,
+                    judged_rows=pending_rows, reason="retrained because of " + " and ".join(causes))
+    mark_evaluated(config.paths.ingested, record, last_retrain=tried)
     return outcome
 
 

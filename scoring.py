@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config, SchemaSettings
@@ -23,30 +22,36 @@ from churnlib.dataset import FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_json, atomic_write_text
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
 from churnlib.pipeline import churn_probabilities, predicted_classes
+from churnlib.stats import confusion_counts, metric_from_rates, roc_auc
 
 logger = logging.getLogger(Path(__file__).stem)
 
 def metrics_from_predictions(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
-    """Return F1, precision, recall, accuracy, ROC AUC and the confusion matrix for these predictions."""
-    predicted = predicted_classes(probabilities)
-    both_classes = len(np.unique(labels)) == 2
-    matrix = confusion_matrix(labels, predicted, labels=[0, 1])
+    """Return F1, precision, recall, accuracy, ROC AUC and the confusion matrix for these predictions.
+
+    The same figures as scikit-learn's metrics (undefined ratios are 0, ROC AUC counts ties half),
+    computed from the confusion counts in one pass: a million rows cost milliseconds, not seconds.
+    """
+    labels = np.asarray(labels)
+    tn, fp, fn, tp = confusion_counts(labels, predicted_classes(probabilities))
+    cells = np.array([tn, fp, fn, tp], dtype=float)
+    auc = roc_auc(labels, probabilities)
     return {
-        "f1": float(f1_score(labels, predicted, zero_division=0)),
-        "precision": float(precision_score(labels, predicted, zero_division=0)),
-        "recall": float(recall_score(labels, predicted, zero_division=0)),
-        "accuracy": float(accuracy_score(labels, predicted)),
+        "f1": float(metric_from_rates(cells, "f1")),
+        "precision": float(metric_from_rates(cells, "precision")),
+        "recall": float(metric_from_rates(cells, "recall")),
+        "accuracy": float(metric_from_rates(cells, "accuracy")) if len(labels) else 0.0,
         # ROC AUC needs both classes; with one it is undefined, and None says so.
-        "roc_auc": float(roc_auc_score(labels, probabilities)) if both_classes else None,
+        "roc_auc": auc,
         "confusion_matrix": {
             "labels": [0, 1],
             "rows_are": "actual",
             "columns_are": "predicted",
-            "matrix": matrix.tolist(),
+            "matrix": [[tn, fp], [fn, tp]],
         },
         "rows": int(len(labels)),
-        "positives": int(labels.sum()),
-        "both_classes": both_classes,
+        "positives": int(np.count_nonzero(labels == 1)),
+        "both_classes": auc is not None,
     }
 
 

@@ -26,6 +26,9 @@ ALGORITHMS = ("logistic_regression", "xgboost")
 METRICS = ("f1", "precision", "recall", "accuracy", "roc_auc")
 CORRECTIONS = ("holm", "bonferroni", "benjamini_hochberg", "none")
 POLICIES = ("always", "not_worse", "better")
+WINDOWS = ("auto", "all", "recent")
+SCORE_METHODS = ("expected", "deploy_time")
+EVALUATIONS = ("held_out", "testdata")
 
 
 # --- value checkers: each returns the cleaned value or raises ValueError(what is expected) ---
@@ -89,6 +92,12 @@ def _integer(low: int, high: int | None = None) -> Callable:
         return value
 
     return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
 
 
 def _choice(options: tuple[str, ...]) -> Callable:
@@ -155,24 +164,51 @@ class SchemaSettings:
     categorical_columns: tuple[str, ...] | None = setting(None, _optional_columns)
 
 
+LOGISTIC_DEFAULTS = {"max_iter": 1000}
+XGBOOST_DEFAULTS = {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "tree_method": "hist"}
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     algorithm: str = setting("logistic_regression", _choice(ALGORITHMS))
     params: dict = setting({}, _params)
     random_seed: int = setting(42, _integer(0, 2**32 - 1))
     n_threads: int = setting(1, _integer(1, 256))
+    scale_numeric: bool = setting(True, _boolean)
+    training_window: str = setting("auto", _choice(WINDOWS))
+    recent_rows: int = setting(10_000, _integer(10))
+
+    def effective_params(self) -> dict[str, Any]:
+        """Return the classifier parameters used: the built-in defaults overridden by config.json."""
+        defaults = LOGISTIC_DEFAULTS if self.algorithm == "logistic_regression" else XGBOOST_DEFAULTS
+        return {**defaults, **self.params}
+
+    def fingerprint(self) -> str:
+        """Return a short hash of what makes the model what it is (algorithm, parameters, seed,
+        preprocessing): a deployed model whose fingerprint differs from config.json's is retrained."""
+        return model_fingerprint(self.algorithm, self.effective_params(), self.random_seed, self.scale_numeric)
+
+
+def model_fingerprint(algorithm: str, params: dict, random_seed: int, scale_numeric: bool) -> str:
+    """Return the hash ``ModelSettings.fingerprint`` gives, from the figures a model's metadata keeps."""
+    import hashlib
+
+    settings = {"algorithm": algorithm, "params": params, "random_seed": random_seed, "scale_numeric": scale_numeric}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class ScoreDriftSettings:
+    method: str = setting("expected", _choice(SCORE_METHODS))
     metric: str = setting("f1", _choice(METRICS))
     max_drop: float = setting(0.05, _number(0.0, 1.0))
-    min_rows: int = setting(20, _integer(1))
+    alpha: float = setting(0.025, _number(0.0, 1.0, low_open=True, high_open=True))
+    min_rows: int = setting(30, _integer(1))
 
 
 @dataclass(frozen=True)
 class DriftSettings:
-    alpha: float = setting(0.05, _number(0.0, 1.0, low_open=True, high_open=True))
+    alpha: float = setting(0.025, _number(0.0, 1.0, low_open=True, high_open=True))
     correction: str = setting("holm", _choice(CORRECTIONS))
     ks_min_statistic: float = setting(0.1, _number(0.0, 1.0))
     chi2_min_cramers_v: float = setting(0.1, _number(0.0, 1.0))
@@ -187,6 +223,15 @@ class DeploymentSettings:
     metric: str = setting("f1", _choice(METRICS))
     tolerance: float = setting(0.0, _number(0.0, 1.0))
     keep_releases: int = setting(5, _integer(2))
+    evaluate_on: str = setting("held_out", _choice(EVALUATIONS))
+    holdout_share: float = setting(0.3, _number(0.05, 0.5))
+    holdout_min_rows: int = setting(100, _integer(10))
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    every_rows: int = setting(0, _integer(0))
+    every_days: float = setting(0, _number(0.0, 3650.0))
 
 
 @dataclass(frozen=True)
@@ -210,6 +255,7 @@ class Config:
     score_drift: ScoreDriftSettings
     drift: DriftSettings
     deployment: DeploymentSettings
+    schedule: ScheduleSettings
     api: ApiSettings
 
 
@@ -273,6 +319,13 @@ def _section(name: str, cls: type, given: Any, label: str, root: Path) -> Any:
             raise ConfigError(f"{name}.{key}: {exc}", file_label=label) from None
         values[spec.name] = (root / value).resolve() if spec.metadata["check"] is _folder else value
     return cls(**values)
+
+
+def section_settings(cls: type, root: Path | None = None, **values: Any) -> Any:
+    """Return one section's settings from its defaults and ``values`` (as config.json names them),
+    validated like a config file (for code and tests that need a section without a file)."""
+    name = next(section for section, klass in SECTIONS.items() if klass is cls)
+    return _section(name, cls, values, name, root or Path.cwd())
 
 
 def config_from_dict(raw: Any, *, file: Path, label: str | None = None) -> Config:

@@ -27,6 +27,9 @@ REFERENCE_FILE = "reference_sample.csv"
 POINTER_FILE = "current.json"
 MANIFEST_FILE = "release.json"  # in each release folder: its files' hashes and the decision behind it
 RELEASES_FOLDER = "releases"
+# In the deployment folder: a release's new normal (drift reference, expected score) once a shift
+# was judged harmless: <release id>.json and <release id>.reference.csv.
+NORMAL_FOLDER = "normal"
 
 
 class ModelLoadError(ChurnError):

@@ -3,8 +3,8 @@
 The pipeline (``build_pipeline``) is preprocessing followed by the classifier, with step names
 that live here and nowhere else:
 
-- numeric features: median imputation, then standard scaling (logistic regression only; trees do
-  not need it);
+- numeric features: median imputation, then standard scaling (logistic regression only, unless
+  ``model.scale_numeric`` is false; trees do not need it);
 - categorical features: missing values become a category of their own, then one-hot encoding that
   ignores categories it never saw (a new plan name in production must not break predictions);
 - the classifier: ``LogisticRegression`` or ``XGBClassifier``, seeded from config.json.
@@ -35,7 +35,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from churnlib.columns import normalise_column_name, shown
-from churnlib.config import ModelSettings
+from churnlib.config import LOGISTIC_DEFAULTS, XGBOOST_DEFAULTS, ModelSettings
 from churnlib.dataset import MISSING_CATEGORY, MISSING_TOKENS, FrozenSchema
 from churnlib.errors import ChurnError, ConfigError
 
@@ -54,8 +54,6 @@ THRESHOLD = 0.5
 # The fast path must equal predict_proba to within this on the release's reference sample.
 FAST_PATH_TOLERANCE = 1e-9
 
-LOGISTIC_DEFAULTS = {"max_iter": 1000}
-XGBOOST_DEFAULTS = {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "tree_method": "hist"}
 
 
 class RecordError(ChurnError, ValueError):
@@ -63,12 +61,6 @@ class RecordError(ChurnError, ValueError):
 
 
 # --- building the pipeline ---------------------------------------------------------------------
-
-
-def effective_params(model_settings: ModelSettings) -> dict[str, Any]:
-    """Return the classifier parameters used: this module's defaults overridden by config.json."""
-    defaults = LOGISTIC_DEFAULTS if model_settings.algorithm == "logistic_regression" else XGBOOST_DEFAULTS
-    return {**defaults, **model_settings.params}
 
 
 def _check_param_names(params: dict, allowed: set[str], estimator: str) -> None:
@@ -106,7 +98,7 @@ def build_pipeline(schema: FrozenSchema, model_settings: ModelSettings) -> Any:
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     numeric_steps: list = [(IMPUTE, SimpleImputer(strategy="median", keep_empty_features=True))]
-    if model_settings.algorithm == "logistic_regression":
+    if model_settings.algorithm == "logistic_regression" and model_settings.scale_numeric:
         numeric_steps.append((SCALE, StandardScaler()))
     transformers = []
     if schema.numeric_columns:
@@ -429,8 +421,18 @@ class FastPredictor:
             self.intercept = float(self.classifier.intercept_[0])
 
     def _codes(self, values: Sequence[str | None], lookup: dict[str | None, int]) -> np.ndarray:
-        get = lookup.get
-        return np.fromiter((get(v, -1) for v in values), dtype=np.int64, count=len(values))
+        """Return each value's column in the encoded matrix, -1 for a category never seen."""
+        if len(values) < 1000:  # a request: a dict look-up per value beats building an index
+            get = lookup.get
+            return np.fromiter((get(v, -1) for v in values), dtype=np.int64, count=len(values))
+        import pandas as pd
+
+        known = [category for category in lookup if category is not None]
+        codes = pd.Index(known, dtype=object).get_indexer(np.asarray(values, dtype=object))
+        codes = np.where(codes >= 0, np.asarray([lookup[c] for c in known], dtype=np.int64)[codes], -1)
+        if None in lookup:  # a missing value is the imputer's fill category
+            codes[pd.isna(np.asarray(values, dtype=object))] = lookup[None]
+        return codes
 
     def probabilities(self, batch: Batch) -> np.ndarray:
         """Return P(churn) for the batch's rows.

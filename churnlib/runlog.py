@@ -36,6 +36,23 @@ class Decision(str, Enum):
         return self.value
 
 
+class RetrainReason(str, Enum):
+    """Why a tick retrained; ``runs.jsonl`` lists them under ``retrain_reason``."""
+
+    COLD_START = "cold_start"          # no model deployed yet
+    SCHEMA_CHANGED = "schema_changed"  # the deployed model's columns differ from the data's
+    SCORE_DROP = "score_drop"          # the deployed model scored significantly lower on the new rows
+    FEATURE_DRIFT = "feature_drift"    # features of the new rows drifted from the drift reference
+    CONFIG_CHANGED = "config_changed"  # the model settings in config.json differ from the deployed model's
+    SCHEDULE = "schedule"              # schedule.every_rows or schedule.every_days came round
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DRIFT_REASONS = (RetrainReason.SCORE_DROP, RetrainReason.FEATURE_DRIFT)
+
+
 def json_safe(value: Any) -> Any:
     """Return ``value`` with NaN and infinities as None (JSON has neither), enums as their values."""
     if isinstance(value, Enum):

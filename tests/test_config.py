@@ -90,7 +90,7 @@ def test_the_shipped_configs_are_valid():
 
 def test_the_defaults_validate_as_a_config(tmp_path):
     config = config_from_dict(defaults_as_dict(), file=tmp_path / "config.json")
-    assert config.drift.alpha == 0.05
+    assert config.drift.alpha == 0.025 and config.score_drift.alpha == 0.025
 
 
 @pytest.mark.parametrize("script", ["fullprocess.py", "ingestion.py", "training.py", "scoring.py",

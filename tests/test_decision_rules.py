@@ -2,7 +2,7 @@
 
 import pytest
 
-from churnlib.config import DeploymentSettings
+from churnlib.config import DeploymentSettings, section_settings
 from churnlib.drift import adjust_p_values
 from churnlib.runlog import Decision
 from fullprocess import policy_allows
@@ -40,7 +40,7 @@ def test_no_p_values_adjust_to_none_and_an_unknown_method_is_refused():
 
 
 def settings(policy: str, tolerance: float) -> DeploymentSettings:
-    return DeploymentSettings(policy=policy, metric="f1", tolerance=tolerance, keep_releases=5)
+    return section_settings(DeploymentSettings, policy=policy, tolerance=tolerance)
 
 
 @pytest.mark.parametrize("deployed, tolerance", [(0.7, 0.1), (0.75, 0.25), (0.6, 0.0), (0.3, 0.02)])

@@ -57,17 +57,35 @@ def test_new_data_without_drift_keeps_the_release(deployed):
     assert json.loads((deployed.logs / "latest_drift.json").read_text())["new_rows"] == 300
 
 
-def test_a_score_drop_retrains(deployed):
+def test_a_score_drop_retrains_and_a_model_of_the_changed_world_wins_on_the_newest_rows(deployed):
+    deployed.add_source("flipped.csv", batch(102, flip_labels=True))
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    score = run["score_drift"]
+    assert score["drift"] is True and score["p_value"] < 0.025
+    assert score["drop"] > 0.05 and score["new_score_ci"][1] < score["baseline_ci"][0]
+    assert run["data_drift"]["drift"] is False
+    assert run["retrain_reason"] == ["score_drop"]
+    # Flipped labels are a changed world: a challenger trained on the new rows beats the champion on
+    # the newest, held-out rows, so it is deployed, although it does worse on the old test data.
+    challenge = run["challenge"]
+    assert challenge["held_out_rows"] == 100 and challenge["difference"] > 0.2 and challenge["p_value"] < 0.05
+    assert run["decision"] == "retrained_deployed", run["reason"]
+    assert run["policy"]["evaluate_on"] == "held_out" and run["policy"]["allowed"] is True
+    assert run["candidate"]["scores"]["f1"] < run["deployed_on_test"]["scores"]["f1"]
+    assert "score drop" in run["reason"]
+    assert "f1 0.3" in deployed.log() and "(95% CI" in deployed.log() and "significant drop" in deployed.log()
+
+
+def test_judged_on_the_test_data_as_in_the_classic_set_up_a_flipped_world_is_refused(deployed):
+    deployed.write_config(base_config(deployment={"evaluate_on": "testdata"}))
     deployed.add_source("flipped.csv", batch(102, flip_labels=True))
     assert deployed.tick() == 0
     run = deployed.last_run()
     assert run["score_drift"]["drift"] is True
-    assert run["score_drift"]["drop"] > 0.05
-    assert run["data_drift"]["drift"] is False
-    assert run["decision"] == "retrained_refused", run["reason"]  # flipped labels make a worse model: the policy keeps the old
-    assert run["policy"]["allowed"] is False
-    assert "score drop" in run["reason"]
-    assert "candidate" in run
+    assert run["decision"] == "retrained_refused", run["reason"]  # flipped labels make a worse model on the test data
+    assert run["policy"]["allowed"] is False and run["policy"]["evaluate_on"] == "testdata"
+    assert "challenge" not in run and run["candidate"]["window"] == "all"
 
 
 def test_feature_drift_retrains_and_deploys(deployed):
@@ -176,9 +194,10 @@ def test_small_batches_wait_until_the_checks_have_enough_rows(deployed):
             assert "15 new row(s) wait for 30 to be checked" in deployed.log().splitlines()[-1]
     # 30 rows were enough at the second file; the third starts a new wait
     decisions = [r["decision"] for r in deployed.runs()]
-    assert "retrained_deployed" in decisions, decisions
-    drifted = next(r for r in deployed.runs() if r["decision"] == "retrained_deployed")
-    assert drifted["data_drift"]["new_rows"] == 30
+    assert decisions[-1] == "waiting_for_rows" and deployed.last_run()["pending_rows"] == 15, decisions
+    drifted = next(r for r in deployed.runs() if r["decision"].startswith("retrained"))
+    assert drifted["data_drift"]["new_rows"] == 30 and drifted["pending_rows"] == 30
+    assert "feature_drift" in drifted["retrain_reason"]
 
 
 def test_an_api_that_is_not_http_does_not_fail_the_tick(deployed):

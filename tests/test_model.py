@@ -8,6 +8,7 @@ import pytest
 
 from app import create_app
 from churnlib import pipeline as model_module
+from churnlib.config import section_settings
 from churnlib.dataset import FrozenSchema
 from churnlib.ingested import read_ingested_data
 from churnlib.modelstore import load_deployed, save_model
@@ -99,7 +100,7 @@ def test_the_pipeline_predictor_equals_the_fast_path_on_missing_and_unseen_value
     model = load_deployed(deployed.deployment)
     schema = FrozenSchema.from_dict(model.metadata["schema"])
     frame, _, _ = read_ingested_data(deployed.ingested)
-    settings = type(config.model)(algorithm=algorithm, params={}, random_seed=1, n_threads=1)
+    settings = section_settings(type(config.model), algorithm=algorithm, random_seed=1)
     pipeline = build_pipeline(schema, settings).fit(frame[list(schema.feature_columns)], frame[schema.target])
     records = [{"lastmonth_activity": None, "lastyear_activity": 3, "number_of_employees": 4, "plan": "platinum"},
                {"lastmonth_activity": 5, "lastyear_activity": None, "number_of_employees": None, "plan": None}]

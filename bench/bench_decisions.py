@@ -1,0 +1,404 @@
+"""Decision benchmark: how often the cron loop retrains on noise, how surely it sees real change,
+and whether a changed world ends up with a model that fits it; against the classic rule, in one run.
+
+    python bench/bench_decisions.py               # everything (about 20 minutes on 2 cores)
+    python bench/bench_decisions.py --quick       # fewer trials and sizes, for a look (about 3 minutes)
+    python bench/bench_decisions.py --sections rates,iranian,persistent,timing
+
+Data: ``bench/churnsim.py`` (a generator with numeric and categorical features, missing values and
+a churn rule that can be changed) and the Iranian churn files in ../shared/datasets/iranian-churn.
+
+Rules compared, both with the product's own code:
+- ``new``: the default config: the score check against the score the calibrated probabilities
+  expect on the same rows (score_drift.alpha 0.025, max_drop 0.05) or the feature tests (KS and
+  chi-square, Holm, drift.alpha 0.025, effect floors 0.1);
+- ``classic``: the rule this project had (score_drift.method deploy_time): F1 on the new rows
+  against F1 on the test data at deploy time, two exact numbers, a drop over 0.05 is drift; or the
+  feature tests at drift.alpha 0.05.
+
+A retrain is due when either check alarms. Sections:
+- rates: false retrain rate on batches from the training world, at n = 30 ... 1,000,000 rows;
+  detection rates for concept drift (the rule changed: the deployed model's true F1 is 0.1 lower)
+  and covariate drift (the customers changed: true F1 0.08 lower); 95% Wilson intervals. Each
+  trial batch is judged by one of 20 deployments (each trained on its own 4,000 rows, scored on its
+  own 1,000 test rows), so the rates include how the deploy-time figures themselves vary.
+- iranian: the same on the Iranian files: no drift (batches from the half of file 0 a model did
+  not train on) and the drifted file 2.
+- persistent: three 2,000-row batches of a changed world through real cron ticks (fullprocess.py,
+  in a throw-away project): the deployed model's true F1 on the new world against a model trained
+  on the new world alone, and how many ticks retrained; the default config against a classic one
+  (training window all history, challengers judged on testdata/).
+- timing: the checks on a 10,000-row batch whose features drift (default against scipy's automatic
+  KS method, which picks its exact distribution at that size).
+- tick: the wall time of one tick that ingests and checks 1,000,000 new rows; with
+  ``--baseline-rev REV``, the same tick with the code at REV in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from churnsim import CATEGORICAL, NUMERIC, TARGET, World, to_csv  # noqa: E402
+
+from churnlib.config import DriftSettings, ModelSettings, ScoreDriftSettings, section_settings  # noqa: E402
+from churnlib.dataset import FrozenSchema, parse_labelled_csv  # noqa: E402
+from churnlib.drift import drift_table  # noqa: E402
+from churnlib.pipeline import FastPredictor, batch_from_frame, churn_probabilities  # noqa: E402
+from churnlib.stats import confusion_counts, metric_from_rates, wilson_interval  # noqa: E402
+from training import expectation, reference_sample, train_model  # noqa: E402
+
+SCHEMA = FrozenSchema(TARGET, ("customer_id",), NUMERIC + CATEGORICAL, CATEGORICAL)
+MODEL = section_settings(ModelSettings)
+NEW_SCORE = section_settings(ScoreDriftSettings)  # the defaults
+NEW_DRIFT = section_settings(DriftSettings)
+CLASSIC_SCORE = replace(NEW_SCORE, method="deploy_time")
+CLASSIC_DRIFT = replace(NEW_DRIFT, alpha=0.05)
+IRANIAN = ROOT.parent / "shared" / "datasets" / "iranian-churn"
+CONCEPT = World(change=0.5)   # the deployed model's true F1 about 0.11 lower (printed by the run)
+COVARIATE = World(shift=1.0)  # about 0.08 lower
+
+
+def f1_of(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    return float(metric_from_rates(np.asarray(confusion_counts(labels, probabilities > 0.5), dtype=float), "f1"))
+
+
+@dataclass
+class Deployment:
+    """A deployed model with everything the checks read: calibration, expectation, reference, test F1."""
+
+    model: object
+    fast: FastPredictor
+    schema: FrozenSchema
+    calibration: dict
+    expected: dict
+    reference: pd.DataFrame
+    test_scores: dict
+
+    def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.fast.probabilities(batch_from_frame(frame, self.schema))
+
+
+def deploy(train: pd.DataFrame, test: pd.DataFrame, schema: FrozenSchema, settings: ModelSettings) -> Deployment:
+    """Train and describe a model the way a cold start does (fullprocess.retrain with no champion)."""
+    model = train_model(train, schema, settings)
+    test_probabilities = churn_probabilities(model, test, schema)
+    test_labels = test[schema.target].to_numpy()
+    calibration, expected = expectation(train, schema, settings, metric="f1", test=(test_labels, test_probabilities))
+    return Deployment(model=model, fast=FastPredictor(model, schema), schema=schema, calibration=calibration,
+                      expected=expected, reference=reference_sample(train, 5000, settings.random_seed),
+                      test_scores={"f1": f1_of(test_labels, test_probabilities)})
+
+
+def decisions(deployment: Deployment, batch: pd.DataFrame) -> dict[str, tuple[bool, bool]]:
+    """Return, for each rule, (score check alarmed, feature tests alarmed) on one batch."""
+    from fullprocess import check_score
+
+    labels = batch[deployment.schema.target].to_numpy()
+    probabilities = deployment.probabilities(batch)
+    out = {}
+    for rule, score_settings, drift_settings in (("new", NEW_SCORE, NEW_DRIFT), ("classic", CLASSIC_SCORE, CLASSIC_DRIFT)):
+        score = check_score(deployment.calibration, deployment.expected, labels, probabilities, score_settings,
+                            deploy_time=deployment.test_scores)
+        drift = drift_table(deployment.reference, batch, deployment.schema, drift_settings)
+        out[rule] = (bool(score["drift"]), bool(drift["drift"]))
+    return out
+
+
+def rate_line(label: str, counts: dict[str, list[int]], trials: int) -> str:
+    cells = []
+    for rule in ("new", "classic"):
+        retrains = counts[rule][0]
+        low, high = wilson_interval(retrains, trials)
+        cells.append(f"{retrains / trials:6.1%} ({low:5.1%}-{high:5.1%})  score {counts[rule][1]:4d} feat {counts[rule][2]:4d}")
+    return f"{label:>12} {trials:6d}  " + "   ".join(cells)
+
+
+def run_trials(deployments: list[Deployment], world: World, n: int, trials: int, seed: int) -> dict[str, list[int]]:
+    counts = {"new": [0, 0, 0], "classic": [0, 0, 0]}
+    for trial in range(trials):
+        deployment = deployments[trial % len(deployments)]
+        batch = world.frame(n, np.random.default_rng(seed * 1_000_003 + trial))
+        for rule, (score, features) in decisions(deployment, batch).items():
+            counts[rule][0] += score or features
+            counts[rule][1] += score
+            counts[rule][2] += features
+    return counts
+
+
+def true_f1(deployment: Deployment, world: World, rows: int = 200_000) -> float:
+    frame = world.frame(rows, np.random.default_rng(987_654))
+    return f1_of(frame[TARGET].to_numpy(), deployment.probabilities(frame))
+
+
+def section_rates(quick: bool) -> None:
+    print("== rates: generated data (bench/churnsim.py), logistic regression, 4,000 training rows, 1,000 test rows")
+    deployments = []
+    for index in range(5 if quick else 20):
+        rng = np.random.default_rng(100 + index)
+        deployments.append(deploy(World().frame(4000, rng), World().frame(1000, rng), SCHEMA, MODEL))
+    base = [true_f1(d, World(), 100_000) for d in deployments[:5]]
+    print(f"true F1 of the deployed models (first 5 of {len(deployments)}): "
+          + ", ".join(f"{f:.3f}" for f in base))
+    for name, world in (("concept drift", CONCEPT), ("covariate drift", COVARIATE)):
+        drops = [b - true_f1(d, world, 100_000) for b, d in zip(base, deployments[:5])]
+        print(f"{name}: true F1 lower by " + ", ".join(f"{d:.3f}" for d in drops))
+    header = f"{'n':>12} {'trials':>6}  {'new: retrains (95% CI), by check':<48} {'classic: retrains (95% CI), by check'}"
+    sizes = [30, 100, 300, 1000, 3000] if quick else [30, 100, 300, 1000, 3000, 10_000, 100_000, 1_000_000]
+    print("\nfalse retrains, batches from the training world")
+    print(header)
+    for n in sizes:
+        trials = (40 if quick else 200) if n <= 3000 else (20 if n <= 10_000 else (10 if n <= 100_000 else 10))
+        if not quick and n == 10_000:
+            trials = 100
+        if not quick and n == 100_000:
+            trials = 40
+        if not quick and n == 1_000_000:
+            trials = 20
+        started = time.perf_counter()
+        counts = run_trials(deployments, World(), n, trials, seed=n)
+        print(rate_line(f"{n:,}", counts, trials) + f"   [{time.perf_counter() - started:.0f} s]", flush=True)
+    for name, world, sizes_drift in (("concept drift (true F1 about 0.11 lower)", CONCEPT, [300, 1000, 2000, 3000, 10_000]),
+                                     ("covariate drift (true F1 about 0.08 lower)", COVARIATE, [300, 1000, 2000, 3000, 10_000])):
+        print(f"\ndetected: {name}")
+        print(header)
+        for n in sizes_drift:
+            trials = 40 if quick else (200 if n <= 3000 else 100)
+            counts = run_trials(deployments, world, n, trials, seed=7 * n + len(name))
+            print(rate_line(f"{n:,}", counts, trials), flush=True)
+
+
+def iranian_frames() -> tuple[FrozenSchema, dict[str, pd.DataFrame]]:
+    from churnlib.config import load_config
+
+    settings = load_config(ROOT / "examples" / "iranian" / "config.json").schema
+    frames, schema = {}, None
+    for name in ("customer_churn_0.csv", "customer_churn_2.csv", "customer_churn_synthetic_6.csv"):
+        parsed = parse_labelled_csv((IRANIAN / name).read_bytes(), name=name, settings=settings, schema=schema)
+        schema = parsed.schema
+        frames[name] = parsed.frame
+    return schema, frames
+
+
+def section_iranian(quick: bool) -> None:
+    print("\n== iranian: UCI Iranian churn (../shared/datasets/iranian-churn), logistic regression")
+    schema, frames = iranian_frames()
+    settings = replace(MODEL, params={"max_iter": 2000})
+    file0 = frames["customer_churn_0.csv"]
+    splits = []
+    for index in range(5 if quick else 20):
+        order = np.random.default_rng(200 + index).permutation(len(file0))
+        train, pool = file0.iloc[order[:700]], file0.iloc[order[700:]]
+        splits.append((deploy(train.iloc[:525], train.iloc[525:], schema, settings), pool))
+    header = f"{'n':>12} {'trials':>6}  {'new: retrains (95% CI), by check':<48} {'classic: retrains (95% CI), by check'}"
+    print("false retrains: batches drawn from the 350 rows of file 0 a deployment did not see")
+    print(header)
+    for n in (30, 100, 300):
+        trials = 40 if quick else 200
+        counts = {"new": [0, 0, 0], "classic": [0, 0, 0]}
+        for trial in range(trials):
+            deployment, pool = splits[trial % len(splits)]
+            rows = np.random.default_rng(n * 1000 + trial).choice(len(pool), size=n, replace=False)
+            for rule, (score, features) in decisions(deployment, pool.iloc[rows]).items():
+                counts[rule][0] += score or features
+                counts[rule][1] += score
+                counts[rule][2] += features
+        print(rate_line(f"{n:,}", counts, trials), flush=True)
+    for name in ("customer_churn_2.csv", "customer_churn_synthetic_6.csv"):
+        print(f"retrains on batches from {name} (file 2: 'majority drifted'; synthetic 6: KS flags 0-3 features)")
+        print(header)
+        pool = frames[name]
+        for n in (100, 300, 1000):
+            trials = 40 if quick else 100
+            counts = {"new": [0, 0, 0], "classic": [0, 0, 0]}
+            for trial in range(trials):
+                deployment, _ = splits[trial % len(splits)]
+                rows = np.random.default_rng(n * 7 + trial).choice(len(pool), size=n, replace=False)
+                for rule, (score, features) in decisions(deployment, pool.iloc[rows]).items():
+                    counts[rule][0] += score or features
+                    counts[rule][1] += score
+                    counts[rule][2] += features
+            print(rate_line(f"{n:,}", counts, trials), flush=True)
+
+
+def tick(config: Path) -> dict:
+    env = {**os.environ, "CHURN_PYPI_URL": "http://127.0.0.1:9"}
+    subprocess.run([sys.executable, str(ROOT / "fullprocess.py"), "--config", str(config), "--no-api"], env=env,
+                   check=True, capture_output=True)
+    return json.loads((config.parent / "logs" / "runs.jsonl").read_text().splitlines()[-1])
+
+
+def mean_interval(values: list[float]) -> str:
+    """Return a mean with its 95% t interval."""
+    from scipy.stats import t
+
+    mean = float(np.mean(values))
+    half = float(t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+    return f"{mean:+.3f} ({mean - half:+.3f} to {mean + half:+.3f})"
+
+
+def section_persistent(quick: bool) -> None:
+    from churnlib.modelstore import load_deployed
+
+    print("\n== persistent: three 2,000-row batches of a changed world, real ticks (fullprocess.py)")
+    print("gap = true F1 on the new world of a model trained on the new world's rows alone minus the deployed "
+          "model's; retrained = ticks that trained a challenger")
+    setups = {"new": {}, "classic": {"model": {"training_window": "all"}, "deployment": {"evaluate_on": "testdata"},
+                                    "score_drift": {"method": "deploy_time"}, "drift": {"alpha": 0.05}}}
+    seeds = 3 if quick else 8
+    for world_name, world in (("concept drift (the rule changed)", World(change=1.0)),
+                              ("covariate drift (the customers changed)", World(shift=1.0))):
+        print(f"\n{world_name}")
+        print(f"{'rule':>8}  {'gap after batch 1, 2, 3: mean (95% CI)':<66} retrained at batch 1, 2, 3 (95% CI)")
+        evaluation = world.frame(50_000, np.random.default_rng(55))
+        for rule, overrides in setups.items():
+            gaps, retrained = [[], [], []], [0, 0, 0]
+            for seed in range(seeds):
+                rng = np.random.default_rng(300 + seed)
+                root = Path(tempfile.mkdtemp(prefix="bench-decisions-")) / "project"
+                (root / "sourcedata").mkdir(parents=True)
+                (root / "testdata").mkdir()
+                (root / "sourcedata" / "batch0.csv").write_text(to_csv(World().frame(4000, rng)))
+                (root / "testdata" / "testdata.csv").write_text(to_csv(World().frame(1000, rng)))
+                config = {"schema": {"target": TARGET, "id_columns": ["customer_id"]},
+                          "model": {"random_seed": seed}, "api": {"url": "http://127.0.0.1:9"}}
+                for section, values in overrides.items():
+                    config[section] = {**config.get(section, {}), **values}
+                (root / "config.json").write_text(json.dumps(config))
+                tick(root / "config.json")
+                new_world_rows = []
+                for index in range(3):
+                    batch = world.frame(2000, rng)
+                    new_world_rows.append(batch)
+                    (root / "sourcedata" / f"batch{index + 1}.csv").write_text(to_csv(batch))
+                    run = tick(root / "config.json")
+                    retrained[index] += run["decision"].startswith("retrained")
+                    deployed = load_deployed(root / "production_deployment")
+                    alone = train_model(pd.concat(new_world_rows, ignore_index=True), SCHEMA, replace(MODEL, random_seed=seed))
+                    labels = evaluation[TARGET].to_numpy()
+                    gaps[index].append(f1_of(labels, churn_probabilities(alone, evaluation, SCHEMA))
+                                       - f1_of(labels, churn_probabilities(deployed.pipeline, evaluation, SCHEMA)))
+                shutil.rmtree(root.parent, ignore_errors=True)
+            cells = "  ".join(mean_interval(g) for g in gaps)
+            counts = "  ".join(f"{r}/{seeds} ({wilson_interval(r, seeds)[0]:.0%}-{wilson_interval(r, seeds)[1]:.0%})"
+                               for r in retrained)
+            print(f"{rule:>8}  {cells:<66} {counts}", flush=True)
+            print(f"{'':>8}  worst gap after batch 2 and 3: {max(gaps[1]):+.3f}, {max(gaps[2]):+.3f}", flush=True)
+
+
+def section_timing(quick: bool) -> None:
+    from scipy import stats
+
+    import churnlib.drift as drift_module
+    from fullprocess import check_score
+
+    print("\n== timing: the checks on a 10,000-row batch whose features drift (median of 5)")
+    rng = np.random.default_rng(9)
+    deployment = deploy(World().frame(4000, rng), World().frame(1000, rng), SCHEMA, MODEL)
+    batch = COVARIATE.frame(10_000, rng)
+
+    def checks():
+        labels = batch[TARGET].to_numpy()
+        probabilities = deployment.probabilities(batch)
+        check_score(deployment.calibration, deployment.expected, labels, probabilities, NEW_SCORE)
+        return drift_table(deployment.reference, batch, SCHEMA, NEW_DRIFT)
+
+    def median_seconds(function) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - started)
+        return float(np.median(times))
+
+    ours = median_seconds(checks)
+    original = stats.ks_2samp
+    drift_module.stats.ks_2samp = lambda a, b, method=None: original(a, b)  # scipy's automatic method choice
+    try:
+        automatic = median_seconds(checks)
+    finally:
+        drift_module.stats.ks_2samp = original
+    print(f"score check + feature tests: {ours:.3f} s; with scipy's automatic KS method: {automatic:.3f} s")
+
+
+def timed_tick(code: Path, config: Path) -> tuple[float, dict]:
+    env = {**os.environ, "CHURN_PYPI_URL": "http://127.0.0.1:9"}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(code / "fullprocess.py"), "--config", str(config), "--no-api"], env=env,
+                   check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    return seconds, json.loads((config.parent / "logs" / "runs.jsonl").read_text().splitlines()[-1])
+
+
+def section_tick(quick: bool, baseline_rev: str | None) -> None:
+    rows = 100_000 if quick else 1_000_000
+    print(f"\n== tick: one cron tick that ingests and checks {rows:,} new rows (no drift), wall time")
+    trees = [("this checkout", ROOT)]
+    scratch = Path(tempfile.mkdtemp(prefix="bench-tick-"))
+    if baseline_rev:
+        baseline = scratch / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline), baseline_rev],
+                       check=True, capture_output=True)
+        trees.append((f"baseline {baseline_rev}", baseline))
+    rng = np.random.default_rng(11)
+    start, test, big = World().frame(4000, rng), World().frame(1000, rng), to_csv(World().frame(rows, rng))
+    try:
+        for label, code in trees:
+            root = scratch / label.replace(" ", "_") / "project"
+            (root / "sourcedata").mkdir(parents=True)
+            (root / "testdata").mkdir()
+            (root / "sourcedata" / "start.csv").write_text(to_csv(start))
+            (root / "testdata" / "testdata.csv").write_text(to_csv(test))
+            (root / "config.json").write_text(json.dumps({"schema": {"target": TARGET, "id_columns": ["customer_id"]},
+                                                          "api": {"url": "http://127.0.0.1:9"}}))
+            timed_tick(code, root / "config.json")
+            (root / "sourcedata" / "big.csv").write_text(big)
+            seconds, run = timed_tick(code, root / "config.json")
+            print(f"{label:>28}: {seconds:6.1f} s  (decision {run['decision']}; ingestion {run['timings'].get('ingestion')} s, "
+                  f"checks {run['timings'].get('checks')} s)", flush=True)
+    finally:
+        if baseline_rev:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(scratch / "baseline")],
+                           capture_output=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer trials and sizes")
+    parser.add_argument("--sections", default="rates,iranian,persistent,timing,tick",
+                        help="comma-separated: rates, iranian, persistent, timing, tick")
+    parser.add_argument("--baseline-rev", metavar="REV",
+                        help="tick section: also time the tick with the code at this git revision (a temporary worktree)")
+    args = parser.parse_args()
+    import logging
+
+    logging.disable(logging.WARNING)
+    started = time.perf_counter()
+    print(f"machine: {os.cpu_count()} cores; {'quick' if args.quick else 'full'} run")
+    sections = {"rates": section_rates, "iranian": section_iranian, "persistent": section_persistent,
+                "timing": section_timing, "tick": lambda quick: section_tick(quick, args.baseline_rev)}
+    for name in args.sections.split(","):
+        sections[name.strip()](args.quick)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+"""The statistics behind the score decisions: each figure with its uncertainty, each rule a test.
+
+The score check asks whether the deployed model does worse on the new rows than it should. What it
+should score on those very rows follows from its own probabilities, once they are calibrated: a
+row with churn probability q is a churner with probability q, so the expected confusion matrix of
+a batch, and the spread of its metric from label noise alone, are known before any label is read
+(confidence-based performance estimation). The calibration (a logistic map of the model's log-odds,
+``Calibration``) is fitted at deploy time on out-of-sample predictions, and its own uncertainty is
+carried into the expected score. Comparing the realised score with the score expected on the same
+rows removes what makes two independent scores so noisy: which customers happened to be in the
+batch, and how far the model's score on other rows strayed from its true one. Under no drift the
+rule alarms in fewer than alpha of batches (bench/bench_decisions.py measures it); a covariate shift
+that leaves the model right about each customer does not alarm it (the feature tests see those),
+a changed rule does.
+
+A score on a set of labelled rows is an estimate: the rows' four outcomes (true negative, false
+positive, false negative, true positive) are a multinomial sample, and the counts' Dirichlet
+posterior (Jeffreys prior) gives its 95% interval. For two models on the same rows (champion and
+challenger) each row has one of eight outcomes (label x champion's class x challenger's class),
+and the same sampling on those counts gives the paired difference. ROC AUC is not a function of
+the counts; it gets the Hanley-McNeil normal approximation against an expected AUC.
+
+Random draws come from generators seeded from the data, so the same data always gives the same
+figures and the same decision. numpy and scipy only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+CONFUSION_METRICS = ("f1", "precision", "recall", "accuracy")
+DRAWS = 10_000
+PRIOR = 0.5  # Jeffreys
+
+
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> list[int]:
+    """Return [true negatives, false positives, false negatives, true positives]."""
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(predicted).astype(bool)
+    tp = int(np.count_nonzero(labels & predicted))
+    fn = int(np.count_nonzero(labels & ~predicted))
+    fp = int(np.count_nonzero(~labels & predicted))
+    return [len(labels) - tp - fn - fp, fp, fn, tp]
+
+
+def metric_from_rates(cells: np.ndarray, metric: str) -> np.ndarray:
+    """Return the metric of confusion cells (last axis tn, fp, fn, tp: counts or shares); 0 where undefined."""
+    tn, fp, fn, tp = (cells[..., i] for i in range(4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "f1":
+            value = 2 * tp / (2 * tp + fp + fn)
+        elif metric == "precision":
+            value = tp / (tp + fp)
+        elif metric == "recall":
+            value = tp / (tp + fn)
+        elif metric == "accuracy":
+            value = (tp + tn) / (tn + fp + fn + tp)
+        else:
+            raise ValueError(f"{metric!r} is not a confusion-matrix metric")
+    return np.nan_to_num(value, nan=0.0)
+
+
+def _rng(*parts: Any) -> np.random.Generator:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A score with its 95% interval, on ``rows`` rows."""
+
+    metric: str
+    value: float | None
+    low: float | None
+    high: float | None
+    rows: int
+
+    def text(self) -> str:
+        if self.value is None:
+            return f"{self.metric} undefined on {self.rows} rows"
+        return f"{self.value:.3f} (95% CI {self.low:.2f}-{self.high:.2f})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _posterior_draws(counts: list[int], metric: str, draws: int = DRAWS) -> np.ndarray:
+    shares = _rng("one", tuple(counts)).dirichlet(np.asarray(counts, dtype=float) + PRIOR, size=draws)
+    return metric_from_rates(shares, metric)
+
+
+def estimate(counts: list[int], metric: str) -> Estimate:
+    """Return the metric of these confusion counts with its 95% interval (equal-tailed, posterior)."""
+    rows = int(sum(counts))
+    if rows == 0:
+        return Estimate(metric, None, None, None, 0)
+    value = float(metric_from_rates(np.asarray(counts, dtype=float), metric))
+    low, high = np.quantile(_posterior_draws(counts, metric), [0.025, 0.975])
+    return Estimate(metric, value, float(low), float(high), rows)
+
+
+# --- ROC AUC: not a function of the counts; Hanley & McNeil (1982) standard error --------------
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Return the Hanley-McNeil standard error of an ROC AUC measured on these class counts."""
+    if positives == 0 or negatives == 0:
+        return math.inf
+    q1 = auc / (2 - auc)
+    q2 = 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc))
+    return math.sqrt(max(variance, 1e-12) / (positives * negatives))
+
+
+def auc_estimate(auc: float, positives: int, negatives: int) -> Estimate:
+    se = auc_standard_error(auc, positives, negatives)
+    low, high = (max(0.0, auc - 1.96 * se), min(1.0, auc + 1.96 * se)) if math.isfinite(se) else (0.0, 1.0)
+    return Estimate("roc_auc", auc, low, high, positives + negatives)
+
+
+# --- calibration: what the model's probabilities mean ------------------------------------------
+
+
+def _log_odds(probabilities: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(z)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """P(churn) = sigmoid(slope * log-odds + intercept), fitted on out-of-sample labelled rows.
+
+    ``covariance`` is the fit's (Laplace) covariance of (slope, intercept): how sure the map is.
+    The identity map (slope 1, intercept 0, no uncertainty) means "take the model at its word".
+    """
+
+    slope: float = 1.0
+    intercept: float = 0.0
+    covariance: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
+    rows: int = 0
+
+    def apply(self, probabilities: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.slope * _log_odds(probabilities) + self.intercept)
+
+    def draws(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """Return ``count`` (slope, intercept) pairs drawn from the fit's uncertainty."""
+        mean = np.array([self.slope, self.intercept])
+        covariance = np.asarray(self.covariance, dtype=float)
+        if not covariance.any():
+            return np.tile(mean, (count, 1))
+        return rng.multivariate_normal(mean, covariance, size=count, method="cholesky")
+
+    def check(self) -> dict[str, Any]:
+        """Return whether the model was calibrated where the map was fitted: slope 1 and intercept 0
+        inside their 95% intervals."""
+        se = np.sqrt(np.maximum(np.diag(np.asarray(self.covariance, dtype=float)), 0.0))
+        slope_ok = abs(self.slope - 1) <= 1.96 * se[0] if se[0] else self.slope == 1
+        intercept_ok = abs(self.intercept) <= 1.96 * se[1] if se[1] else self.intercept == 0
+        return {"calibrated": bool(slope_ok and intercept_ok), "slope": self.slope, "intercept": self.intercept,
+                "slope_ci": [self.slope - 1.96 * se[0], self.slope + 1.96 * se[0]],
+                "intercept_ci": [self.intercept - 1.96 * se[1], self.intercept + 1.96 * se[1]], "rows": self.rows}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"slope": self.slope, "intercept": self.intercept, "covariance": [list(r) for r in self.covariance],
+                "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Calibration":
+        if not data:
+            return cls()
+        return cls(slope=float(data["slope"]), intercept=float(data["intercept"]),
+                   covariance=tuple(tuple(float(v) for v in row) for row in data["covariance"]),
+                   rows=int(data.get("rows", 0)))
+
+
+def fit_calibration(labels: np.ndarray, probabilities: np.ndarray) -> Calibration:
+    """Return the logistic (Platt) map of the log-odds fitted by maximum likelihood, with its covariance.
+
+    Fewer than 20 rows, or one class only: the identity (nothing to learn a map from).
+    """
+    labels = np.asarray(labels, dtype=float)
+    if len(labels) < 20 or labels.min() == labels.max():
+        return Calibration(rows=int(len(labels)))
+    design = np.column_stack([_log_odds(probabilities), np.ones(len(labels))])
+    weights = np.array([1.0, 0.0])
+    for _ in range(100):  # Newton-Raphson on the log-likelihood, with a small ridge for separable data
+        fitted = _sigmoid(design @ weights)
+        hessian = (design * (fitted * (1 - fitted))[:, None]).T @ design + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hessian, design.T @ (labels - fitted) - 1e-6 * weights)
+        weights = weights + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    fitted = _sigmoid(design @ weights)
+    covariance = np.linalg.inv((design * (fitted * (1 - fitted))[:, None]).T @ design + 1e-6 * np.eye(2))
+    return Calibration(slope=float(weights[0]), intercept=float(weights[1]),
+                       covariance=tuple(tuple(float(v) for v in row) for row in covariance), rows=int(len(labels)))
+
+
+# --- what a batch should score, before any label is read --------------------------------------
+
+CALIBRATION_DRAWS = 100
+LABEL_DRAWS = 40
+EXACT_SIMULATION_ROWS = 5_000  # up to this many rows labels are drawn one by one; beyond, the sums are normal
+
+
+@dataclass(frozen=True)
+class ExpectedScore:
+    """The metric a batch is expected to score under the calibrated probabilities.
+
+    ``value`` with its 95% interval (``low``, ``high``: how sure the calibration is), and draws of
+    what the batch could realise with labels drawn from those probabilities: its metric
+    (``predictive``) and how well the labels fit the probabilities (``fit``: log-likelihood minus
+    its expectation under the calibration draw it was made with).
+    """
+
+    metric: str
+    value: float
+    low: float
+    high: float
+    rows: int
+    predictive: np.ndarray
+    fit: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value, "ci": [self.low, self.high], "rows": self.rows}
+
+
+def expected_score_of(probabilities: np.ndarray, predicted: np.ndarray, metric: str, calibration: Calibration,
+                      *, labels: np.ndarray | None = None, seed: Any = None) -> tuple[ExpectedScore, float | None]:
+    """Return the score a batch is expected to reach, from its probabilities alone (no labels needed).
+
+    With ``labels``, also the one-sided p-value of their fit: the share of label draws that fit the
+    calibrated probabilities no better than the real labels do, each compared under the same
+    calibration draw, so that how sure the calibration is counts too. (The fit is the
+    log-likelihood less its expectation, which is sum((label - q) * z) over the rows, with z the
+    calibrated log-odds.)
+    """
+    probabilities = np.asarray(probabilities, dtype=float)
+    predicted = np.asarray(predicted).astype(bool)
+    rng = _rng("expected", seed if seed is not None else (len(probabilities), float(probabilities.sum())))
+    log_odds = _log_odds(probabilities)
+    positives, negatives = int(predicted.sum()), int((~predicted).sum())
+    order = np.concatenate([np.flatnonzero(predicted), np.flatnonzero(~predicted)])
+    log_odds = log_odds[order]  # predicted churners first: the first ``positives`` rows
+    observed = None if labels is None else np.asarray(labels, dtype=float)[order]
+    exact = len(probabilities) <= EXACT_SIMULATION_ROWS
+    # Large batches: fewer calibration draws (each costs a pass over every row; and with many rows
+    # the calibration's uncertainty, not the labels', sets the spread); the label draws are then
+    # normal, and 1,200 of them still place a p-value of 0.025 to about +-0.005.
+    calibration_draws = CALIBRATION_DRAWS if exact else (CALIBRATION_DRAWS // 3 if len(probabilities) <= 100_000
+                                                         else CALIBRATION_DRAWS // 10)
+    label_draws = LABEL_DRAWS if exact else 1_200 // calibration_draws
+    means, predictive, fit, beaten = [], [], [], 0
+    for slope, intercept in calibration.draws(calibration_draws, rng):
+        z = slope * log_odds + intercept
+        q = _sigmoid(z)
+        tp_mean, fn_mean = float(q[:positives].sum()), float(q[positives:].sum())
+        means.append(float(metric_from_rates(np.array([negatives - fn_mean, positives - tp_mean, fn_mean, tp_mean]),
+                                             metric)))
+        expected_fit = float(q @ z)
+        if exact:
+            drawn = rng.random((label_draws, len(q))) < q
+            tp, fn = drawn[:, :positives].sum(axis=1), drawn[:, positives:].sum(axis=1)
+            draws = drawn @ z - expected_fit
+        else:
+            variance = q * (1 - q)
+            tp = np.clip(np.round(rng.normal(tp_mean, np.sqrt(variance[:positives].sum()), label_draws)), 0, positives)
+            fn = np.clip(np.round(rng.normal(fn_mean, np.sqrt(variance[positives:].sum()), label_draws)), 0, negatives)
+            draws = rng.normal(0.0, np.sqrt(float(variance @ (z * z))), label_draws)
+        fit.append(draws)
+        if observed is not None:
+            beaten += int(np.count_nonzero(draws <= float(observed @ z) - expected_fit))
+        cells = np.column_stack([negatives - fn, positives - tp, fn, tp]).astype(float)
+        predictive.append(metric_from_rates(cells, metric))
+    low, high = np.quantile(means, [0.025, 0.975])
+    expected = ExpectedScore(metric=metric, value=float(np.mean(means)), low=float(low), high=float(high),
+                             rows=len(probabilities), predictive=np.concatenate(predictive), fit=np.concatenate(fit))
+    total = calibration_draws * label_draws
+    return expected, (None if observed is None else float((beaten + 1) / (total + 1)))
+
+
+# --- the score check: has the deployed model's score dropped? ------------------------------------
+
+
+@dataclass(frozen=True)
+class DropTest:
+    """The deployed model's score on new rows against what it was expected to score."""
+
+    new: Estimate
+    expected: Estimate    # its interval: how sure the expectation is (the rows: what it was learnt from)
+    drop: float           # expected - new (negative: a rise)
+    drop_low: float       # 95% range of the drop that label noise alone gives
+    drop_high: float
+    p_value: float        # one-sided: how likely a drop this clear is with nothing changed
+    alpha: float
+    max_drop: float
+    alarm: bool
+    alarm_below: float    # new scores below this raise the alarm (when the drop is significant)
+    p_metric: float | None = None  # the metric's own one-sided p-value, where it is computed
+    p_fit: float | None = None     # the labels' fit (log-likelihood) one-sided p-value, where it is computed
+
+    def verdict(self) -> str:
+        if self.alarm:
+            return f"significant drop of {self.drop:.3f} (p={self.p_value:.2g}) >= max_drop {self.max_drop}"
+        if self.drop <= 0:
+            return f"a rise of {-self.drop:.3f}, no drop (p={self.p_value:.2g})"
+        if self.p_value >= self.alpha:
+            return f"no significant drop (p={self.p_value:.2g})"
+        return f"a significant drop of {self.drop:.3f} (p={self.p_value:.2g}), under max_drop {self.max_drop}"
+
+
+def drop_test(labels: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray, metric: str,
+              calibration: Calibration, *, alpha: float, max_drop: float) -> DropTest:
+    """Test whether the new rows score lower than the model's calibrated probabilities say they should.
+
+    Two questions, both on the same rows. Is the drop at least ``max_drop`` (the metric realised
+    against the metric expected)? And is it real? That is asked two ways, each one-sided against
+    label draws from the calibrated probabilities: of the metric itself (``p_metric``), and of the
+    labels' log-likelihood (``p_fit``), which uses every row's probability and so sees a changed
+    rule in far fewer rows than the thresholded metric, but not a drop that comes from fewer
+    churners (their labels fit low probabilities better). The drop is significant when the smaller
+    of the two, doubled (Bonferroni), is below alpha. ``alarm_below`` is the realised score under
+    which this batch would alarm, given a significant drop.
+    """
+    counts = confusion_counts(labels, predicted)
+    new = estimate(counts, metric)
+    expected, p_fit = expected_score_of(probabilities, predicted, metric, calibration, labels=labels,
+                                        seed=("batch", tuple(counts)))
+    p_metric = float((np.count_nonzero(expected.predictive <= new.value) + 1) / (len(expected.predictive) + 1))
+    p_value = min(1.0, 2 * min(p_fit, p_metric))
+    drop = expected.value - new.value
+    low, high = np.quantile(expected.value - expected.predictive, [0.025, 0.975])
+    alarm = bool(p_value < alpha and drop >= max_drop)
+    alarm_below = float(expected.value - max_drop)
+    return DropTest(new=new, expected=Estimate(metric, expected.value, expected.low, expected.high, calibration.rows),
+                    drop=float(drop), drop_low=float(low), drop_high=float(high), p_value=p_value, alpha=alpha,
+                    max_drop=max_drop, alarm=alarm, alarm_below=alarm_below, p_metric=p_metric, p_fit=p_fit)
+
+
+def auc_drop_test(new_auc: float, new_classes: tuple[int, int], expected_auc: float,
+                  expected_classes: tuple[int, int], *, alpha: float, max_drop: float) -> DropTest:
+    """The score check for ROC AUC, with normal approximations (classes: positives, negatives)."""
+    from scipy.stats import norm
+
+    new, expected = auc_estimate(new_auc, *new_classes), auc_estimate(expected_auc, *expected_classes)
+    spread = math.hypot(auc_standard_error(new_auc, *new_classes), auc_standard_error(expected_auc, *expected_classes))
+    drop = expected_auc - new_auc
+    p_value = float(norm.sf(drop / spread)) if math.isfinite(spread) and spread > 0 else 0.5
+    alarm = bool(p_value < alpha and drop >= max_drop)
+    return DropTest(new=new, expected=expected, drop=drop, drop_low=drop - 1.96 * spread,
+                    drop_high=drop + 1.96 * spread, p_value=p_value, alpha=alpha, max_drop=max_drop,
+                    alarm=alarm, alarm_below=expected_auc - max(max_drop, norm.ppf(1 - alpha) * spread))
+
+
+# --- champion against challenger on the same rows -----------------------------------------------
+
+
+def paired_counts(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray) -> list[int]:
+    """Return the counts of the eight (label, champion's class, challenger's class) outcomes."""
+    code = (np.asarray(labels).astype(np.int64) * 4 + np.asarray(champion).astype(np.int64) * 2
+            + np.asarray(challenger).astype(np.int64))
+    return np.bincount(code, minlength=8).tolist()
+
+
+def _marginal(cells: np.ndarray, which: int) -> np.ndarray:
+    """Return (tn, fp, fn, tp) of one model from paired cells indexed label*4 + champion*2 + challenger."""
+    index = np.arange(8)
+    label = index // 4
+    predicted = (index // 2) % 2 if which == 0 else index % 2
+    out = []
+    for actual, guess in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        out.append(cells[..., (label == actual) & (predicted == guess)].sum(axis=-1))
+    return np.stack(out, axis=-1)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Champion and challenger scored on the same held-out rows."""
+
+    metric: str
+    rows: int
+    champion: float
+    challenger: float
+    difference: float     # challenger - champion
+    difference_low: float
+    difference_high: float
+    p_value: float        # one-sided: the probability the challenger is not better
+
+    def text(self) -> str:
+        return (f"challenger {self.metric} {self.challenger:.3f} vs champion {self.champion:.3f} on {self.rows} "
+                f"held-out rows: difference {self.difference:+.3f} (95% CI {self.difference_low:+.2f} to "
+                f"{self.difference_high:+.2f}, p={self.p_value:.2g} that it is no better)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(counts8: list[int], metric: str) -> Comparison:
+    """Return the paired comparison of two models from their eight outcome counts (paired_counts)."""
+    cells = np.asarray(counts8, dtype=float)
+    champion = float(metric_from_rates(_marginal(cells, 0), metric))
+    challenger = float(metric_from_rates(_marginal(cells, 1), metric))
+    shares = _rng("paired", tuple(counts8)).dirichlet(cells + PRIOR / 2, size=DRAWS)
+    differences = metric_from_rates(_marginal(shares, 1), metric) - metric_from_rates(_marginal(shares, 0), metric)
+    low, high = np.quantile(differences, [0.025, 0.975])
+    p_value = float((np.count_nonzero(differences <= 0) + 1) / (len(differences) + 1))
+    return Comparison(metric=metric, rows=int(cells.sum()), champion=champion, challenger=challenger,
+                      difference=challenger - champion, difference_low=float(low), difference_high=float(high),
+                      p_value=p_value)
+
+
+def compare_auc(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, resamples: int = 400) -> Comparison:
+    """Return the paired comparison of two models' ROC AUC on the same rows (paired bootstrap)."""
+    labels = np.asarray(labels).astype(bool)
+    champion_auc, challenger_auc = roc_auc(labels, champion), roc_auc(labels, challenger)
+    if champion_auc is None or challenger_auc is None:
+        return Comparison("roc_auc", len(labels), 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    rng = _rng("auc", len(labels), float(np.sum(champion)), float(np.sum(challenger)))
+    differences = []
+    for _ in range(resamples):
+        rows = rng.integers(0, len(labels), len(labels))
+        a, b = roc_auc(labels[rows], np.asarray(champion)[rows]), roc_auc(labels[rows], np.asarray(challenger)[rows])
+        if a is not None and b is not None:
+            differences.append(b - a)
+    differences = np.asarray(differences)
+    low, high = np.quantile(differences, [0.025, 0.975])
+    p_value = float((np.count_nonzero(differences <= 0) + 1) / (len(differences) + 1))
+    return Comparison("roc_auc", int(len(labels)), champion_auc, challenger_auc, challenger_auc - champion_auc,
+                      float(low), float(high), p_value)
+
+
+def paired_comparison(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, metric: str,
+                      threshold: float) -> Comparison:
+    """Return champion against challenger on the same rows, from their churn probabilities."""
+    if metric == "roc_auc":
+        return compare_auc(labels, champion, challenger)
+    return compare(paired_counts(labels, np.asarray(champion) > threshold, np.asarray(challenger) > threshold), metric)
+
+
+# --- rates measured by simulation (the benchmark) -----------------------------------------------
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """Return the 95% Wilson score interval of a proportion."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# --- what a model is expected to score: out-of-sample predictions, pooled ------------------------
+
+
+def roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Return the ROC AUC (Mann-Whitney, ties counted half), or None with one class only."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels).astype(bool)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = rankdata(probabilities)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def score_source(name: str, labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Return one source of a model's expected score: its confusion counts, ROC AUC and class counts."""
+    labels = np.asarray(labels)
+    predicted = np.asarray(probabilities) > threshold
+    return {"source": name, "rows": int(len(labels)), "counts": confusion_counts(labels, predicted),
+            "roc_auc": roc_auc(labels, probabilities), "positives": int(np.count_nonzero(labels == 1)),
+            "negatives": int(np.count_nonzero(labels == 0))}
+
+
+def pool_sources(sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the pooled expectation of several sources (counts added, ROC AUC weighted by rows)."""
+    sources = [source for source in sources if source["rows"]]
+    counts = [sum(source["counts"][i] for source in sources) for i in range(4)]
+    with_auc = [source for source in sources if source["roc_auc"] is not None]
+    weight = sum(source["rows"] for source in with_auc)
+    auc = sum(source["roc_auc"] * source["rows"] for source in with_auc) / weight if weight else None
+    return {"sources": sources, "counts": counts, "rows": int(sum(counts)), "roc_auc": auc,
+            "positives": sum(source["positives"] for source in sources),
+            "negatives": sum(source["negatives"] for source in sources)}
+
+
+def expected_score(expected: dict[str, Any], metric: str) -> Estimate:
+    """Return the expected score of a metric, with its interval, from a pooled expectation."""
+    if metric == "roc_auc":
+        if expected.get("roc_auc") is None:
+            return Estimate(metric, None, None, None, int(expected.get("rows", 0)))
+        return auc_estimate(expected["roc_auc"], expected["positives"], expected["negatives"])
+    return estimate(expected["counts"], metric)

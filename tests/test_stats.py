@@ -1,0 +1,117 @@
+"""The statistics behind the score decisions: known values, and error rates measured by simulation."""
+
+import numpy as np
+import pytest
+
+from churnlib.stats import (
+    Calibration,
+    compare,
+    confusion_counts,
+    drop_test,
+    estimate,
+    expected_score_of,
+    fit_calibration,
+    metric_from_rates,
+    paired_counts,
+    wilson_interval,
+)
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+def test_confusion_counts_and_metrics_match_their_definitions():
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    predicted = np.array([1, 1, 0, 1, 0, 0, 0, 0])
+    assert confusion_counts(labels, predicted) == [3, 1, 2, 2]  # tn, fp, fn, tp
+    cells = np.array([3.0, 1.0, 2.0, 2.0])
+    assert metric_from_rates(cells, "f1") == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))
+    assert metric_from_rates(cells, "precision") == pytest.approx(2 / 3)
+    assert metric_from_rates(cells, "recall") == pytest.approx(0.5)
+    assert metric_from_rates(cells, "accuracy") == pytest.approx(5 / 8)
+    assert metric_from_rates(np.array([5.0, 0.0, 0.0, 0.0]), "f1") == 0.0  # undefined -> 0
+
+
+def test_an_estimate_holds_its_value_inside_its_interval_which_narrows_with_rows():
+    small, large = estimate([30, 5, 5, 10], "f1"), estimate([3000, 500, 500, 1000], "f1")
+    for one in (small, large):
+        assert one.low < one.value < one.high
+    assert large.high - large.low < (small.high - small.low) / 5
+    assert estimate([0, 0, 0, 0], "f1").value is None
+
+
+def test_the_wilson_interval_equals_known_values():
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+
+
+def test_calibration_recovers_a_known_map_and_says_when_a_model_is_off():
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0.02, 0.98, 40_000)
+    truth = _sigmoid(0.7 * _logit(raw) + 0.3)
+    fitted = fit_calibration(rng.random(len(raw)) < truth, raw)
+    se = np.sqrt(np.diag(fitted.covariance))
+    assert abs(fitted.slope - 0.7) < 4 * se[0] and abs(fitted.intercept - 0.3) < 4 * se[1]
+    assert fitted.check()["calibrated"] is False
+    calibrated = fit_calibration(rng.random(len(raw)) < raw, raw)
+    assert calibrated.check()["calibrated"] is True
+    assert np.allclose(Calibration.from_dict(fitted.to_dict()).apply(raw), fitted.apply(raw))
+    assert fit_calibration(np.ones(50), raw[:50]) == Calibration(rows=50)  # one class: nothing to learn
+
+
+def test_the_expected_score_is_exact_when_the_probabilities_are_certain():
+    probabilities = np.array([0.0, 0.0, 1.0, 1.0, 1.0])
+    expected, _ = expected_score_of(probabilities, probabilities > 0.5, "f1", Calibration())
+    assert expected.value == pytest.approx(1.0) and expected.low == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("rows", [40, 200, 8_000])
+def test_the_score_check_alarms_in_about_alpha_of_batches_when_nothing_changed(rows):
+    """A decision rule is a test: under no change it must alarm at its stated rate (here alpha 0.1,
+    no effect floor, 300 seeded batches), and a changed rule must make it alarm."""
+    rng = np.random.default_rng(rows)
+    calibration = fit_calibration(*(lambda p: (rng.random(len(p)) < p, p))(rng.beta(1.2, 3.0, 5_000)))
+    alarms = changed = 0
+    for _ in range(200):
+        probabilities = rng.beta(1.2, 3.0, rows)
+        labels = rng.random(rows) < probabilities
+        alarms += drop_test(labels, probabilities, probabilities > 0.5, "f1", calibration,
+                            alpha=0.1, max_drop=0.0).alarm
+        shuffled = rng.random(rows) < rng.permutation(probabilities)  # the features no longer explain churn
+        changed += drop_test(shuffled, probabilities, probabilities > 0.5, "f1", calibration,
+                             alpha=0.1, max_drop=0.0).alarm
+    low, high = wilson_interval(alarms, 200)
+    # Never more than alpha; about alpha while the calibration's uncertainty is small against the
+    # batch's (it makes the test cautious when the batch outgrows the rows it was fitted on).
+    assert low <= 0.1, (alarms, low, high)
+    if rows <= 200:
+        assert high >= 0.05, (alarms, low, high)
+    assert changed / 200 > (0.5 if rows == 40 else 0.95)
+
+
+def test_the_effect_floor_stops_a_significant_but_small_drop():
+    rng = np.random.default_rng(3)
+    probabilities = rng.beta(1.2, 3.0, 200_000)
+    labels = rng.random(len(probabilities)) < np.clip(probabilities * 0.93, 0, 1)  # slightly fewer churners
+    test = drop_test(labels, probabilities, probabilities > 0.5, "f1", Calibration(), alpha=0.025, max_drop=0.05)
+    assert test.p_metric < 0.01 and test.p_fit > 0.5  # fewer churners: a lower F1, labels that fit better
+    assert test.p_value < 0.025 and 0 < test.drop < 0.05 and not test.alarm
+    assert "under max_drop 0.05" in test.verdict()
+
+
+def test_a_paired_comparison_sees_the_better_model_and_none_between_equals():
+    rng = np.random.default_rng(4)
+    labels = rng.random(2_000) < 0.3
+    good = np.where(rng.random(2_000) < 0.85, labels, ~labels)
+    poor = np.where(rng.random(2_000) < 0.65, labels, ~labels)
+    better = compare(paired_counts(labels, poor, good), "f1")
+    assert better.difference > 0.1 and better.p_value < 0.001 and better.difference_low > 0
+    same = compare(paired_counts(labels, good, good), "f1")
+    assert same.difference == 0 and same.p_value > 0.4
+    assert sum(paired_counts(labels, poor, good)) == 2_000
