@@ -43,16 +43,14 @@ from typing import Any
 from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.config import Config, DeploymentSettings, ScoreDriftSettings
-from churnlib.errors import ChurnError, describe_error
+from churnlib.errors import ChurnError, StateFileError, describe_error
 from churnlib.fsutil import atomic_write_json, read_json, remove_stale_temporaries
-from churnlib.ingested import load_record, save_record
+from churnlib.ingested import DECISION_STATE_FILE, check_ingested_data, load_record, save_record
 from churnlib.modelstore import RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
 from churnlib.runlog import Decision, append_run
-from ingestion import Scan, scan_source
+from ingestion import Scan, check_schema_matches_config, scan_source
 
 logger = logging.getLogger(Path(__file__).stem)
-
-DECISION_STATE_FILE = "decision_state.json"
 
 
 class PipelineError(ChurnError):
@@ -140,8 +138,15 @@ class TickOutcome:
 
 def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[str, int]:
     """Return how far into the ingested data decisions are complete (rows and bytes)."""
-    state = read_json(ingested_folder / DECISION_STATE_FILE) or {}
-    rows, size = int(state.get("evaluated_rows", 0)), int(state.get("evaluated_bytes", 0))
+    path = ingested_folder / DECISION_STATE_FILE
+    advice = ("delete it: the next tick then checks every ingested row against the deployed model once "
+              "(README: \"Damaged state files\")")
+    state = read_json(path, if_damaged=f"it was damaged (a full disk, or an edit by hand?); {advice}") or {}
+    try:
+        rows, size = int(state.get("evaluated_rows", 0)), int(state.get("evaluated_bytes", 0))
+    except (AttributeError, TypeError, ValueError):
+        raise StateFileError(f"{path}: not a decision state (evaluated_rows and evaluated_bytes, whole numbers); "
+                             + advice) from None
     if rows > record["rows"] or size > record["bytes"]:
         # The ingested data was reset under us (ingesteddata/ moved away): start over.
         return {"evaluated_rows": 0, "evaluated_bytes": 0}
@@ -201,6 +206,11 @@ def find_work(config: Config) -> Work:
     """Return the new files, the deployed release and the pending rows; imports no pandas or scikit-learn."""
     sweep_temporaries(config)
     record = load_record(config.paths.ingested)
+    # On every tick, not only when a file arrives: a config that contradicts the data, or data
+    # changed by hand, stops the tick before anything is built on it (cheap: no history is read).
+    check_schema_matches_config(record["schema"], config.schema)
+    if check_ingested_data(config.paths.ingested, record):
+        save_record(record, config.paths.ingested, config.paths.logs)
     scan = scan_source(config.paths.source, record, config.schema)
     state = read_decision_state(config.paths.ingested, record)
     return Work(record=record, scan=scan, pointer=read_pointer(config.paths.deployment),

@@ -131,14 +131,17 @@ def checked_reference_sample(folder: Path, metadata: dict) -> Path:
 
 def read_pointer(deployment_folder: Path) -> dict | None:
     """Return the deployment pointer (current release and the ones before it), or None."""
+    path = deployment_folder / POINTER_FILE
+    advice = (f"point it at a release again with `python deployment.py --rollback --to <id>` (a folder in "
+              f"{deployment_folder.name}/{RELEASES_FOLDER}/), or restore it from a backup")
     try:
-        pointer = read_json(deployment_folder / POINTER_FILE)
-    except ValueError:
-        raise ModelLoadError(f"{deployment_folder / POINTER_FILE}: not valid JSON") from None
+        pointer = read_json(path, if_damaged=f"it was damaged (a full disk, or an edit by hand?); {advice}")
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
     if pointer is None:
         return None
     if not isinstance(pointer, dict) or not isinstance(pointer.get("current"), str):
-        raise ModelLoadError(f"{deployment_folder / POINTER_FILE}: has no current release")
+        raise ModelLoadError(f"{path}: has no current release; {advice}")
     return pointer
 
 
