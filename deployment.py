@@ -29,7 +29,7 @@ from typing import Any
 from churnlib.clock import utc_now
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config
-from churnlib.errors import ChurnError
+from churnlib.errors import ChurnError, in_step
 from churnlib.fsutil import (
     atomic_write_json,
     copy_file_synced,
@@ -84,6 +84,7 @@ def check_model_folder(model_folder: Path) -> dict[str, Any]:
     return model.metadata
 
 
+@in_step("deployment")
 def deploy_release(
     model_folder: Path,
     deployment_folder: Path,

@@ -43,7 +43,7 @@ from typing import Any
 from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.config import Config, DeploymentSettings, ScoreDriftSettings
-from churnlib.errors import ChurnError, StateFileError, describe_error
+from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
 from churnlib.fsutil import atomic_write_json, read_json, remove_stale_temporaries
 from churnlib.ingested import DECISION_STATE_FILE, check_ingested_data, load_record, save_record
 from churnlib.modelstore import RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
@@ -153,6 +153,7 @@ def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[s
     return {"evaluated_rows": rows, "evaluated_bytes": size}
 
 
+@in_step("decision state")
 def mark_evaluated(ingested_folder: Path, record: dict[str, Any]) -> None:
     """Record that every ingested row has been through a decision."""
     atomic_write_json(ingested_folder / DECISION_STATE_FILE,

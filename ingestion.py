@@ -40,6 +40,7 @@ from churnlib.clock import utc_now
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config, ConfigError, SchemaSettings
 from churnlib.columns import shown_name
+from churnlib.errors import in_step
 from churnlib.ingested import (
     HASHES_FILE,
     READABLE_RECORD_FILE,
@@ -334,6 +335,7 @@ class _HashIndex:
         self._added.update(hashes.tolist())
 
 
+@in_step("ingestion")
 def ingest_files(
     files: list[SourceFile],
     record: dict[str, Any],

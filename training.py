@@ -29,7 +29,7 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.config import Config, ConfigError, ModelSettings
 from churnlib.dataset import FrozenSchema, canonical_lines, header_line
-from churnlib.errors import ChurnError
+from churnlib.errors import ChurnError, in_step
 from churnlib.fsutil import atomic_write_text
 from churnlib.ingested import read_ingested_data
 from churnlib.modelstore import REFERENCE_FILE, save_model
@@ -76,6 +76,7 @@ def library_versions(names: tuple[str, ...] = ("scikit-learn", "numpy", "pandas"
     return versions
 
 
+@in_step("training")
 def train_and_save(
     frame: pd.DataFrame,
     schema: FrozenSchema,

@@ -147,11 +147,17 @@ def append_rows(ingested_folder: Path, record: dict[str, Any], data: bytes, hash
               DATA_FILE: {"start": start, "length": len(data)},
               HASHES_FILE: {"start": first_hash, "length": len(hashes)}}
     atomic_write_bytes(ingested_folder / INTENT_FILE, json.dumps(header).encode() + b"\n" + data + hashes)
-    append_bytes_synced(ingested_folder / DATA_FILE, data)
     try:
-        append_bytes_synced(ingested_folder / HASHES_FILE, hashes)
+        append_bytes_synced(ingested_folder / DATA_FILE, data)  # cut back by itself when it fails
+        try:
+            append_bytes_synced(ingested_folder / HASHES_FILE, hashes)
+        except OSError:
+            _truncate(ingested_folder / DATA_FILE, start)
+            raise
     except OSError:
-        _truncate(ingested_folder / DATA_FILE, start)  # the data's append is undone at once too
+        # A failed append (a full disk) is undone at once, intent included: nothing it wrote is
+        # left taking space until the next run.
+        clear_intent(ingested_folder)
         raise
     record.setdefault("segments", []).append(
         {"start": start, "end": start + len(data), "sha256": _sha256(data), "source": source})

@@ -2,8 +2,10 @@
 ingested data, a config that contradicts the frozen schema, a file replaced under the same name,
 a damaged state file, a full disk; and a backlog of files costs what its files cost."""
 
+import contextlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -231,3 +233,77 @@ def test_a_damaged_state_file_is_named_with_what_to_do(deployed, name, advice):
     assert result.returncode == 1
     assert f"{os.path.basename(name)}: not valid JSON" in result.stderr
     assert advice in result.stderr
+
+
+@contextlib.contextmanager
+def small_disk(folder, free_bytes: int, monkeypatch):
+    """Leave ``free_bytes`` free for ``folder``: a real tmpfs mounted over it when this runs as root
+    (CI does), else a simulation at the OS boundary (os.write fails with ENOSPC past that much)."""
+    import errno
+    import shutil
+    import subprocess
+    import tempfile
+
+    kept = Path(tempfile.mkdtemp())
+    mounted = False
+    if os.geteuid() == 0:
+        shutil.copytree(folder, kept / "copy")
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                                 capture_output=True).returncode == 0
+    try:
+        if mounted:
+            for item in (kept / "copy").iterdir():
+                shutil.copy2(item, folder / item.name)
+            stats = os.statvfs(folder)
+            filler = stats.f_bavail * stats.f_frsize - free_bytes
+            (folder / "filler").write_bytes(b"\0" * filler)
+            yield "a real tmpfs"
+        else:
+            from churnlib import fsutil
+
+            budget = [free_bytes]
+            real_write = os.write
+
+            def write(fd, data):
+                if len(data) > budget[0]:
+                    real_write(fd, bytes(data[: budget[0]]))
+                    budget[0] = 0
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                budget[0] -= len(data)
+                return real_write(fd, data)
+
+            monkeypatch.setattr(fsutil.os, "write", write)
+            yield "a simulated full disk"
+    finally:
+        if mounted:
+            for item in folder.iterdir():
+                if item.name != "filler":
+                    shutil.copy2(item, kept / "copy" / item.name)
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+            for item in (kept / "copy").iterdir():
+                shutil.copy2(item, folder / item.name)
+        shutil.rmtree(kept, ignore_errors=True)
+
+
+@pytest.mark.parametrize("room", ["half the new rows", "the intent and half the new rows"])
+def test_a_full_disk_names_the_step_and_the_file_and_leaves_no_bytes_behind(deployed, monkeypatch, room):
+    new_file = batch(107, count=6000)
+    payload = len(new_file) - len(new_file.splitlines()[0]) - 1
+    hashes = 6000 * 8
+    free = payload // 2 if room == "half the new rows" else payload + hashes + 4096 + payload // 2
+    with small_disk(deployed.ingested, free, monkeypatch) as disk:
+        before = {name: (deployed.ingested / name).read_bytes() for name in ("finaldata.csv", "rowhashes.bin")}
+        deployed.add_source("big.csv", new_file)
+        status = deployed.tick()
+        after = {name: (deployed.ingested / name).read_bytes() for name in ("finaldata.csv", "rowhashes.bin")}
+        left = sorted(p.name for p in deployed.ingested.iterdir())
+    assert status == 1, disk
+    reason = deployed.last_run()["reason"]
+    assert reason.startswith("ingestion: cannot "), reason
+    assert "No space left on device" in reason
+    assert any(name in reason for name in ("finaldata.csv", "rowhashes.bin", "append_intent.bin")), reason
+    assert after == before, f"bytes of the failed append left behind ({disk})"
+    assert "append_intent.bin" not in left and not [n for n in left if ".tmp-" in n], left
+    (deployed.source / "big.csv").unlink()
+    assert deployed.tick() == 0
+    assert deployed.last_run()["decision"] == "nothing_new"
