@@ -326,6 +326,36 @@ def defaults_as_dict() -> dict[str, dict[str, Any]]:
     return {name: {key: spec.metadata["default"] for key, spec in _keys(cls).items()} for name, cls in SECTIONS.items()}
 
 
+# --- the API server's config: loaded by the gunicorn master, inherited by the workers it forks ---
+
+_server_config: Config | None = None
+
+
+def load_server_config(path: str | os.PathLike | None = None) -> tuple[Config, ConfigError | None]:
+    """Return the API server's config, read anew, and the error that kept it from being read anew.
+
+    The gunicorn master calls this when it starts (an invalid config raises: the server does not
+    start) and on each reload (SIGHUP): an invalid config then is refused and the config loaded
+    before is returned with the error, for the caller to log. Workers take the result from
+    ``server_config`` instead of reading config.json, so a worker restarted while config.json is
+    broken mid-edit starts from the config the server runs with.
+    """
+    global _server_config
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if _server_config is None:
+            raise
+        return _server_config, exc
+    _server_config = config
+    return config, None
+
+
+def server_config(path: str | os.PathLike | None = None) -> Config:
+    """Return the config the gunicorn master loaded (see load_server_config), else config.json read now."""
+    return _server_config if _server_config is not None else load_config(path)
+
+
 def add_config_argument(parser) -> None:
     """Add the --config option every script takes."""
     parser.add_argument(
