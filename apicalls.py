@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="base URL of the API (default: api.url in config.json)")
     parser.add_argument("--output", metavar="PATH", help=f"where to write the replies (default: <model folder>/{OUTPUT_FILE})")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
-    return run_script(parser, argv, "apicalls", _main)
+    return run_script(parser, argv, "apicalls", _main, needs=("paths", "api"))
 
 
 if __name__ == "__main__":

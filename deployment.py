@@ -314,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.to and not args.rollback:
         parser.error("--to needs --rollback")
-    return run_script(parser, argv, "deployment", _main, lock=lambda args: not args.list)
+    # --list and --rollback are incident tools: they need only where the releases are.
+    return run_script(parser, argv, "deployment", _main, lock=lambda args: not args.list,
+                      needs=lambda args: ("paths",) if args.list or args.rollback else ("paths", "deployment"))
 
 
 if __name__ == "__main__":

@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", metavar="FOLDER", help="labelled CSV folder to predict on (default: the test data folder)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    return run_script(parser, argv, "diagnostics", _main)
+    # An incident tool: it works while a section of config.json it does not read is broken.
+    return run_script(parser, argv, "diagnostics", _main, needs=("paths", "schema"))
 
 
 if __name__ == "__main__":

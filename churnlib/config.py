@@ -199,7 +199,11 @@ class ApiSettings:
 
 @dataclass(frozen=True)
 class Config:
-    """A validated config: where it came from, and one typed object per section of config.json."""
+    """A validated config: where it came from, and one typed object per section of config.json.
+
+    ``ignored_errors`` holds the errors of sections the caller said it does not need (see
+    ``load_config``); such a section is an ``UnusableSection`` that raises its error when used.
+    """
 
     file: Path
     root: Path
@@ -211,6 +215,18 @@ class Config:
     drift: DriftSettings
     deployment: DeploymentSettings
     api: ApiSettings
+    ignored_errors: tuple[ConfigError, ...] = ()
+
+
+class UnusableSection:
+    """Stands for a section whose error was ignored: any use of it raises that error."""
+
+    def __init__(self, name: str, error: ConfigError):
+        self._name = name
+        self._error = error
+
+    def __getattr__(self, attribute: str) -> Any:
+        raise self._error
 
 
 def _sections() -> dict[str, type]:
@@ -239,8 +255,13 @@ def config_label(file: Path) -> str:
     return file.name if file.parent == PROJECT_ROOT else str(file)
 
 
-def load_config(path: str | os.PathLike | None = None) -> Config:
-    """Return the validated config read from ``path`` (see resolve_config_path)."""
+def load_config(path: str | os.PathLike | None = None, *, needs: tuple[str, ...] | None = None) -> Config:
+    """Return the validated config read from ``path`` (see resolve_config_path).
+
+    With ``needs`` (section names), an error in any other section is not raised but kept in
+    ``Config.ignored_errors``: a script that reads only some sections (the incident tools) still
+    runs while the rest of config.json is broken, and says what it ignored.
+    """
     file = resolve_config_path(path)
     label = config_label(file)
     try:
@@ -254,7 +275,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                           file_label=label) from None
-    return config_from_dict(raw, file=file, label=label)
+    return config_from_dict(raw, file=file, label=label, needs=needs)
 
 
 def _section(name: str, cls: type, given: Any, label: str, root: Path) -> Any:
@@ -275,24 +296,45 @@ def _section(name: str, cls: type, given: Any, label: str, root: Path) -> Any:
     return cls(**values)
 
 
-def config_from_dict(raw: Any, *, file: Path, label: str | None = None) -> Config:
-    """Return the validated config built from an already-parsed JSON object."""
+def config_from_dict(raw: Any, *, file: Path, label: str | None = None,
+                     needs: tuple[str, ...] | None = None) -> Config:
+    """Return the validated config built from an already-parsed JSON object (``needs``: see load_config)."""
     label = label or str(file)
     if not isinstance(raw, dict):
         raise ConfigError("must hold a JSON object at the top level", file_label=label)
+    ignored: list[ConfigError] = []
+
+    def tolerate(name: str, error: ConfigError) -> None:
+        if needs is None or name in needs:
+            raise error
+        ignored.append(error)
+
     for section in raw:
         if section not in SECTIONS:
-            raise ConfigError(f"unknown key {section!r} (known: {', '.join(SECTIONS)})", file_label=label)
+            tolerate(section, ConfigError(f"unknown key {section!r} (known: {', '.join(SECTIONS)})", file_label=label))
     root = file.parent
-    sections = {name: _section(name, cls, raw.get(name, {}), label, root) for name, cls in SECTIONS.items()}
-    _check_schema_consistency(sections["schema"], label)
-    seen: dict[Path, str] = {}
-    for key, spec in _keys(Paths).items():
-        folder = getattr(sections["paths"], spec.name)
-        if folder in seen:
-            raise ConfigError(f"paths.{key}: must differ from paths.{seen[folder]} ({folder})", file_label=label)
-        seen[folder] = key
-    return Config(file=file, root=root, label=label, **sections)
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        try:
+            sections[name] = _section(name, cls, raw.get(name, {}), label, root)
+            _check_section(name, sections[name], label)
+        except ConfigError as error:
+            tolerate(name, error)
+            sections[name] = UnusableSection(name, error)
+    return Config(file=file, root=root, label=label, ignored_errors=tuple(ignored), **sections)
+
+
+def _check_section(name: str, section: Any, label: str) -> None:
+    """Raise ConfigError for a section whose keys are valid one by one but not together."""
+    if name == "schema":
+        _check_schema_consistency(section, label)
+    elif name == "paths":
+        seen: dict[Path, str] = {}
+        for key, spec in _keys(Paths).items():
+            folder = getattr(section, spec.name)
+            if folder in seen:
+                raise ConfigError(f"paths.{key}: must differ from paths.{seen[folder]} ({folder})", file_label=label)
+            seen[folder] = key
 
 
 def _check_schema_consistency(schema: SchemaSettings, label: str) -> None:
