@@ -536,12 +536,17 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
 def call_api_after_deploy(config: Config, release_id: str) -> dict[str, Any]:
     """Ask the API, if it is running, for every endpoint's reply; return what happened, never fail the tick."""
     from apicalls import OUTPUT_FILE, call_all_if_running, default_prediction_path
+    from churnlib.config import ConfigError, api_token
 
     try:
         outcome = call_all_if_running(config.api.url, config.paths.models / OUTPUT_FILE,
                                       prediction_path=default_prediction_path(config),
                                       expect_release=release_id,
-                                      reload_interval=config.api.reload_interval_seconds)
+                                      reload_interval=config.api.reload_interval_seconds,
+                                      token=api_token(config))
+    except ConfigError as exc:  # api.token_env names a variable cron's environment lacks
+        outcome = {"running": None, "summary": f"not called: {exc.message}"}
+        logger.warning("API at %s: %s", config.api.url, outcome["summary"])
     except OSError as exc:  # apireturns.txt not writable, say: the deploy itself succeeded
         outcome = {"running": None, "summary": f"replies not saved: {exc}"}
         logger.warning("API at %s: %s", config.api.url, outcome["summary"])

@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from churnlib.config import ConfigError, load_server_config
+from churnlib.config import ConfigError, api_token, load_server_config
 
 try:
-    _config, _refused = load_server_config()  # config.json, or $CHURN_CONFIG if set
+    # config.json, or $CHURN_CONFIG if set; refused too when api.token_env names a variable that is not set
+    _config, _refused = load_server_config(check=api_token)
 except ConfigError as _error:
     sys.exit(f"error: {_error}")
 if _refused is not None:

@@ -114,6 +114,15 @@ def _folder(value: Any) -> str:
     return _string(value)
 
 
+def _optional_env_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = _string(value)
+    if not text.replace("_", "a").isalnum() or text[0].isdigit():
+        raise ValueError(f"must name an environment variable (letters, digits, _), got {value!r}")
+    return text
+
+
 def _url(value: Any) -> str:
     text = _string(value)
     if not text.startswith(("http://", "https://")):
@@ -195,6 +204,7 @@ class ApiSettings:
     max_request_bytes: int = setting(10 * 1024 * 1024, _integer(1024))
     max_records: int = setting(10_000, _integer(1))
     reload_interval_seconds: float = setting(1.0, _number(0.05, 60.0))
+    token_env: str | None = setting(None, _optional_env_name)
 
 
 @dataclass(frozen=True)
@@ -368,23 +378,43 @@ def defaults_as_dict() -> dict[str, dict[str, Any]]:
     return {name: {key: spec.metadata["default"] for key, spec in _keys(cls).items()} for name, cls in SECTIONS.items()}
 
 
+def api_token(config: Config) -> str | None:
+    """Return the API token (the value of the environment variable ``api.token_env`` names), or None.
+
+    A named variable that is not set, or empty, is a ConfigError: an API meant to need a token
+    never starts without one.
+    """
+    name = config.api.token_env
+    if name is None:
+        return None
+    token = os.environ.get(name, "")
+    if not token.strip():
+        raise ConfigError(f"api.token_env: the environment variable {name} is not set (or empty); set it to the "
+                          "API token, or remove api.token_env to run the API without one", file_label=config.label)
+    return token
+
+
 # --- the API server's config: loaded by the gunicorn master, inherited by the workers it forks ---
 
 _server_config: Config | None = None
 
 
-def load_server_config(path: str | os.PathLike | None = None) -> tuple[Config, ConfigError | None]:
+def load_server_config(path: str | os.PathLike | None = None, *,
+                       check: Callable[[Config], Any] | None = None) -> tuple[Config, ConfigError | None]:
     """Return the API server's config, read anew, and the error that kept it from being read anew.
 
     The gunicorn master calls this when it starts (an invalid config raises: the server does not
     start) and on each reload (SIGHUP): an invalid config then is refused and the config loaded
     before is returned with the error, for the caller to log. Workers take the result from
     ``server_config`` instead of reading config.json, so a worker restarted while config.json is
-    broken mid-edit starts from the config the server runs with.
+    broken mid-edit starts from the config the server runs with. ``check(config)`` may refuse a
+    config that loads (a token variable that is not set) with a ConfigError, treated the same way.
     """
     global _server_config
     try:
         config = load_config(path)
+        if check is not None:
+            check(config)
     except ConfigError as exc:
         if _server_config is None:
             raise

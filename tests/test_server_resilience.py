@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import base_config, free_port, request, start_gunicorn
+from helpers import SAMPLE_LATER, base_config, free_port, request, start_gunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +122,53 @@ def test_a_broken_config_never_takes_the_api_down(gunicorn, deployed):
     process.send_signal(signal.SIGHUP)
     assert wait_for(lambda: all(request(url + "/prediction", {"records": [RECORD] * 3})[0] == 413 for _ in range(6)))
     assert process.poll() is None
+
+
+def test_apicalls_and_the_pipeline_send_the_api_token(deployed):
+    port = free_port()
+    config = base_config(api={"token_env": "CHURN_TEST_TOKEN", "url": f"http://127.0.0.1:{port}"},
+                         deployment={"policy": "always"})
+    deployed.write_config(config)
+    env = {"CHURN_TEST_TOKEN": "s3cret-token"}
+    process, url = start_gunicorn(deployed.config_path, port, env=env)
+    try:
+        assert request(url + "/scoring")[0] == 401
+        from helpers import run_script
+
+        result = run_script("apicalls.py", "--config", str(deployed.config_path), env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (deployed.models / "apireturns.txt").read_text().count("-> 200") == 5
+        deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+        tick = run_fullprocess(deployed, env)
+        assert tick.returncode == 0, tick.stderr
+        run = deployed.last_run()
+        assert run["decision"] == "retrained_deployed"
+        assert run["api"]["running"] is True and run["api"]["failed"] == [], run["api"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def run_fullprocess(project, env):
+    from helpers import run_script
+
+    return run_script("fullprocess.py", "--config", str(project.config_path), env=env)
+
+
+def test_errors_gunicorn_answers_itself_are_what_the_readme_says(gunicorn):
+    """A request line over gunicorn's limit never reaches the app: the README must not promise JSON for it."""
+    from helpers import ROOT
+
+    _process, url = gunicorn
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    head = reply.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 414")
+    assert "Content-Type: text/html" in head
+    readme = (ROOT / "README.md").read_text()
+    assert "Every error is `{\"error\": \"...\"}`" not in readme
+    assert "gunicorn answers itself" in readme and "414" in readme
