@@ -284,7 +284,8 @@ def _main(config: Config, args) -> int:
         print(format_release_table(list_releases(config.paths.deployment)))
     elif args.rollback:
         old, new = rollback(config.paths.deployment, to=args.to)
-        print(f"rolled back: {old} -> {new}")
+        action = (read_pointer(config.paths.deployment) or {}).get("action", "rollback")
+        print(f"{'rolled forward' if action == 'roll forward' else 'rolled back'}: {old} -> {new}")
         print("every kept release stays listed (deployment.py --list); --rollback --to <id> returns to any of them")
     else:
         release_id = deploy_release(
@@ -301,7 +302,7 @@ def _main(config: Config, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         "Deploy the trained model in the model folder as a new release (the default), "
-        "list the kept releases, or roll back to an earlier one.",
+        "list the kept releases, or switch back (or forward) to another kept release.",
     )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true",
