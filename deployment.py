@@ -184,10 +184,17 @@ def prune_releases(deployment_folder: Path, *, keep_releases: int | None = None)
 
 
 def _releases_on_disk(deployment_folder: Path) -> list[str]:
-    """Return the release folders, newest first by their id (which starts with the training time)."""
+    """Return the release folders, newest deploy first (by when each one's manifest, its last file, was written)."""
     folder = deployment_folder / RELEASES_FOLDER
-    names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.exists() else []
-    return sorted(names, reverse=True)
+    folders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.exists() else []
+
+    def written(release: Path) -> tuple[int, str]:
+        try:
+            return (release / MANIFEST_FILE).stat().st_mtime_ns, release.name
+        except FileNotFoundError:
+            return 0, release.name
+
+    return [p.name for p in sorted(folders, key=written, reverse=True)]
 
 
 def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str | None, str]:
