@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from churnlib.cli import run_script, script_parser
-from churnlib.config import Config
+from churnlib.config import Config, api_token
 from churnlib.fsutil import atomic_write_text
 
 OUTPUT_FILE = "apireturns.txt"
@@ -45,11 +45,14 @@ def endpoint_calls(prediction_path: str) -> list[tuple[str, str, dict | None]]:
     ]
 
 
-def call(base_url: str, method: str, route: str, body: dict | None = None, *, timeout: float = 10.0) -> dict[str, Any]:
-    """Return the status and JSON reply of one call; raise ApiNotRunning when nothing answers."""
+def call(base_url: str, method: str, route: str, body: dict | None = None, *, timeout: float = 10.0,
+         token: str | None = None) -> dict[str, Any]:
+    """Return the status and JSON reply of one call (with the API token, if any); raise ApiNotRunning when nothing answers."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base_url + route, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+    headers = {"Content-Type": "application/json"} if data else {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(base_url + route, data=data, method=method, headers=headers)
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
@@ -67,9 +70,10 @@ def call(base_url: str, method: str, route: str, body: dict | None = None, *, ti
             "seconds": round(time.perf_counter() - started, 4), "reply": reply_body}
 
 
-def call_all(base_url: str, prediction_path: str, *, timeout: float = 10.0) -> list[dict[str, Any]]:
+def call_all(base_url: str, prediction_path: str, *, timeout: float = 10.0, token: str | None = None) -> list[dict[str, Any]]:
     """Call every endpoint; return the results in call order."""
-    return [call(base_url, method, route, body, timeout=timeout) for method, route, body in endpoint_calls(prediction_path)]
+    return [call(base_url, method, route, body, timeout=timeout, token=token)
+            for method, route, body in endpoint_calls(prediction_path)]
 
 
 def format_results(base_url: str, results: list[dict[str, Any]]) -> str:
@@ -95,7 +99,7 @@ def default_prediction_path(config: Config) -> str:
 
 
 def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, expect_release: str | None = None,
-                        reload_interval: float = 1.0) -> dict[str, Any]:
+                        reload_interval: float = 1.0, token: str | None = None) -> dict[str, Any]:
     """Call every endpoint when the API runs, once it serves ``expect_release``.
 
     Every worker looks for a new release at most every ``reload_interval`` seconds and before the
@@ -113,7 +117,7 @@ def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, ex
             if expect_release is None or serving == expect_release or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        results = call_all(base_url, prediction_path)
+        results = call_all(base_url, prediction_path, token=token)
     except ApiNotRunning as exc:
         return {"running": False, "summary": f"not running ({exc.reason}); no replies saved"}
     atomic_write_text(output, format_results(base_url, results))
@@ -126,7 +130,7 @@ def _main(config: Config, args) -> int:
     base_url = (args.url or config.api.url).rstrip("/")
     output = Path(args.output) if args.output else config.paths.models / OUTPUT_FILE
     try:
-        results = call_all(base_url, default_prediction_path(config), timeout=args.timeout)
+        results = call_all(base_url, default_prediction_path(config), timeout=args.timeout, token=api_token(config))
     except ApiNotRunning as exc:
         print(f"error: {exc}. Is the API running? Start it with 'make serve'.", file=sys.stderr)
         return 1
@@ -143,13 +147,14 @@ def _main(config: Config, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
-        f"Call every API endpoint and write the replies to {OUTPUT_FILE} in the model folder. "
+        f"Call every API endpoint and write the replies to {OUTPUT_FILE} in the model folder, sending the API "
+        "token (from the environment variable api.token_env names) when one is set. "
         "Exit 1 if a call failed or the API is not running.",
     )
     parser.add_argument("--url", help="base URL of the API (default: api.url in config.json)")
     parser.add_argument("--output", metavar="PATH", help=f"where to write the replies (default: <model folder>/{OUTPUT_FILE})")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
-    return run_script(parser, argv, "apicalls", _main)
+    return run_script(parser, argv, "apicalls", _main, needs=("paths", "api"))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ OPTIONS request gets Flask's own empty reply with an ``Allow`` header):
 - ``GET /diagnostics``: missing data, step timings, the dependency check, the latest drift table.
 - ``GET /health``: 200 and the release id when a model is loaded, 503 and the reason otherwise.
 
+With ``api.token_env`` set, every route but ``/health`` needs ``Authorization: Bearer <token>``
+(401 otherwise). No reply names a path on the server: paths are shown relative to the project.
+
 This module is HTTP only: it turns request bodies into records, maps errors to status codes, and
 holds the views. The model's arithmetic (validating records, the fast path checked against the
 pipeline) is ``churnlib.pipeline``; hot reload of the deployed release is ``churnlib.serving``.
@@ -22,6 +25,7 @@ pipeline) is ``churnlib.pipeline``; hot reload of the deployed release is ``chur
 from __future__ import annotations
 
 import csv
+import hmac
 import io
 import json
 import logging
@@ -36,7 +40,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
 from churnlib.columns import shown
-from churnlib.config import Config, load_config
+from churnlib.config import Config, api_token, load_config
+from churnlib.errors import ChurnError
 from churnlib.fsutil import read_json
 from churnlib.ingested import RECORD_FILE, ingested_statistics, load_record
 from churnlib.pipeline import RecordError, RepeatedKeys, make_record, predicted_classes, records_to_batch, repeated_names
@@ -196,16 +201,28 @@ class ApiState:
     installed: list[dict[str, Any]]
 
 
+def public_text(text: str, config: Config) -> str:
+    """Return ``text`` with the server's absolute paths made relative to the project (a reply names no server path)."""
+    folders = [getattr(config.paths, name) for name in ("source", "ingested", "testdata", "models", "deployment", "logs")]
+    for folder in sorted(folders, key=lambda f: len(str(f)), reverse=True):
+        text = text.replace(str(folder), folder.name)
+    return text.replace(str(config.root) + os.sep, "").replace(str(config.root), ".")
+
+
 def _error(message: str, status: int):
-    response = jsonify(error=message)
+    response = jsonify(error=public_text(message, _state().config))
     response.status_code = status
     return response
+
+
+UNAUTHORISED = "missing or wrong API token: send the header 'Authorization: Bearer <token>'"
 
 
 def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     """Return the API for ``config`` (a Config, a path to config.json, or None for the default)."""
     if not isinstance(config, Config):
         config = load_config(config)
+    token = api_token(config)  # a ConfigError when api.token_env names a variable that is not set
     _log_to_gunicorn()
     # No static route: Flask adds /static/<path> (files next to app.py) unless told not to, and this
     # API reads no file outside the data folders.
@@ -236,6 +253,27 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
+    if token is not None:
+        expected = f"Bearer {token}".encode()
+
+        @app.before_request
+        def require_token():
+            if request.path == "/health":
+                return None
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            if hmac.compare_digest(given, expected):  # constant time: the reply's timing tells nothing of the token
+                return None
+            response = _error(UNAUTHORISED, 401)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+
+    @app.errorhandler(ChurnError)
+    def state_error(exc: ChurnError):
+        # The server's files are not usable right now (a damaged record, a release that will not
+        # load): the service is unavailable, and the reply says why.
+        logger.error("%s %s: %s", request.method, request.path, exc)
+        return _error(str(exc), 503)
+
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):
         logger.exception("unhandled error on %s %s", request.method, request.path)
@@ -249,7 +287,7 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
         body = {"status": "ok", "release_id": release.release_id, "algorithm": release.model.metadata["algorithm"],
                 "loaded_at": release.loaded_at}
         if _state().watcher.problem:
-            body["warning"] = _state().watcher.problem
+            body["warning"] = public_text(_state().watcher.problem, _state().config)
         return jsonify(body)
 
     @app.post("/prediction")

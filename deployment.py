@@ -12,8 +12,14 @@ Layout::
 A release folder is built under a temporary name, fsynced, and renamed into place; only then is
 ``current.json`` replaced (temporary file, fsync, ``os.replace``). A crash at any instant leaves the
 pointer on the old release or the new one. The API and the pipeline read the release the pointer
-names, so the switch is the deploy. ``previous`` lists earlier releases, newest first, for
-``--rollback``; releases beyond ``deployment.keep_releases`` are deleted.
+names, so the switch is the deploy.
+
+``releases`` in the pointer lists every kept release, newest deploy first; ``current`` is one of
+them, and ``previous`` (the kept releases deployed before the current one) is derived from the two.
+A rollback only moves ``current``: the release rolled back from stays listed and reachable
+(``--rollback --to`` goes forward as well as back). A deploy puts the new release first and keeps
+``deployment.keep_releases`` of them; release folders the pointer does not list are deleted, and
+the current release is never deleted.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 from churnlib.clock import utc_now
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config
-from churnlib.errors import ChurnError
+from churnlib.errors import ChurnError, in_step
 from churnlib.fsutil import (
     atomic_write_json,
     copy_file_synced,
@@ -41,6 +47,7 @@ from churnlib.fsutil import (
 )
 from churnlib.modelstore import (
     MANIFEST_FILE,
+    NORMAL_FOLDER,
     METADATA_FILE,
     MODEL_FILE,
     POINTER_FILE,
@@ -84,6 +91,7 @@ def check_model_folder(model_folder: Path) -> dict[str, Any]:
     return model.metadata
 
 
+@in_step("deployment")
 def deploy_release(
     model_folder: Path,
     deployment_folder: Path,
@@ -132,50 +140,99 @@ def deploy_release(
             raise
         fsync_dir(releases)
     pointer = read_pointer(deployment_folder)
-    previous: list[str] = []
-    if pointer is not None:
-        previous = [pointer["current"], *pointer.get("previous", [])]
-    previous = [rid for rid in dict.fromkeys(previous) if rid != release_id][: keep_releases - 1]
-    atomic_write_json(
-        deployment_folder / POINTER_FILE,
-        {"current": release_id, "previous": previous, "switched_at": utc_now(), "action": "deploy"},
-    )
+    kept = [] if pointer is None else [rid for rid in pointer["releases"] if rid != release_id]
+    write_pointer(deployment_folder, release_id, [release_id, *kept][:keep_releases], action="deploy")
     logger.info("deployed release %s (pointer %s switched)", release_id, deployment_folder / POINTER_FILE)
     prune_releases(deployment_folder)
     return release_id
 
 
-def prune_releases(deployment_folder: Path) -> list[str]:
-    """Delete release folders the pointer no longer names; return their ids."""
+def write_pointer(deployment_folder: Path, current: str, releases: list[str], *, action: str, **details: Any) -> None:
+    """Switch the pointer to ``current`` among the kept ``releases`` (newest deploy first), atomically."""
+    if current not in releases:
+        releases = [*releases, current]
+    previous = releases[releases.index(current) + 1:]
+    atomic_write_json(deployment_folder / POINTER_FILE,
+                      {"current": current, "releases": releases, "previous": previous,
+                       "switched_at": utc_now(), "action": action, **details})
+
+
+def prune_releases(deployment_folder: Path, *, keep_releases: int | None = None) -> list[str]:
+    """Delete release folders the pointer no longer lists (beyond ``keep_releases`` if given); return their ids.
+
+    The current release is never deleted, wherever it is in the list.
+    """
     pointer = read_pointer(deployment_folder)
     if pointer is None:
         return []
-    kept = {pointer["current"], *pointer.get("previous", [])}
+    releases = pointer["releases"]
+    if keep_releases is not None and len(releases) > keep_releases:
+        kept = releases[:keep_releases]
+        if pointer["current"] not in kept:
+            kept = [*releases[: max(keep_releases - 1, 0)], pointer["current"]]
+        write_pointer(deployment_folder, pointer["current"], kept, action=pointer.get("action", "prune"))
+        releases = kept
+    keep = {pointer["current"], *releases}
     removed = []
     for folder in sorted((deployment_folder / RELEASES_FOLDER).iterdir()):
-        if folder.name.startswith(".") or folder.name in kept:
+        if folder.name.startswith(".") or folder.name in keep:
             continue
         shutil.rmtree(folder)
         removed.append(folder.name)
+        # The release's new normal, if a shift was accepted for it, goes with it.
+        for normal in (deployment_folder / NORMAL_FOLDER).glob(f"{folder.name}.*"):
+            normal.unlink(missing_ok=True)
     if removed:
         logger.info("removed old release(s) beyond deployment.keep_releases: %s", ", ".join(removed))
     return removed
 
 
-def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str, str]:
-    """Point the deployment back at an earlier release; return (from, to).
+def _releases_on_disk(deployment_folder: Path) -> list[str]:
+    """Return the release folders, newest deploy first (by when each one's manifest, its last file, was written)."""
+    folder = deployment_folder / RELEASES_FOLDER
+    folders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.exists() else []
 
-    Without ``to``, the newest earlier release whose model passes its hash check is chosen.
+    def written(release: Path) -> tuple[int, str]:
+        try:
+            return (release / MANIFEST_FILE).stat().st_mtime_ns, release.name
+        except FileNotFoundError:
+            return 0, release.name
+
+    return [p.name for p in sorted(folders, key=written, reverse=True)]
+
+
+def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str | None, str]:
+    """Point the deployment at another kept release; return (from, to).
+
+    Without ``to``, the newest release deployed before the current one whose model passes its
+    hash check is chosen. With ``to``, any kept release: older (back) or newer (forward, after a
+    rollback). When the pointer itself is damaged, ``to`` may name any release folder: the pointer
+    is written anew, listing the release folders on disk.
     """
-    pointer = read_pointer(deployment_folder)
-    if pointer is None:
-        raise DeploymentError("nothing is deployed, nothing to roll back")
-    previous = list(pointer.get("previous", []))
-    if not previous:
-        raise DeploymentError(f"release {pointer['current']} is the only one kept; nothing to roll back to")
-    if to is not None and to not in previous:
-        raise DeploymentError(f"release {to} is not among the earlier releases: {', '.join(previous)}")
-    candidates = [to] if to is not None else previous
+    try:
+        pointer = read_pointer(deployment_folder)
+    except ModelLoadError:
+        if to is None:
+            raise
+        pointer = None
+        releases = _releases_on_disk(deployment_folder)
+        current = None
+        logger.warning("%s is damaged; writing it anew from the release folders", deployment_folder / POINTER_FILE)
+    else:
+        if pointer is None:
+            raise DeploymentError("nothing is deployed, nothing to roll back")
+        releases, current = pointer["releases"], pointer["current"]
+    if to is not None:
+        if to == current:
+            raise DeploymentError(f"release {to} is the current release already")
+        if to not in releases:
+            raise DeploymentError(f"release {to} is not among the kept releases: {', '.join(releases)}")
+        candidates = [to]
+    else:
+        candidates = releases[releases.index(current) + 1:]
+        if not candidates:
+            raise DeploymentError(f"no release kept was deployed before {current}; nothing to roll back to "
+                                  f"(kept: {', '.join(releases)})")
     target = None
     for candidate in candidates:
         try:
@@ -186,36 +243,27 @@ def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str, st
         target = candidate
         break
     if target is None:
-        raise DeploymentError("no earlier release passes its integrity check; nothing to roll back to")
-    remaining = previous[previous.index(target) + 1:]
-    atomic_write_json(
-        deployment_folder / POINTER_FILE,
-        {
-            "current": target,
-            "previous": remaining,
-            "switched_at": utc_now(),
-            "action": "rollback",
-            "rolled_back_from": pointer["current"],
-        },
-    )
-    logger.info("rolled back from release %s to %s", pointer["current"], target)
-    return pointer["current"], target
+        raise DeploymentError(f"no {'such' if to else 'earlier'} release passes its integrity check; nothing to roll back to")
+    direction = "rollback" if current is None or releases.index(target) > releases.index(current) else "roll forward"
+    write_pointer(deployment_folder, target, releases, action=direction, rolled_back_from=current)
+    logger.info("%s from release %s to %s", "rolled back" if direction == "rollback" else "rolled forward", current, target)
+    return current, target
 
 
 def list_releases(deployment_folder: Path) -> list[dict[str, Any]]:
-    """Return the kept releases, newest first: id, state, creation time, algorithm, rows, scores."""
+    """Return the kept releases, newest deploy first: id, whether current, creation time, algorithm, rows, scores."""
     pointer = read_pointer(deployment_folder)
     if pointer is None:
         return []
     rows = []
-    for position, release_id in enumerate([pointer["current"], *pointer.get("previous", [])]):
+    for release_id in pointer["releases"]:
         folder = release_folder(deployment_folder, release_id)
         manifest = read_json(folder / MANIFEST_FILE, {}) or {}
         metadata = read_json(folder / METADATA_FILE, {}) or {}
         scores = read_json(folder / SCORE_DETAILS_FILE, {}) or {}
         rows.append({
             "release_id": release_id,
-            "current": position == 0,
+            "current": release_id == pointer["current"],
             "created_at": manifest.get("created_at"),
             "algorithm": metadata.get("algorithm"),
             "training_rows": (metadata.get("training_data") or {}).get("rows"),
@@ -247,7 +295,9 @@ def _main(config: Config, args) -> int:
         print(format_release_table(list_releases(config.paths.deployment)))
     elif args.rollback:
         old, new = rollback(config.paths.deployment, to=args.to)
-        print(f"rolled back: {old} -> {new}")
+        action = (read_pointer(config.paths.deployment) or {}).get("action", "rollback")
+        print(f"{'rolled forward' if action == 'roll forward' else 'rolled back'}: {old} -> {new}")
+        print("every kept release stays listed (deployment.py --list); --rollback --to <id> returns to any of them")
     else:
         release_id = deploy_release(
             config.paths.models,
@@ -263,16 +313,22 @@ def _main(config: Config, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         "Deploy the trained model in the model folder as a new release (the default), "
-        "list the kept releases, or roll back to an earlier one.",
+        "list the kept releases, or switch back (or forward) to another kept release.",
     )
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--list", action="store_true", help="list the kept releases with their scores and dates")
-    action.add_argument("--rollback", action="store_true", help="switch back to the previous release")
-    parser.add_argument("--to", metavar="RELEASE_ID", help="with --rollback: the earlier release to return to")
+    action.add_argument("--list", action="store_true",
+                        help="list the kept releases, newest deploy first, * marking the current one")
+    action.add_argument("--rollback", action="store_true",
+                        help="switch to the release deployed before the current one (or, with --to, to any kept release)")
+    parser.add_argument("--to", metavar="RELEASE_ID",
+                        help="with --rollback: the kept release to switch to, older or newer than the current one "
+                             "(also when current.json is damaged: then any release folder)")
     args = parser.parse_args(argv)
     if args.to and not args.rollback:
         parser.error("--to needs --rollback")
-    return run_script(parser, argv, "deployment", _main, lock=lambda args: not args.list)
+    # --list and --rollback are incident tools: they need only where the releases are.
+    return run_script(parser, argv, "deployment", _main, lock=lambda args: not args.list,
+                      needs=lambda args: ("paths",) if args.list or args.rollback else ("paths", "deployment"))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from churnlib.fsutil import atomic_write_json, read_json
 from churnlib.ingested import load_record, missing_data, read_ingested_data, summary_statistics
 from churnlib.modelstore import load_deployed
 from churnlib.pipeline import churn_probabilities, predicted_classes
+from churnlib.errors import in_step
 
 logger = logging.getLogger(Path(__file__).stem)
 
@@ -147,6 +148,7 @@ def latest_drift(log_folder: Path) -> dict[str, Any] | None:
         return None
 
 
+@in_step("diagnostics")
 def run_diagnostics(
     *,
     pipeline: Any,
@@ -248,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", metavar="FOLDER", help="labelled CSV folder to predict on (default: the test data folder)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    return run_script(parser, argv, "diagnostics", _main)
+    # An incident tool: it works while a section of config.json it does not read is broken.
+    return run_script(parser, argv, "diagnostics", _main, needs=("paths", "schema"))
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ from typing import Any
 from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.config import Config, DeploymentSettings, ModelSettings, ScoreDriftSettings, model_fingerprint
-from churnlib.errors import ChurnError, describe_error
+from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
 from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
-from churnlib.ingested import load_record, save_record
+from churnlib.ingested import DECISION_STATE_FILE, check_ingested_data, load_record, save_record
 from churnlib.modelstore import (
     NORMAL_FOLDER,
     RELEASES_FOLDER,
@@ -59,11 +59,9 @@ from churnlib.modelstore import (
     sha256_file,
 )
 from churnlib.runlog import DRIFT_REASONS, Decision, RetrainReason, append_run
-from ingestion import Scan, scan_source
+from ingestion import Scan, check_schema_matches_config, scan_source
 
 logger = logging.getLogger(Path(__file__).stem)
-
-DECISION_STATE_FILE = "decision_state.json"
 
 
 class PipelineError(ChurnError):
@@ -154,14 +152,22 @@ class TickOutcome:
 
 def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Return how far into the ingested data decisions are complete (rows and bytes), and the last retrain."""
-    state = read_json(ingested_folder / DECISION_STATE_FILE) or {}
-    rows, size = int(state.get("evaluated_rows", 0)), int(state.get("evaluated_bytes", 0))
+    path = ingested_folder / DECISION_STATE_FILE
+    advice = ("delete it: the next tick then checks every ingested row against the deployed model once "
+              "(README: \"Damaged state files\")")
+    state = read_json(path, if_damaged=f"it was damaged (a full disk, or an edit by hand?); {advice}") or {}
+    try:
+        rows, size = int(state.get("evaluated_rows", 0)), int(state.get("evaluated_bytes", 0))
+    except (AttributeError, TypeError, ValueError):
+        raise StateFileError(f"{path}: not a decision state (evaluated_rows and evaluated_bytes, whole numbers); "
+                             + advice) from None
     if rows > record["rows"] or size > record["bytes"]:
         # The ingested data was reset under us (ingesteddata/ moved away): start over.
         return {"evaluated_rows": 0, "evaluated_bytes": 0, "last_retrain": None}
     return {"evaluated_rows": rows, "evaluated_bytes": size, "last_retrain": state.get("last_retrain")}
 
 
+@in_step("decision state")
 def mark_evaluated(ingested_folder: Path, record: dict[str, Any], *, last_retrain: dict[str, Any] | None) -> None:
     """Record that every ingested row has been through a decision, and when a retrain was last tried."""
     atomic_write_json(ingested_folder / DECISION_STATE_FILE,
@@ -253,6 +259,11 @@ def find_work(config: Config) -> Work:
     pandas or scikit-learn."""
     sweep_temporaries(config)
     record = load_record(config.paths.ingested)
+    # On every tick, not only when a file arrives: a config that contradicts the data, or data
+    # changed by hand, stops the tick before anything is built on it (cheap: no history is read).
+    check_schema_matches_config(record["schema"], config.schema)
+    if check_ingested_data(config.paths.ingested, record):
+        save_record(record, config.paths.ingested, config.paths.logs)
     scan = scan_source(config.paths.source, record, config.schema)
     state = read_decision_state(config.paths.ingested, record)
     pointer = read_pointer(config.paths.deployment)
@@ -853,12 +864,17 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
 def call_api_after_deploy(config: Config, release_id: str) -> dict[str, Any]:
     """Ask the API, if it is running, for every endpoint's reply; return what happened, never fail the tick."""
     from apicalls import OUTPUT_FILE, call_all_if_running, default_prediction_path
+    from churnlib.config import ConfigError, api_token
 
     try:
         outcome = call_all_if_running(config.api.url, config.paths.models / OUTPUT_FILE,
                                       prediction_path=default_prediction_path(config),
                                       expect_release=release_id,
-                                      reload_interval=config.api.reload_interval_seconds)
+                                      reload_interval=config.api.reload_interval_seconds,
+                                      token=api_token(config))
+    except ConfigError as exc:  # api.token_env names a variable cron's environment lacks
+        outcome = {"running": None, "summary": f"not called: {exc.message}"}
+        logger.warning("API at %s: %s", config.api.url, outcome["summary"])
     except OSError as exc:  # apireturns.txt not writable, say: the deploy itself succeeded
         outcome = {"running": None, "summary": f"replies not saved: {exc}"}
         logger.warning("API at %s: %s", config.api.url, outcome["summary"])

@@ -1,19 +1,30 @@
 """gunicorn settings for the API (`make serve`); check them with `gunicorn --check-config -c gunicorn.conf.py wsgi:app`.
 
 Plain assignments; each can be overridden from the environment without editing this file.
+
+The master reads config.json once, here, when it starts: an invalid one stops it with the error.
+Workers start from the config the master holds and never read config.json themselves, so a
+worker restarted while config.json is broken mid-edit still starts. A changed config.json is
+picked up only by an explicit reload (`kill -HUP <master pid>`), and an invalid one is then
+refused: the error log says why and the API keeps running with the config it has.
 """
 
+import logging
 import os
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from churnlib.config import ConfigError, load_config
+from churnlib.config import ConfigError, api_token, load_server_config
 
 try:
-    _config = load_config()  # config.json, or $CHURN_CONFIG if set
+    # config.json, or $CHURN_CONFIG if set; refused too when api.token_env names a variable that is not set
+    _config, _refused = load_server_config(check=api_token)
 except ConfigError as _error:
     sys.exit(f"error: {_error}")
+if _refused is not None:
+    logging.getLogger("gunicorn.error").error(
+        "%s: not reloaded: %s; the API keeps running with the configuration it has", _config.label, _refused.message)
 _logs = _config.paths.logs
 _logs.mkdir(parents=True, exist_ok=True)
 
@@ -21,10 +32,17 @@ _logs.mkdir(parents=True, exist_ok=True)
 # is loopback by default: put a reverse proxy in front to expose it.
 _url = urlsplit(_config.api.url)
 bind = os.environ.get("CHURN_API_BIND", f"{_url.hostname}:{_url.port or 80}")
-# One worker per core; each worker is single-threaded, so xgboost and numpy never fight over cores.
+# One worker per core. Each worker answers with a pool of threads: a client that sends its request
+# slowly (or never finishes it) holds one thread, not the worker, and a worker's main loop keeps
+# telling the master it is alive, so slow clients neither stop other requests nor get workers
+# killed. A worker absorbs up to `threads` - 1 such clients at once, even if all land on it; more
+# need a buffering reverse proxy in front (README: "Slow clients"). Idle threads cost nothing:
+# the pool starts them as requests need them.
 workers = int(os.environ.get("CHURN_API_WORKERS", "2"))
-worker_class = "sync"
-timeout = 30
+worker_class = "gthread"
+threads = int(os.environ.get("CHURN_API_THREADS", "100"))
+keepalive = 2  # seconds an idle kept-alive connection stays open (it holds no thread meanwhile)
+timeout = 30  # a worker whose main loop is silent this long is restarted (a slow client cannot cause it)
 graceful_timeout = 10
 # Hostile or broken clients: bounded request lines and headers.
 limit_request_line = 8190
@@ -36,6 +54,12 @@ capture_output = True
 proc_name = "churn-api"
 # gunicorn's control socket (gunicornc) is not used; off, so several instances never share one.
 control_socket_disable = True
+
+
+def on_reload(server):
+    """Say in the error log which config the new workers start from."""
+    server.log.info("reload: workers start from %s as read at the reload, or as before if it was refused",
+                    _config.label)
 
 
 def post_worker_init(worker):

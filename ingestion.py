@@ -11,10 +11,14 @@ How a tick works:
    and the next file goes on. Only the new file is read: duplicates are found through a file of
    64-bit row hashes (``rowhashes.bin``), so a tick costs what the new data costs, not the history.
 
-Crash safety: rows are appended to ``finaldata.csv`` and ``rowhashes.bin`` first, then the record
-(``ingestion_record.json``, replaced atomically) is updated with their new committed lengths. A run
-that starts after a crash cuts both files back to the lengths the record names, so a file is either
-wholly ingested and recorded, or not at all and ingested again.
+Crash safety: what is about to be appended is written to ``append_intent.bin`` first, then rows
+are appended to ``finaldata.csv`` and ``rowhashes.bin``, then the record (``ingestion_record.json``,
+replaced atomically) is updated with their new committed lengths. A run that starts after a crash
+cuts both files back to the lengths the record names, but only when the extra bytes are the
+interrupted append's own (a prefix of the intent): a file is either wholly ingested and recorded,
+or not at all and ingested again. Anything else (rows added or edited by hand, a missing record) is
+refused with "changed outside the pipeline" (``churnlib.ingested.check_ingested_data``);
+``python ingestion.py --accept-changes`` takes the data as it is now.
 
 The pipeline never edits, moves or deletes anything in ``sourcedata/``.
 """
@@ -36,12 +40,14 @@ from churnlib.clock import utc_now
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config, ConfigError, SchemaSettings
 from churnlib.columns import shown_name
-from churnlib.fsutil import append_bytes_synced
+from churnlib.errors import in_step
 from churnlib.ingested import (
-    DATA_FILE,
     HASHES_FILE,
     READABLE_RECORD_FILE,
     IngestedDataError,
+    append_rows,
+    check_ingested_data,
+    clear_intent,
     load_record,
     save_record,
 )
@@ -264,30 +270,6 @@ def scan_source(source_folder: Path, record: dict[str, Any], settings: SchemaSet
     return scan
 
 
-def recover_ingested_data(ingested_folder: Path, record: dict[str, Any]) -> None:
-    """Cut finaldata.csv and rowhashes.bin back to the committed lengths in the record.
-
-    Bytes past those lengths were written by a run that died before recording them.
-    """
-    for file_name, committed in ((DATA_FILE, record["bytes"]), (HASHES_FILE, record["rows"] * 8)):
-        path = ingested_folder / file_name
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size < committed:
-            raise IngestedDataError(
-                f"{path}: {size} bytes, shorter than the {committed} the ingestion record commits; "
-                "it was changed outside the pipeline (restore it, or delete the ingesteddata folder to re-ingest)"
-            )
-        if size > committed:
-            logger.warning("%s: cutting %d uncommitted bytes left by an interrupted run", path.name, size - committed)
-            with open(path, "r+b") as handle:
-                handle.truncate(committed)
-                handle.flush()
-                os.fsync(handle.fileno())
-
-
 def check_schema_matches_config(frozen: dict[str, Any] | None, settings: SchemaSettings) -> None:
     """Raise ConfigError when config.json's schema section contradicts the data already ingested."""
     if frozen is None:
@@ -302,6 +284,9 @@ def check_schema_matches_config(frozen: dict[str, Any] | None, settings: SchemaS
     stray = [c for c in settings.id_columns if c in frozen["feature_columns"]]
     if stray:
         problems.append(f"id_columns {stray} are features of the ingested data")
+    dropped = [c for c in frozen["id_columns"] if c not in settings.id_columns]
+    if dropped:
+        problems.append(f"id_columns no longer name {dropped}, id column(s) of the ingested data")
     if problems:
         raise ConfigError(
             "schema: " + "; ".join(problems)
@@ -320,7 +305,12 @@ def row_hashes(lines: list[str]):
 
 
 class _HashIndex:
-    """Membership test against every row hash ingested so far, built once per tick."""
+    """Membership test against every row hash ingested so far, built once per tick.
+
+    The history is one sorted array (binary search); the hashes added during the tick go into a
+    set, so the k-th new file of a backlog costs what the first does instead of one comparison
+    with each file before it.
+    """
 
     def __init__(self, path: Path, count: int):
         import numpy as np
@@ -328,7 +318,7 @@ class _HashIndex:
         self._np = np
         history = np.fromfile(path, dtype=np.uint64, count=count) if count else np.empty(0, dtype=np.uint64)
         self._sorted = np.sort(history)
-        self._added: list = []
+        self._added: set[int] = set()
 
     def contains(self, hashes):
         np = self._np
@@ -336,14 +326,16 @@ class _HashIndex:
         if len(self._sorted):
             positions = np.minimum(np.searchsorted(self._sorted, hashes), len(self._sorted) - 1)
             found = self._sorted[positions] == hashes
-        for added in self._added:
-            found |= np.isin(hashes, added)
+        if self._added:
+            added = self._added
+            found |= np.fromiter((value in added for value in hashes.tolist()), dtype=bool, count=len(hashes))
         return found
 
     def add(self, hashes) -> None:
-        self._added.append(hashes)
+        self._added.update(hashes.tolist())
 
 
+@in_step("ingestion")
 def ingest_files(
     files: list[SourceFile],
     record: dict[str, Any],
@@ -365,8 +357,8 @@ def ingest_files(
     result = IngestResult()
     ingested_folder.mkdir(parents=True, exist_ok=True)
     check_schema_matches_config(record["schema"], settings)
-    recover_ingested_data(ingested_folder, record)
-    data_path = ingested_folder / DATA_FILE
+    if check_ingested_data(ingested_folder, record):
+        save_record(record, ingested_folder, log_folder)
     hashes_path = ingested_folder / HASHES_FILE
     index = _HashIndex(hashes_path, record["rows"]) if files else None
     fingerprint = settings_fingerprint(settings)
@@ -426,9 +418,9 @@ def ingest_files(
             text = header_line(schema) + "\n" + text
         payload = text.encode("utf-8")
         if payload:
-            append_bytes_synced(data_path, payload)
-            append_bytes_synced(hashes_path, new_hashes.tobytes())
+            append_rows(ingested_folder, record, payload, new_hashes.tobytes(), source=source.name)
         index.add(new_hashes)
+        earlier = [f for f in record["files"] if f["name"] == source.name]
         entry = {
             "name": source.name,
             "size": source.size,
@@ -444,17 +436,23 @@ def ingest_files(
             "ingested_at": utc_now(),
             "seconds": round(time.perf_counter() - file_started, 4),
         }
+        if earlier:  # new content under the name of a file ingested before: both are kept
+            entry["replaces"] = {"sha256": earlier[-1]["sha256"], "ingested_at": earlier[-1]["ingested_at"]}
         record["schema"] = schema.to_dict()
         record["bytes"] += len(payload)
         record["rows"] += len(new_lines)
         record["data_version"] += 1
         record["files"].append(entry)
-        save_record(record, ingested_folder, log_folder)
+        save_record(record, ingested_folder, log_folder)  # the commit
+        clear_intent(ingested_folder)
         result.accepted.append(entry)
         result.rows_added += len(new_lines)
         extras = []
         if duplicates_in_file or duplicates_of_history:
             extras.append(f"{duplicates_in_file} duplicate rows within the file, {duplicates_of_history} already ingested")
+        if earlier:
+            extras.append(f"new content under the name of a file ingested at {earlier[-1]['ingested_at']}; "
+                          "the rows of both are kept")
         if parsed.ignored_columns:
             extras.append(f"extra columns ignored: {_some(parsed.ignored_columns, SHOWN_IGNORED_COLUMNS)}")
         extras += parsed.notes
@@ -503,7 +501,79 @@ def run_ingestion(config: Config, record: dict[str, Any] | None = None) -> Inges
     return ingest_scanned(config, record, scan_source(config.paths.source, record, config.schema))
 
 
+def accept_changes(ingested_folder: Path, log_folder: Path) -> dict[str, Any]:
+    """Take finaldata.csv as it is now (after an edit by hand, or a record restored from a release); return what changed.
+
+    The file must still read as the ingested data (its header, a value of the right type in every
+    cell); it is rewritten in canonical form when the edit wrote a value another way. The record's
+    row count, length and checksums, and rowhashes.bin, are derived from it anew. Rows already
+    judged by a tick stay judged (by count), so rows added at the end are checked by the next tick.
+    """
+    import io
+
+    import numpy as np
+
+    from churnlib.dataset import canonical_lines, header_line, read_canonical_csv
+    from churnlib.fsutil import atomic_write_bytes, atomic_write_json, read_json
+    from churnlib.ingested import DATA_FILE, DECISION_STATE_FILE, data_signature, frozen_schema
+
+    record = load_record(ingested_folder)
+    schema = frozen_schema(record)
+    path = ingested_folder / DATA_FILE
+    if schema is None:
+        raise IngestedDataError(f"{ingested_folder / 'ingestion_record.json'}: nothing ingested yet, nothing to accept")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise IngestedDataError(f"{path}: missing; restore it from a backup, or move {ingested_folder.name}/ "
+                                "away to ingest the source folder anew") from None
+    header = header_line(schema)
+    found = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+    if found != header:
+        raise IngestedDataError(f"{path}: the first line is {shown_name(found)!r}, not the header {header!r}; "
+                                "fix it, then accept again")
+    try:
+        frame = read_canonical_csv(io.BytesIO(data), schema)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IngestedDataError(f"{path}: cannot be read as the ingested data ({str(exc).splitlines()[0]}); "
+                                "fix it, then accept again") from None
+    lines = canonical_lines(frame, schema)
+    canonical = (header + "\n" + "".join(f"{line}\n" for line in lines)).encode("utf-8")
+    hashes = row_hashes(lines)
+    rewritten = canonical != data
+    if rewritten:
+        atomic_write_bytes(path, canonical)
+    atomic_write_bytes(ingested_folder / HASHES_FILE, hashes.tobytes())
+    clear_intent(ingested_folder)
+    now = utc_now()
+    summary = {"at": now, "rows_before": record["rows"], "rows": len(lines), "bytes_before": record["bytes"],
+               "bytes": len(canonical), "rewritten_in_canonical_form": rewritten,
+               "duplicate_rows": int(len(hashes) - len(np.unique(hashes)))}
+    record.update(rows=len(lines), bytes=len(canonical), data_version=record["data_version"] + 1)
+    record["segments"] = [{"start": 0, "end": len(canonical), "sha256": hashlib.sha256(canonical).hexdigest(),
+                           "source": f"the data accepted as it was at {now}"}]
+    record["data_signature"] = data_signature(path, len(canonical))
+    record.setdefault("accepted_changes", []).append(summary)
+    save_record(record, ingested_folder, log_folder)
+    state = read_json(ingested_folder / DECISION_STATE_FILE, if_damaged="delete it, then accept again")
+    if isinstance(state, dict) and "evaluated_rows" in state:
+        rows = min(int(state["evaluated_rows"]), len(lines))
+        offset = 0 if rows == 0 else len(header) + 1 + sum(len(line.encode("utf-8")) + 1 for line in lines[:rows])
+        atomic_write_json(ingested_folder / DECISION_STATE_FILE,
+                          {**state, "evaluated_rows": rows, "evaluated_bytes": offset, "at": now})
+    logger.warning("accepted %s as it is now: %d rows (the record had %d)%s", DATA_FILE, len(lines),
+                   summary["rows_before"], "; rewritten in canonical form" if rewritten else "")
+    return summary
+
+
 def _main(config: Config, args) -> int:
+    if args.accept_changes:
+        summary = accept_changes(config.paths.ingested, config.paths.logs)
+        print(f"accepted {config.paths.ingested.name}/finaldata.csv as it is now: {summary['rows']:,} rows "
+              f"(the record had {summary['rows_before']:,}), {summary['bytes']:,} bytes"
+              + ("; rewritten in canonical form" if summary["rewritten_in_canonical_form"] else "")
+              + (f"; {summary['duplicate_rows']:,} rows are duplicates" if summary["duplicate_rows"] else ""))
+        return 0
     result = run_ingestion(config)
     print(
         f"{len(result.accepted)} file(s) ingested, {result.rows_added} rows added; "
@@ -518,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
         "Ingest new CSV files from the source folder into ingesteddata/finaldata.csv, "
         "rejecting bad files with a reason (see logs/ingestion_record.txt).",
     )
+    parser.add_argument("--accept-changes", action="store_true",
+                        help="take ingesteddata/finaldata.csv as it is now, after a change made outside the pipeline "
+                             "(an edit by hand, a record restored from a release): the record's counts and checksums "
+                             "and the duplicate index are derived from it anew")
     return run_script(parser, argv, "ingestion", _main, lock=True)
 
 

@@ -31,6 +31,7 @@ from churnlib.dataset import FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_bytes, read_json
 from churnlib.modelstore import MANIFEST_FILE, load_deployed, load_model
 from churnlib.pipeline import churn_probabilities
+from churnlib.errors import in_step
 
 logger = logging.getLogger(Path(__file__).stem)
 
@@ -250,6 +251,7 @@ def render_html(
     return "".join(parts)
 
 
+@in_step("reporting")
 def build_report(
     *,
     metadata: dict[str, Any],

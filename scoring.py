@@ -22,6 +22,7 @@ from churnlib.dataset import FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_json, atomic_write_text
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
 from churnlib.pipeline import churn_probabilities, predicted_classes
+from churnlib.errors import in_step
 from churnlib.stats import confusion_counts, metric_from_rates, roc_auc
 
 logger = logging.getLogger(Path(__file__).stem)
@@ -66,6 +67,7 @@ def read_test_data(test_folder: Path, *, settings: SchemaSettings, schema: Froze
     return read_labelled_folder(test_folder, settings=settings, schema=schema)
 
 
+@in_step("scoring")
 def write_scores(scores: dict[str, Any], folder: Path, *, release_id: str) -> None:
     """Write latestscore.json, then latestscore.txt (F1 as a bare number), to ``folder``."""
     atomic_write_json(folder / SCORE_DETAILS_FILE, {"release_id": release_id, **scores})

@@ -29,7 +29,7 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.config import Config, ConfigError, ModelSettings
 from churnlib.dataset import FrozenSchema, canonical_lines, header_line
-from churnlib.errors import ChurnError
+from churnlib.errors import ChurnError, in_step
 from churnlib.fsutil import atomic_write_text
 from churnlib.ingested import read_ingested_data
 from churnlib.modelstore import REFERENCE_FILE, save_model
@@ -119,6 +119,7 @@ def out_of_fold(frame: pd.DataFrame, schema: FrozenSchema, model_settings: Model
     return labels[in_focus], probabilities[in_focus]
 
 
+@in_step("training")
 def save_trained(
     pipeline: Any,
     *,
@@ -206,6 +207,7 @@ def expectation(final_frame: pd.DataFrame, schema: FrozenSchema, model_settings:
     return body, expected
 
 
+@in_step("training")
 def train_and_save(
     frame: pd.DataFrame,
     schema: FrozenSchema,

@@ -3,9 +3,10 @@
     python bench/bench_api.py                         # logistic regression, wrk, 10 s per run
     python bench/bench_api.py --algorithm xgboost
     python bench/bench_api.py --duration 5 --connections 16
+    python bench/bench_api.py --compare-sync          # also the real app on sync workers (the set-up before gthread)
 
 Builds a throw-away project from the shipped sample data, trains and deploys a model, then starts
-each app under gunicorn with 2 workers on a free 127.0.0.1 port and drives it with a bounded load:
+each app under gunicorn (gunicorn.conf.py: 2 gthread workers) on a free 127.0.0.1 port and drives it with a bounded load:
 wrk (Debian package ``wrk``) for ``--duration`` seconds at ``--connections`` connections, or, when
 wrk is not installed, a bounded Python client (which is itself slower, so its figures are lower
 bounds). The load generator shares the machine's cores with the server, as it would in a small
@@ -60,11 +61,11 @@ def build_project(root: Path, algorithm: str) -> Path:
     return root / "config.json"
 
 
-def start(app: str, config: Path, logs: Path, workers: int) -> tuple[subprocess.Popen, str]:
+def start(app: str, config: Path, logs: Path, workers: int, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "CHURN_CONFIG": str(config), "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
     command = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
-               "--workers", str(workers), "--access-logfile", "/dev/null", "--error-logfile", str(logs), app]
+               "--workers", str(workers), "--access-logfile", "/dev/null", "--error-logfile", str(logs), *extra, app]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     body = json.dumps({"records": [sample_records(1)[0]]}).encode()
@@ -165,11 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per app (default 2)")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="interleaved runs per figure, the median shown (default 1; use 5 on a shared machine)")
+    parser.add_argument("--compare-sync", action="store_true",
+                        help="also run the real app on sync workers (gunicorn.conf.py's set-up before gthread), "
+                             "to show what the threads cost")
     args = parser.parse_args(argv)
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
     drive = run_wrk if use_wrk else run_python_client
     print(f"machine: {os.cpu_count()} cores; model: {args.algorithm}; gunicorn {args.workers} workers per app; "
-          f"load: {'wrk' if use_wrk else 'python client'}, {args.connections} connections, {args.duration} s per run")
+          f"load: {'wrk' if use_wrk else 'python client'}, {args.connections} connections, {args.duration} s per run, "
+          f"median of {args.rounds} interleaved round(s)")
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         work = Path(tmp)
         config = build_project(work / "project", args.algorithm)
@@ -180,12 +187,27 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(records[0] if count == 1 else {"records": records}))
             bodies[count] = path
         results = {}
-        for name, target in (("real", "wsgi:app"), ("naive", "naive_app:app")):
-            process, url = start(target, config, work / f"{name}.log", args.workers)
-            try:
+        apps = [("real", "wsgi:app", ())]
+        if args.compare_sync:
+            apps.append(("sync", "wsgi:app", ("--worker-class", "sync", "--threads", "1")))
+        apps.append(("naive", "naive_app:app", ()))
+        # Every app runs at once (an idle one costs nearly nothing); rounds interleave the runs, so
+        # that load from elsewhere on a shared machine falls on every app alike; the median is shown.
+        servers = {}
+        try:
+            for name, target, extra in apps:
+                servers[name] = start(target, config, work / f"{name}.log", args.workers, extra)
+            runs: dict[tuple[str, int], list[dict]] = {}
+            for _round in range(args.rounds):
                 for count, body in bodies.items():
-                    results[(name, count)] = drive(url, body, args.duration, args.connections)
-            finally:
+                    for name in servers:
+                        runs.setdefault((name, count), []).append(drive(servers[name][1], body, args.duration,
+                                                                         args.connections))
+            for key, figures in runs.items():
+                figures.sort(key=lambda f: f["rps"])
+                results[key] = figures[len(figures) // 2]
+        finally:
+            for process, _url in servers.values():
                 process.terminate()
                 process.wait(timeout=30)
         print(f"\n{'app':<7} {'records':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
@@ -195,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         for count in bodies:
             ratio = results[("real", count)]["rps"] / results[("naive", count)]["rps"]
             print(f"real / naive, {count}-record requests: {ratio:.1f}x")
+        if args.compare_sync:
+            for count in bodies:
+                ratio = results[("real", count)]["rps"] / results[("sync", count)]["rps"]
+                print(f"real (gthread) / sync workers, {count}-record requests: {ratio:.2f}x")
     return 0
 
 

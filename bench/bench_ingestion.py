@@ -2,6 +2,7 @@
 
     python bench/bench_ingestion.py            # histories of 0, 100,000 and 1,000,000 rows
     python bench/bench_ingestion.py --quick    # 0, 10,000 and 100,000 rows
+    python bench/bench_ingestion.py --backlog-only   # just 3.
 
 Prints, in one run on this machine:
 
@@ -11,7 +12,9 @@ Prints, in one run on this machine:
 2. the time to ingest one new 10,000-row file on top of each history size, for
    ``ingestion.run_ingestion`` (reads the new file only) and for the classic approach (read every
    file in sourcedata/ with pandas, concatenate, drop duplicates, rewrite finaldata.csv), with the
-   ratios to the empty-history time.
+   ratios to the empty-history time;
+3. a backlog: one tick's ingestion of 10 and of 100 new 10,000-row files at once (after an outage),
+   and the ratio of the two, which should be about 10 (each file costs what one file costs).
 
 Both ingestions run in this process with their imports already paid, so the figures compare the
 work, not interpreter start-up. Each figure is the median of ``--repeat`` runs on a fresh copy of
@@ -135,15 +138,39 @@ def no_new_data_tick(work: Path, repeat: int) -> tuple[float, float]:
     return statistics.median(ticks), statistics.median(imports)
 
 
+def backlog(work: Path, files: int) -> float:
+    """Time one ingestion of ``files`` new 10,000-row files at once, on an empty history."""
+    root = work / f"backlog_{files}"
+    config_path = make_project(root)
+    for index in range(files):
+        write_batch(root / "sourcedata" / f"backlog_{index:04d}.csv", seed=10_000 + index)
+    os.sync()
+    config = load_config(config_path)
+    started = time.perf_counter()
+    result = ingestion.run_ingestion(config)
+    elapsed = time.perf_counter() - started
+    assert len(result.accepted) == files and result.rows_added == files * FILE_ROWS, result
+    shutil.rmtree(root)
+    return elapsed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller histories (0, 10k, 100k rows)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is shown (default 3)")
+    parser.add_argument("--backlog-only", action="store_true", help="only the backlog figures (10 and 100 files in one tick)")
     args = parser.parse_args(argv)
     sizes = [0, 10_000, 100_000] if args.quick else [0, 100_000, 1_000_000]
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, pandas {pd.__version__}")
     with tempfile.TemporaryDirectory(prefix="bench-ingestion-") as tmp:
         work = Path(tmp)
+        ten = statistics.median(backlog(work, 10) for _ in range(args.repeat))
+        hundred = statistics.median(backlog(work, 100) for _ in range(args.repeat))
+        print(f"\nbacklog: one tick ingesting N new {FILE_ROWS:,}-row files at once (median of {args.repeat}):")
+        print(f"   10 files: {ten:.2f} s\n  100 files: {hundred:.2f} s\n  ratio 100/10: {hundred / ten:.1f}x "
+              "(target: about 10x; the cost of each file must not grow with the files before it)")
+        if args.backlog_only:
+            return 0
         tick, imports = no_new_data_tick(work, max(args.repeat, 5))
         print(f"\nno-new-data tick (python fullprocess.py, wall, median of {max(args.repeat, 5)}): {tick:.3f} s")
         print(f"  for comparison, importing pandas + scikit-learn alone: {imports:.3f} s")

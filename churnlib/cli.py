@@ -23,19 +23,24 @@ def script_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def start_script(args: argparse.Namespace, script: str) -> Config | None:
+def start_script(args: argparse.Namespace, script: str, needs: tuple[str, ...] | None = None) -> Config | None:
     """Return the config named by --config with logging set up for ``script``.
 
-    A bad config is printed to stderr as one line and None is returned (the caller exits 2).
+    A bad config is printed to stderr as one line and None is returned (the caller exits 2). With
+    ``needs``, errors in the other sections are ignored, each said in a warning (stderr and log).
     """
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, needs=needs)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
     from churnlib.logsetup import setup_logging
 
     setup_logging(config.paths.logs, script, verbose=args.verbose)
+    for error in config.ignored_errors:
+        warning = f"{error} (ignored: {script} does not use that part of the config; fix it before the next tick)"
+        print(f"warning: {warning}", file=sys.stderr)
+        logging.getLogger(script).warning("%s", warning)
     return config
 
 
@@ -59,6 +64,7 @@ def run_script(
     *,
     lock: bool | Callable[[argparse.Namespace], bool] = False,
     on_lock_held: Callable[[Config, int | None], int] | None = None,
+    needs: tuple[str, ...] | Callable[[argparse.Namespace], tuple[str, ...] | None] | None = None,
 ) -> int:
     """Run a script's ``body(config, args)`` the way every script runs; return the exit status.
 
@@ -67,10 +73,12 @@ def run_script(
     function), waiting up to a minute, or, with ``on_lock_held``, not at all: that function then
     answers for the run. An error of the product's own (or an OSError) raised by the body is logged
     as one critical line (on stderr too) and ends the run with its exit status: 1, or 2 for a
-    setting the run could not use, named with the config file in use.
+    setting the run could not use, named with the config file in use. ``needs`` (or ``needs(args)``)
+    names the config sections the run uses: an error elsewhere in config.json is then a warning,
+    so a tool for incidents works while config.json is being fixed; None means every section.
     """
     args = parser.parse_args(argv)
-    config = start_script(args, script)
+    config = start_script(args, script, needs(args) if callable(needs) else needs)
     if config is None:
         return 2
     logger = logging.getLogger(script)

@@ -123,6 +123,15 @@ def _folder(value: Any) -> str:
     return _string(value)
 
 
+def _optional_env_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = _string(value)
+    if not text.replace("_", "a").isalnum() or text[0].isdigit():
+        raise ValueError(f"must name an environment variable (letters, digits, _), got {value!r}")
+    return text
+
+
 def _url(value: Any) -> str:
     text = _string(value)
     if not text.startswith(("http://", "https://")):
@@ -240,11 +249,16 @@ class ApiSettings:
     max_request_bytes: int = setting(10 * 1024 * 1024, _integer(1024))
     max_records: int = setting(10_000, _integer(1))
     reload_interval_seconds: float = setting(1.0, _number(0.05, 60.0))
+    token_env: str | None = setting(None, _optional_env_name)
 
 
 @dataclass(frozen=True)
 class Config:
-    """A validated config: where it came from, and one typed object per section of config.json."""
+    """A validated config: where it came from, and one typed object per section of config.json.
+
+    ``ignored_errors`` holds the errors of sections the caller said it does not need (see
+    ``load_config``); such a section is an ``UnusableSection`` that raises its error when used.
+    """
 
     file: Path
     root: Path
@@ -257,6 +271,18 @@ class Config:
     deployment: DeploymentSettings
     schedule: ScheduleSettings
     api: ApiSettings
+    ignored_errors: tuple[ConfigError, ...] = ()
+
+
+class UnusableSection:
+    """Stands for a section whose error was ignored: any use of it raises that error."""
+
+    def __init__(self, name: str, error: ConfigError):
+        self._name = name
+        self._error = error
+
+    def __getattr__(self, attribute: str) -> Any:
+        raise self._error
 
 
 def _sections() -> dict[str, type]:
@@ -285,8 +311,13 @@ def config_label(file: Path) -> str:
     return file.name if file.parent == PROJECT_ROOT else str(file)
 
 
-def load_config(path: str | os.PathLike | None = None) -> Config:
-    """Return the validated config read from ``path`` (see resolve_config_path)."""
+def load_config(path: str | os.PathLike | None = None, *, needs: tuple[str, ...] | None = None) -> Config:
+    """Return the validated config read from ``path`` (see resolve_config_path).
+
+    With ``needs`` (section names), an error in any other section is not raised but kept in
+    ``Config.ignored_errors``: a script that reads only some sections (the incident tools) still
+    runs while the rest of config.json is broken, and says what it ignored.
+    """
     file = resolve_config_path(path)
     label = config_label(file)
     try:
@@ -300,7 +331,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                           file_label=label) from None
-    return config_from_dict(raw, file=file, label=label)
+    return config_from_dict(raw, file=file, label=label, needs=needs)
 
 
 def _section(name: str, cls: type, given: Any, label: str, root: Path) -> Any:
@@ -328,24 +359,45 @@ def section_settings(cls: type, root: Path | None = None, **values: Any) -> Any:
     return _section(name, cls, values, name, root or Path.cwd())
 
 
-def config_from_dict(raw: Any, *, file: Path, label: str | None = None) -> Config:
-    """Return the validated config built from an already-parsed JSON object."""
+def config_from_dict(raw: Any, *, file: Path, label: str | None = None,
+                     needs: tuple[str, ...] | None = None) -> Config:
+    """Return the validated config built from an already-parsed JSON object (``needs``: see load_config)."""
     label = label or str(file)
     if not isinstance(raw, dict):
         raise ConfigError("must hold a JSON object at the top level", file_label=label)
+    ignored: list[ConfigError] = []
+
+    def tolerate(name: str, error: ConfigError) -> None:
+        if needs is None or name in needs:
+            raise error
+        ignored.append(error)
+
     for section in raw:
         if section not in SECTIONS:
-            raise ConfigError(f"unknown key {section!r} (known: {', '.join(SECTIONS)})", file_label=label)
+            tolerate(section, ConfigError(f"unknown key {section!r} (known: {', '.join(SECTIONS)})", file_label=label))
     root = file.parent
-    sections = {name: _section(name, cls, raw.get(name, {}), label, root) for name, cls in SECTIONS.items()}
-    _check_schema_consistency(sections["schema"], label)
-    seen: dict[Path, str] = {}
-    for key, spec in _keys(Paths).items():
-        folder = getattr(sections["paths"], spec.name)
-        if folder in seen:
-            raise ConfigError(f"paths.{key}: must differ from paths.{seen[folder]} ({folder})", file_label=label)
-        seen[folder] = key
-    return Config(file=file, root=root, label=label, **sections)
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        try:
+            sections[name] = _section(name, cls, raw.get(name, {}), label, root)
+            _check_section(name, sections[name], label)
+        except ConfigError as error:
+            tolerate(name, error)
+            sections[name] = UnusableSection(name, error)
+    return Config(file=file, root=root, label=label, ignored_errors=tuple(ignored), **sections)
+
+
+def _check_section(name: str, section: Any, label: str) -> None:
+    """Raise ConfigError for a section whose keys are valid one by one but not together."""
+    if name == "schema":
+        _check_schema_consistency(section, label)
+    elif name == "paths":
+        seen: dict[Path, str] = {}
+        for key, spec in _keys(Paths).items():
+            folder = getattr(section, spec.name)
+            if folder in seen:
+                raise ConfigError(f"paths.{key}: must differ from paths.{seen[folder]} ({folder})", file_label=label)
+            seen[folder] = key
 
 
 def _check_schema_consistency(schema: SchemaSettings, label: str) -> None:
@@ -377,6 +429,56 @@ def _check_schema_consistency(schema: SchemaSettings, label: str) -> None:
 def defaults_as_dict() -> dict[str, dict[str, Any]]:
     """Return every config key with its default value, as config.json would hold it."""
     return {name: {key: spec.metadata["default"] for key, spec in _keys(cls).items()} for name, cls in SECTIONS.items()}
+
+
+def api_token(config: Config) -> str | None:
+    """Return the API token (the value of the environment variable ``api.token_env`` names), or None.
+
+    A named variable that is not set, or empty, is a ConfigError: an API meant to need a token
+    never starts without one.
+    """
+    name = config.api.token_env
+    if name is None:
+        return None
+    token = os.environ.get(name, "")
+    if not token.strip():
+        raise ConfigError(f"api.token_env: the environment variable {name} is not set (or empty); set it to the "
+                          "API token, or remove api.token_env to run the API without one", file_label=config.label)
+    return token
+
+
+# --- the API server's config: loaded by the gunicorn master, inherited by the workers it forks ---
+
+_server_config: Config | None = None
+
+
+def load_server_config(path: str | os.PathLike | None = None, *,
+                       check: Callable[[Config], Any] | None = None) -> tuple[Config, ConfigError | None]:
+    """Return the API server's config, read anew, and the error that kept it from being read anew.
+
+    The gunicorn master calls this when it starts (an invalid config raises: the server does not
+    start) and on each reload (SIGHUP): an invalid config then is refused and the config loaded
+    before is returned with the error, for the caller to log. Workers take the result from
+    ``server_config`` instead of reading config.json, so a worker restarted while config.json is
+    broken mid-edit starts from the config the server runs with. ``check(config)`` may refuse a
+    config that loads (a token variable that is not set) with a ConfigError, treated the same way.
+    """
+    global _server_config
+    try:
+        config = load_config(path)
+        if check is not None:
+            check(config)
+    except ConfigError as exc:
+        if _server_config is None:
+            raise
+        return _server_config, exc
+    _server_config = config
+    return config, None
+
+
+def server_config(path: str | os.PathLike | None = None) -> Config:
+    """Return the config the gunicorn master loaded (see load_server_config), else config.json read now."""
+    return _server_config if _server_config is not None else load_config(path)
 
 
 def add_config_argument(parser) -> None:

@@ -6,6 +6,9 @@ column, the key) and is shown as it is; anything else is a bug and is shown with
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable
+
 
 class ChurnError(Exception):
     """An error of the product's own, with a message meant for the user. Exit status 1."""
@@ -38,10 +41,55 @@ class ConfigError(ChurnError, ValueError):
         return f"{self.file_label}: {self.message}" if self.file_label else self.message
 
 
+class StorageError(ChurnError, OSError):
+    """A file the product could not write (a full disk, no permission); the message names the file.
+
+    An OSError too, so code that handles failed writes as OSErrors still does.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, path: str | None = None):
+        OSError.__init__(self, errno, message, path)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StateFileError(ChurnError, ValueError):
+    """A state file that cannot be read (damaged JSON, wrong content); the message names it and what to do."""
+
+
+def in_step(step: str) -> Callable:
+    """Decorate a step's function so that an error raised through it names the step ("ingestion: ...").
+
+    The innermost step wins: a deploy's error raised while fullprocess.py runs it says "deployment".
+    """
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except (ChurnError, OSError) as exc:
+                if getattr(exc, "step", None) is None:
+                    exc.step = step  # type: ignore[attr-defined]
+                raise
+
+        return wrapper
+
+    return decorate
+
+
 def describe_error(exc: BaseException, *, config_label: str | None = None) -> str:
-    """Return one line for the user: our errors as they are, anything else with its type."""
+    """Return one line for the user: our errors as they are, anything else with its type.
+
+    An error raised inside a step (``in_step``) starts with the step's name.
+    """
     if isinstance(exc, ConfigError) and config_label:
         exc.in_file(config_label)
     if isinstance(exc, (ChurnError, FileNotFoundError)):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    step = getattr(exc, "step", None)
+    return f"{step}: {text}" if step and not text.startswith(f"{step}: ") else text

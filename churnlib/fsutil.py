@@ -16,8 +16,11 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from churnlib.errors import StateFileError, StorageError
 
 TMP_MARKER = ".tmp-"
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
@@ -37,27 +40,45 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def naming_write_errors(path: Path, what: str = "write") -> Iterator[None]:
+    """Turn an OSError raised while writing ``path`` into a StorageError that names the file.
+
+    A failed write() or fsync() does not say which file it was writing ("[Errno 28] No space left
+    on device"); the person reading the log needs to know.
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise StorageError(f"cannot {what} {path}: {reason}", errno=exc.errno, path=str(path)) from exc
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content.
 
     ``durable=False`` skips the fsyncs: readers still never see a torn file, but after a power
     loss the old content may come back. For views that are rebuilt from state on every write.
+    A failed write (a full disk) leaves the old file and no temporary file, and names ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path_for(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
+    with naming_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_path_for(path)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if durable:
+            fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> None:
@@ -72,7 +93,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def write_bytes_synced(path: Path, data: bytes) -> None:
     """Write a new file and fsync it (for files inside a folder that is renamed into place whole)."""
-    with open(path, "wb") as handle:
+    with naming_write_errors(path), open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -80,39 +101,60 @@ def write_bytes_synced(path: Path, data: bytes) -> None:
 
 def copy_file_synced(source: Path, destination: Path) -> None:
     """Copy ``source`` to a new file ``destination`` in 1 MiB blocks and fsync it."""
-    with open(source, "rb") as src, open(destination, "wb") as dst:
+    with open(source, "rb") as src, naming_write_errors(destination), open(destination, "wb") as dst:
         shutil.copyfileobj(src, dst, 1024 * 1024)
         dst.flush()
         os.fsync(dst.fileno())
 
 
 def append_bytes_synced(path: Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` and fsync it (the caller commits the new length elsewhere)."""
-    with open(path, "ab") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append ``data`` to ``path`` and fsync it (the caller commits the new length elsewhere).
+
+    A failed append (a full disk) cuts the file back to its length before it at once, so the
+    bytes it did write neither fill the disk nor wait for the next run to be removed; the
+    StorageError raised names the file.
+    """
+    with naming_write_errors(path, "append to"):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                except OSError:
+                    pass  # the record still commits the old length: the next run cuts the rest
+                raise
+        finally:
+            os.close(fd)
 
 
-def read_json(path: Path, default: Any = None) -> Any:
-    """Return the JSON in ``path``, or ``default`` when the file does not exist."""
+def read_json(path: Path, default: Any = None, *, if_damaged: str | None = None) -> Any:
+    """Return the JSON in ``path``, or ``default`` when the file does not exist.
+
+    A file that is not valid JSON raises StateFileError naming it, then ``if_damaged`` (what to do).
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
         return default
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        advice = if_damaged or "it was damaged (a full disk, or an edit by hand?): restore it from a backup"
+        raise StateFileError(f"{path}: not valid JSON{where}; {advice}") from None
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line to a log-like file with a single write, and fsync it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Append one line to a log-like file with a single write, and fsync it (cut back if the write fails)."""
+    with naming_write_errors(path, "append to"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    append_bytes_synced(path, (line.rstrip("\n") + "\n").encode("utf-8"))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -8,26 +8,52 @@ file ingested or rejected, and the committed lengths of the two data files) and
 Only the committed part of ``finaldata.csv`` (the record's ``bytes``) is ever read: bytes past it
 belong to an ingest that has not finished. Loading the record imports no pandas (the cron fast path
 reads it); reading the rows does.
+
+Nothing is lost by a mistake made on these files by hand:
+
+- Before rows are appended, the bytes about to be appended are written to ``append_intent.bin``.
+  Recovery after a crash cuts only bytes that are a prefix of that intent and start where the
+  record's committed data ends: the pipeline's own uncommitted append. Any other extra bytes are
+  refused as a change made outside the pipeline, never cut.
+- The record keeps a SHA-256 of each appended range (``segments``) and cheap signs of the file as
+  the pipeline left it (``data_signature``: size, modification time, SHA-256 of the last 64 KiB).
+  Every tick compares the signs, which costs a stat and a 64 KiB read; only when they disagree is
+  the whole file checked against the segments. A change is refused with "changed outside the
+  pipeline", and ``python ingestion.py --accept-changes`` or a restore from a backup resolves it.
+- A missing record next to ingested data stops the tick: the record is what says which rows are
+  committed, and rebuilding it from ``sourcedata/`` would drop the rows of files no longer there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from churnlib.clock import utc_now
 from churnlib.columns import shown_name
 from churnlib.errors import ChurnError
-from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json
+from churnlib.fsutil import append_bytes_synced, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+logger = logging.getLogger("ingestion")  # what it logs belongs to the ingestion step
 
 RECORD_FILE = "ingestion_record.json"
 DATA_FILE = "finaldata.csv"
 HASHES_FILE = "rowhashes.bin"
 INGESTED_LIST_FILE = "ingestedfiles.txt"
 READABLE_RECORD_FILE = "ingestion_record.txt"  # in logs/
+INTENT_FILE = "append_intent.bin"
+DECISION_STATE_FILE = "decision_state.json"  # fullprocess.py's: how far into the data decisions are complete
 RECORD_FORMAT = 1
+TAIL_BYTES = 64 * 1024
+ACCEPT_COMMAND = "python ingestion.py --accept-changes"
+HOW_TO_RESOLVE = (f"restore it from a backup, or accept the data as it is now with `{ACCEPT_COMMAND}` "
+                  "(README: \"Changed outside the pipeline\")")
 
 
 class IngestedDataError(ChurnError):
@@ -36,6 +62,10 @@ class IngestedDataError(ChurnError):
 
 class NoIngestedData(IngestedDataError):
     """Nothing has been ingested yet."""
+
+
+class ChangedOutsidePipeline(IngestedDataError):
+    """finaldata.csv or rowhashes.bin differs from what the pipeline wrote; the message says how to resolve it."""
 
 
 def empty_record() -> dict[str, Any]:
@@ -54,18 +84,195 @@ def empty_record() -> dict[str, Any]:
     }
 
 
+def _restore_record_advice(ingested_folder: Path) -> str:
+    return (f"restore {RECORD_FILE} from a backup, or copy the newest release's copy "
+            f"(<deployment folder>/releases/<id>/{RECORD_FILE}) into {ingested_folder.name}/ and run "
+            f"`{ACCEPT_COMMAND}`; to start over from the source folder instead, move {ingested_folder.name}/ away "
+            "(rows of files no longer in the source folder are then lost)")
+
+
 def load_record(ingested_folder: Path) -> dict[str, Any]:
-    """Return the ingestion record, or an empty one before the first ingest."""
+    """Return the ingestion record, or an empty one before the first ingest.
+
+    A record missing next to ingested data is an error, never an empty record: it would make every
+    ingested row look uncommitted.
+    """
     path = ingested_folder / RECORD_FILE
-    try:
-        record = read_json(path)
-    except ValueError:
-        raise IngestedDataError(f"{path}: not valid JSON; it was changed outside the pipeline") from None
+    record = read_json(path, if_damaged="it was damaged (a full disk, or an edit by hand?): "
+                                        + _restore_record_advice(ingested_folder))
     if record is None:
+        data = ingested_folder / DATA_FILE
+        try:
+            size = data.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size:
+            raise IngestedDataError(
+                f"{path}: missing, but {data} holds {size:,} bytes of ingested rows; without the record the "
+                "pipeline cannot tell which rows are committed, and will not guess: " + _restore_record_advice(ingested_folder)
+            )
         return empty_record()
-    if record.get("format") != RECORD_FORMAT:
-        raise IngestedDataError(f"{path}: unknown record format {record.get('format')!r}")
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise IngestedDataError(f"{path}: unknown record format {found!r}; " + _restore_record_advice(ingested_folder))
     return record
+
+
+# --- appending rows, and telling the pipeline's own uncommitted bytes from changes made by hand ---
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def data_signature(path: Path, committed: int) -> dict[str, Any]:
+    """Return the cheap signs of finaldata.csv as the pipeline left it: size, mtime, SHA-256 of the last 64 KiB."""
+    with open(path, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        start = max(0, committed - TAIL_BYTES)
+        handle.seek(start)
+        tail = handle.read(committed - start)
+    return {"bytes": committed, "mtime_ns": st.st_mtime_ns, "tail_sha256": _sha256(tail)}
+
+
+def append_rows(ingested_folder: Path, record: dict[str, Any], data: bytes, hashes: bytes, *, source: str) -> None:
+    """Append rows to finaldata.csv and their hashes to rowhashes.bin; note the new segment in ``record``.
+
+    The intent (what is about to be appended, and where) is written first, so a crash mid-append
+    leaves bytes that recovery can prove are the pipeline's own. The caller commits by adding the
+    rows and bytes to the record and saving it, then calls ``clear_intent``.
+    """
+    start, first_hash = record["bytes"], record["rows"] * 8
+    header = {"source": source, "at": utc_now(),
+              DATA_FILE: {"start": start, "length": len(data)},
+              HASHES_FILE: {"start": first_hash, "length": len(hashes)}}
+    atomic_write_bytes(ingested_folder / INTENT_FILE, json.dumps(header).encode() + b"\n" + data + hashes)
+    try:
+        append_bytes_synced(ingested_folder / DATA_FILE, data)  # cut back by itself when it fails
+        try:
+            append_bytes_synced(ingested_folder / HASHES_FILE, hashes)
+        except OSError:
+            _truncate(ingested_folder / DATA_FILE, start)
+            raise
+    except OSError:
+        # A failed append (a full disk) is undone at once, intent included: nothing it wrote is
+        # left taking space until the next run.
+        clear_intent(ingested_folder)
+        raise
+    record.setdefault("segments", []).append(
+        {"start": start, "end": start + len(data), "sha256": _sha256(data), "source": source})
+    record["data_signature"] = data_signature(ingested_folder / DATA_FILE, start + len(data))
+
+
+def clear_intent(ingested_folder: Path) -> None:
+    """Remove the intent of an append that is committed (or was cut back)."""
+    (ingested_folder / INTENT_FILE).unlink(missing_ok=True)
+
+
+def _read_intent(ingested_folder: Path) -> tuple[dict[str, Any], bytes] | None:
+    try:
+        raw = (ingested_folder / INTENT_FILE).read_bytes()
+        head, _, payload = raw.partition(b"\n")
+        header = json.loads(head)
+        return header, payload
+    except (OSError, ValueError):
+        return None
+
+
+def _truncate(path: Path, length: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(length)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _cut_own_uncommitted(ingested_folder: Path, name: str, committed: int, size: int) -> None:
+    """Cut the bytes of ``name`` past ``committed`` when they are the pipeline's own uncommitted append; else refuse."""
+    path = ingested_folder / name
+    intent = _read_intent(ingested_folder)
+    if intent is not None:
+        header, payload = intent
+        part = header.get(name) or {}
+        offset = 0 if name == DATA_FILE else header.get(DATA_FILE, {}).get("length", 0)
+        intended = payload[offset: offset + part.get("length", 0)]
+        if part.get("start") == committed and size - committed <= len(intended):
+            with open(path, "rb") as handle:
+                handle.seek(committed)
+                extra = handle.read(size - committed)
+            if extra == intended[: len(extra)]:
+                logger.warning("%s: cutting %d uncommitted bytes left by an ingest of %s interrupted at %s",
+                               name, size - committed, header.get("source"), header.get("at"))
+                _truncate(path, committed)
+                return
+    raise ChangedOutsidePipeline(
+        f"{path}: {size - committed:,} bytes after the {committed:,} the ingestion record commits, which no "
+        f"interrupted ingest of the pipeline's own wrote: it was changed outside the pipeline (rows added by hand?); "
+        + HOW_TO_RESOLVE)
+
+
+def _changed_segments(path: Path, segments: list[dict[str, Any]], committed: int) -> list[str]:
+    """Return the appended ranges of finaldata.csv whose bytes differ from what the pipeline wrote."""
+    changed = []
+    position = 0
+    with open(path, "rb") as handle:
+        for segment in segments:
+            if segment["start"] != position:
+                changed.append(f"bytes {position:,}-{segment['start']:,} (not written by the pipeline)")
+            handle.seek(segment["start"])
+            if _sha256(handle.read(segment["end"] - segment["start"])) != segment["sha256"]:
+                changed.append(f"bytes {segment['start']:,}-{segment['end']:,} (the rows from {segment['source']})")
+            position = segment["end"]
+    if position != committed:
+        changed.append(f"bytes {position:,}-{committed:,} (not written by the pipeline)")
+    return changed
+
+
+def check_ingested_data(ingested_folder: Path, record: dict[str, Any]) -> bool:
+    """Check finaldata.csv and rowhashes.bin against the record; return True when the record was updated.
+
+    The pipeline's own uncommitted append is cut. On a normal tick the check costs two stats and a
+    64 KiB read; the whole file is read only when those signs disagree with the record (a new
+    modification time, say), and the record's signs are then updated if the content is unchanged.
+    Anything else raises ChangedOutsidePipeline, saying what changed and how to resolve it. Imports
+    no pandas.
+    """
+    committed = {DATA_FILE: record["bytes"], HASHES_FILE: record["rows"] * 8}
+    for name, length in committed.items():
+        path = ingested_folder / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size > length:
+            _cut_own_uncommitted(ingested_folder, name, length, size)
+        elif size < length:
+            what = "missing" if not path.exists() else f"{size:,} bytes"
+            raise ChangedOutsidePipeline(
+                f"{path}: {what}, shorter than the {length:,} the ingestion record commits: it was changed outside "
+                "the pipeline; " + HOW_TO_RESOLVE)
+    clear_intent(ingested_folder)
+    data = ingested_folder / DATA_FILE
+    if record["bytes"] == 0:
+        return False
+    if record.get("segments") is None or record.get("data_signature") is None:
+        # A record written before these checks existed: take the data as it is, once.
+        with open(data, "rb") as handle:
+            whole = handle.read(record["bytes"])
+        record["segments"] = [{"start": 0, "end": len(whole), "sha256": _sha256(whole), "source": "earlier ingests"}]
+        record["data_signature"] = data_signature(data, record["bytes"])
+        logger.info("%s: checksums recorded for the first time", DATA_FILE)
+        return True
+    signature = data_signature(data, record["bytes"])
+    if signature == record["data_signature"]:
+        return False
+    changed = _changed_segments(data, record["segments"], record["bytes"])
+    if changed:
+        shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise ChangedOutsidePipeline(
+            f"{data}: changed outside the pipeline: {shown} differ from what the pipeline wrote; " + HOW_TO_RESOLVE)
+    logger.info("%s: modified since the last ingest, but its content is what the pipeline wrote", DATA_FILE)
+    record["data_signature"] = signature
+    return True
 
 
 def save_record(record: dict[str, Any], ingested_folder: Path, log_folder: Path) -> None:
@@ -88,8 +295,11 @@ def readable_record(record: dict[str, Any]) -> str:
         f"{'time':<21} {'file':<32} {'bytes':>10} {'read':>8} {'added':>8}  sha256",
     ]
     for entry in record["files"]:
+        name = entry["name"]
+        if entry.get("replaces"):
+            name += f" (new content; replaces the file ingested {entry['replaces']['ingested_at']})"
         lines.append(
-            f"{entry['ingested_at']:<21} {entry['name']:<32} {entry['size']:>10} "
+            f"{entry['ingested_at']:<21} {name:<32} {entry['size']:>10} "
             f"{entry['rows_read']:>8} {entry['rows_added']:>8}  {entry['sha256'][:16]}"
         )
     lines += ["", "REJECTED", f"{'time':<21} {'file':<32} reason"]

@@ -133,15 +133,22 @@ def checked_reference_sample(folder: Path, metadata: dict) -> Path:
 
 
 def read_pointer(deployment_folder: Path) -> dict | None:
-    """Return the deployment pointer (current release and the ones before it), or None."""
+    """Return the deployment pointer, or None: ``current``, ``releases`` (every kept one, newest first), ``previous``."""
+    path = deployment_folder / POINTER_FILE
+    advice = (f"point it at a release again with `python deployment.py --rollback --to <id>` (a folder in "
+              f"{deployment_folder.name}/{RELEASES_FOLDER}/), or restore it from a backup")
     try:
-        pointer = read_json(deployment_folder / POINTER_FILE)
-    except ValueError:
-        raise ModelLoadError(f"{deployment_folder / POINTER_FILE}: not valid JSON") from None
+        pointer = read_json(path, if_damaged=f"it was damaged (a full disk, or an edit by hand?); {advice}")
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
     if pointer is None:
         return None
     if not isinstance(pointer, dict) or not isinstance(pointer.get("current"), str):
-        raise ModelLoadError(f"{deployment_folder / POINTER_FILE}: has no current release")
+        raise ModelLoadError(f"{path}: has no current release; {advice}")
+    if not isinstance(pointer.get("releases"), list):  # written before the pointer listed every kept release
+        pointer["releases"] = [pointer["current"], *pointer.get("previous", [])]
+    if pointer["current"] not in pointer["releases"]:
+        pointer["releases"].insert(0, pointer["current"])
     return pointer
 
 

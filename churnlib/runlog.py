@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from churnlib.fsutil import append_line
+from churnlib.errors import in_step
 
 RUNS_FILE = "runs.jsonl"
 
@@ -66,6 +67,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+@in_step("run log")
 def append_run(log_folder: Path, run: dict[str, Any]) -> None:
     """Append one run's JSON line to ``logs/runs.jsonl`` (one write, fsynced)."""
     line = json.dumps(json_safe(run), default=str, allow_nan=False, separators=(",", ":"))

@@ -23,6 +23,8 @@ from churnlib.clock import utc_now
 from churnlib.dataset import FrozenSchema
 from churnlib.fsutil import read_json
 from churnlib.modelstore import (
+    METADATA_FILE,
+    MODEL_FILE,
     POINTER_FILE,
     SCORE_DETAILS_FILE,
     LoadedModel,
@@ -72,6 +74,7 @@ class ReleaseWatcher:
         self.problem: str | None = "no release deployed yet"
         self._checked_at = -math.inf
         self._pointer_signature: tuple | None = None
+        self._failed: str | None = None  # the release that failed to load, tried again when its files change
         self._lock = threading.Lock()
 
     def current(self) -> Release | None:
@@ -85,13 +88,23 @@ class ReleaseWatcher:
                 self._lock.release()
         return self.release
 
+    def _signature(self) -> tuple:
+        """Return what, when it changes, makes the watcher look again: the pointer, and the failed release's files."""
+        paths = [self.deployment_folder / POINTER_FILE]
+        if self._failed is not None:
+            folder = release_folder(self.deployment_folder, self._failed)
+            paths += [folder / MODEL_FILE, folder / METADATA_FILE]
+        signature = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+                signature.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except FileNotFoundError:
+                signature.append(None)
+        return tuple(signature)
+
     def _refresh(self) -> None:
-        pointer_path = self.deployment_folder / POINTER_FILE
-        try:
-            st = os.stat(pointer_path)
-            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            signature = None
+        signature = self._signature()
         if signature == self._pointer_signature:
             return
         self._pointer_signature = signature
@@ -105,6 +118,9 @@ class ReleaseWatcher:
                 self.problem = "no release deployed yet"
             return
         if self.release is not None and pointer["current"] == self.release.release_id:
+            # The pointer names what is served (a rollback, a repaired pointer): whatever was wrong is gone.
+            self.problem, self._failed = None, None
+            self._pointer_signature = self._signature()
             return
         # At start (nothing served yet) fall back to earlier releases if the current one is broken.
         candidates = [pointer["current"]] if self.release is not None else [pointer["current"], *pointer.get("previous", [])]
@@ -113,10 +129,17 @@ class ReleaseWatcher:
                 release = load_release(self.deployment_folder, release_id)
             except Exception as exc:  # whatever stops a release from loading, it is not served
                 self._fail(f"release {release_id} not loaded: {exc}")
+                if release_id == pointer["current"]:
+                    self._failed = release_id
+                    self._pointer_signature = self._signature()
                 continue
             previous = self.release.release_id if self.release else None
             self.release = release
-            self.problem = None if release_id == pointer["current"] else f"serving {release_id}: {self.problem}"
+            if release_id == pointer["current"]:
+                self.problem, self._failed = None, None
+                self._pointer_signature = self._signature()
+            else:
+                self.problem = f"serving {release_id}: {self.problem}"
             logger.info("now serving release %s%s", release_id, f" (was {previous})" if previous else "")
             return
 

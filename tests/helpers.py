@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,3 +152,46 @@ def batch(seed: int, count: int = 300, *, drifted: bool = False, flip_labels: bo
         for row in rows:
             row[-1] = str(1 - int(row[-1]))
     return "\n".join(",".join(r) for r in [HEADER, *rows]) + "\n"
+
+
+# --- real gunicorn on a free 127.0.0.1 port -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(url, body=None, timeout=10, headers=None):
+    """Return the status and JSON reply of a GET (or, with a body, a JSON POST) to ``url``."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={**({"Content-Type": "application/json"} if data else {}),
+                                                          **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def start_gunicorn(config_path, port, workers=2, env=None):
+    """Start the API under gunicorn (gunicorn.conf.py) on 127.0.0.1:``port``; return the process once /health answers."""
+    env = {**os.environ, "CHURN_CONFIG": str(config_path), "CHURN_API_BIND": f"127.0.0.1:{port}",
+           "CHURN_API_WORKERS": str(workers), **(env or {})}
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}")
+        try:
+            status, _body = request(url + "/health", timeout=1)
+            if status == 200:
+                return process, url
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError("gunicorn did not answer /health within 60 s")

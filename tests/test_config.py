@@ -5,7 +5,7 @@ import json
 import pytest
 
 from churnlib.config import ConfigError, config_from_dict, defaults_as_dict, load_config
-from helpers import base_config, make_project, run_script
+from helpers import SAMPLE_LATER, base_config, make_project, run_script
 
 
 def load(tmp_path, raw):
@@ -97,10 +97,10 @@ def test_the_defaults_validate_as_a_config(tmp_path):
                                     "deployment.py", "diagnostics.py", "reporting.py", "apicalls.py"])
 def test_every_script_takes_config_and_reports_a_bad_one_in_one_line(tmp_path, script):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(base_config(drift={"alpha": 7})))
+    path.write_text(json.dumps(base_config(paths={"log_folder": 7})))  # a section every script needs
     result = run_script(script, "--config", str(path))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: {path}: drift.alpha: must be a number in (0, 1), got 7"]
+    assert result.stderr.strip().splitlines() == [f"error: {path}: paths.log_folder: must be a non-empty string"]
     helped = run_script(script, "--help")
     assert helped.returncode == 0 and "--config PATH" in helped.stdout
 
@@ -133,3 +133,37 @@ def test_a_setting_refused_at_run_time_names_the_config_file_in_use(tmp_path):
     result = run_script("ingestion.py", "--config", str(other))
     assert result.returncode == 2, result.stderr
     assert f"{other}: schema: target is 'plan', the ingested data's is 'exited'" in result.stderr
+
+
+@pytest.mark.parametrize("args, broken", [
+    (["deployment.py", "--list"], {"drift": {"alpha": 7}}),
+    (["deployment.py", "--rollback"], {"model": {"algorithm": "svm"}}),
+    (["diagnostics.py"], {"deployment": {"policy": "sometimes"}}),
+    (["diagnostics.py"], {"api": {"url": "localhost:8000"}, "drift": {"alpha": 7}}),
+])
+def test_incident_tools_work_when_a_section_they_do_not_need_is_broken(deployed, args, broken):
+    from churnlib.config import config_from_dict  # noqa: F401 (the loader under test)
+
+    config = json.loads(deployed.config_path.read_text())
+    for section, values in broken.items():
+        config[section] = {**config.get(section, {}), **values}
+    if args[0] == "deployment.py" and "--rollback" in args:
+        deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+        assert deployed.tick() == 0 and len(deployed.pointer()["releases"]) == 2
+    deployed.write_config(config)
+    result = run_script(args[0], "--config", str(deployed.config_path), *args[1:])
+    assert result.returncode == 0, result.stderr
+    for section in broken:
+        warning = [line for line in result.stderr.splitlines() if line.startswith("warning:") and f" {section}." in line]
+        assert len(warning) == 1, result.stderr
+        assert "ignored" in warning[0] and str(deployed.config_path) in warning[0]
+    assert "ignored" in (deployed.logs / f"{args[0].removesuffix('.py')}.log").read_text()
+
+
+def test_an_incident_tool_still_refuses_a_broken_section_it_needs(deployed):
+    config = json.loads(deployed.config_path.read_text())
+    config["paths"] = {"deployment_folder": ""}
+    deployed.write_config(config)
+    result = run_script("deployment.py", "--config", str(deployed.config_path), "--list")
+    assert result.returncode == 2
+    assert "paths.deployment_folder: must be a non-empty string" in result.stderr

@@ -138,12 +138,13 @@ def test_headers_are_normalised_one_way(empty_project):
 
 
 def test_interrupted_append_is_cut_back_to_the_committed_length(project):
+    from churnlib.ingested import append_rows
+
     ingest(project)
     committed = (project.ingested / "finaldata.csv").read_bytes()
-    with open(project.ingested / "finaldata.csv", "ab") as handle:
-        handle.write(b"torn,1,2")  # what a run killed mid-append leaves
-    with open(project.ingested / "rowhashes.bin", "ab") as handle:
-        handle.write(b"\x01\x02\x03")
+    # What a run killed after appending and before committing leaves: the appends, not the record.
+    append_rows(project.ingested, project.record(), b"torn,1,2,3,basic,1\n", b"\x01" * 8, source="killed.csv")
+    assert len((project.ingested / "finaldata.csv").read_bytes()) > len(committed)
     project.add_source("new.csv", GOOD)
     ingest(project)
     data = (project.ingested / "finaldata.csv").read_bytes()

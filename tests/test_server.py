@@ -1,56 +1,14 @@
 """Real gunicorn on a free 127.0.0.1 port: predictions, a redeploy underneath it, apicalls.py."""
 
-import json
-import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from helpers import ROOT, SAMPLE_LATER, run_script
+from helpers import ROOT, SAMPLE_LATER, free_port, request, run_script, start_gunicorn
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def request(url, body=None, timeout=10):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def start_gunicorn(config_path, port, workers=2):
-    env = {**os.environ, "CHURN_CONFIG": str(config_path), "CHURN_API_BIND": f"127.0.0.1:{port}",
-           "CHURN_API_WORKERS": str(workers)}
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}")
-        try:
-            status, _body = request(url + "/health", timeout=1)
-            if status == 200:
-                return process, url
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError("gunicorn did not answer /health within 60 s")
 
 
 @pytest.fixture

@@ -182,3 +182,61 @@ def test_deploy_refuses_a_reference_sample_from_another_training_run(ingested):
         handle.write("zzzz,1,2,3,basic,1\n")  # what a training run killed between its writes leaves
     with pytest.raises(deployment.DeploymentError, match="reference_sample.csv: SHA-256 does not match"):
         deploy(ingested)
+
+
+def test_rollback_works_both_ways_and_keeps_every_release_listed(ingested):
+    ids = []
+    for seed in (1, 2, 3):
+        ingested.write_config(base_config(model={"random_seed": seed, "params": {"C": seed}}))
+        ids.append(train_score(ingested))
+        deploy(ingested)
+    config = str(ingested.config_path)
+    assert run_script("deployment.py", "--config", config, "--rollback").returncode == 0
+    assert ingested.pointer()["current"] == ids[1]
+    listing = run_script("deployment.py", "--config", config, "--list").stdout
+    assert all(rid in listing for rid in ids), listing  # the release rolled back from is still listed
+    assert f"* {ids[1]}" in listing
+    forward = run_script("deployment.py", "--config", config, "--rollback", "--to", ids[2])
+    assert forward.returncode == 0, forward.stderr
+    assert ingested.pointer()["current"] == ids[2]
+    assert run_script("deployment.py", "--config", config, "--rollback", "--to", ids[0]).returncode == 0
+    ingested.write_config(base_config(model={"random_seed": 4, "params": {"C": 4}}))
+    ids.append(train_score(ingested))
+    deploy(ingested)  # a deploy after a rollback deletes nothing that is kept
+    assert sorted(p.name for p in (ingested.deployment / "releases").iterdir()) == sorted(ids)
+    assert ingested.pointer()["releases"] == [ids[3], ids[2], ids[1], ids[0]]
+
+
+def test_pruning_never_deletes_the_current_release(ingested):
+    ids = []
+    for seed in (1, 2, 3):
+        ingested.write_config(base_config(deployment={"keep_releases": 2}, model={"random_seed": seed, "params": {"C": seed}}))
+        ids.append(train_score(ingested))
+        deploy(ingested)
+        if seed == 2:
+            rolled = run_script("deployment.py", "--config", str(ingested.config_path), "--rollback")
+            assert rolled.returncode == 0, rolled.stderr  # back to ids[0], the oldest
+    current = ingested.pointer()["current"]
+    assert current == ids[2]
+    deployment.prune_releases(ingested.deployment)
+    kept = sorted(p.name for p in (ingested.deployment / "releases").iterdir())
+    assert current in kept and len(kept) == 2
+    # the current release is kept even when it is older than every release the count keeps
+    assert run_script("deployment.py", "--config", str(ingested.config_path), "--rollback", "--to", ids[1]).returncode == 0
+    deployment.prune_releases(ingested.deployment, keep_releases=1)
+    assert (ingested.deployment / "releases" / ids[1]).exists()
+
+
+def test_rollback_to_a_named_release_works_when_the_pointer_is_damaged(ingested):
+    ids = []
+    for seed in (1, 2):
+        ingested.write_config(base_config(model={"random_seed": seed, "params": {"C": seed}}))
+        ids.append(train_score(ingested))
+        deploy(ingested)
+    (ingested.deployment / "current.json").write_text("{damaged")
+    listing = run_script("deployment.py", "--config", str(ingested.config_path), "--list")
+    assert listing.returncode == 1 and "current.json: not valid JSON" in listing.stderr
+    rolled = run_script("deployment.py", "--config", str(ingested.config_path), "--rollback", "--to", ids[0])
+    assert rolled.returncode == 0, rolled.stderr
+    assert ingested.pointer()["current"] == ids[0]
+    assert ingested.pointer()["releases"] == [ids[1], ids[0]]
