@@ -1,34 +1,75 @@
-"""Scoring: a model + the labelled test data (testdata/) -> models/latestscore.txt and latestscore.json.
+"""Scoring: what a model's predictions are worth, with labels and without.
 
-``latestscore.txt`` holds the F1 score as a bare number, the classic format that other tools read;
-``latestscore.json`` beside it holds F1, precision, recall, accuracy, ROC AUC, the confusion matrix
-and the row counts. A customer is predicted to churn when its churn probability is above 0.5, the
-same rule the API uses (``churnlib.pipeline.THRESHOLD``).
+1. The model on the labelled test data (testdata/) -> ``models/latestscore.txt`` (F1 as a bare
+   number, the classic format other tools read) and ``latestscore.json`` (F1, precision, recall,
+   accuracy, ROC AUC, the confusion matrix and the row counts). A customer is predicted to churn
+   when its churn probability is above the release's threshold (``model.threshold``, 0.5 by
+   default), the same rule the API and the risk lists use.
+
+2. Risk lists: files of current customers (no churn label yet) -> ranked lists of who is most
+   likely to leave, how likely, the top reasons for each, and whether a retention call is worth its
+   cost (``write_risk_list``). The cron job scores every new or changed file in ``scoringdata/``
+   into ``predictions/<name>.risk.csv`` (and a summary, ``<name>.risk.json``), and scores them all
+   again after a redeploy (``find_customer_files``, ``score_customer_files``); ``python scoring.py
+   --customers FILE --output PATH`` scores one file on demand. A file is read in chunks, so memory
+   stays bounded whatever its size; the list is sorted on disk (sorted runs, merged) when it is
+   larger than a chunk. The input is only read.
+
+   Each list's summary carries a label-free estimate of the model's performance on that file
+   (``estimate_performance``): from the probabilities alone, the expected confusion matrix and hence
+   the expected F1, precision and recall, with intervals for what the labels, once known, will show.
+   It relies on the probabilities being calibrated (checked at deploy time on held-out labelled
+   rows, ``churnlib.pipeline.calibration_check``) and on the relation between features and churn
+   being the one the model learnt: it follows covariate drift, and cannot see concept drift.
+
+Heavy libraries (pandas, scikit-learn) are imported inside the functions that need them: the cron
+job's no-new-data tick looks for customer files through this module and imports none of them.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
+import os
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
-
 from churnlib.cli import run_script, script_parser
-from churnlib.config import Config, SchemaSettings
-from churnlib.dataset import FrozenSchema, read_labelled_folder
-from churnlib.fsutil import atomic_write_json, atomic_write_text
+from churnlib.clock import utc_now
+from churnlib.columns import shown_name
+from churnlib.config import Config, OutreachSettings, SchemaSettings
+from churnlib.errors import ChurnError
+from churnlib.fsutil import atomic_write_json, atomic_write_text, atomic_writer, read_json, temporary_path_for
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
-from churnlib.pipeline import churn_probabilities, predicted_classes
+from churnlib.sourcefiles import FoundFile, open_regular, scan_csv_folder
 
 logger = logging.getLogger(Path(__file__).stem)
 
-def metrics_from_predictions(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+SCORING_RECORD_FILE = "scoring_record.json"  # in the predictions folder: what was scored, with which release
+SCORING_RECORD_FORMAT = 1
+LIST_SUFFIX = ".risk.csv"
+SUMMARY_SUFFIX = ".risk.json"
+CHUNK_ROWS = 100_000
+ESTIMATE_SIMULATIONS = 2000
+ESTIMATE_CONFIDENCE = 0.95
+EXACT_SIMULATION_ROWS = 20_000  # up to this many rows the labels are simulated one by one
+
+
+# --- 1. the model on labelled test data -------------------------------------------------------
+
+
+def metrics_from_predictions(labels, probabilities, *, threshold: float = 0.5) -> dict[str, Any]:
     """Return F1, precision, recall, accuracy, ROC AUC and the confusion matrix for these predictions."""
-    predicted = predicted_classes(probabilities)
+    import numpy as np
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+
+    from churnlib.pipeline import predicted_classes
+
+    predicted = predicted_classes(probabilities, threshold)
     both_classes = len(np.unique(labels)) == 2
     matrix = confusion_matrix(labels, predicted, labels=[0, 1])
     return {
@@ -47,17 +88,22 @@ def metrics_from_predictions(labels: np.ndarray, probabilities: np.ndarray) -> d
         "rows": int(len(labels)),
         "positives": int(labels.sum()),
         "both_classes": both_classes,
+        "threshold": threshold,
     }
 
 
-def score_model(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema) -> dict[str, Any]:
-    """Return the metrics of ``pipeline`` on the labelled rows of ``frame``."""
+def score_model(pipeline: Any, frame, schema, *, threshold: float = 0.5) -> dict[str, Any]:
+    """Return the metrics of ``pipeline`` on the labelled rows of ``frame`` (churn above ``threshold``)."""
+    from churnlib.pipeline import churn_probabilities
+
     probabilities = churn_probabilities(pipeline, frame, schema)
-    return metrics_from_predictions(frame[schema.target].to_numpy(), probabilities)
+    return metrics_from_predictions(frame[schema.target].to_numpy(), probabilities, threshold=threshold)
 
 
-def read_test_data(test_folder: Path, *, settings: SchemaSettings, schema: FrozenSchema) -> pd.DataFrame:
+def read_test_data(test_folder: Path, *, settings: SchemaSettings, schema):
     """Return the labelled test rows of every CSV file in ``test_folder``, validated against the schema."""
+    from churnlib.dataset import read_labelled_folder
+
     return read_labelled_folder(test_folder, settings=settings, schema=schema)
 
 
@@ -76,14 +122,545 @@ def format_scores(scores: dict[str, Any]) -> str:
     )
 
 
+# --- 2. the label-free estimate -----------------------------------------------------------------
+
+
+@dataclass
+class ConfusionInputs:
+    """What the estimate needs from a file's probabilities, gathered chunk by chunk.
+
+    For the rows predicted to churn (probability above the threshold) and the others: how many,
+    the sum of their probabilities and of p(1 - p); and the probabilities themselves while the file
+    has at most EXACT_SIMULATION_ROWS rows.
+    """
+
+    threshold: float
+    counts: list[int] = field(default_factory=lambda: [0, 0])  # [predicted to stay, predicted to churn]
+    sums: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    variances: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    kept: list[Any] | None = field(default_factory=list)
+
+    def add(self, probabilities) -> None:
+        churn = probabilities > self.threshold
+        for group, rows in ((0, ~churn), (1, churn)):
+            chosen = probabilities[rows]
+            self.counts[group] += int(len(chosen))
+            self.sums[group] += float(chosen.sum())
+            self.variances[group] += float((chosen * (1.0 - chosen)).sum())
+        if self.kept is not None:
+            self.kept.append(probabilities)
+            if sum(self.counts) > EXACT_SIMULATION_ROWS:
+                self.kept = None
+
+
+def estimate_performance(inputs: ConfusionInputs, *, simulations: int = ESTIMATE_SIMULATIONS,
+                         confidence: float = ESTIMATE_CONFIDENCE, seed: int = 0) -> dict[str, Any]:
+    """Return the expected confusion matrix, F1, precision, recall and accuracy of the predictions,
+    with intervals, from the probabilities alone (confidence-based performance estimation).
+
+    If the probabilities are calibrated, row i churns with probability p_i: the expected true
+    positives are the sum of p over the rows predicted to churn, the expected false negatives the
+    sum of p over the others, and so on. The metrics are those of the expected confusion matrix;
+    their intervals hold the middle ``confidence`` of the metrics of ``simulations`` draws of the
+    labels (each row's label drawn with its probability: exactly, row by row, up to
+    EXACT_SIMULATION_ROWS rows; beyond, the two counts that matter drawn from their normal
+    approximations). The interval is the sampling error of the realised metric: where the labels,
+    once known, should put it.
+    """
+    import numpy as np
+
+    stay, churn = inputs.counts
+    rows = stay + churn
+    expected_tp, expected_fn = inputs.sums[1], inputs.sums[0]
+    expected_fp, expected_tn = churn - expected_tp, stay - expected_fn
+    rng = np.random.default_rng(seed)
+    if inputs.kept is not None and rows:
+        probabilities = np.concatenate(inputs.kept)
+        predicted = probabilities > inputs.threshold
+        true_positives = np.empty(simulations)
+        false_negatives = np.empty(simulations)
+        batch = max(1, 2_000_000 // max(rows, 1))
+        for start in range(0, simulations, batch):
+            count = min(batch, simulations - start)
+            labels = rng.random((count, rows)) < probabilities
+            true_positives[start:start + count] = labels[:, predicted].sum(axis=1)
+            false_negatives[start:start + count] = labels[:, ~predicted].sum(axis=1)
+        method = "labels simulated row by row"
+    else:
+        true_positives = np.clip(np.rint(rng.normal(expected_tp, math.sqrt(inputs.variances[1]), simulations)), 0, churn)
+        false_negatives = np.clip(np.rint(rng.normal(expected_fn, math.sqrt(inputs.variances[0]), simulations)), 0, stay)
+        method = "label counts drawn from their normal approximation"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        simulated = {
+            "f1": 2 * true_positives / (churn + true_positives + false_negatives),
+            "precision": true_positives / churn if churn else np.full(simulations, np.nan),
+            "recall": true_positives / (true_positives + false_negatives),
+            "accuracy": (true_positives + stay - false_negatives) / rows if rows else np.full(simulations, np.nan),
+        }
+    point = {
+        "f1": _ratio(2 * expected_tp, 2 * expected_tp + expected_fp + expected_fn),
+        "precision": _ratio(expected_tp, churn),
+        "recall": _ratio(expected_tp, expected_tp + expected_fn),
+        "accuracy": _ratio(expected_tp + expected_tn, rows),
+    }
+    tail = (1 - confidence) / 2 * 100
+    estimate: dict[str, Any] = {}
+    for metric, value in point.items():
+        draws = simulated[metric][np.isfinite(simulated[metric])]
+        estimate[metric] = None if value is None else round(value, 4)
+        estimate[f"{metric}_ci"] = ([round(float(np.percentile(draws, tail)), 4),
+                                     round(float(np.percentile(draws, 100 - tail)), 4)] if len(draws) else None)
+    estimate.update(
+        rows=rows, predicted_churners=churn, expected_churners=round(expected_tp + expected_fn, 2),
+        confusion_matrix={"labels": [0, 1], "rows_are": "actual (expected)", "columns_are": "predicted",
+                          "matrix": [[round(expected_tn, 2), round(expected_fp, 2)],
+                                     [round(expected_fn, 2), round(expected_tp, 2)]]},
+        threshold=inputs.threshold, confidence=confidence, simulations=simulations,
+        method=f"confidence-based performance estimation (expected confusion matrix; {method})",
+    )
+    return estimate
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return None if denominator <= 0 else numerator / denominator
+
+
+# --- 2. risk lists --------------------------------------------------------------------------------
+
+
+class ScoringError(ChurnError):
+    """A customer file that cannot be scored; the message says why (it names the file)."""
+
+
+@dataclass
+class ScoringModel:
+    """What scores customers: the deployed model, its checked predictor, schema and threshold."""
+
+    model: LoadedModel
+    predictor: Any
+    schema: Any
+    threshold: float
+
+    @property
+    def release_id(self) -> str:
+        return self.model.release_id
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> "ScoringModel":
+        from churnlib.dataset import FrozenSchema
+        from churnlib.pipeline import checked_predictor, model_threshold
+
+        schema = FrozenSchema.from_dict(model.metadata["schema"])
+        return cls(model=model, predictor=checked_predictor(model, schema), schema=schema,
+                   threshold=model_threshold(model.metadata))
+
+
+@dataclass
+class Outreach:
+    """When a retention call is worth it: expected value p * success_rate * customer_value - contact_cost > 0.
+
+    Without an ``outreach`` section in config.json (None), the model's decision applies: call the
+    customers predicted to churn.
+    """
+
+    settings: OutreachSettings | None
+
+    def values(self, probabilities):
+        """Return each customer's expected value of a call (None without the outreach section)."""
+        if self.settings is None:
+            return None
+        settings = self.settings
+        return probabilities * settings.success_rate * settings.customer_value - settings.contact_cost
+
+    def describe(self, threshold: float) -> str:
+        if self.settings is None:
+            return f"customers predicted to churn (probability above {threshold:g})"
+        s = self.settings
+        return (f"customers whose call is worth more than it costs (probability x {s.success_rate:g} x "
+                f"{s.customer_value:g} > {s.contact_cost:g})")
+
+
+def list_columns(id_names: dict[str, str], reasons: int, *, outreach: bool) -> list[str]:
+    """Return the header of a risk list: rank, the id columns as the file spells them, then the rest."""
+    ours = ["rank", "input_row", "churn_probability", "contact", *(["expected_value"] if outreach else []),
+            *[f"reason_{n}" for n in range(1, reasons + 1)], "release_id", "scored_at"]
+    ids = [name if name not in ours else f"{name}_id" for name in id_names.values()]
+    return [ours[0], *ids, *ours[1:]]
+
+
+def _csv_fields(texts):
+    """Return text cells (an object array) as CSV fields: quoted where they need it."""
+    import numpy as np
+
+    texts = np.asarray(texts, dtype=object)
+    if not len(texts):
+        return texts
+    joined = "\x00".join(texts.tolist())
+    if not any(special in joined for special in ',"\n\r'):
+        return texts
+    return np.array(['"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
+                     for text in texts.tolist()], dtype=object)
+
+
+def _fixed(values, digits: int):
+    """Return numbers in [0, 1] as text with ``digits`` decimals, built from integers (fast)."""
+    import numpy as np
+
+    scaled = np.rint(values * 10**digits).astype(np.int64)
+    whole, fraction = np.divmod(scaled, 10**digits)
+    texts = np.char.zfill(fraction.astype(str), digits).astype(object)
+    return whole.astype(str).astype(object) + "." + texts
+
+
+def _money(values):
+    import numpy as np
+
+    return np.array(list(map("{:.2f}".format, values.tolist())), dtype=object)
+
+
+@dataclass
+class ChunkLines:
+    """A chunk of a risk list: its lines without the rank, sorted by risk, and what they hold."""
+
+    lines: Any       # object array of text
+    probabilities: Any
+    rows: Any        # the input row numbers
+
+
+def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reasons: int, outreach: Outreach,
+                 suffix: str, unseen: dict[str, dict[str, int]], inputs: ConfusionInputs,
+                 totals: dict[str, float]) -> ChunkLines:
+    """Score one chunk of a customer file; return its lines (sorted by risk) and update the totals."""
+    import numpy as np
+
+    from churnlib.pipeline import batch_from_frame, predicted_classes, reason_texts, shown_values, top_reasons
+
+    frame = chunk.frame
+    batch = batch_from_frame(frame, scorer.schema)
+    probabilities = scorer.predictor.probabilities(batch)
+    for _row, column, value in scorer.predictor.unseen_categories(batch):
+        counts = unseen.setdefault(column, {})
+        key = "(missing)" if value is None else str(value)
+        counts[key] = counts.get(key, 0) + 1
+    inputs.add(probabilities)
+    values = outreach.values(probabilities)
+    contact = values > 0 if values is not None else predicted_classes(probabilities, scorer.threshold).astype(bool)
+    totals["to_contact"] += int(contact.sum())
+    if values is not None:
+        totals["expected_value"] += float(values[contact].sum())
+    rows = np.arange(chunk.first_row, chunk.first_row + len(frame))
+    columns = []
+    for column in id_names:
+        cells = frame[column].to_numpy(dtype=object)
+        columns.append(_csv_fields(np.where(frame[column].isna().to_numpy(), "", cells)))
+    columns += [rows.astype(str).astype(object), _fixed(probabilities, 6),
+                np.where(contact, "yes", "no").astype(object)]
+    if values is not None:
+        columns.append(_money(values))
+    if reasons:
+        contributions = scorer.predictor.explain(batch)
+        texts = reason_texts(contributions, shown_values(batch, scorer.schema), top_reasons(contributions, reasons))
+        for slot in range(texts.shape[1]):
+            columns.append(_csv_fields(texts[:, slot]))
+        for _missing in range(texts.shape[1], reasons):  # fewer features than reasons asked for
+            columns.append(np.full(len(frame), "", dtype=object))
+    lines = columns[0]
+    for column in columns[1:]:
+        lines = lines + "," + column
+    lines = lines + suffix
+    order = np.argsort(-probabilities, kind="stable")
+    return ChunkLines(lines=lines[order], probabilities=probabilities[order], rows=rows[order])
+
+
+KEY_CHARS = 28
+
+
+def _write_run(path: Path, chunk: ChunkLines) -> None:
+    """Write a sorted chunk as one run file: each line prefixed by its sort key."""
+    import numpy as np
+
+    bits = chunk.probabilities.astype(np.float64).view(np.uint64)
+    keys = (np.uint64(0xFFFFFFFFFFFFFFFF) - bits).tolist()
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.writelines(f"{key:016x}{row:012d}{line}\n" for key, row, line
+                          in zip(keys, chunk.rows.tolist(), chunk.lines.tolist()))
+
+
+def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target: str, reasons: int,
+                    outreach: Outreach, scored_at: str, name: str | None = None,
+                    chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
+    """Score the customers in ``source`` into the ranked list ``output`` (replaced atomically); return its summary.
+
+    Raises ScoringError (and writes nothing) when the file is not a valid customer file. The
+    summary holds the row count, how many to contact and the expected value, the categories never
+    seen in training, and the label-free estimate.
+    """
+    import numpy as np
+
+    from churnlib.dataset import DatasetError, read_customer_file
+
+    name = name or source.name
+    started = time.perf_counter()
+    unseen: dict[str, dict[str, int]] = {}
+    inputs = ConfusionInputs(threshold=scorer.threshold)
+    totals = {"to_contact": 0, "expected_value": 0.0}
+    runs: list[Path] = []
+    single: ChunkLines | None = None
+    runs_folder = temporary_path_for(output)
+    try:
+        with open_regular(source) as handle:
+            customers = read_customer_file(handle, name=name, schema=scorer.schema, target=target,
+                                           chunk_rows=chunk_rows)
+            suffix = f",{scorer.release_id},{scored_at}"
+            for chunk in customers.chunks:
+                lines = _chunk_lines(chunk, scorer, id_names=customers.id_names, reasons=reasons, outreach=outreach,
+                                     suffix=suffix, unseen=unseen, inputs=inputs, totals=totals)
+                if single is None and not runs:
+                    single = lines
+                    continue
+                if single is not None:  # a second chunk: the list is sorted on disk
+                    runs_folder.mkdir(parents=True)
+                    runs.append(runs_folder / "run-0")
+                    _write_run(runs[-1], single)
+                    single = None
+                runs.append(runs_folder / f"run-{len(runs)}")
+                _write_run(runs[-1], lines)
+        header = ",".join(_csv_fields(np.array(list_columns(customers.id_names, reasons,
+                                                                 outreach=outreach.settings is not None),
+                                                      dtype=object)).tolist()) + "\n"
+        rows = 0
+        with atomic_writer(output) as out:
+            out.write(header.encode("utf-8"))
+            if single is not None:
+                rows = len(single.lines)
+                ranks = np.arange(1, rows + 1).astype(str).astype(object)
+                out.write(("\n".join((ranks + "," + single.lines).tolist()) + "\n").encode("utf-8") if rows else b"")
+            elif runs:
+                rows = _merge_runs(runs, out)
+    except DatasetError as exc:
+        raise ScoringError(str(exc)) from None
+    except UnicodeDecodeError as exc:  # past the checks: never, but a bad file must not look like a bug
+        raise ScoringError(f"{name}: not UTF-8 text ({exc.reason})") from None
+    finally:
+        if runs_folder.exists():
+            for run in runs_folder.iterdir():
+                run.unlink()
+            runs_folder.rmdir()
+    seconds = time.perf_counter() - started
+    summary = {
+        "input": name,
+        "list": str(output),
+        "release_id": scorer.release_id,
+        "scored_at": scored_at,
+        "rows": rows,
+        "threshold": scorer.threshold,
+        "contact_rule": outreach.describe(scorer.threshold),
+        "to_contact": totals["to_contact"],
+        "expected_value": round(totals["expected_value"], 2) if outreach.settings is not None else None,
+        "unseen_categories": unseen,
+        "ignored_columns": customers.ignored_columns,
+        "estimate": estimate_performance(inputs),
+        "seconds": round(seconds, 3),
+    }
+    return summary
+
+
+def _merge_runs(runs: list[Path], out) -> int:
+    """Write the sorted runs merged into one ranked list (rank first); return the number of rows."""
+    handles = [open(run, encoding="utf-8", newline="") for run in runs]
+    try:
+        rank = 0
+        batch: list[str] = []
+        for line in heapq.merge(*handles):
+            rank += 1
+            batch.append(f"{rank},{line[KEY_CHARS:]}")
+            if len(batch) >= 50_000:
+                out.write("".join(batch).encode("utf-8"))
+                batch.clear()
+        out.write("".join(batch).encode("utf-8"))
+        return rank
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+def describe_list(summary: dict[str, Any]) -> str:
+    """Return a scored file's summary in one log line."""
+    estimate = summary["estimate"]
+    f1 = estimate.get("f1")
+    ci = estimate.get("f1_ci")
+    expected = "" if f1 is None else (f"; estimated F1 {f1:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    value = "" if summary["expected_value"] is None else f", expected value {summary['expected_value']:,.2f}"
+    unseen = summary["unseen_categories"]
+    unseen_text = ("; categories never seen in training, scored as unknown: " + ", ".join(
+        f"{column} {', '.join(f'{v!r} ({n})' for v, n in sorted(values.items())[:5])}"
+        for column, values in unseen.items())) if unseen else ""
+    return (f"scored {summary['input']}: {summary['rows']} rows with release {summary['release_id']} -> "
+            f"{summary['list']}; {summary['to_contact']} to contact{value}{expected}{unseen_text}")
+
+
+# --- 2. risk lists from cron: which files, and the record of what was scored ---------------------
+
+
+def empty_scoring_record() -> dict[str, Any]:
+    return {"format": SCORING_RECORD_FORMAT, "scored": {}, "rejected": [], "seen": {}, "ignored": {}}
+
+
+def load_scoring_record(predictions_folder: Path) -> dict[str, Any]:
+    """Return the record of the customer files scored so far (empty before the first)."""
+    path = predictions_folder / SCORING_RECORD_FILE
+    try:
+        record = read_json(path)
+    except ValueError:
+        logger.warning("%s: not valid JSON; every customer file will be scored again", path)
+        record = None
+    if not isinstance(record, dict) or record.get("format") != SCORING_RECORD_FORMAT:
+        return empty_scoring_record()
+    return record
+
+
+def save_scoring_record(record: dict[str, Any], predictions_folder: Path) -> None:
+    atomic_write_json(predictions_folder / SCORING_RECORD_FILE, record)
+
+
+@dataclass
+class CustomerWork:
+    """The customer files to score: new or changed since scored, or scored by another release."""
+
+    record: dict[str, Any]
+    pending: list[FoundFile]
+    rejected: list[dict]  # refused unread by the scan (symlinks out, unreadable files)
+    record_changed: bool
+
+
+def find_customer_files(scoring_folder: Path, record: dict[str, Any], release_id: str | None) -> CustomerWork:
+    """Return the files in ``scoring_folder`` that need scoring with ``release_id``; imports no pandas.
+
+    A file needs it unless its content was scored by that release already, or rejected while that
+    release was deployed (a new release may have another schema).
+    """
+    def reject_unread(name: str, reason: str, *, sha256: str | None, size: int | None) -> dict:
+        entry = {"name": name, "sha256": sha256, "size": size, "reason": reason, "rejected_at": utc_now(),
+                 "release_id": release_id}
+        record["rejected"].append(entry)
+        logger.warning("rejected %s: %s", shown_name(name), reason)
+        return entry
+
+    found = scan_csv_folder(scoring_folder, record, reject=reject_unread, logger=logger, kind="scoring folder")
+    present = {source.name for source in found.files}
+    changed = found.record_changed
+    for name in list(record["scored"]):
+        if name not in present:
+            del record["scored"][name]
+            changed = True
+    pending = []
+    if release_id is not None:
+        rejected = {(r["name"], r["sha256"]) for r in record["rejected"] if r.get("release_id") == release_id}
+        for source in found.files:
+            scored = record["scored"].get(source.name)
+            if scored and scored["sha256"] == source.sha256 and scored["release_id"] == release_id:
+                continue
+            if (source.name, source.sha256) in rejected:
+                continue
+            pending.append(source)
+    return CustomerWork(record=record, pending=pending, rejected=found.rejected, record_changed=changed)
+
+
+def list_path(predictions_folder: Path, input_name: str) -> Path:
+    """Return where the risk list of customer file ``input_name`` goes."""
+    return predictions_folder / (Path(input_name).stem + LIST_SUFFIX)
+
+
+def score_customer_files(config: Config, work: CustomerWork, model: LoadedModel) -> dict[str, Any]:
+    """Score each pending customer file with the deployed ``model``; return the run line's ``scoring`` value.
+
+    A file that is not a valid customer file is rejected with its reason (logged, in the record) and
+    the others go on; it is not read again until its content or the deployed release changes.
+    """
+    scorer = ScoringModel.of(model)
+    outreach = Outreach(config.outreach)
+    result: dict[str, Any] = {"files": [], "rejected": [{"name": r["name"], "reason": r["reason"]} for r in work.rejected]}
+    record = work.record
+    for source in work.pending:
+        output = list_path(config.paths.predictions, source.name)
+        try:
+            summary = write_risk_list(source.path, output, scorer, target=config.schema.target,
+                                      reasons=config.risk_lists.reasons, outreach=outreach, scored_at=utc_now(),
+                                      name=source.name)
+        except ScoringError as exc:
+            reason = str(exc).removeprefix(f"{source.name}: ")
+            record["rejected"] = [r for r in record["rejected"] if r["name"] != source.name]
+            record["rejected"].append({"name": source.name, "sha256": source.sha256, "size": source.size,
+                                       "reason": reason, "rejected_at": utc_now(), "release_id": scorer.release_id})
+            record["scored"].pop(source.name, None)
+            save_scoring_record(record, config.paths.predictions)
+            logger.warning("rejected %s: %s", shown_name(source.name), reason)
+            result["rejected"].append({"name": source.name, "reason": reason})
+            continue
+        except FileNotFoundError:
+            logger.info("%s: vanished before it could be scored", source.name)
+            continue
+        summary["list"] = os.path.relpath(output, config.root)
+        atomic_write_json(output.with_name(output.name.removesuffix(LIST_SUFFIX) + SUMMARY_SUFFIX), summary)
+        record["rejected"] = [r for r in record["rejected"] if r["name"] != source.name]
+        record["scored"][source.name] = {"sha256": source.sha256, "release_id": scorer.release_id,
+                                         "list": summary["list"], "rows": summary["rows"],
+                                         "scored_at": summary["scored_at"]}
+        save_scoring_record(record, config.paths.predictions)
+        logger.info("%s", describe_list(summary))
+        estimate = summary["estimate"]
+        result["files"].append({
+            "name": source.name, "rows": summary["rows"], "release_id": scorer.release_id, "list": summary["list"],
+            "to_contact": summary["to_contact"], "expected_value": summary["expected_value"],
+            "estimate": {key: estimate[key] for key in ("f1", "f1_ci", "precision", "precision_ci", "recall",
+                                                         "recall_ci", "accuracy", "accuracy_ci", "expected_churners",
+                                                         "predicted_churners")},
+            "unseen_categories": summary["unseen_categories"], "seconds": summary["seconds"],
+        })
+    if work.record_changed:
+        save_scoring_record(record, config.paths.predictions)
+    return result
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+
+def _score_customers_on_demand(config: Config, args) -> int:
+    model = load_deployed(config.paths.deployment)
+    if model is None:
+        logger.critical("no release is deployed yet: nothing to score customers with")
+        return 1
+    source, output = Path(args.customers), Path(args.output)
+    if output.resolve() == source.resolve():
+        logger.critical("--output %s is the customer file itself; the input is never modified", output)
+        return 1
+    try:
+        summary = write_risk_list(source, output, ScoringModel.of(model), target=config.schema.target,
+                                  reasons=args.reasons if args.reasons is not None else config.risk_lists.reasons,
+                                  outreach=Outreach(config.outreach), scored_at=utc_now())
+    except ScoringError as exc:
+        logger.critical("%s", exc)
+        return 1
+    summary_path = output.with_name(output.name + ".summary.json")
+    atomic_write_json(summary_path, summary)
+    print(describe_list(summary))
+    print(f"summary: {summary_path}")
+    return 0
+
+
 def _main(config: Config, args) -> int:
+    if args.customers:
+        return _score_customers_on_demand(config, args)
+    from churnlib.dataset import FrozenSchema
+    from churnlib.pipeline import model_threshold
+
     model: LoadedModel | None = load_deployed(config.paths.deployment) if args.deployed else load_model(config.paths.models)
     if model is None:
         logger.critical("no release is deployed yet")
         return 1
     schema = FrozenSchema.from_dict(model.metadata["schema"])
     test = read_test_data(config.paths.testdata, settings=config.schema, schema=schema)
-    scores = score_model(model.pipeline, test, schema)
+    scores = score_model(model.pipeline, test, schema, threshold=model_threshold(model.metadata))
     logger.info("release %s: %s", model.release_id, format_scores(scores))
     if not args.deployed:
         write_scores(scores, config.paths.models, release_id=model.release_id)
@@ -93,16 +670,30 @@ def _main(config: Config, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
-        "Score a model on the labelled test data and write latestscore.txt (F1) and "
-        "latestscore.json (all metrics) to the model folder.",
+        "Score a model on the labelled test data and write latestscore.txt (F1) and latestscore.json "
+        "(all metrics) to the model folder; or, with --customers FILE --output PATH, score a file of "
+        "current customers (no churn label) with the deployed release into a ranked risk list with "
+        "reasons (PATH, plus PATH.summary.json with the label-free performance estimate).",
     )
     parser.add_argument(
         "--deployed", action="store_true",
         help="score the deployed release instead of the latest trained model in the model folder "
         "(prints the scores; writes nothing)",
     )
+    parser.add_argument("--customers", metavar="FILE",
+                        help="a CSV file of current customers to score with the deployed release (read only)")
+    parser.add_argument("--output", metavar="PATH", help="where --customers writes the ranked list (required with it)")
+    parser.add_argument("--reasons", type=int, metavar="N", default=None,
+                        help="reasons per customer in the list (default: risk_lists.reasons in the config, 3)")
+    args_check = parser.parse_known_args(argv)[0]
+    if args_check.customers and not args_check.output:
+        parser.error("--customers needs --output PATH (where the list goes)")
+    if args_check.output and not args_check.customers:
+        parser.error("--output goes with --customers FILE")
+    if args_check.reasons is not None and not 0 <= args_check.reasons <= 100:
+        parser.error("--reasons must be from 0 to 100")
     # Only a run that writes the model folder's scores takes the run lock.
-    return run_script(parser, argv, "scoring", _main, lock=lambda args: not args.deployed)
+    return run_script(parser, argv, "scoring", _main, lock=lambda args: not (args.deployed or args.customers))
 
 
 if __name__ == "__main__":

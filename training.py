@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import platform
 import sys
 import time
@@ -33,7 +34,7 @@ from churnlib.errors import ChurnError
 from churnlib.fsutil import atomic_write_text
 from churnlib.ingested import read_ingested_data
 from churnlib.modelstore import REFERENCE_FILE, save_model
-from churnlib.pipeline import build_pipeline, effective_params
+from churnlib.pipeline import build_pipeline, calibration_check, effective_params, pipeline_log_odds, recalibrated
 
 logger = logging.getLogger(Path(__file__).stem)
 
@@ -56,6 +57,33 @@ def train_model(frame: pd.DataFrame, schema: FrozenSchema, model_settings: Model
             raise ConfigError(f"model.params: {exc}") from None
         raise
     return pipeline
+
+
+def calibrate(pipeline: Any, held_out: pd.DataFrame, schema: FrozenSchema,
+              threshold: float) -> tuple[Any, dict[str, Any], float]:
+    """Return the pipeline, recalibrated when its probabilities fail the calibration check on the
+    held-out labelled rows; the check; and the decision threshold on the returned pipeline's scale.
+
+    The fix is Platt scaling of the log-odds (``churnlib.pipeline.recalibrated``): the probabilities
+    then mean what they say, which the label-free estimate and the expected value of a call need.
+    Decisions do not change: the threshold moves with the probabilities (a customer above
+    ``threshold`` before is above the returned threshold after), so the fit cannot flatter the
+    model's scores on the rows it was fitted on, and the deployment policy judges the same decisions.
+    """
+    labels = held_out[schema.target].to_numpy()
+    check = calibration_check(pipeline_log_odds(pipeline, held_out, schema), labels)
+    check["recalibrated"] = False
+    if not check["checked"] or check["passed"]:
+        return pipeline, check, threshold
+    if check["slope"] <= 0:
+        check["reason"] += "; not recalibrated: the model ranks the held-out rows backwards"
+        return pipeline, check, threshold
+    pipeline = recalibrated(pipeline, check["slope"], check["intercept"])
+    after = calibration_check(pipeline_log_odds(pipeline, held_out, schema), labels)
+    moved = 1.0 / (1.0 + math.exp(-(check["slope"] * math.log(threshold / (1 - threshold)) + check["intercept"])))
+    check.update(recalibrated=True, threshold_before=threshold, threshold_after=moved,
+                 after={k: after.get(k) for k in ("slope", "intercept", "p_value", "passed", "expected_positives")})
+    return pipeline, check, moved
 
 
 def reference_sample(frame: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
@@ -84,11 +112,19 @@ def train_and_save(
     model_settings: ModelSettings,
     reference_size: int,
     model_folder: Path,
+    held_out: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Fit the model, write it with its metadata and drift reference to ``model_folder``; return the metadata."""
+    """Fit the model, write it with its metadata and drift reference to ``model_folder``; return the metadata.
+
+    With ``held_out`` labelled rows (not trained on), the probabilities' calibration is checked on
+    them, and the model recalibrated when it fails (``calibrate``); the check goes into the metadata.
+    """
     started = time.perf_counter()
     pipeline = train_model(frame, schema, model_settings)
     seconds = time.perf_counter() - started
+    calibration, decision_threshold = None, model_settings.threshold
+    if held_out is not None:
+        pipeline, calibration, decision_threshold = calibrate(pipeline, held_out, schema, model_settings.threshold)
     sample = reference_sample(frame, reference_size, model_settings.random_seed)
     sample_text = header_line(schema) + "\n" + "".join(f"{line}\n" for line in canonical_lines(sample, schema))
     atomic_write_text(model_folder / REFERENCE_FILE, sample_text)
@@ -98,6 +134,9 @@ def train_and_save(
         "params": effective_params(model_settings),
         "random_seed": model_settings.random_seed,
         "n_threads": model_settings.n_threads,
+        "threshold": model_settings.threshold,
+        "decision_threshold": decision_threshold,  # model.threshold on the scale of the probabilities served
+        "calibration": calibration,
         "schema": schema.to_dict(),
         "training_data": fingerprint,
         "training_seconds": round(seconds, 4),
@@ -113,6 +152,11 @@ def train_and_save(
         "trained %s on %d rows in %.2f s: release %s (model sha256 %s)",
         model_settings.algorithm, len(frame), seconds, metadata["release_id"], metadata["model_sha256"][:12],
     )
+    if calibration is not None:
+        recalibrated_note = (f"; recalibrated (Platt scaling of the log-odds), decision threshold "
+                             f"{model_settings.threshold:g} -> {decision_threshold:.4f}") if calibration["recalibrated"] else ""
+        logger.info("calibration check on %d held-out rows: %s%s", calibration["rows"], calibration["reason"],
+                    recalibrated_note)
     return metadata
 
 

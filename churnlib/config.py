@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -26,6 +27,17 @@ ALGORITHMS = ("logistic_regression", "xgboost")
 METRICS = ("f1", "precision", "recall", "accuracy", "roc_auc")
 CORRECTIONS = ("holm", "bonferroni", "benjamini_hochberg", "none")
 POLICIES = ("always", "not_worse", "better")
+UNKNOWN_CATEGORY_ACTIONS = ("warn", "reject")
+
+
+class _Required:
+    """The default of a key that must be given whenever its (optional) section is."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED = _Required()
 
 
 # --- value checkers: each returns the cleaned value or raises ValueError(what is expected) ---
@@ -100,6 +112,15 @@ def _choice(options: tuple[str, ...]) -> Callable:
     return check
 
 
+def _money(value: Any) -> float:
+    """An amount of money: a finite number, zero or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"must be a number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"must be zero or more, got {value!r}")
+    return float(value)
+
+
 def _params(value: Any) -> dict:
     if not isinstance(value, dict):
         raise ValueError("must be an object of parameter names and values")
@@ -143,6 +164,8 @@ class Paths:
     models: Path = setting("models", _folder, key="model_folder")
     deployment: Path = setting("production_deployment", _folder, key="deployment_folder")
     logs: Path = setting("logs", _folder, key="log_folder")
+    scoring: Path = setting("scoringdata", _folder, key="scoring_folder")
+    predictions: Path = setting("predictions", _folder, key="predictions_folder")
 
 
 @dataclass(frozen=True)
@@ -161,6 +184,7 @@ class ModelSettings:
     params: dict = setting({}, _params)
     random_seed: int = setting(42, _integer(0, 2**32 - 1))
     n_threads: int = setting(1, _integer(1, 256))
+    threshold: float = setting(0.5, _number(0.0, 1.0, low_open=True, high_open=True))
 
 
 @dataclass(frozen=True)
@@ -195,6 +219,21 @@ class ApiSettings:
     max_request_bytes: int = setting(10 * 1024 * 1024, _integer(1024))
     max_records: int = setting(10_000, _integer(1))
     reload_interval_seconds: float = setting(1.0, _number(0.05, 60.0))
+    unknown_categories: str = setting("warn", _choice(UNKNOWN_CATEGORY_ACTIONS))
+
+
+@dataclass(frozen=True)
+class RiskListSettings:
+    reasons: int = setting(3, _integer(0, 100))
+
+
+@dataclass(frozen=True)
+class OutreachSettings:
+    """Optional: without it, the lists mark for contact who the model predicts to churn."""
+
+    customer_value: float = setting(REQUIRED, _money)
+    contact_cost: float = setting(REQUIRED, _money)
+    success_rate: float = setting(1.0, _number(0.0, 1.0, low_open=True))
 
 
 @dataclass(frozen=True)
@@ -211,12 +250,29 @@ class Config:
     drift: DriftSettings
     deployment: DeploymentSettings
     api: ApiSettings
+    risk_lists: RiskListSettings
+    outreach: OutreachSettings | None  # optional: None when config.json has no such section
+
+
+def _optional_class(hint: Any) -> type | None:
+    """Return C for a hint ``C | None`` whose C is a settings class, else None."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return None
+    classes = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return classes[0] if len(classes) == 1 and is_dataclass(classes[0]) else None
 
 
 def _sections() -> dict[str, type]:
     """Return config.json's sections (name -> settings class), in the order of ``Config``'s fields."""
     hints = typing.get_type_hints(Config)
-    return {f.name: hints[f.name] for f in fields(Config) if is_dataclass(hints[f.name])}
+    return {f.name: hints[f.name] if is_dataclass(hints[f.name]) else _optional_class(hints[f.name])
+            for f in fields(Config) if is_dataclass(hints[f.name]) or _optional_class(hints[f.name])}
+
+
+def _optional_sections() -> frozenset[str]:
+    """Return the sections that may be left out of config.json altogether (their value is then None)."""
+    hints = typing.get_type_hints(Config)
+    return frozenset(f.name for f in fields(Config) if _optional_class(hints[f.name]))
 
 
 def _keys(section: type) -> dict[str, Any]:
@@ -225,6 +281,7 @@ def _keys(section: type) -> dict[str, Any]:
 
 
 SECTIONS = _sections()
+OPTIONAL_SECTIONS = _optional_sections()
 
 
 def resolve_config_path(path: str | os.PathLike | None = None) -> Path:
@@ -267,6 +324,8 @@ def _section(name: str, cls: type, given: Any, label: str, root: Path) -> Any:
     values = {}
     for key, spec in keys.items():
         value = given.get(key, spec.metadata["default"])
+        if value is REQUIRED:
+            raise ConfigError(f"{name}.{key}: required when the {name} section is present", file_label=label)
         try:
             value = spec.metadata["check"](value)
         except ValueError as exc:
@@ -284,7 +343,8 @@ def config_from_dict(raw: Any, *, file: Path, label: str | None = None) -> Confi
         if section not in SECTIONS:
             raise ConfigError(f"unknown key {section!r} (known: {', '.join(SECTIONS)})", file_label=label)
     root = file.parent
-    sections = {name: _section(name, cls, raw.get(name, {}), label, root) for name, cls in SECTIONS.items()}
+    sections = {name: None if name in OPTIONAL_SECTIONS and raw.get(name) is None
+                else _section(name, cls, raw.get(name, {}), label, root) for name, cls in SECTIONS.items()}
     _check_schema_consistency(sections["schema"], label)
     seen: dict[Path, str] = {}
     for key, spec in _keys(Paths).items():
@@ -322,7 +382,13 @@ def _check_schema_consistency(schema: SchemaSettings, label: str) -> None:
 
 
 def defaults_as_dict() -> dict[str, dict[str, Any]]:
-    """Return every config key with its default value, as config.json would hold it."""
+    """Return the config that an empty config.json means: every key of every section that is not
+    optional, with its default value, as config.json would hold it."""
+    return {name: keys for name, keys in every_key_with_default().items() if name not in OPTIONAL_SECTIONS}
+
+
+def every_key_with_default() -> dict[str, dict[str, Any]]:
+    """Return every key of every section, optional ones included, with its default (or REQUIRED)."""
     return {name: {key: spec.metadata["default"] for key, spec in _keys(cls).items()} for name, cls in SECTIONS.items()}
 
 

@@ -9,6 +9,7 @@ live writer's work in progress.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -17,7 +18,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 TMP_MARKER = ".tmp-"
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
@@ -37,18 +38,21 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content.
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``path`` when the block ends without an error.
 
-    ``durable=False`` skips the fsyncs: readers still never see a torn file, but after a power
-    loss the old content may come back. For views that are rebuilt from state on every write.
+    A crash or an error at any point leaves the old content (the temporary file is removed);
+    for content too large to hold in memory, written piece by piece. ``durable=False`` skips the
+    fsyncs: readers still never see a torn file, but after a power loss the old content may come
+    back. For views that are rebuilt from state on every write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path_for(path)
     try:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            yield handle
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -58,6 +62,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content."""
+    with atomic_writer(path, durable=durable) as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> None:

@@ -1,5 +1,6 @@
 """The model module: the fast path is checked against predict_proba whenever a release is loaded."""
 
+import dataclasses
 import json
 import logging
 
@@ -99,7 +100,7 @@ def test_the_pipeline_predictor_equals_the_fast_path_on_missing_and_unseen_value
     model = load_deployed(deployed.deployment)
     schema = FrozenSchema.from_dict(model.metadata["schema"])
     frame, _, _ = read_ingested_data(deployed.ingested)
-    settings = type(config.model)(algorithm=algorithm, params={}, random_seed=1, n_threads=1)
+    settings = dataclasses.replace(config.model, algorithm=algorithm, params={}, random_seed=1, n_threads=1)
     pipeline = build_pipeline(schema, settings).fit(frame[list(schema.feature_columns)], frame[schema.target])
     records = [{"lastmonth_activity": None, "lastyear_activity": 3, "number_of_employees": 4, "plan": "platinum"},
                {"lastmonth_activity": 5, "lastyear_activity": None, "number_of_employees": None, "plan": None}]
