@@ -463,7 +463,7 @@ def _add_reasons(predictions: list[dict[str, Any]], release: Any, batch: Any, co
         features = top[:, slot].tolist()
         amounts = contributions.values[rows, top[:, slot]].tolist()
         slots.append([{"feature": contributions.features[f], "value": values[f][row], "contribution": amount,
-                       "text": text} for row, (f, amount, text) in enumerate(zip(features, amounts, texts[:, slot]))])
+                       "text": text} for row, (f, amount, text) in enumerate(zip(features, amounts, texts[slot]))])
     base = contributions.base
     for item, log_odds, reasons in zip(predictions, contributions.log_odds.tolist(), zip(*slots) if slots else
                                        ([] for _ in predictions)):

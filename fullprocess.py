@@ -473,19 +473,28 @@ def run_tick(config: Config) -> TickOutcome:
     customers = work.customers
     if not work.idle or customers.pending or customers.rejected or customers.record_changed:
         # Even after a failed decision: the deployed release still serves, and lists should not wait.
-        score_customers(config, outcome, customers.record)
+        score_customers(config, outcome, customers, release_before=outcome.deployed_release_before)
     return outcome
 
 
 # --- 5. risk lists of current customers -------------------------------------------------------------
 
 
-def score_customers(config: Config, outcome: TickOutcome, record: dict[str, Any]) -> None:
+def score_customers(config: Config, outcome: TickOutcome, found: CustomerWork, *, release_before: str | None) -> None:
     """Score the customer files that need it with the deployed release (all of them after a redeploy);
-    put the figures in ``outcome.scoring``. Never raises: a failure fails the tick, keeping its figures."""
+    put the figures in ``outcome.scoring``. Never raises: a failure fails the tick, keeping its figures.
+
+    ``found`` is what ``find_work`` found while ``release_before`` was deployed; after a deploy (or
+    the cold start) the folder is looked at again for the new release.
+    """
     try:
         pointer = read_pointer(config.paths.deployment)
-        customers = find_customer_files(config.paths.scoring, record, pointer["current"] if pointer else None)
+        current = pointer["current"] if pointer else None
+        customers = found
+        if current != release_before:
+            customers = find_customer_files(config.paths.scoring, found.record, current)
+            customers.rejected[:0] = found.rejected
+            customers.record_changed |= found.record_changed
         if not customers.pending:
             if customers.record_changed:
                 save_scoring_record(customers.record, config.paths.predictions)

@@ -28,7 +28,6 @@ job's no-new-data tick looks for customer files through this module and imports 
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import os
@@ -288,54 +287,64 @@ def list_columns(id_names: dict[str, str], reasons: int, *, outreach: bool) -> l
     return [ours[0], *ids, *ours[1:]]
 
 
-def _csv_fields(texts):
-    """Return text cells (an object array) as CSV fields: quoted where they need it."""
-    import numpy as np
-
-    texts = np.asarray(texts, dtype=object)
-    if not len(texts):
-        return texts
-    joined = "\x00".join(texts.tolist())
+def _csv_fields(texts: list[str]) -> list[str]:
+    """Return text cells as CSV fields: quoted where they need it."""
+    joined = "\x00".join(texts)
     if not any(special in joined for special in ',"\n\r'):
         return texts
-    return np.array(['"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
-                     for text in texts.tolist()], dtype=object)
+    return ['"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text for text in texts]
 
 
-def _fixed(values, digits: int):
-    """Return numbers in [0, 1] as text with ``digits`` decimals, built from integers (fast)."""
+def _fixed(values, digits: int) -> list[str]:
+    """Return numbers in [0, 1] as text with ``digits`` decimals (built from integers: fast)."""
     import numpy as np
 
     scaled = np.rint(values * 10**digits).astype(np.int64)
     whole, fraction = np.divmod(scaled, 10**digits)
-    texts = np.char.zfill(fraction.astype(str), digits).astype(object)
-    return whole.astype(str).astype(object) + "." + texts
+    return list(map("{}.{:0>{}}".format, whole.tolist(), fraction.tolist(), [digits] * len(scaled)))
 
 
-def _money(values):
-    import numpy as np
-
-    return np.array(list(map("{:.2f}".format, values.tolist())), dtype=object)
+def _money(values) -> list[str]:
+    return list(map("{:.2f}".format, values.tolist()))
 
 
 @dataclass
-class ChunkLines:
-    """A chunk of a risk list: its lines without the rank, sorted by risk, and what they hold."""
+class ScoredLines:
+    """Rows of a risk list without their rank; once ``sorted``, by risk (probability down, input row up)."""
 
-    lines: Any       # object array of text
-    probabilities: Any
-    rows: Any        # the input row numbers
+    lines: Any  # object array of text, each line ending with a newline
+    keys: Any   # uint64: the probability's bits reversed, so that ascending keys are descending risk
+    rows: Any   # int64: the input row numbers, which break ties
+
+    @classmethod
+    def of(cls, lines: list[str], probabilities, rows) -> "ScoredLines":
+        import numpy as np
+
+        # Non-negative floats sort as their bits.
+        keys = np.uint64(0xFFFFFFFFFFFFFFFF) - np.ascontiguousarray(probabilities, dtype=np.float64).view(np.uint64)
+        return cls(lines=np.array(lines, dtype=object), keys=keys, rows=rows)
+
+    @classmethod
+    def sorted(cls, parts: list["ScoredLines"]) -> "ScoredLines":
+        """Return the parts as one, sorted by risk."""
+        import numpy as np
+
+        keys = np.concatenate([part.keys for part in parts])
+        rows = np.concatenate([part.rows for part in parts])
+        order = np.lexsort((rows, keys))
+        return cls(lines=np.concatenate([part.lines for part in parts])[order], keys=keys[order], rows=rows[order])
 
 
 def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reasons: int, outreach: Outreach,
                  suffix: str, unseen: dict[str, dict[str, int]], inputs: ConfusionInputs,
-                 totals: dict[str, float]) -> ChunkLines:
-    """Score one chunk of a customer file; return its lines (sorted by risk) and update the totals."""
+                 totals: dict[str, float]) -> ScoredLines:
+    """Score one chunk of a customer file; return its lines sorted by risk, and update the totals."""
     import numpy as np
 
     from churnlib.pipeline import batch_from_frame, predicted_classes, reason_texts, shown_values, top_reasons
 
     frame = chunk.frame
+    rows = len(frame)
     batch = batch_from_frame(frame, scorer.schema)
     probabilities = scorer.predictor.probabilities(batch)
     for _row, column, value in scorer.predictor.unseen_categories(batch):
@@ -348,55 +357,142 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
     totals["to_contact"] += int(contact.sum())
     if values is not None:
         totals["expected_value"] += float(values[contact].sum())
-    rows = np.arange(chunk.first_row, chunk.first_row + len(frame))
+    numbers = np.arange(chunk.first_row, chunk.first_row + rows)
     columns = []
     for column in id_names:
-        cells = frame[column].to_numpy(dtype=object)
-        columns.append(_csv_fields(np.where(frame[column].isna().to_numpy(), "", cells)))
-    columns += [rows.astype(str).astype(object), _fixed(probabilities, 6),
-                np.where(contact, "yes", "no").astype(object)]
+        cells = frame[column].tolist()
+        columns.append(_csv_fields([cell if isinstance(cell, str) else "" for cell in cells]))
+    columns += [list(map(str, numbers.tolist())), _fixed(probabilities, 6),
+                list(map({True: "yes", False: "no"}.__getitem__, contact.tolist()))]
     if values is not None:
         columns.append(_money(values))
     if reasons:
         contributions = scorer.predictor.explain(batch)
-        texts = reason_texts(contributions, shown_values(batch, scorer.schema), top_reasons(contributions, reasons))
-        for slot in range(texts.shape[1]):
-            columns.append(_csv_fields(texts[:, slot]))
-        for _missing in range(texts.shape[1], reasons):  # fewer features than reasons asked for
-            columns.append(np.full(len(frame), "", dtype=object))
-    lines = columns[0]
-    for column in columns[1:]:
-        lines = lines + "," + column
-    lines = lines + suffix
-    order = np.argsort(-probabilities, kind="stable")
-    return ChunkLines(lines=lines[order], probabilities=probabilities[order], rows=rows[order])
+        texts = reason_texts(contributions, shown_values(batch, scorer.schema), top_reasons(contributions, reasons),
+                             quoted=True)
+        columns += texts + [[""] * rows] * (reasons - len(texts))  # fewer features than reasons asked for
+    columns.append([suffix] * rows)
+    return ScoredLines.of(list(map(",".join, zip(*columns))), probabilities, numbers)
 
 
-KEY_CHARS = 28
+@dataclass
+class Run:
+    """A sorted run of a risk list on disk: its lines, and its keys and row numbers (binary)."""
+
+    lines: Path
+    keys: Path
+    count: int
+
+    @classmethod
+    def write(cls, folder: Path, part: ScoredLines) -> "Run":
+        name = f"run-{os.urandom(8).hex()}"
+        run = cls(lines=folder / f"{name}.csv", keys=folder / f"{name}.keys", count=len(part.lines))
+        with open(run.lines, "w", encoding="utf-8", newline="") as handle:
+            handle.write("".join(part.lines.tolist()))
+        with open(run.keys, "wb") as handle:
+            part.keys.tofile(handle)
+            part.rows.tofile(handle)
+        return run
+
+    def block(self, start: int, size: int):
+        """Return the keys and row numbers of rows [start, start + size)."""
+        import numpy as np
+
+        size = max(0, min(size, self.count - start))
+        keys = np.fromfile(self.keys, dtype=np.uint64, count=size, offset=start * 8)
+        rows = np.fromfile(self.keys, dtype=np.int64, count=size, offset=(self.count + start) * 8)
+        return keys, rows
+
+    def remove(self) -> None:
+        self.lines.unlink(missing_ok=True)
+        self.keys.unlink(missing_ok=True)
 
 
-def _write_run(path: Path, chunk: ChunkLines) -> None:
-    """Write a sorted chunk as one run file: each line prefixed by its sort key."""
+RUN_ROWS = 500_000  # rows held in memory before they are sorted and written as a run
+MERGE_BLOCK = 65_536  # rows of each run in memory while merging
+MAX_RUNS = 200  # more are merged into one first (open files stay few)
+
+
+def _merged_blocks(runs: list[Run]):
+    """Yield the runs merged, a block at a time, as ScoredLines (memory: MERGE_BLOCK rows per run)."""
+    import itertools
+
     import numpy as np
 
-    bits = chunk.probabilities.astype(np.float64).view(np.uint64)
-    keys = (np.uint64(0xFFFFFFFFFFFFFFFF) - bits).tolist()
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.writelines(f"{key:016x}{row:012d}{line}\n" for key, row, line
-                          in zip(keys, chunk.rows.tolist(), chunk.lines.tolist()))
+    handles = [open(run.lines, encoding="utf-8", newline="") for run in runs]
+    try:
+        starts = [0] * len(runs)
+        heads = [run.block(0, MERGE_BLOCK) for run in runs]
+        while any(len(keys) for keys, _rows in heads):
+            # Everything up to the smallest last key of a run with more to come is in memory now.
+            pending = [(int(keys[-1]), int(rows[-1])) for run, start, (keys, rows) in zip(runs, starts, heads)
+                       if len(keys) and start + len(keys) < run.count]
+            bound = min(pending) if pending else None
+            taken_keys, taken_rows, lines = [], [], []
+            for index, (keys, rows) in enumerate(heads):
+                if not len(keys):
+                    continue
+                if bound is None:
+                    count = len(keys)
+                else:
+                    count = int(np.count_nonzero((keys < bound[0]) | ((keys == bound[0]) & (rows <= bound[1]))))
+                if not count:
+                    continue
+                taken_keys.append(keys[:count])
+                taken_rows.append(rows[:count])
+                lines.append(np.array(list(itertools.islice(handles[index], count)), dtype=object))
+                starts[index] += count
+                heads[index] = runs[index].block(starts[index], MERGE_BLOCK)
+            yield ScoredLines.sorted([ScoredLines(lines=part, keys=keys, rows=rows)
+                                      for part, keys, rows in zip(lines, taken_keys, taken_rows)])
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+def _spill(runs: list[Run], folder: Path, part: ScoredLines) -> None:
+    """Write ``part`` as one more sorted run; merge the runs into one when there are too many."""
+    runs.append(Run.write(folder, part))
+    if len(runs) < MAX_RUNS:
+        return
+    name = f"merged-{os.urandom(8).hex()}"
+    merged = Run(lines=folder / f"{name}.csv", keys=folder / f"{name}.keys", count=sum(run.count for run in runs))
+    keys_parts, rows_parts = [], []
+    with open(merged.lines, "w", encoding="utf-8", newline="") as handle:
+        for block in _merged_blocks(runs):
+            handle.write("".join(block.lines.tolist()))
+            keys_parts.append(block.keys)
+            rows_parts.append(block.rows)
+    with open(merged.keys, "wb") as handle:  # keys first, then rows: written in two passes of the blocks
+        for keys in keys_parts:
+            keys.tofile(handle)
+        for rows in rows_parts:
+            rows.tofile(handle)
+    for run in runs:
+        run.remove()
+    runs[:] = [merged]
+
+
+def _write_ranked(out, blocks) -> int:
+    """Write blocks of sorted lines with their rank in front; return the number of rows."""
+    rank = 0
+    for block in blocks:
+        count = len(block.lines)
+        out.write("".join(map("{},{}".format, range(rank + 1, rank + count + 1), block.lines.tolist())).encode("utf-8"))
+        rank += count
+    return rank
 
 
 def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target: str, reasons: int,
                     outreach: Outreach, scored_at: str, name: str | None = None,
-                    chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
+                    chunk_rows: int = CHUNK_ROWS, run_rows: int = RUN_ROWS) -> dict[str, Any]:
     """Score the customers in ``source`` into the ranked list ``output`` (replaced atomically); return its summary.
 
     Raises ScoringError (and writes nothing) when the file is not a valid customer file. The
     summary holds the row count, how many to contact and the expected value, the categories never
-    seen in training, and the label-free estimate.
+    seen in training, and the label-free estimate. The file is read ``chunk_rows`` rows at a time;
+    up to ``run_rows`` scored rows are held in memory, more are sorted on disk (sorted runs, merged).
     """
-    import numpy as np
-
     from churnlib.dataset import DatasetError, read_customer_file
 
     name = name or source.name
@@ -404,50 +500,40 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
     unseen: dict[str, dict[str, int]] = {}
     inputs = ConfusionInputs(threshold=scorer.threshold)
     totals = {"to_contact": 0, "expected_value": 0.0}
-    runs: list[Path] = []
-    single: ChunkLines | None = None
+    runs: list[Run] = []
+    held: list[ScoredLines] = []
     runs_folder = temporary_path_for(output)
     try:
         with open_regular(source) as handle:
             customers = read_customer_file(handle, name=name, schema=scorer.schema, target=target,
-                                           chunk_rows=chunk_rows)
-            suffix = f",{scorer.release_id},{scored_at}"
+                                           chunk_rows=min(chunk_rows, run_rows))
+            suffix = f"{scorer.release_id},{scored_at}\n"
             for chunk in customers.chunks:
-                lines = _chunk_lines(chunk, scorer, id_names=customers.id_names, reasons=reasons, outreach=outreach,
-                                     suffix=suffix, unseen=unseen, inputs=inputs, totals=totals)
-                if single is None and not runs:
-                    single = lines
-                    continue
-                if single is not None:  # a second chunk: the list is sorted on disk
-                    runs_folder.mkdir(parents=True)
-                    runs.append(runs_folder / "run-0")
-                    _write_run(runs[-1], single)
-                    single = None
-                runs.append(runs_folder / f"run-{len(runs)}")
-                _write_run(runs[-1], lines)
-        header = ",".join(_csv_fields(np.array(list_columns(customers.id_names, reasons,
-                                                                 outreach=outreach.settings is not None),
-                                                      dtype=object)).tolist()) + "\n"
-        rows = 0
+                held.append(_chunk_lines(chunk, scorer, id_names=customers.id_names, reasons=reasons,
+                                         outreach=outreach, suffix=suffix, unseen=unseen, inputs=inputs,
+                                         totals=totals))
+                if sum(len(part.lines) for part in held) >= run_rows:
+                    runs_folder.mkdir(parents=True, exist_ok=True)
+                    _spill(runs, runs_folder, ScoredLines.sorted(held))
+                    held = []
+        header = ",".join(_csv_fields(list_columns(customers.id_names, reasons,
+                                                   outreach=outreach.settings is not None))) + "\n"
         with atomic_writer(output) as out:
             out.write(header.encode("utf-8"))
-            if single is not None:
-                rows = len(single.lines)
-                ranks = np.arange(1, rows + 1).astype(str).astype(object)
-                out.write(("\n".join((ranks + "," + single.lines).tolist()) + "\n").encode("utf-8") if rows else b"")
-            elif runs:
-                rows = _merge_runs(runs, out)
+            if runs:
+                if held:
+                    _spill(runs, runs_folder, ScoredLines.sorted(held))
+                rows = _write_ranked(out, _merged_blocks(runs))
+            else:
+                rows = _write_ranked(out, [ScoredLines.sorted(held)] if held else [])
     except DatasetError as exc:
         raise ScoringError(str(exc)) from None
-    except UnicodeDecodeError as exc:  # past the checks: never, but a bad file must not look like a bug
-        raise ScoringError(f"{name}: not UTF-8 text ({exc.reason})") from None
     finally:
         if runs_folder.exists():
-            for run in runs_folder.iterdir():
-                run.unlink()
+            for path in runs_folder.iterdir():
+                path.unlink()
             runs_folder.rmdir()
-    seconds = time.perf_counter() - started
-    summary = {
+    return {
         "input": name,
         "list": str(output),
         "release_id": scorer.release_id,
@@ -460,28 +546,8 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
         "unseen_categories": unseen,
         "ignored_columns": customers.ignored_columns,
         "estimate": estimate_performance(inputs),
-        "seconds": round(seconds, 3),
+        "seconds": round(time.perf_counter() - started, 3),
     }
-    return summary
-
-
-def _merge_runs(runs: list[Path], out) -> int:
-    """Write the sorted runs merged into one ranked list (rank first); return the number of rows."""
-    handles = [open(run, encoding="utf-8", newline="") for run in runs]
-    try:
-        rank = 0
-        batch: list[str] = []
-        for line in heapq.merge(*handles):
-            rank += 1
-            batch.append(f"{rank},{line[KEY_CHARS:]}")
-            if len(batch) >= 50_000:
-                out.write("".join(batch).encode("utf-8"))
-                batch.clear()
-        out.write("".join(batch).encode("utf-8"))
-        return rank
-    finally:
-        for handle in handles:
-            handle.close()
 
 
 def describe_list(summary: dict[str, Any]) -> str:

@@ -355,18 +355,29 @@ def top_reasons(contributions: Contributions, count: int) -> np.ndarray:
     return order[:, :count]
 
 
-def reason_texts(contributions: Contributions, shown: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Return the reasons at positions ``top`` (see top_reasons) in words, rows x reasons:
-    ``lastmonth_activity = 2 (raises risk, +0.84)``. Built a column of reasons at a time."""
+def reason_texts(contributions: Contributions, shown: np.ndarray, top: np.ndarray, *,
+                 quoted: bool = False) -> list[list[str]]:
+    """Return the reasons at positions ``top`` (see top_reasons) in words, one list per reason
+    (first, second, ...) of one text per row: ``lastmonth_activity = 2 (raises risk, +0.84)``.
+
+    ``quoted``: as CSV fields (every reason holds a comma), quotes inside doubled. Built a reason at
+    a time from whole columns, for lists of millions of rows.
+    """
     rows = np.arange(top.shape[0])
-    prefixes = np.array([f"{name} = " for name in contributions.features], dtype=object)
-    texts = np.empty(top.shape, dtype=object)
+    opening, closing = ('"', ')"') if quoted else ("", ")")
+    prefixes = np.array([f"{opening}{name} = " for name in contributions.features], dtype=object)
+    if quoted and any('"' in "".join(map(str, shown[:, j].tolist())) for j in range(shown.shape[1])):
+        shown = np.vectorize(lambda text: text.replace('"', '""'), otypes=[object])(shown)
+    words = {1: " (raises risk, ", -1: " (lowers risk, ", 0: " (no effect, "}
+    texts = []
     for slot in range(top.shape[1]):
         features = top[:, slot]
         amounts = contributions.values[rows, features]
-        direction = np.where(amounts > 0, " (raises risk, ", np.where(amounts < 0, " (lowers risk, ", " (no effect, "))
-        texts[:, slot] = (prefixes[features] + shown[rows, features] + direction.astype(object)
-                          + _texts_of(np.round(amounts, 2), _signed) + ")")
+        direction = np.sign(amounts).astype(np.int64).tolist()
+        texts.append(list(map("".join, zip(prefixes[features].tolist(), shown[rows, features].tolist(),
+                                           map(words.__getitem__, direction),
+                                           _texts_of(np.round(amounts, 2), _signed).tolist(),
+                                           [closing] * len(rows)))))
     return texts
 
 
