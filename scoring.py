@@ -124,47 +124,70 @@ def format_scores(scores: dict[str, Any]) -> str:
 # --- 2. the label-free estimate -----------------------------------------------------------------
 
 
+LOG_ODDS_RANGE = 30.0  # log-odds beyond are counted at the edge: probabilities within 1e-13 of 0 or 1
+LOG_ODDS_STEP = 0.01
+
+
 @dataclass
 class ConfusionInputs:
-    """What the estimate needs from a file's probabilities, gathered chunk by chunk.
+    """What the estimate needs from a file's probabilities, gathered chunk by chunk in bounded memory.
 
-    For the rows predicted to churn (probability above the threshold) and the others: how many,
-    the sum of their probabilities and of p(1 - p); and the probabilities themselves while the file
-    has at most EXACT_SIMULATION_ROWS rows.
+    For the rows predicted to stay (index 0) and to churn (1, probability above the threshold):
+    how many, the sum of their probabilities and of p(1 - p), a histogram of their log-odds (steps
+    of 0.01) and, while the file has at most EXACT_SIMULATION_ROWS rows, the log-odds themselves.
     """
 
     threshold: float
-    counts: list[int] = field(default_factory=lambda: [0, 0])  # [predicted to stay, predicted to churn]
+    counts: list[int] = field(default_factory=lambda: [0, 0])
     sums: list[float] = field(default_factory=lambda: [0.0, 0.0])
     variances: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    histograms: list[Any] = field(default_factory=lambda: [None, None])
     kept: list[Any] | None = field(default_factory=list)
 
     def add(self, probabilities) -> None:
+        import numpy as np
+
         churn = probabilities > self.threshold
+        with np.errstate(divide="ignore"):
+            log_odds = np.clip(np.log(probabilities) - np.log1p(-probabilities), -LOG_ODDS_RANGE, LOG_ODDS_RANGE)
+        bins = int(round(2 * LOG_ODDS_RANGE / LOG_ODDS_STEP)) + 1
         for group, rows in ((0, ~churn), (1, churn)):
             chosen = probabilities[rows]
             self.counts[group] += int(len(chosen))
             self.sums[group] += float(chosen.sum())
             self.variances[group] += float((chosen * (1.0 - chosen)).sum())
+            positions = np.rint((log_odds[rows] + LOG_ODDS_RANGE) / LOG_ODDS_STEP).astype(np.int64)
+            counts = np.bincount(positions, minlength=bins)
+            self.histograms[group] = counts if self.histograms[group] is None else self.histograms[group] + counts
         if self.kept is not None:
-            self.kept.append(probabilities)
+            self.kept.append((log_odds, churn))
             if sum(self.counts) > EXACT_SIMULATION_ROWS:
                 self.kept = None
 
 
-def estimate_performance(inputs: ConfusionInputs, *, simulations: int = ESTIMATE_SIMULATIONS,
-                         confidence: float = ESTIMATE_CONFIDENCE, seed: int = 0) -> dict[str, Any]:
+def calibration_uncertainty(metadata: dict[str, Any]) -> list[list[float]] | None:
+    """Return the covariance of the calibration (slope, intercept) a release's check left, or None."""
+    calibration = metadata.get("calibration") or {}
+    return calibration.get("covariance") if calibration.get("checked") else None
+
+
+def estimate_performance(inputs: ConfusionInputs, *, covariance: list[list[float]] | None = None,
+                         simulations: int = ESTIMATE_SIMULATIONS, confidence: float = ESTIMATE_CONFIDENCE,
+                         seed: int = 0) -> dict[str, Any]:
     """Return the expected confusion matrix, F1, precision, recall and accuracy of the predictions,
     with intervals, from the probabilities alone (confidence-based performance estimation).
 
     If the probabilities are calibrated, row i churns with probability p_i: the expected true
     positives are the sum of p over the rows predicted to churn, the expected false negatives the
-    sum of p over the others, and so on. The metrics are those of the expected confusion matrix;
-    their intervals hold the middle ``confidence`` of the metrics of ``simulations`` draws of the
-    labels (each row's label drawn with its probability: exactly, row by row, up to
-    EXACT_SIMULATION_ROWS rows; beyond, the two counts that matter drawn from their normal
-    approximations). The interval is the sampling error of the realised metric: where the labels,
-    once known, should put it.
+    sum of p over the others, and so on. The metrics are those of the expected confusion matrix.
+    Their intervals hold the middle ``confidence`` of the metrics of ``simulations`` draws, each of
+    which first draws how far off the calibration may be (slope and intercept of the log-odds from
+    a normal with the deploy-time check's ``covariance``, around 1 and 0; without one, calibration is
+    taken as exact) and then the labels (each row's label drawn with its probability: exactly, row
+    by row, up to EXACT_SIMULATION_ROWS rows; beyond, the two counts that matter drawn from their
+    normal approximations, the probabilities summed over a histogram of log-odds). So the interval
+    is where the realised metric should land, given the labels' sampling error and what the held-out
+    rows could tell of the calibration. It cannot see concept drift.
     """
     import numpy as np
 
@@ -173,22 +196,37 @@ def estimate_performance(inputs: ConfusionInputs, *, simulations: int = ESTIMATE
     expected_tp, expected_fn = inputs.sums[1], inputs.sums[0]
     expected_fp, expected_tn = churn - expected_tp, stay - expected_fn
     rng = np.random.default_rng(seed)
-    if inputs.kept is not None and rows:
-        probabilities = np.concatenate(inputs.kept)
-        predicted = probabilities > inputs.threshold
-        true_positives = np.empty(simulations)
-        false_negatives = np.empty(simulations)
-        batch = max(1, 2_000_000 // max(rows, 1))
-        for start in range(0, simulations, batch):
-            count = min(batch, simulations - start)
-            labels = rng.random((count, rows)) < probabilities
-            true_positives[start:start + count] = labels[:, predicted].sum(axis=1)
-            false_negatives[start:start + count] = labels[:, ~predicted].sum(axis=1)
-        method = "labels simulated row by row"
+    if covariance is not None:
+        slopes, shifts = rng.multivariate_normal([1.0, 0.0], covariance, simulations).T
     else:
-        true_positives = np.clip(np.rint(rng.normal(expected_tp, math.sqrt(inputs.variances[1]), simulations)), 0, churn)
-        false_negatives = np.clip(np.rint(rng.normal(expected_fn, math.sqrt(inputs.variances[0]), simulations)), 0, stay)
+        slopes, shifts = np.ones(simulations), np.zeros(simulations)
+    true_positives = np.zeros(simulations)
+    false_negatives = np.zeros(simulations)
+    if inputs.kept is not None and rows:
+        log_odds = np.concatenate([part for part, _ in inputs.kept])
+        predicted = np.concatenate([part for _, part in inputs.kept])
+        batch = max(1, 4_000_000 // rows)
+        for start in range(0, simulations, batch):
+            end = min(simulations, start + batch)
+            with np.errstate(over="ignore"):
+                probabilities = 1.0 / (1.0 + np.exp(-(slopes[start:end, None] * log_odds + shifts[start:end, None])))
+            labels = rng.random(probabilities.shape) < probabilities
+            true_positives[start:end] = labels[:, predicted].sum(axis=1)
+            false_negatives[start:end] = labels[:, ~predicted].sum(axis=1)
+        method = "labels simulated row by row"
+    elif rows:
+        centres = np.arange(len(inputs.histograms[0])) * LOG_ODDS_STEP - LOG_ODDS_RANGE
+        for group, target in ((1, true_positives), (0, false_negatives)):
+            occupied = np.flatnonzero(inputs.histograms[group])
+            counts = inputs.histograms[group][occupied].astype(float)
+            with np.errstate(over="ignore"):
+                probabilities = 1.0 / (1.0 + np.exp(-(slopes[:, None] * centres[occupied] + shifts[:, None])))
+            mean = probabilities @ counts
+            spread = np.sqrt((probabilities * (1 - probabilities)) @ counts)
+            target[:] = np.clip(np.rint(rng.normal(mean, spread)), 0, inputs.counts[group])
         method = "label counts drawn from their normal approximation"
+    else:
+        method = "no rows"
     with np.errstate(invalid="ignore", divide="ignore"):
         simulated = {
             "f1": 2 * true_positives / (churn + true_positives + false_negatives),
@@ -215,6 +253,8 @@ def estimate_performance(inputs: ConfusionInputs, *, simulations: int = ESTIMATE
                           "matrix": [[round(expected_tn, 2), round(expected_fp, 2)],
                                      [round(expected_fn, 2), round(expected_tp, 2)]]},
         threshold=inputs.threshold, confidence=confidence, simulations=simulations,
+        calibration_uncertainty="included (deploy-time check)" if covariance is not None else
+        "not known (the release has no calibration check): the intervals hold the labels' sampling error only",
         method=f"confidence-based performance estimation (expected confusion matrix; {method})",
     )
     return estimate
@@ -545,7 +585,7 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
         "expected_value": round(totals["expected_value"], 2) if outreach.settings is not None else None,
         "unseen_categories": unseen,
         "ignored_columns": customers.ignored_columns,
-        "estimate": estimate_performance(inputs),
+        "estimate": estimate_performance(inputs, covariance=calibration_uncertainty(scorer.model.metadata)),
         "seconds": round(time.perf_counter() - started, 3),
     }
 

@@ -66,6 +66,8 @@ def calibrate(pipeline: Any, held_out: pd.DataFrame, schema: FrozenSchema,
 
     The fix is Platt scaling of the log-odds (``churnlib.pipeline.recalibrated``): the probabilities
     then mean what they say, which the label-free estimate and the expected value of a call need.
+    The check's ``covariance`` (of the calibration slope and intercept, for the probabilities the
+    returned pipeline gives) is how precisely the held-out rows know that.
     Decisions do not change: the threshold moves with the probabilities (a customer above
     ``threshold`` before is above the returned threshold after), so the fit cannot flatter the
     model's scores on the rows it was fitted on, and the deployment policy judges the same decisions.
@@ -81,7 +83,7 @@ def calibrate(pipeline: Any, held_out: pd.DataFrame, schema: FrozenSchema,
     pipeline = recalibrated(pipeline, check["slope"], check["intercept"])
     after = calibration_check(pipeline_log_odds(pipeline, held_out, schema), labels)
     moved = 1.0 / (1.0 + math.exp(-(check["slope"] * math.log(threshold / (1 - threshold)) + check["intercept"])))
-    check.update(recalibrated=True, threshold_before=threshold, threshold_after=moved,
+    check.update(recalibrated=True, threshold_before=threshold, threshold_after=moved, covariance=after["covariance"],
                  after={k: after.get(k) for k in ("slope", "intercept", "p_value", "passed", "expected_positives")})
     return pipeline, check, moved
 

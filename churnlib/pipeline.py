@@ -25,7 +25,8 @@ value equal the log-odds (``Contributions.log_odds``); ``reason_texts`` phrases 
 Calibration (``calibration_check``, ``recalibrated``): whether the probabilities mean what they say
 on held-out labelled rows (Cox's test: the logistic fit of the labels on the log-odds has slope 1 and
 intercept 0), and, when they do not, the release recalibrated by that fit (Platt scaling of the
-log-odds, ``Recalibrated``). A linear map of the log-odds keeps the reasons additive and exact:
+log-odds, ``Recalibrated``); and how precisely those rows pin the calibration down (``covariance``,
+which the label-free estimate's intervals include). A linear map of the log-odds keeps the reasons additive and exact:
 each contribution is multiplied by the slope, the base value becomes slope * base + intercept.
 
 The fast path (``FastPredictor``): the fitted preprocessing and, for logistic regression, the
@@ -301,8 +302,16 @@ def calibration_check(log_odds: np.ndarray, labels: np.ndarray, *, alpha: float 
     null = float(np.sum(labels * log_odds - np.logaddexp(0.0, log_odds)))
     statistic = max(0.0, 2.0 * (fitted - null))
     p_value = float(chi2.sf(statistic, 2))
+    # How well these rows pin the calibration down: the covariance of (slope, intercept) were the
+    # probabilities calibrated (the inverse Fisher information at slope 1, intercept 0).
+    design = np.column_stack([log_odds, np.ones_like(log_odds)])
+    information = (design * (probabilities * (1 - probabilities))[:, None]).T @ design
+    try:
+        covariance = np.linalg.inv(information).tolist()
+    except np.linalg.LinAlgError:
+        covariance = None
     check.update(checked=True, slope=slope, intercept=intercept, statistic=round(statistic, 4),
-                 p_value=p_value, passed=bool(p_value >= alpha))
+                 p_value=p_value, passed=bool(p_value >= alpha), covariance=covariance)
     check["reason"] = (f"slope {slope:.3f}, intercept {intercept:+.3f} on {len(labels)} rows "
                        f"({check['positives']} churned, {check['expected_positives']:.1f} expected): p={p_value:.2g} "
                        f"{'>=' if check['passed'] else '<'} alpha {alpha}")
