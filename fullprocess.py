@@ -15,7 +15,7 @@ One tick (DESIGN.md section 4), each part a function that returns what it found:
    in the release; then call the API if it is running.
 6. ``score_customers``: files of current customers in the scoring folder that are new or changed,
    or were scored by an older release, become ranked risk lists in the predictions folder
-   (``scoring.py``). Found by ``find_work`` too, without heavy imports, so a new customer file is
+   (``scoring.py``). Found by ``find_work`` too (``churnlib.risklists``), without heavy imports, so a new customer file is
    scored on a tick that finds nothing else to do.
 
 ``run_tick`` returns the outcome as a value (``TickOutcome``, its decision one of
@@ -53,7 +53,7 @@ from churnlib.ingested import load_record, save_record
 from churnlib.modelstore import RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
 from churnlib.runlog import Decision, append_run
 from ingestion import Scan, scan_source
-from scoring import CustomerWork, find_customer_files, load_scoring_record, save_scoring_record
+from churnlib.risklists import CustomerWork, find_customer_files, load_scoring_record, save_scoring_record
 
 logger = logging.getLogger(Path(__file__).stem)
 

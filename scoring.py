@@ -10,7 +10,7 @@
    likely to leave, how likely, the top reasons for each, and whether a retention call is worth its
    cost (``write_risk_list``). The cron job scores every new or changed file in ``scoringdata/``
    into ``predictions/<name>.risk.csv`` (and a summary, ``<name>.risk.json``), and scores them all
-   again after a redeploy (``find_customer_files``, ``score_customer_files``); ``python scoring.py
+   again after a redeploy (``churnlib.risklists.find_customer_files``, ``score_customer_files``); ``python scoring.py
    --customers FILE --output PATH`` scores one file on demand. A file is read in chunks, so memory
    stays bounded whatever its size; the list is sorted on disk (sorted runs, merged) when it is
    larger than a chunk. The input is only read.
@@ -29,7 +29,6 @@ job's no-new-data tick looks for customer files through this module and imports 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -42,16 +41,13 @@ from churnlib.clock import utc_now
 from churnlib.columns import shown_name
 from churnlib.config import Config, OutreachSettings, SchemaSettings
 from churnlib.errors import ChurnError
-from churnlib.fsutil import atomic_write_json, atomic_write_text, atomic_writer, read_json, temporary_path_for
+from churnlib.fsutil import atomic_write_json, atomic_write_text, atomic_writer, temporary_path_for
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
-from churnlib.sourcefiles import FoundFile, open_regular, scan_csv_folder
+from churnlib.risklists import LIST_SUFFIX, SUMMARY_SUFFIX, CustomerWork, list_path, save_scoring_record
+from churnlib.sourcefiles import open_regular
 
 logger = logging.getLogger(Path(__file__).stem)
 
-SCORING_RECORD_FILE = "scoring_record.json"  # in the predictions folder: what was scored, with which release
-SCORING_RECORD_FORMAT = 1
-LIST_SUFFIX = ".risk.csv"
-SUMMARY_SUFFIX = ".risk.json"
 CHUNK_ROWS = 100_000
 ESTIMATE_SIMULATIONS = 2000
 ESTIMATE_CONFIDENCE = 0.95
@@ -605,76 +601,7 @@ def describe_list(summary: dict[str, Any]) -> str:
             f"{summary['list']}; {summary['to_contact']} to contact{value}{expected}{unseen_text}")
 
 
-# --- 2. risk lists from cron: which files, and the record of what was scored ---------------------
-
-
-def empty_scoring_record() -> dict[str, Any]:
-    return {"format": SCORING_RECORD_FORMAT, "scored": {}, "rejected": [], "seen": {}, "ignored": {}}
-
-
-def load_scoring_record(predictions_folder: Path) -> dict[str, Any]:
-    """Return the record of the customer files scored so far (empty before the first)."""
-    path = predictions_folder / SCORING_RECORD_FILE
-    try:
-        record = read_json(path)
-    except ValueError:
-        logger.warning("%s: not valid JSON; every customer file will be scored again", path)
-        record = None
-    if not isinstance(record, dict) or record.get("format") != SCORING_RECORD_FORMAT:
-        return empty_scoring_record()
-    return record
-
-
-def save_scoring_record(record: dict[str, Any], predictions_folder: Path) -> None:
-    atomic_write_json(predictions_folder / SCORING_RECORD_FILE, record)
-
-
-@dataclass
-class CustomerWork:
-    """The customer files to score: new or changed since scored, or scored by another release."""
-
-    record: dict[str, Any]
-    pending: list[FoundFile]
-    rejected: list[dict]  # refused unread by the scan (symlinks out, unreadable files)
-    record_changed: bool
-
-
-def find_customer_files(scoring_folder: Path, record: dict[str, Any], release_id: str | None) -> CustomerWork:
-    """Return the files in ``scoring_folder`` that need scoring with ``release_id``; imports no pandas.
-
-    A file needs it unless its content was scored by that release already, or rejected while that
-    release was deployed (a new release may have another schema).
-    """
-    def reject_unread(name: str, reason: str, *, sha256: str | None, size: int | None) -> dict:
-        entry = {"name": name, "sha256": sha256, "size": size, "reason": reason, "rejected_at": utc_now(),
-                 "release_id": release_id}
-        record["rejected"].append(entry)
-        logger.warning("rejected %s: %s", shown_name(name), reason)
-        return entry
-
-    found = scan_csv_folder(scoring_folder, record, reject=reject_unread, logger=logger, kind="scoring folder")
-    present = {source.name for source in found.files}
-    changed = found.record_changed
-    for name in list(record["scored"]):
-        if name not in present:
-            del record["scored"][name]
-            changed = True
-    pending = []
-    if release_id is not None:
-        rejected = {(r["name"], r["sha256"]) for r in record["rejected"] if r.get("release_id") == release_id}
-        for source in found.files:
-            scored = record["scored"].get(source.name)
-            if scored and scored["sha256"] == source.sha256 and scored["release_id"] == release_id:
-                continue
-            if (source.name, source.sha256) in rejected:
-                continue
-            pending.append(source)
-    return CustomerWork(record=record, pending=pending, rejected=found.rejected, record_changed=changed)
-
-
-def list_path(predictions_folder: Path, input_name: str) -> Path:
-    """Return where the risk list of customer file ``input_name`` goes."""
-    return predictions_folder / (Path(input_name).stem + LIST_SUFFIX)
+# --- 2. risk lists from cron ------------------------------------------------------------------------
 
 
 def score_customer_files(config: Config, work: CustomerWork, model: LoadedModel) -> dict[str, Any]:

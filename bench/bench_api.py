@@ -10,7 +10,8 @@ wrk (Debian package ``wrk``) for ``--duration`` seconds at ``--connections`` con
 wrk is not installed, a bounded Python client (which is itself slower, so its figures are lower
 bounds). The load generator shares the machine's cores with the server, as it would in a small
 deployment. Prints requests per second and p50/p99 latency for single-record and 1,000-record
-requests, and the ratio real/naive.
+requests, with and without the top-3 reasons (``?reasons=3``; the naive app has no reasons, so
+requests with reasons are compared with its plain requests), and the ratio real/naive.
 """
 
 from __future__ import annotations
@@ -100,11 +101,11 @@ def sample_records(count: int) -> list[dict]:
     return records
 
 
-def run_wrk(url: str, body_file: Path, duration: int, connections: int) -> dict:
+def run_wrk(url: str, body_file: Path, duration: int, connections: int, path: str = "/prediction") -> dict:
     script = body_file.with_suffix(".lua")
     script.write_text(WRK_SCRIPT)
     result = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency", "-s", str(script),
-                             url + "/prediction"], capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
+                             url + path], capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
                             check=True)
     text = result.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -119,7 +120,7 @@ def run_wrk(url: str, body_file: Path, duration: int, connections: int) -> dict:
             "errors": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
-def run_python_client(url: str, body_file: Path, duration: int, connections: int) -> dict:
+def run_python_client(url: str, body_file: Path, duration: int, connections: int, path: str = "/prediction") -> dict:
     """A bounded closed-loop client: `connections` threads, each one request at a time, for `duration` s."""
     import http.client
 
@@ -134,7 +135,7 @@ def run_python_client(url: str, body_file: Path, duration: int, connections: int
         while time.monotonic() < stop:
             started = time.perf_counter()
             try:
-                connection.request("POST", "/prediction", body, {"Content-Type": "application/json"})
+                connection.request("POST", path, body, {"Content-Type": "application/json"})
                 reply = connection.getresponse()
                 reply.read()
                 if reply.status != 200:
@@ -184,17 +185,20 @@ def main(argv: list[str] | None = None) -> int:
             process, url = start(target, config, work / f"{name}.log", args.workers)
             try:
                 for count, body in bodies.items():
-                    results[(name, count)] = drive(url, body, args.duration, args.connections)
+                    for reasons in ((False, True) if name == "real" else (False,)):
+                        path = "/prediction?reasons=3" if reasons else "/prediction"
+                        results[(name, count, reasons)] = drive(url, body, args.duration, args.connections, path)
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-        print(f"\n{'app':<7} {'records':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        for (name, count), figures in results.items():
-            print(f"{name:<7} {count:>7} {figures['rps']:>9.0f} {figures['p50']:>8.2f} {figures['p99']:>8.2f} "
-                  f"{figures['errors']:>7} {figures['socket_errors']}")
+        print(f"\n{'app':<7} {'records':>7} {'reasons':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for (name, count, reasons), figures in results.items():
+            print(f"{name:<7} {count:>7} {'top 3' if reasons else '-':>7} {figures['rps']:>9.0f} {figures['p50']:>8.2f} "
+                  f"{figures['p99']:>8.2f} {figures['errors']:>7} {figures['socket_errors']}")
         for count in bodies:
-            ratio = results[("real", count)]["rps"] / results[("naive", count)]["rps"]
-            print(f"real / naive, {count}-record requests: {ratio:.1f}x")
+            for reasons in (False, True):
+                ratio = results[("real", count, reasons)]["rps"] / results[("naive", count, False)]["rps"]
+                print(f"real{' with reasons' if reasons else ''} / naive, {count}-record requests: {ratio:.1f}x")
     return 0
 
 
