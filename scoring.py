@@ -51,7 +51,7 @@ logger = logging.getLogger(Path(__file__).stem)
 CHUNK_ROWS = 100_000
 ESTIMATE_SIMULATIONS = 2000
 ESTIMATE_CONFIDENCE = 0.95
-EXACT_SIMULATION_ROWS = 20_000  # up to this many rows the labels are simulated one by one
+EXACT_SIMULATION_ROWS = 2_000  # up to this many rows the labels are simulated one by one (cheaply)
 
 
 # --- 1. the model on labelled test data -------------------------------------------------------

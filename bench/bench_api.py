@@ -46,14 +46,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build_project(root: Path, algorithm: str) -> Path:
+def build_project(root: Path, algorithm: str, threads: int = 1) -> Path:
+    """Build a project from the shipped sample data, train and deploy ``algorithm``; return its config file."""
     (root / "sourcedata").mkdir(parents=True)
     (root / "testdata").mkdir()
     for name in ("dataset1.csv", "dataset2.csv"):
         shutil.copy(ROOT / "sourcedata" / name, root / "sourcedata")
     shutil.copy(ROOT / "testdata" / "testdata.csv", root / "testdata")
     config = {"schema": {"target": "exited", "id_columns": ["corporation"]},
-              "model": {"algorithm": algorithm, "n_threads": 1}, "api": {"url": "http://127.0.0.1:9"}}
+              "model": {"algorithm": algorithm, "n_threads": threads}, "api": {"url": "http://127.0.0.1:9"}}
     (root / "config.json").write_text(json.dumps(config))
     env = {**os.environ, "CHURN_PYPI_URL": "http://127.0.0.1:9"}
     subprocess.run([sys.executable, str(ROOT / "fullprocess.py"), "--config", str(root / "config.json"), "--no-api"],

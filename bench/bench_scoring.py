@@ -29,30 +29,16 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench_api import build_project  # noqa: E402  (this folder is on the path when run as a script)
+
 ROOT = Path(__file__).resolve().parent.parent
 PLANS = ("basic", "standard", "premium")
-
-
-def build_project(root: Path, algorithm: str, threads: int) -> Path:
-    (root / "sourcedata").mkdir(parents=True)
-    (root / "testdata").mkdir()
-    for name in ("dataset1.csv", "dataset2.csv"):
-        shutil.copy(ROOT / "sourcedata" / name, root / "sourcedata")
-    shutil.copy(ROOT / "testdata" / "testdata.csv", root / "testdata")
-    config = {"schema": {"target": "exited", "id_columns": ["corporation"]},
-              "model": {"algorithm": algorithm, "n_threads": threads}, "api": {"url": "http://127.0.0.1:9"}}
-    (root / "config.json").write_text(json.dumps(config))
-    env = {**os.environ, "CHURN_PYPI_URL": "http://127.0.0.1:9"}
-    subprocess.run([sys.executable, str(ROOT / "fullprocess.py"), "--config", str(root / "config.json"), "--no-api"],
-                   check=True, env=env, capture_output=True)
-    return root / "config.json"
 
 
 def write_customers(path: Path, rows: int, seed: int = 11) -> None:

@@ -20,10 +20,6 @@ Hosmer-Lemeshow test (deciles of risk), in the same run.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +32,7 @@ from sklearn.metrics import f1_score
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_api import build_project  # noqa: E402  (this folder is on the path when run as a script)
 from churnlib.dataset import FrozenSchema  # noqa: E402
 from churnlib.modelstore import load_deployed  # noqa: E402
 from churnlib.pipeline import (  # noqa: E402
@@ -50,16 +47,8 @@ from scoring import ConfusionInputs, calibration_uncertainty, estimate_performan
 
 
 def deploy(root: Path, algorithm: str) -> Path:
-    (root / "sourcedata").mkdir(parents=True)
-    (root / "testdata").mkdir()
-    for name in ("dataset1.csv", "dataset2.csv"):
-        shutil.copy(ROOT / "sourcedata" / name, root / "sourcedata")
-    shutil.copy(ROOT / "testdata" / "testdata.csv", root / "testdata")
-    config = {"schema": {"target": "exited", "id_columns": ["corporation"]}, "model": {"algorithm": algorithm},
-              "api": {"url": "http://127.0.0.1:9"}}
-    (root / "config.json").write_text(json.dumps(config))
-    subprocess.run([sys.executable, str(ROOT / "fullprocess.py"), "--config", str(root / "config.json"), "--no-api"],
-                   check=True, capture_output=True, env={**os.environ, "CHURN_PYPI_URL": "http://127.0.0.1:9"})
+    """Train and deploy ``algorithm`` on the shipped sample data, as the cron job does; return the deployment folder."""
+    build_project(root, algorithm)
     return root / "production_deployment"
 
 

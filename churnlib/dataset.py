@@ -102,27 +102,35 @@ def _line_number(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
+def _refuse_other_encodings(start: bytes, name: str) -> None:
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        # Excel's "Unicode text" is UTF-16: full of NUL bytes, but text, and the fix is the encoding.
+        if start.startswith(mark):
+            raise DatasetError(f"{name}: {encoding} text (it starts with a {encoding} byte-order mark); "
+                               "save the file as UTF-8")
+
+
+def _binary(name: str, line: int, offset: int) -> DatasetError:
+    return DatasetError(f"{name}: binary data (a NUL byte on line {line}, offset {offset}), not a CSV text file")
+
+
+def _not_utf8(name: str, byte: int, line: int, offset: int) -> DatasetError:
+    return DatasetError(f"{name}: not UTF-8 text (byte 0x{byte:02x} on line {line}, offset {offset}); "
+                        "save the file as UTF-8")
+
+
 def decode_text(data: bytes, name: str) -> str:
     """Return the file's bytes as text, or raise DatasetError saying why they are not CSV text."""
     if not data.strip():
         raise DatasetError(f"{name}: empty file")
-    for mark, encoding in _BYTE_ORDER_MARKS:
-        # Excel's "Unicode text" is UTF-16: full of NUL bytes, but text, and the fix is the encoding.
-        if data.startswith(mark):
-            raise DatasetError(f"{name}: {encoding} text (it starts with a {encoding} byte-order mark); "
-                               "save the file as UTF-8")
+    _refuse_other_encodings(data, name)
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise DatasetError(f"{name}: binary data (a NUL byte on line {_line_number(data, nul)}, offset {nul}), "
-                           "not a CSV text file")
+        raise _binary(name, _line_number(data, nul), nul)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        byte = data[exc.start]
-        raise DatasetError(
-            f"{name}: not UTF-8 text (byte 0x{byte:02x} on line {_line_number(data, exc.start)}, "
-            f"offset {exc.start}); save the file as UTF-8"
-        ) from None
+        raise _not_utf8(name, data[exc.start], _line_number(data, exc.start), exc.start) from None
 
 
 def _first_line(text: str) -> str:
@@ -410,25 +418,17 @@ class _CheckedText(io.TextIOBase):
     def read(self, size: int = -1) -> str:
         block = self.handle.read(READ_BLOCK_BYTES)
         if self.offset == 0:
-            for mark, encoding in _BYTE_ORDER_MARKS:
-                if block.startswith(mark):
-                    raise DatasetError(f"{self.name}: {encoding} text (it starts with a {encoding} byte-order mark); "
-                                       "save the file as UTF-8")
+            _refuse_other_encodings(block, self.name)
         nul = block.find(b"\x00")
         if nul >= 0:
-            line = self.line + block.count(b"\n", 0, nul)
-            raise DatasetError(f"{self.name}: binary data (a NUL byte on line {line}, offset {self.offset + nul}), "
-                               "not a CSV text file")
+            raise _binary(self.name, self.line + block.count(b"\n", 0, nul), self.offset + nul)
         try:
             text = self.decoder.decode(block, final=not block)
         except UnicodeDecodeError as exc:
             # The decoder may hold back up to 3 bytes of an unfinished character from the block before.
             start = max(0, exc.start - (len(exc.object) - len(block)))
-            line = self.line + block.count(b"\n", 0, start)
-            raise DatasetError(
-                f"{self.name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}, "
-                f"offset {self.offset + start}); save the file as UTF-8"
-            ) from None
+            raise _not_utf8(self.name, exc.object[exc.start], self.line + block.count(b"\n", 0, start),
+                            self.offset + start) from None
         self.line += block.count(b"\n")
         self.offset += len(block)
         return text
