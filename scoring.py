@@ -377,7 +377,14 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
     """Score one chunk of a customer file; return its lines sorted by risk, and update the totals."""
     import numpy as np
 
-    from churnlib.pipeline import batch_from_frame, predicted_classes, reason_texts, shown_values, top_reasons
+    from churnlib.pipeline import (
+        ReasonsUnavailable,
+        batch_from_frame,
+        predicted_classes,
+        reason_texts,
+        shown_values,
+        top_reasons,
+    )
 
     frame = chunk.frame
     rows = len(frame)
@@ -403,9 +410,14 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
     if values is not None:
         columns.append(_money(values))
     if reasons:
-        contributions = scorer.predictor.explain(batch)
-        texts = reason_texts(contributions, shown_values(batch, scorer.schema), top_reasons(contributions, reasons),
-                             quoted=True)
+        try:
+            contributions = scorer.predictor.explain(batch)
+        except ReasonsUnavailable as exc:  # a release served through predict_proba: the list, without reasons
+            totals["reasons_unavailable"] = str(exc)
+            texts = []
+        else:
+            texts = reason_texts(contributions, shown_values(batch, scorer.schema),
+                                 top_reasons(contributions, reasons), quoted=True)
         columns += texts + [[""] * rows] * (reasons - len(texts))  # fewer features than reasons asked for
     columns.append([suffix] * rows)
     return ScoredLines.of(list(map(",".join, zip(*columns))), probabilities, numbers)
@@ -535,7 +547,7 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
     started = time.perf_counter()
     unseen: dict[str, dict[str, int]] = {}
     inputs = ConfusionInputs(threshold=scorer.threshold)
-    totals = {"to_contact": 0, "expected_value": 0.0}
+    totals: dict[str, Any] = {"to_contact": 0, "expected_value": 0.0}
     runs: list[Run] = []
     held: list[ScoredLines] = []
     runs_folder = temporary_path_for(output)
@@ -580,6 +592,7 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
         "to_contact": totals["to_contact"],
         "expected_value": round(totals["expected_value"], 2) if outreach.settings is not None else None,
         "unseen_categories": unseen,
+        "reasons_unavailable": totals.get("reasons_unavailable"),
         "ignored_columns": customers.ignored_columns,
         "estimate": estimate_performance(inputs, covariance=calibration_uncertainty(scorer.model.metadata)),
         "seconds": round(time.perf_counter() - started, 3),
@@ -597,8 +610,9 @@ def describe_list(summary: dict[str, Any]) -> str:
     unseen_text = ("; categories never seen in training, scored as unknown: " + ", ".join(
         f"{column} {', '.join(f'{v!r} ({n})' for v, n in sorted(values.items())[:5])}"
         for column, values in unseen.items())) if unseen else ""
+    missing = f"; without reasons: {summary['reasons_unavailable']}" if summary.get("reasons_unavailable") else ""
     return (f"scored {summary['input']}: {summary['rows']} rows with release {summary['release_id']} -> "
-            f"{summary['list']}; {summary['to_contact']} to contact{value}{expected}{unseen_text}")
+            f"{summary['list']}; {summary['to_contact']} to contact{value}{expected}{unseen_text}{missing}")
 
 
 # --- 2. risk lists from cron ------------------------------------------------------------------------

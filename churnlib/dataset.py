@@ -254,12 +254,37 @@ def _missing(values: np.ndarray) -> np.ndarray:
     return np.array([value.lower() in MISSING_TOKENS for value in values.tolist()], dtype=bool)
 
 
-def parse_numeric(values: np.ndarray, *, label: str, first_row: int = 1) -> np.ndarray:
+_PLAIN_NUMBER_CHARACTERS = str.maketrans("", "", "0123456789+-.eE\n")
+
+
+def _plain_numbers(values: np.ndarray) -> np.ndarray | None:
+    """Return a column of plain decimal numbers (no blanks, words or missing tokens) as float64, fast; else None.
+
+    Within these characters Python's float() reads exactly what pandas.to_numeric reads; anything
+    else (a blank, "NA", "inf", "1_000", Arabic digits) goes to parse_numeric's careful path.
+    """
+    text = "\n".join(values.tolist())
+    if not text.isascii() or text.translate(_PLAIN_NUMBER_CHARACTERS):
+        return None
+    try:
+        return values.astype(np.float64)
+    except ValueError:  # "", "1e", "1.2.3": the careful path names them
+        return None
+
+
+def parse_numeric(values: np.ndarray, *, label: str, first_row: int = 1, fast: bool = False) -> np.ndarray:
     """Return stripped strings as float64 (missing tokens as NaN), or raise DatasetError naming bad cells.
 
     Row numbers in messages count data rows from 1, as a spreadsheet user sees them below the header
-    (``first_row`` is the number of ``values[0]``, for a file read in chunks).
+    (``first_row`` is the number of ``values[0]``, for a file read in chunks). ``fast``: a column of
+    plain decimal numbers is read by Python's float() (four times faster; values equal to
+    pandas.to_numeric's but perhaps for the last bit of numbers of more than 17 digits, so the
+    ingested data, whose text is compared across files, keeps pandas).
     """
+    if fast:
+        numbers = _plain_numbers(values)
+        if numbers is not None and not np.isinf(numbers).any():
+            return numbers
     numbers = pd.to_numeric(values, errors="coerce").astype(float)
     failed = np.flatnonzero(np.isnan(numbers))
     if len(failed):
@@ -324,7 +349,7 @@ def _check_cell_lengths(cells: dict[str, np.ndarray], columns: Iterable[str], *,
 
 
 def _typed_columns(cells: dict[str, np.ndarray], schema: FrozenSchema, *, name: str, rows: int,
-                   first_row: int) -> dict[str, Any]:
+                   first_row: int, fast: bool = False) -> dict[str, Any]:
     """Return the id and feature columns typed by the schema (ids and categories as text, blank as NaN)."""
     typed: dict[str, Any] = {}
     for column in schema.id_columns:
@@ -333,7 +358,8 @@ def _typed_columns(cells: dict[str, np.ndarray], schema: FrozenSchema, *, name: 
         if column in schema.categorical_columns:
             typed[column] = _strings(cells[column])
         else:
-            typed[column] = parse_numeric(cells[column], label=f"{name}: column {column!r}", first_row=first_row)
+            typed[column] = parse_numeric(cells[column], label=f"{name}: column {column!r}", first_row=first_row,
+                                          fast=fast)
     return typed
 
 
@@ -513,7 +539,7 @@ def read_customer_file(handle: Any, *, name: str, schema: FrozenSchema, target: 
                                    f"fields, the header has {len(names)}")
             cells = dict(zip(names, block))
             _check_cell_lengths(cells, known, name=name, first_row=next_row)
-            typed = _typed_columns(cells, schema, name=name, rows=rows, first_row=next_row)
+            typed = _typed_columns(cells, schema, name=name, rows=rows, first_row=next_row, fast=True)
             present = {c: typed[c] for c in schema.id_columns if c in id_names}
             present.update((c, typed[c]) for c in schema.feature_columns)
             yield CustomerChunk(frame=pd.DataFrame(present), first_row=next_row)

@@ -310,3 +310,14 @@ def test_a_symlink_out_of_the_scoring_folder_is_refused_unread(deployed, tmp_pat
 def test_the_folders_are_created_when_missing(deployed):
     assert deployed.tick() == 0
     assert (deployed.root / "scoringdata").is_dir() and (deployed.root / "predictions").is_dir()
+
+
+def test_a_release_without_reasons_still_gets_its_list_and_says_why(deployed):
+    from test_model import _release_with_an_extra_step
+
+    _release_with_an_extra_step(deployed)
+    drop_customers(deployed)
+    assert deployed.tick() == 0
+    rows = read_list(deployed)
+    assert len(rows) == 500 and {r["reason_1"] for r in rows} == {""}
+    assert "without reasons: reasons are not available for this release" in deployed.log("scoring")
