@@ -633,7 +633,9 @@ def _lock_held(config: Config, holder: int | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         "One cron tick: ingest new files from the source folder, check the deployed model for a "
-        "score drop and feature drift, and retrain and redeploy when needed. Logs go to the log folder "
+        "score drop and feature drift, and retrain and redeploy when needed; then score new or changed "
+        "customer files in the scoring folder (all of them after a redeploy) into ranked risk lists in "
+        "the predictions folder. Logs go to the log folder "
         "(fullprocess.log, one line per run in runs.jsonl). Exit 0 unless something failed: 1 for a "
         "failed tick (the reason on stderr), 2 for a bad config."
     )
