@@ -6,9 +6,13 @@ Routes (every reply to GET and POST is JSON, errors ``{"error": "..."}`` with a 
 OPTIONS request gets Flask's own empty reply with an ``Allow`` header):
 
 - ``POST /prediction``: churn predictions of the deployed model. Records as JSON (one object,
-  ``{"records": [...]}``, or MLflow's ``{"dataframe_split": ...}`` / ``{"dataframe_records": [...]}``),
-  as CSV (``Content-Type: text/csv``), or ``{"path": "testdata/testdata.csv"}`` for a dataset inside
-  the project's data folders.
+  ``{"records": [...]}``, or MLflow's ``dataframe_split``, ``dataframe_records``, ``instances`` and
+  ``inputs`` forms), as CSV (``Content-Type: text/csv``), or ``{"path": "testdata/testdata.csv"}``
+  for a dataset inside the project's data folders. ``?reasons=3`` (or ``"reasons": 3`` in the body,
+  ``"params": {"reasons": 3}`` with an MLflow form) adds each record's three largest reasons;
+  ``?format=mlflow`` answers in MLflow's shape, ``{"predictions": [...]}``. A category the model
+  never saw in training is a warning on its record (or, with ``api.unknown_categories`` "reject",
+  a 400).
 - ``GET /scoring``: the deployed release's scores on the test data (F1 first).
 - ``GET /summarystats``: mean, median and standard deviation of each numeric ingested column.
 - ``GET /diagnostics``: missing data, step timings, the dependency check, the latest drift table.
@@ -35,7 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+import orjson
 from flask import Flask, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
@@ -44,13 +51,29 @@ from churnlib.config import Config, api_token, load_config
 from churnlib.errors import ChurnError
 from churnlib.fsutil import read_json
 from churnlib.ingested import RECORD_FILE, ingested_statistics, load_record
-from churnlib.pipeline import RecordError, RepeatedKeys, make_record, predicted_classes, records_to_batch, repeated_names
+from churnlib.pipeline import (
+    NO_ID,
+    ReasonsUnavailable,
+    RecordError,
+    RepeatedKeys,
+    make_record,
+    predicted_classes,
+    reason_texts,
+    records_to_batch,
+    repeated_names,
+    shown_values,
+    top_reasons,
+)
 from churnlib.serving import FileCache, ReleaseWatcher
 from diagnostics import DIAGNOSTICS_FILE, LATEST_DRIFT_FILE, installed_versions, step_timings, with_latest
 
 logger = logging.getLogger("app")
 
 SCORE_KEYS = ("f1", "precision", "recall", "accuracy", "roc_auc")
+MLFLOW_FORMS = ("dataframe_records", "dataframe_split", "instances", "inputs")
+ENVELOPE_OPTIONS = ("reasons",)  # what a body may ask for beside its records
+MAX_REASONS = 100
+REPLY_FORMATS = ("native", "mlflow")
 
 
 class InputError(ValueError):
@@ -76,42 +99,115 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON; send null for a missing value")
 
 
-def records_from_json(body: Any) -> list[Any] | str:
-    """Return the records of a JSON body, or the dataset path it names (a str)."""
-    if isinstance(body, list):
+def _parse_json(text: str) -> Any:
+    """Return the parsed JSON text; an object that names a key twice becomes RepeatedKeys.
+
+    NaN and Infinity are refused (json.loads reads them; other parsers refuse them, and a NaN echoed
+    in an id column would make the reply itself invalid JSON). Telling repeated keys apart needs a
+    Python call per object (``_object_from_pairs``), which costs more than the rest of a request;
+    so the text is parsed without it first (by orjson, or by the standard library for what orjson
+    refuses: NaN, integers past 64 bits, lone surrogates, deep nesting, errors to explain), and
+    parsed again with it unless its ':' count proves
+    that no object lost a key: every ':' outside a string separates one member, so when the text
+    holds exactly as many ':' as the body and its records hold keys, no key was lost anywhere (and
+    no string holds a ':', and no object is nested deeper).
+    """
+    try:
+        body = orjson.loads(text)  # strict JSON in C; whatever it refuses, the standard library explains
+    except orjson.JSONDecodeError:
+        body = json.loads(text, parse_constant=_refuse_constant)
+    if _members(body) == text.count(":"):
         return body
+    return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_object_from_pairs)
+
+
+def _members(body: Any) -> int:
+    """Return how many keys the parsed body, its records and its envelope's values hold: never more
+    than the text holds (objects nested deeper are not counted, and send the text to the careful parse)."""
+    if type(body) is list:
+        return _records_members(body)
+    if type(body) is not dict:
+        return 0
+    count = len(body)
+    for value in body.values():
+        if type(value) is list:
+            count += _records_members(value)
+        elif type(value) is dict:  # {"dataframe_split": {"columns": ..., "data": ...}}, {"inputs": {...}}
+            count += len(value) + sum(_records_members(item) for item in value.values() if type(item) is list)
+    return count
+
+
+def _records_members(items: list) -> int:
+    return sum(map(len, items)) if items and set(map(type, items)) == {dict} else 0
+
+
+@dataclass
+class Found:
+    """What a JSON body holds: its records (or the dataset path it names) and the options it asks for."""
+
+    records: list[Any] | str
+    options: dict[str, Any]
+
+
+def records_from_json(body: Any) -> Found:
+    """Return the records of a JSON body, or the dataset path it names (a str), with its options."""
+    if isinstance(body, list):
+        return Found(body, {})
     if not isinstance(body, dict):
         raise InputError("the JSON body must be an object: a record, {\"records\": [...]}, "
                          "{\"dataframe_split\": ...}, {\"dataframe_records\": [...]} or {\"path\": ...}")
     if isinstance(body, RepeatedKeys):  # {"path": "a", "path": "b"}: which one was meant?
         for key in body.repeated:
-            if key in ("path", "records", "dataframe_records", "dataframe_split"):
+            if key in ("path", "records", *MLFLOW_FORMS, *ENVELOPE_OPTIONS, "params"):
                 raise InputError(f"the JSON body names {key!r} twice")
-    if "path" in body and len(body) == 1:
+    options = {key: body[key] for key in ENVELOPE_OPTIONS if key in body}
+    envelope = len(body) - len(options) == 1
+    if "path" in body and envelope:
         if not isinstance(body["path"], str):
             raise InputError("'path' must be a string")
-        return body["path"]
-    if "records" in body and len(body) == 1:
+        return Found(body["path"], options)
+    if "records" in body and envelope:
         if not isinstance(body["records"], list):
             raise InputError("'records' must be a list of objects")
-        return body["records"]
-    if "dataframe_records" in body:
-        if not isinstance(body["dataframe_records"], list):
-            raise InputError("'dataframe_records' must be a list of objects")
-        return body["dataframe_records"]
-    if "dataframe_split" in body:
-        split = body["dataframe_split"]
-        if not isinstance(split, dict) or not isinstance(split.get("columns"), list) or not isinstance(split.get("data"), list):
+        return Found(body["records"], options)
+    for form in MLFLOW_FORMS:
+        if form in body:
+            # MLflow's scoring protocol carries options in "params" beside the records.
+            params = body.get("params")
+            return Found(_mlflow_records(form, body[form]), dict(params) if isinstance(params, dict) else {})
+    return Found([body], {})
+
+
+def _mlflow_records(form: str, data: Any) -> list[Any]:
+    """Return the records of one of MLflow's request forms."""
+    if form == "dataframe_split":
+        if not isinstance(data, dict) or not isinstance(data.get("columns"), list) or not isinstance(data.get("data"), list):
             raise InputError("'dataframe_split' must hold 'columns' (a list) and 'data' (a list of rows)")
-        columns = [str(c) for c in split["columns"]]
-        repeated = repeated_names(columns)
-        records = []
-        for index, row in enumerate(split["data"]):
-            if not isinstance(row, list) or len(row) != len(columns):
-                raise InputError(f"record {index}: dataframe_split row must be a list of {len(columns)} values")
-            records.append(make_record(columns, row, repeated))
-        return records
-    return [body]
+        return _rows_as_records([str(c) for c in data["columns"]], data["data"], "dataframe_split row")
+    if form == "inputs" and isinstance(data, dict):
+        # TF-serving's columnar form: {"column": [values...], ...}, all lists of one length.
+        columns = list(data)
+        lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
+        if not columns or len(lengths) != 1 or -1 in lengths:
+            raise InputError("'inputs' as an object must map each column to a list of values, all of one length")
+        return _rows_as_records([str(c) for c in columns], [list(row) for row in zip(*data.values())], "inputs row")
+    if not isinstance(data, list):
+        expected = "a list of objects" if form != "inputs" else "a list of objects or an object of columns"
+        raise InputError(f"{form!r} must be {expected}")
+    if form in ("instances", "inputs") and data and all(isinstance(row, list) for row in data):
+        raise InputError(f"{form!r} holds rows without column names; send objects, or 'dataframe_split' with "
+                         "its 'columns'")
+    return data
+
+
+def _rows_as_records(columns: list[str], rows: list[Any], what: str) -> list[Any]:
+    repeated = repeated_names(columns)
+    records = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise InputError(f"record {index}: {what} must be a list of {len(columns)} values")
+        records.append(make_record(columns, row, repeated))
+    return records
 
 
 def records_from_csv(lines: str | Iterable[str], *, max_records: int | None = None) -> list[dict[str, str]]:
@@ -203,10 +299,25 @@ class ApiState:
 
 def public_text(text: str, config: Config) -> str:
     """Return ``text`` with the server's absolute paths made relative to the project (a reply names no server path)."""
-    folders = [getattr(config.paths, name) for name in ("source", "ingested", "testdata", "models", "deployment", "logs")]
+    folders = [getattr(config.paths, name) for name in ("source", "ingested", "testdata", "models", "deployment", "logs",
+                                                        "scoring", "predictions")]
     for folder in sorted(folders, key=lambda f: len(str(f)), reverse=True):
         text = text.replace(str(folder), folder.name)
     return text.replace(str(config.root) + os.sep, "").replace(str(config.root), ".")
+class _OrjsonProvider(DefaultJSONProvider):
+    """Replies written by orjson (in C; shortest round-trip floats, UTF-8); what orjson cannot write
+    (an echoed id holding a lone surrogate) by the standard library, as before."""
+
+    sort_keys = False  # F1 first, as documented
+    compact = True
+
+    def response(self, *args: Any, **kwargs: Any):
+        obj = self._prepare_response_obj(args, kwargs)
+        try:
+            data = orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return super().response(*args, **kwargs)
+        return self._app.response_class(data, mimetype=self.mimetype)
 
 
 def _error(message: str, status: int):
@@ -228,8 +339,7 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     # API reads no file outside the data folders.
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.api.max_request_bytes
-    app.json.sort_keys = False  # F1 first, as documented
-    app.json.compact = True
+    app.json = _OrjsonProvider(app)
     app.extensions["churn"] = ApiState(
         config=config,
         watcher=ReleaseWatcher(config.paths.deployment, config.api.reload_interval_seconds),
@@ -297,24 +407,42 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
         if release is None:
             return _error(state.watcher.problem or "no release loaded", 503)
         try:
-            records = _request_records(state.config)
+            reply_format = _reply_format(request.args)
+            records, options = _request_records(state.config)
+            reasons = _reasons_wanted(request.args, options)
             if len(records) == 0:
                 raise InputError("no records to predict")
             if len(records) > state.config.api.max_records:
                 raise InputError(f"{len(records)} records; at most {state.config.api.max_records} per request", 413)
             batch = records_to_batch(records, release.schema)
+            unseen = release.predictor.unseen_categories(batch)
+            if unseen and state.config.api.unknown_categories == "reject":
+                row, column, value = unseen[0]
+                raise InputError(f"record {row}: {_unseen_text(column, value)} (api.unknown_categories is \"reject\")")
             probabilities = release.predictor.probabilities(batch)
         except InputError as exc:
             return _error(str(exc), exc.status)
         except RecordError as exc:
             return _error(str(exc), 400)
-        predictions = []
-        for index, (probability, churn) in enumerate(zip(probabilities.tolist(), predicted_classes(probabilities).tolist())):
-            item = {"churn": churn, "probability": probability}
-            if batch.ids and batch.ids[index]:
-                item.update(batch.ids[index])
-            predictions.append(item)
-        return jsonify(release_id=release.release_id, count=len(predictions), predictions=predictions)
+        predictions = [{"churn": churn, "probability": probability} for probability, churn
+                       in zip(probabilities.tolist(), predicted_classes(probabilities, release.threshold).tolist())]
+        for key, values in batch.ids.items():  # under the caller's spelling
+            for item, value in zip(predictions, values):
+                if value is not NO_ID:
+                    item[key] = value
+        for row, column, value in unseen:
+            predictions[row].setdefault("warnings", []).append(_unseen_text(column, value))
+        body: dict[str, Any] = {"release_id": release.release_id, "count": len(predictions)}
+        if reasons:
+            try:
+                _add_reasons(predictions, release, batch, reasons)
+            except ReasonsUnavailable as exc:
+                body["warning"] = str(exc)
+            except RecordError as exc:
+                return _error(str(exc), 400)
+        if reply_format == "mlflow":
+            return jsonify(predictions=predictions)
+        return jsonify(**body, predictions=predictions)
 
     @app.get("/scoring")
     def scoring():
@@ -351,6 +479,56 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     return app
 
 
+def _unseen_text(column: str, value: str | None) -> str:
+    if value is None:
+        return f"{column}: missing, and the model saw no missing {column} in training; scored as unknown"
+    return f"{column}: {shown(value)!r} never seen in training; scored as unknown"
+
+
+def _reply_format(args: Any) -> str:
+    """Return the reply shape asked for by ``?format=``: native (the default) or mlflow."""
+    value = args.get("format", "native").strip().lower()
+    if value not in REPLY_FORMATS:
+        raise InputError(f"format {shown(value)!r}: use format=native or format=mlflow")
+    return value
+
+
+def _reasons_wanted(args: Any, options: dict[str, Any]) -> int:
+    """Return how many reasons each prediction should carry: ``?reasons=`` or the body's ``reasons``, else 0."""
+    if "reasons" in args:
+        text = args.get("reasons", "").strip()
+        if not text.isascii() or not text.isdigit() or int(text) > MAX_REASONS:
+            raise InputError(f"reasons={shown(text)!r}: must be a whole number from 0 to {MAX_REASONS}")
+        return int(text)
+    value = options.get("reasons", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REASONS:
+        raise InputError(f"'reasons' must be a whole number from 0 to {MAX_REASONS}")
+    return value
+
+
+def _add_reasons(predictions: list[dict[str, Any]], release: Any, batch: Any, count: int) -> None:
+    """Give each prediction its ``count`` largest reasons, its log-odds and the release's base value."""
+    contributions = release.predictor.explain(batch)
+    top = top_reasons(contributions, count)
+    texts = reason_texts(contributions, shown_values(batch, release.schema), top)
+    rows = np.arange(len(batch))
+    numeric_at = {c: j for j, c in enumerate(release.schema.numeric_columns)}
+    categorical_at = {c: j for j, c in enumerate(release.schema.categorical_columns)}
+    # Each feature's values as the reply shows them: numbers (null when missing) or categories.
+    values = [[None if v != v else v for v in batch.numeric[:, numeric_at[f]].tolist()] if f in numeric_at
+              else list(batch.categorical[categorical_at[f]]) for f in contributions.features]
+    slots = []
+    for slot in range(top.shape[1]):
+        features = top[:, slot].tolist()
+        amounts = contributions.values[rows, top[:, slot]].tolist()
+        slots.append([{"feature": contributions.features[f], "value": values[f][row], "contribution": amount,
+                       "text": text} for row, (f, amount, text) in enumerate(zip(features, amounts, texts[slot]))])
+    base = contributions.base
+    for item, log_odds, reasons in zip(predictions, contributions.log_odds.tolist(), zip(*slots) if slots else
+                                       ([] for _ in predictions)):
+        item.update(reasons=list(reasons), log_odds=log_odds, base_value=base)
+
+
 def _log_to_gunicorn() -> None:
     """Under gunicorn, send the API's log lines (reloads, refusals, fast-path checks) to gunicorn's error log."""
     gunicorn_error = logging.getLogger("gunicorn.error")
@@ -370,8 +548,8 @@ def _read_json_quietly(path: Path) -> Any:
         return None
 
 
-def _request_records(config: Config) -> list[Any]:
-    """Return the records of the current request, whatever form they came in."""
+def _request_records(config: Config) -> tuple[list[Any], dict[str, Any]]:
+    """Return the records of the current request, whatever form they came in, and the body's options."""
     content_type = (request.mimetype or "").lower()
     if content_type == "application/json":
         raw = _request_body(config)
@@ -384,23 +562,21 @@ def _request_records(config: Config) -> list[Any]:
         except UnicodeDecodeError as exc:
             raise InputError(f"request body is not UTF-8 text (byte {exc.start}); JSON must be UTF-8") from None
         try:
-            # NaN and Infinity are not JSON (json.loads reads them; other parsers refuse them, and a
-            # NaN echoed in an id column would make the reply itself invalid JSON).
-            body = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_object_from_pairs)
+            body = _parse_json(text)
         except RecursionError:
             raise InputError("request body is nested too deeply") from None
         except ValueError as exc:
             raise InputError(f"request body is not valid JSON: {str(exc).splitlines()[0][:200]}") from None
         found = records_from_json(body)
-        if isinstance(found, str):
-            return _records_from_dataset(resolve_dataset_path(found, config), config)
-        return found
+        if isinstance(found.records, str):
+            return _records_from_dataset(resolve_dataset_path(found.records, config), config), found.options
+        return found.records, found.options
     if content_type in ("text/csv", "application/csv"):
         try:
             text = _request_body(config).decode("utf-8-sig")
         except UnicodeDecodeError:
             raise InputError("the CSV body is not UTF-8 text") from None
-        return records_from_csv(text)
+        return records_from_csv(text), {}
     raise InputError(f"Content-Type {content_type or 'missing'}: send application/json or text/csv", 415)
 
 

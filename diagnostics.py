@@ -36,8 +36,8 @@ from churnlib.dataset import FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_json, read_json
 from churnlib.ingested import load_record, missing_data, read_ingested_data, summary_statistics
 from churnlib.modelstore import load_deployed
-from churnlib.pipeline import churn_probabilities, predicted_classes
 from churnlib.errors import in_step
+from churnlib.pipeline import churn_probabilities, model_threshold, predicted_classes
 
 logger = logging.getLogger(Path(__file__).stem)
 
@@ -49,9 +49,9 @@ DEFAULT_PYPI_URL = "https://pypi.org/pypi"
 LATEST_UNKNOWN = "latest unknown"
 
 
-def model_predictions(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema) -> list[int]:
+def model_predictions(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema, threshold: float = 0.5) -> list[int]:
     """Return the predicted class (1 = churn) of each row of ``frame``."""
-    return predicted_classes(churn_probabilities(pipeline, frame, schema)).tolist()
+    return predicted_classes(churn_probabilities(pipeline, frame, schema), threshold).tolist()
 
 
 def step_timings(record: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -167,10 +167,11 @@ def run_diagnostics(
     ``probabilities`` are the model's churn probabilities on ``dataset`` when the caller has them.
     """
     started = time.perf_counter()
+    threshold = model_threshold(metadata)
     if probabilities is None:
-        predictions = model_predictions(pipeline, dataset, schema)
+        predictions = model_predictions(pipeline, dataset, schema, threshold)
     else:
-        predictions = predicted_classes(probabilities).tolist()
+        predictions = predicted_classes(probabilities, threshold).tolist()
     result = {
         "generated_at": utc_now(),
         "release_id": metadata.get("release_id"),

@@ -13,6 +13,10 @@ One tick (DESIGN.md section 4), each part a function that returns what it found:
 5. Neither drifted: stop. Either: ``retrain`` on all ingested data, score on the test data, and
    deploy when the deployment policy allows (``deployment.policy``), with diagnostics and a report
    in the release; then call the API if it is running.
+6. ``score_customers``: files of current customers in the scoring folder that are new or changed,
+   or were scored by an older release, become ranked risk lists in the predictions folder
+   (``scoring.py``). Found by ``find_work`` too (``churnlib.risklists``), without heavy imports, so a new customer file is
+   scored on a tick that finds nothing else to do.
 
 ``run_tick`` returns the outcome as a value (``TickOutcome``, its decision one of
 ``churnlib.runlog.Decision``); ``main()`` turns it into the decision's log line and one JSON line
@@ -58,6 +62,7 @@ from churnlib.modelstore import (
     sha256_bytes,
     sha256_file,
 )
+from churnlib.risklists import CustomerWork, find_customer_files, load_scoring_record, save_scoring_record
 from churnlib.runlog import DRIFT_REASONS, Decision, RetrainReason, append_run
 from ingestion import Scan, check_schema_matches_config, scan_source
 
@@ -96,6 +101,7 @@ class TickOutcome:
     deployed_release_after: str | None = None
     report: str | None = None
     api: dict[str, Any] | None = None
+    scoring: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     # Not written to the JSON line: for the log line, and the error that failed the tick.
     files_ingested: int = field(default=0, repr=False)
@@ -183,7 +189,8 @@ def rows_needed(config: Config) -> int:
 def sweep_temporaries(config: Config) -> None:
     """Remove temporary files left by killed writers in every folder the pipeline writes."""
     folders = [config.paths.ingested, config.paths.models, config.paths.deployment,
-               config.paths.deployment / RELEASES_FOLDER, config.paths.deployment / NORMAL_FOLDER, config.paths.logs]
+               config.paths.deployment / RELEASES_FOLDER, config.paths.deployment / NORMAL_FOLDER, config.paths.logs,
+               config.paths.predictions]
     for folder in folders:
         for path in remove_stale_temporaries(folder):
             logger.info("removed %s, left by an interrupted run", path)
@@ -202,6 +209,7 @@ class Work:
     evaluated_rows: int
     evaluated_bytes: int
     rows_needed: int
+    customers: CustomerWork
     last_retrain: dict[str, Any] | None = None
     deployed_metadata: dict[str, Any] | None = None
     retrain_due: list[str] = field(default_factory=list)
@@ -240,7 +248,8 @@ def due_retrains(config: Config, metadata: dict[str, Any] | None, record: dict[s
     tried = last_retrain or {}
     reasons = []
     deployed = metadata.get("settings_fingerprint") or model_fingerprint(
-        metadata.get("algorithm"), metadata.get("params"), metadata.get("random_seed"), metadata.get("scale_numeric", True))
+        metadata.get("algorithm"), metadata.get("params"), metadata.get("random_seed"), metadata.get("scale_numeric", True),
+        metadata.get("threshold", 0.5))
     wanted = config.model.fingerprint()
     if deployed != wanted and tried.get("settings") != wanted:
         reasons.append(RetrainReason.CONFIG_CHANGED)
@@ -255,8 +264,8 @@ def due_retrains(config: Config, metadata: dict[str, Any] | None, record: dict[s
 
 
 def find_work(config: Config) -> Work:
-    """Return the new files, the deployed release, the pending rows and any retrain due; imports no
-    pandas or scikit-learn."""
+    """Return the new files, the deployed release, the pending rows, any retrain due and the customer
+    files to score; imports no pandas or scikit-learn."""
     sweep_temporaries(config)
     record = load_record(config.paths.ingested)
     # On every tick, not only when a file arrives: a config that contradicts the data, or data
@@ -268,10 +277,14 @@ def find_work(config: Config) -> Work:
     state = read_decision_state(config.paths.ingested, record)
     pointer = read_pointer(config.paths.deployment)
     metadata = read_metadata(release_folder(config.paths.deployment, pointer["current"])) if pointer else None
+    for folder in (config.paths.scoring, config.paths.predictions):
+        folder.mkdir(parents=True, exist_ok=True)
+    customers = find_customer_files(config.paths.scoring, load_scoring_record(config.paths.predictions),
+                                    pointer["current"] if pointer else None)
     return Work(record=record, scan=scan, pointer=pointer,
                 evaluated_rows=state["evaluated_rows"], evaluated_bytes=state["evaluated_bytes"],
-                rows_needed=rows_needed(config), last_retrain=state["last_retrain"], deployed_metadata=metadata,
-                retrain_due=due_retrains(config, metadata, record, state["last_retrain"]))
+                rows_needed=rows_needed(config), customers=customers, last_retrain=state["last_retrain"],
+                deployed_metadata=metadata, retrain_due=due_retrains(config, metadata, record, state["last_retrain"]))
 
 
 def idle_outcome(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
@@ -337,18 +350,20 @@ class Judgement:
 
 
 def release_expectations(deployment_folder: Path, deployed, schema):
-    """Return what the deployed release is expected to show: the calibration of its probabilities and
-    its expected scores, its drift reference sample, and the new normal that replaced them when a
-    shift was accepted (or None)."""
+    """Return what the deployed release is expected to show: the calibration of its probabilities (a
+    churnlib.stats.Calibration) and its expected scores, its drift reference sample, and the new
+    normal that replaced them when a shift was accepted (or None)."""
     from churnlib.dataset import read_canonical_csv
     from churnlib.modelstore import checked_reference_sample
+    from churnlib.stats import Calibration
 
     normal = read_json(deployment_folder / NORMAL_FOLDER / f"{deployed.release_id}.json")
-    calibration = deployed.metadata.get("calibration")
+    calibration = Calibration.from_check(deployed.metadata.get("calibration"))
     expected = deployed.metadata.get("expected") or legacy_expected(deployed.folder)
     reference_path = checked_reference_sample(deployed.folder, deployed.metadata)
     if normal:
-        calibration = normal.get("calibration") or calibration
+        if normal.get("calibration"):
+            calibration = Calibration.from_dict(normal["calibration"])
         expected = normal.get("expected") or expected
         if normal.get("reference"):
             reference_path = deployment_folder / NORMAL_FOLDER / normal["reference"]["file"]
@@ -376,7 +391,7 @@ def legacy_expected(folder: Path) -> dict[str, Any] | None:
 
 
 def classic_score_check(check: dict[str, Any], deploy_time: dict[str, Any], labels, probabilities,
-                        settings: ScoreDriftSettings) -> dict[str, Any]:
+                        settings: ScoreDriftSettings, threshold: float) -> dict[str, Any]:
     """The classic rule (``score_drift.method: deploy_time``): the score on the new rows against the score on
     the test data at deploy time, two exact numbers; a drop of more than max_drop is drift."""
     from scoring import metrics_from_predictions
@@ -385,7 +400,7 @@ def classic_score_check(check: dict[str, Any], deploy_time: dict[str, Any], labe
     if baseline is None:
         check["reason"] = f"the deployed release has no {settings.metric} score on the test data"
         return check
-    scores = metrics_from_predictions(labels, probabilities)
+    scores = metrics_from_predictions(labels, probabilities, threshold=threshold)
     new_score = scores[settings.metric]
     if new_score is None:
         check["reason"] = f"{settings.metric} is undefined on the new rows (one class only)"
@@ -398,13 +413,14 @@ def classic_score_check(check: dict[str, Any], deploy_time: dict[str, Any], labe
     return check
 
 
-def check_score(calibration: dict[str, Any] | None, expected: dict[str, Any] | None, labels, probabilities,
-                settings: ScoreDriftSettings, deploy_time: dict[str, Any] | None = None) -> dict[str, Any]:
+def check_score(calibration, expected: dict[str, Any] | None, labels, probabilities, settings: ScoreDriftSettings,
+                *, threshold: float = 0.5, deploy_time: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return the score check: the deployed model's score on the new rows against the score its calibrated
-    probabilities say these rows should reach, both with their uncertainty; a drift (alarm) only for a
-    significant drop of at least max_drop."""
+    probabilities (``calibration``, a churnlib.stats.Calibration) say these rows should reach, both with
+    their uncertainty; a drift (alarm) only for a significant drop of at least max_drop. A customer is
+    predicted to churn above ``threshold``, the release's."""
     from churnlib.pipeline import predicted_classes
-    from churnlib.stats import Calibration, auc_drop_test, drop_test, roc_auc
+    from churnlib.stats import auc_drop_test, drop_test, roc_auc
     from scoring import metrics_from_predictions
 
     metric = settings.metric
@@ -414,7 +430,7 @@ def check_score(calibration: dict[str, Any] | None, expected: dict[str, Any] | N
         check["reason"] = f"{len(labels)} new rows, fewer than score_drift.min_rows={settings.min_rows}"
         return check
     if settings.method == "deploy_time":
-        return classic_score_check(check, deploy_time or {}, labels, probabilities, settings)
+        return classic_score_check(check, deploy_time or {}, labels, probabilities, settings, threshold)
     if metric == "roc_auc":
         if len(set(labels.tolist())) < 2:
             check["reason"] = "the new rows hold one class only; ROC AUC is not defined"
@@ -428,16 +444,16 @@ def check_score(calibration: dict[str, Any] | None, expected: dict[str, Any] | N
                              alpha=settings.alpha, max_drop=settings.max_drop)
         check["method"] = "against the expected ROC AUC of out-of-sample predictions (Hanley-McNeil)"
     else:
-        test = drop_test(labels, probabilities, predicted_classes(probabilities), metric,
-                         Calibration.from_dict(calibration), alpha=settings.alpha, max_drop=settings.max_drop)
+        test = drop_test(labels, probabilities, predicted_classes(probabilities, threshold), metric, calibration,
+                         alpha=settings.alpha, max_drop=settings.max_drop)
         check["method"] = ("against the score the calibrated probabilities expect on the same rows"
-                           if calibration else "against the score the probabilities expect (no calibration kept)")
+                           + ("" if calibration.rows else " (no calibration check kept: taken at their word)"))
     check.update(
         checked=True, drift=test.alarm, new_score=test.new.value, new_score_ci=[test.new.low, test.new.high],
         baseline=test.expected.value, baseline_ci=[test.expected.low, test.expected.high],
         baseline_rows=test.expected.rows, drop=test.drop, drop_ci=[test.drop_low, test.drop_high],
         p_value=test.p_value, p_metric=test.p_metric, p_fit=test.p_fit, alarm_below=test.alarm_below,
-        scores_on_new_rows=metrics_from_predictions(labels, probabilities),
+        scores_on_new_rows=metrics_from_predictions(labels, probabilities, threshold=threshold),
     )
     check["reason"] = (f"{metric} {test.new.text()} on {len(labels)} new rows vs expected "
                        f"{test.expected.value:.3f} ({test.expected.low:.2f}-{test.expected.high:.2f}): {test.verdict()}")
@@ -461,7 +477,7 @@ def describe_drift(drift: dict[str, Any]) -> str:
 def judge(config: Config, deployed, new_rows, schema, *, files: list[str]) -> Judgement:
     """Check the deployed release against the new rows (score and features); write logs/latest_drift.json."""
     from churnlib.drift import drift_table
-    from churnlib.pipeline import checked_predictor, frame_probabilities
+    from churnlib.pipeline import checked_predictor, frame_probabilities, model_threshold
     from diagnostics import LATEST_DRIFT_FILE
 
     logger.info("checking release %s against %d new rows", deployed.release_id, len(new_rows))
@@ -469,7 +485,8 @@ def judge(config: Config, deployed, new_rows, schema, *, files: list[str]) -> Ju
     predictor = checked_predictor(deployed, schema)
     labels = new_rows[schema.target].to_numpy()
     score = check_score(calibration, expected, labels, frame_probabilities(predictor, new_rows, schema),
-                        config.score_drift, deploy_time=read_json(deployed.folder / SCORE_DETAILS_FILE) or {})
+                        config.score_drift, threshold=model_threshold(deployed.metadata),
+                        deploy_time=read_json(deployed.folder / SCORE_DETAILS_FILE) or {})
     if normal:
         score["new_normal_since"] = normal.get("at")
     logger.info("score check: %s", score["reason"])
@@ -540,6 +557,8 @@ class Challenge:
     held_out: int
     window: tuple[str, int]
     windows: list[dict[str, Any]]
+    challenger: Any  # the fitted pipeline
+    challenger_seconds: float
     challenger_probabilities: Any
     comparison: Any  # churnlib.stats.Comparison
 
@@ -548,10 +567,10 @@ class Challenge:
                 **self.comparison.to_dict()}
 
 
-def challenge(config: Config, frame, schema, *, judged_rows: int, champion) -> Challenge:
+def challenge(config: Config, frame, schema, *, judged_rows: int, champion, champion_threshold: float) -> Challenge:
     """Train challengers on the training windows without the newest rows, pick one, and compare it with
-    the champion (a predictor) on those held-out rows, paired."""
-    from churnlib.pipeline import THRESHOLD, churn_probabilities, frame_probabilities
+    the champion (a predictor, churn above ``champion_threshold``) on those held-out rows, paired."""
+    from churnlib.pipeline import churn_probabilities, frame_probabilities
     from churnlib.stats import paired_comparison
     from training import train_model
 
@@ -564,32 +583,35 @@ def challenge(config: Config, frame, schema, *, judged_rows: int, champion) -> C
     for name, first in candidate_windows(train_rows, max(0, judged_rows - held), config.model):
         window = frame.iloc[first:train_rows]
         if window[schema.target].nunique() == 2:
-            fitted.append(((name, first), churn_probabilities(train_model(window, schema, config.model), held_out, schema)))
+            started = time.perf_counter()
+            model = train_model(window, schema, config.model)
+            fitted.append(((name, first), churn_probabilities(model, held_out, schema), (model, time.perf_counter() - started)))
     if not fitted:
         raise PipelineError(f"no training window before the {held} held-out rows holds both classes")
     largest = fitted[0][1]  # all of it: the window every other is measured against
     chosen, best = fitted[0], None
     tried = []
-    for window, probabilities in fitted:
-        versus = paired_comparison(labels, largest, probabilities, metric, THRESHOLD)
+    for window, probabilities, model in fitted:
+        versus = paired_comparison(labels, largest, probabilities, metric, config.model.threshold)
         best = versus.champion if best is None else best
         row = {"window": window[0], "first_row": window[1], "rows": train_rows - window[1], "score": versus.challenger}
         if probabilities is not largest:
             row.update(versus_largest=versus.difference, p_value=versus.p_value)
             # A smaller, more recent window wins only when it does significantly better than all of it.
             if versus.p_value < WINDOW_ALPHA and versus.challenger > best:
-                chosen, best = (window, probabilities), versus.challenger
+                chosen, best = (window, probabilities, model), versus.challenger
         tried.append(row)
-    comparison = paired_comparison(labels, frame_probabilities(champion, held_out, schema), chosen[1], metric, THRESHOLD)
-    return Challenge(held_out=held, window=chosen[0], windows=tried, challenger_probabilities=chosen[1],
-                     comparison=comparison)
+    comparison = paired_comparison(labels, frame_probabilities(champion, held_out, schema), chosen[1], metric,
+                                   champion_threshold, config.model.threshold)
+    return Challenge(held_out=held, window=chosen[0], windows=tried, challenger=chosen[2][0],
+                     challenger_seconds=chosen[2][1], challenger_probabilities=chosen[1], comparison=comparison)
 
 
 def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list[str], predictor) -> dict[str, Any]:
     """Make the judged rows the deployed release's new normal: its drift reference (after feature drift)
     and its expected score (after a score drop), because a retrain could not do better on them."""
     from churnlib.dataset import canonical_lines, header_line
-    from churnlib.pipeline import THRESHOLD, frame_probabilities
+    from churnlib.pipeline import frame_probabilities, model_threshold
     from churnlib.stats import fit_calibration, pool_sources, score_source
     from training import reference_sample
 
@@ -609,7 +631,8 @@ def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list
         calibration = fit_calibration(labels, probabilities)
         normal["calibration"] = {**calibration.to_dict(), "sources": [{"source": "new_normal", "rows": len(labels)}],
                                  "check": calibration.check()}
-        normal["expected"] = pool_sources([score_source("new_normal", labels, probabilities, THRESHOLD)])
+        normal["expected"] = pool_sources([score_source("new_normal", labels, probabilities,
+                                                        model_threshold(deployed.metadata))])
     atomic_write_json(path, normal)
     summary = {"release_id": deployed.release_id, "rows": int(len(judged)), "reasons": normal["reasons"],
                "reference_rows": (normal.get("reference") or {}).get("rows")}
@@ -626,7 +649,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     """
     from churnlib.dataset import FrozenSchema
     from churnlib.ingested import read_ingested_data
-    from churnlib.pipeline import checked_predictor, churn_probabilities
+    from churnlib.pipeline import checked_predictor, churn_probabilities, model_threshold
     from deployment import deploy_release
     from diagnostics import DIAGNOSTICS_FILE, run_diagnostics
     from reporting import REPORT_FILE, build_report
@@ -648,40 +671,48 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
 
     trial = None
     if champion is not None and config.deployment.evaluate_on == "held_out":
-        trial = challenge(config, frame, schema, judged_rows=judged_rows, champion=champion)
+        trial = challenge(config, frame, schema, judged_rows=judged_rows, champion=champion,
+                          champion_threshold=model_threshold(deployed.metadata))
         outcome.challenge = trial.to_json()
         logger.info("challenger trained on %s: %s", trial.window[0], trial.comparison.text())
         window_name, window_first = trial.window
     else:
         window_name, window_first = candidate_windows(len(frame), 0, config.model)[0]
-    # The model deployed is refitted on its whole window, held-out rows included: they are the newest,
-    # the rows most like the customers it will see next.
-    final_frame = frame.iloc[window_first:]
-    fit_started = time.perf_counter()
-    model = train_model(final_frame, schema, config.model)
-    fit_seconds = time.perf_counter() - fit_started
-    test_probabilities = churn_probabilities(model, test, schema)
-    scores = metrics_from_predictions(test_labels, test_probabilities)
+    # The model deployed is the one judged: the challenger, trained without the held-out rows, so that
+    # those rows (and the test data) are rows it never saw, to learn its calibration and expected
+    # score from. Without a champion to judge against, one model on all of its window.
+    last_row = len(frame) - trial.held_out if trial is not None else len(frame)
+    final_frame = frame.iloc[window_first:last_row]
+    if trial is not None:
+        model, fit_seconds = trial.challenger, trial.challenger_seconds
+    else:
+        fit_started = time.perf_counter()
+        model = train_model(final_frame, schema, config.model)
+        fit_seconds = time.perf_counter() - fit_started
     regime_first = len(frame) - judged_rows if drifted and judged_rows >= config.drift.min_rows else window_first
     regime_first = max(regime_first, window_first)
     held_out = None
     if trial is not None:
-        held = frame.iloc[len(frame) - trial.held_out:]
+        held = frame.iloc[last_row:]
         held_out = (held[schema.target].to_numpy(), trial.challenger_probabilities)
-    calibration, expected = expectation(final_frame, schema, config.model, metric=config.score_drift.metric,
-                                        focus_from=regime_first - window_first, held_out=held_out,
-                                        test=(test_labels, test_probabilities))
+    model, calibration, expected, decision_threshold = expectation(
+        model, final_frame, schema, config.model, metric=config.score_drift.metric, held_out=held_out,
+        test=(test_labels, churn_probabilities(model, test, schema)))
+    # Scored as deployed: recalibrated when the check said so, with the threshold moved with it.
+    test_probabilities = churn_probabilities(model, test, schema)
+    scores = metrics_from_predictions(test_labels, test_probabilities, threshold=decision_threshold)
     metadata = save_trained(
         model, schema=schema, fingerprint={**fingerprint, "rows": int(len(final_frame))},
         model_settings=config.model, reference=frame.iloc[regime_first:],
         reference_size=config.drift.reference_sample_size, model_folder=config.paths.models, seconds=fit_seconds,
-        extra={"calibration": calibration, "expected": expected, "retrain_reason": [str(r) for r in reasons],
-               "window": {"kind": window_name, "first_row": window_first, "last_row": int(len(frame))}},
+        extra={"calibration": calibration, "decision_threshold": decision_threshold, "expected": expected,
+               "retrain_reason": [str(r) for r in reasons],
+               "window": {"kind": window_name, "first_row": window_first, "last_row": int(last_row)}},
     )
     write_scores(scores, config.paths.models, release_id=metadata["release_id"])
     outcome.timings["training"] = round(time.perf_counter() - started, 3)
     outcome.candidate = {"release_id": metadata["release_id"], "training_rows": int(len(final_frame)),
-                         "window": window_name, "scores": scores}
+                         "window": window_name, "scores": scores, "calibration": calibration}
     testdata_check = calibration.get("testdata_check")
     if testdata_check and not testdata_check["agrees"]:
         logger.info("the test data disagrees with what %s expects of it: %s %.3f against %.3f expected (p=%.2g); "
@@ -692,7 +723,8 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
 
     deployed_scores = None
     if champion is not None:
-        deployed_scores = metrics_from_predictions(test_labels, churn_probabilities(deployed.pipeline, test, schema))
+        deployed_scores = metrics_from_predictions(test_labels, churn_probabilities(deployed.pipeline, test, schema),
+                                                   threshold=model_threshold(deployed.metadata))
         outcome.deployed_on_test = {"release_id": deployed.release_id, "scores": deployed_scores}
     if trial is not None:
         candidate_score, deployed_score = trial.comparison.challenger, trial.comparison.champion
@@ -765,10 +797,56 @@ def run_tick(config: Config) -> TickOutcome:
     )
     try:
         if work.idle:
-            return idle_outcome(config, work, outcome)
-        return decide(config, work, outcome)
+            idle_outcome(config, work, outcome)
+        else:
+            decide(config, work, outcome)
     except Exception as exc:  # any failure ends the tick with its reason on stderr and in runs.jsonl
-        return outcome.fail(exc, config.label)
+        outcome.fail(exc, config.label)
+    customers = work.customers
+    if not work.idle or customers.pending or customers.rejected or customers.record_changed:
+        # Even after a failed decision: the deployed release still serves, and lists should not wait.
+        score_customers(config, outcome, customers, release_before=outcome.deployed_release_before)
+    return outcome
+
+
+# --- 5. risk lists of current customers -------------------------------------------------------------
+
+
+def score_customers(config: Config, outcome: TickOutcome, found: CustomerWork, *, release_before: str | None) -> None:
+    """Score the customer files that need it with the deployed release (all of them after a redeploy);
+    put the figures in ``outcome.scoring``. Never raises: a failure fails the tick, keeping its figures.
+
+    ``found`` is what ``find_work`` found while ``release_before`` was deployed; after a deploy (or
+    the cold start) the folder is looked at again for the new release.
+    """
+    try:
+        pointer = read_pointer(config.paths.deployment)
+        current = pointer["current"] if pointer else None
+        customers = found
+        if current != release_before:
+            customers = find_customer_files(config.paths.scoring, found.record, current)
+            customers.rejected[:0] = found.rejected
+            customers.record_changed |= found.record_changed
+        if not customers.pending:
+            if customers.record_changed:
+                save_scoring_record(customers.record, config.paths.predictions)
+            if customers.rejected:
+                outcome.scoring = {"files": [], "rejected": [{"name": r["name"], "reason": r["reason"]}
+                                                             for r in customers.rejected]}
+            return
+        from churnlib.modelstore import load_deployed
+        from scoring import score_customer_files
+
+        started = time.perf_counter()
+        logger.info("scoring %d customer file(s) with release %s: %s", len(customers.pending), pointer["current"],
+                    ", ".join(source.name for source in customers.pending))
+        outcome.scoring = score_customer_files(config, customers, load_deployed(config.paths.deployment))
+        outcome.timings["scoring"] = round(time.perf_counter() - started, 3)
+    except Exception as exc:
+        if outcome.error is None:
+            outcome.fail(exc, config.label)
+        else:
+            logger.error("scoring customer files failed too: %s", describe_error(exc, config_label=config.label))
 
 
 def describe_due(config: Config, reasons: list[str]) -> list[str]:
@@ -910,7 +988,9 @@ def _lock_held(config: Config, holder: int | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         "One cron tick: ingest new files from the source folder, check the deployed model for a "
-        "score drop and feature drift, and retrain and redeploy when needed. Logs go to the log folder "
+        "score drop and feature drift, and retrain and redeploy when needed; then score new or changed "
+        "customer files in the scoring folder (all of them after a redeploy) into ranked risk lists in "
+        "the predictions folder. Logs go to the log folder "
         "(fullprocess.log, one line per run in runs.jsonl). Exit 0 unless something failed: 1 for a "
         "failed tick (the reason on stderr), 2 for a bad config."
     )

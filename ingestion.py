@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pwd
-import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from churnlib.cli import run_script, script_parser
 from churnlib.config import Config, ConfigError, SchemaSettings
 from churnlib.columns import shown_name
 from churnlib.errors import in_step
+from churnlib.sourcefiles import open_regular, scan_csv_folder, signature, unreadable_reason
 from churnlib.ingested import (
     HASHES_FILE,
     READABLE_RECORD_FILE,
@@ -55,10 +54,6 @@ from churnlib.ingested import (
 logger = logging.getLogger(Path(__file__).stem)  # "ingestion" whether imported or run as a script
 
 SHOWN_IGNORED_COLUMNS = 10
-
-
-class NotARegularFile(OSError):
-    """A name that held a regular file when it was scanned holds something else (a FIFO, a device) now."""
 
 
 @dataclass
@@ -87,49 +82,11 @@ class IngestResult:
     seconds: float = 0.0
 
 
-def _open_regular(path: Path):
-    """Return ``path`` opened for binary reading; raise NotARegularFile for a FIFO or device.
-
-    Opened without blocking, so a FIFO put in place of a scanned file cannot hang the tick.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise NotARegularFile(f"{path}: not a regular file")
-    return os.fdopen(fd, "rb")
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with _open_regular(path) as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_file(path: Path) -> tuple[bytes, int]:
     """Return a regular file's bytes and its size once they are read (a growing file reads as two sizes)."""
-    with _open_regular(path) as handle:
+    with open_regular(path) as handle:
         data = handle.read()
         return data, os.fstat(handle.fileno()).st_size
-
-
-def _unreadable_reason(st: os.stat_result) -> str:
-    """Return why a file the pipeline may not read is rejected, with what to change."""
-    try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        owner = f"uid {st.st_uid}"
-    try:
-        reader = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        reader = f"uid {os.geteuid()}"
-    return (f"cannot read the file: permission denied ({stat.filemode(st.st_mode)}, owner {owner}); "
-            f"make it readable by {reader}, the user running the pipeline")
-
-
-def _signature(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _reject(record: dict[str, Any], name: str, reason: str, *, sha256: str | None, size: int | None,
@@ -141,24 +98,6 @@ def _reject(record: dict[str, Any], name: str, reason: str, *, sha256: str | Non
     return entry
 
 
-def _reject_unread(scan: Scan, record: dict[str, Any], name: str, signature: list[int], reason: str,
-                   *, size: int | None) -> None:
-    """Reject a file without reading it, once: it is not looked at again until its signature changes."""
-    if record["seen"].get(name, {}).get("signature") == signature:
-        return
-    record["seen"][name] = {"signature": signature, "sha256": None}
-    scan.rejected.append(_reject(record, name, reason, sha256=None, size=size))
-    scan.record_changed = True
-
-
-def _ignore_once(record: dict[str, Any], name: str, reason: str) -> bool:
-    if record["ignored"].get(name) == reason:
-        return False
-    record["ignored"][name] = reason
-    logger.info("ignored %s: %s", shown_name(name), reason)
-    return True
-
-
 def settings_fingerprint(settings: SchemaSettings) -> str:
     """Return a short hash of the config's schema section: a rejection only stands while it is unchanged."""
     return hashlib.sha256(repr(sorted(vars(settings).items())).encode()).hexdigest()[:16]
@@ -167,18 +106,12 @@ def settings_fingerprint(settings: SchemaSettings) -> str:
 def scan_source(source_folder: Path, record: dict[str, Any], settings: SchemaSettings) -> Scan:
     """Return the files in ``source_folder`` whose content is new; note other entries in ``record``.
 
-    Non-CSV entries, folders, FIFOs, dangling symlinks and hidden files are logged once and ignored.
-    A symlink leading out of the folder, a file that cannot be read and a name that would break a
-    line of the logs are rejected without being read, once (``record["seen"]``). A file whose content
-    was already ingested is not new, whatever its name; nor is one rejected under the same schema
-    settings (after a fix to config.json's schema section, rejected files are tried again).
+    The folder is listed by ``churnlib.sourcefiles.scan_csv_folder`` (non-CSV entries ignored once,
+    symlinks out and unreadable files rejected unread, unchanged files not read again). A file whose
+    content was already ingested is not new, whatever its name; nor is one rejected under the same
+    schema settings (after a fix to config.json's schema section, rejected files are tried again).
     Imports no pandas.
     """
-    scan = Scan()
-    try:
-        entries = sorted(os.scandir(source_folder), key=lambda e: e.name)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{source_folder}: source folder does not exist") from None
     fingerprint = settings_fingerprint(settings)
     ingested = {entry["sha256"]: entry["name"] for entry in record["files"]}
     rejected = {
@@ -186,87 +119,24 @@ def scan_source(source_folder: Path, record: dict[str, Any], settings: SchemaSet
         for entry in record["rejected"]
         if entry.get("sha256") and entry.get("schema_settings") == fingerprint
     }
-    root = source_folder.resolve()
-    present = set()
-    for entry in entries:
-        name = entry.name
-        present.add(name)
-        if name.startswith("."):
-            scan.record_changed |= _ignore_once(record, name, "hidden file")
-            continue
-        if not name.lower().endswith(".csv"):
-            scan.record_changed |= _ignore_once(record, name, "not a .csv file")
-            continue
-        path = Path(entry.path)
-        try:
-            link = os.lstat(path)
-        except FileNotFoundError:
-            continue  # vanished since the folder was listed: nothing to ingest
-        if shown_name(name) != name:
-            # Every log line and the readable record name the file: a name that breaks them is refused.
-            _reject_unread(scan, record, name, _signature(link),
-                           f"the file name is not printable UTF-8 text ({shown_name(name)}); rename the file; not read",
-                           size=link.st_size)
-            continue
-        # realpath, not Path.resolve: a symlink loop must not raise here (it fails at os.stat below).
-        target = Path(os.path.realpath(path))
-        if entry.is_symlink() and not target.is_relative_to(root):
-            _reject_unread(scan, record, name, _signature(link),
-                           f"a symlink to {target}, outside {source_folder.name}/; not read", size=None)
-            continue
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if entry.is_symlink():
-                scan.record_changed |= _ignore_once(record, name, f"a symlink to {target.name}, which does not exist")
-            continue  # else vanished: nothing to ingest
-        except OSError as exc:  # a symlink loop, a folder on the way without permission
-            _reject_unread(scan, record, name, _signature(link), f"cannot read the file: {exc.strerror}; not read",
-                           size=None)
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            scan.record_changed |= _ignore_once(record, name, "a folder, not a file")
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            scan.record_changed |= _ignore_once(record, name, "not a regular file")
-            continue
-        record["ignored"].pop(name, None)
-        signature = _signature(st)
-        seen = record["seen"].get(name)
-        if seen and seen["signature"] == signature:
-            sha256 = seen["sha256"]
-            if sha256 is None:
-                continue  # unreadable last time and unchanged since: not retried
-        else:
-            try:
-                sha256 = _file_sha256(path)
-            except FileNotFoundError:
-                continue
-            except PermissionError:
-                _reject_unread(scan, record, name, signature, _unreadable_reason(st), size=st.st_size)
-                continue
-            except OSError as exc:  # swapped for a FIFO since the stat, an I/O error: the next tick looks again
-                logger.info("%s: cannot be read now (%s), will try again next tick", name, exc.strerror or exc)
-                continue
-            record["seen"][name] = {"signature": signature, "sha256": sha256}
-            scan.record_changed = True
+
+    def reject_unread(name: str, reason: str, *, sha256: str | None, size: int | None) -> dict:
+        return _reject(record, name, reason, sha256=sha256, size=size)
+
+    found = scan_csv_folder(source_folder, record, reject=reject_unread, logger=logger, kind="source folder")
+    scan = Scan(rejected=found.rejected, record_changed=found.record_changed)
+    for source in found.files:
+        name, sha256 = source.name, source.sha256
+        if source.hashed:  # first look at this content under this name: say what it duplicates, once
             if sha256 in ingested and ingested[sha256] != name:
                 logger.info("%s: same content as the already ingested %s, skipped", name, ingested[sha256])
             elif sha256 in rejected and rejected[sha256]["name"] != name:
                 _reject(record, name, f"same content as the rejected {rejected[sha256]['name']}: "
-                        f"{rejected[sha256]['reason']}", sha256=sha256, size=st.st_size, fingerprint=fingerprint)
+                        f"{rejected[sha256]['reason']}", sha256=sha256, size=source.size, fingerprint=fingerprint)
                 rejected[sha256] = record["rejected"][-1]
         if sha256 in ingested or sha256 in rejected:
             continue
-        scan.new_files.append(SourceFile(name=name, path=path, size=st.st_size, sha256=sha256))
-    for name in list(record["seen"]):
-        if name not in present:
-            del record["seen"][name]
-            scan.record_changed = True
-    for name in list(record["ignored"]):
-        if name not in present:
-            del record["ignored"][name]
-            scan.record_changed = True
+        scan.new_files.append(SourceFile(name=name, path=source.path, size=source.size, sha256=sha256))
     return scan
 
 
@@ -375,8 +245,8 @@ def ingest_files(
             except OSError:
                 continue  # gone too: nothing to ingest or reject
             # Not read again until its permissions (ctime) change, like a file found unreadable by the scan.
-            record["seen"][source.name] = {"signature": _signature(st), "sha256": None}
-            result.rejected.append(_reject(record, source.name, _unreadable_reason(st),
+            record["seen"][source.name] = {"signature": signature(st), "sha256": None}
+            result.rejected.append(_reject(record, source.name, unreadable_reason(st),
                                            sha256=source.sha256, size=source.size))
             save_record(record, ingested_folder, log_folder)
             continue

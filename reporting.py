@@ -30,8 +30,8 @@ from churnlib.config import Config
 from churnlib.dataset import FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_bytes, read_json
 from churnlib.modelstore import MANIFEST_FILE, load_deployed, load_model
-from churnlib.pipeline import churn_probabilities
 from churnlib.errors import in_step
+from churnlib.pipeline import churn_probabilities, model_threshold
 
 logger = logging.getLogger(Path(__file__).stem)
 
@@ -288,7 +288,7 @@ def _main(config: Config, args) -> int:
     test = read_labelled_folder(config.paths.testdata, settings=config.schema, schema=schema)
     probabilities = churn_probabilities(model.pipeline, test, schema)
     labels = test[schema.target].to_numpy()
-    scores = metrics_from_predictions(labels, probabilities)
+    scores = metrics_from_predictions(labels, probabilities, threshold=model_threshold(model.metadata))
     manifest = read_json(model.folder / MANIFEST_FILE, {}) or {}
     diagnostics = read_json(config.paths.logs / DIAGNOSTICS_FILE)
     if diagnostics and diagnostics.get("release_id") != model.release_id:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import platform
 import sys
 import time
@@ -33,7 +34,7 @@ from churnlib.errors import ChurnError, in_step
 from churnlib.fsutil import atomic_write_text
 from churnlib.ingested import read_ingested_data
 from churnlib.modelstore import REFERENCE_FILE, save_model
-from churnlib.pipeline import THRESHOLD, build_pipeline
+from churnlib.pipeline import build_pipeline, calibration_check, recalibrated
 from churnlib.stats import Calibration, pool_sources, score_source
 
 logger = logging.getLogger(Path(__file__).stem)
@@ -63,6 +64,36 @@ def train_model(frame: pd.DataFrame, schema: FrozenSchema, model_settings: Model
     return pipeline
 
 
+def calibrate(pipeline: Any, log_odds: np.ndarray, labels: np.ndarray,
+              threshold: float) -> tuple[Any, dict[str, Any], float]:
+    """Return the pipeline, recalibrated when its probabilities fail the calibration check on
+    out-of-sample labelled rows (their log-odds and labels); the check; and the decision threshold
+    on the returned pipeline's scale.
+
+    The fix is Platt scaling of the log-odds (``churnlib.pipeline.recalibrated``): the probabilities
+    then mean what they say, which the score check, the label-free estimate and the expected value
+    of a call need. The check's ``covariance`` (of the calibration slope and intercept, for the
+    probabilities the returned pipeline gives) is how precisely the rows know that.
+    Decisions do not change: the threshold moves with the probabilities (a customer above
+    ``threshold`` before is above the returned threshold after), so the fit cannot flatter the
+    model's scores on the rows it was fitted on, and the deployment policy judges the same decisions.
+    """
+    check = calibration_check(log_odds, labels)
+    check["recalibrated"] = False
+    if not check["checked"] or check["passed"]:
+        return pipeline, check, threshold
+    if check["slope"] <= 0:
+        check["reason"] += "; not recalibrated: the model ranks the rows backwards"
+        return pipeline, check, threshold
+    slope, intercept = check["slope"], check["intercept"]
+    pipeline = recalibrated(pipeline, slope, intercept)
+    after = calibration_check(slope * np.asarray(log_odds) + intercept, labels)
+    moved = 1.0 / (1.0 + math.exp(-(slope * math.log(threshold / (1 - threshold)) + intercept)))
+    check.update(recalibrated=True, threshold_before=threshold, threshold_after=moved, covariance=after["covariance"],
+                 after={k: after.get(k) for k in ("slope", "intercept", "p_value", "passed", "expected_positives")})
+    return pipeline, check, moved
+
+
 def reference_sample(frame: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     """Return at most ``size`` training rows, drawn with ``seed``, in their original order."""
     if len(frame) <= size:
@@ -82,41 +113,29 @@ def library_versions(names: tuple[str, ...] = ("scikit-learn", "numpy", "pandas"
 
 
 def out_of_fold(frame: pd.DataFrame, schema: FrozenSchema, model_settings: ModelSettings, *,
-                focus_from: int = 0, max_rows: int = OUT_OF_FOLD_ROWS,
-                folds: int = OUT_OF_FOLD_FOLDS) -> tuple[np.ndarray, np.ndarray]:
-    """Return labels and out-of-fold churn probabilities of the rows ``frame.iloc[focus_from:]``.
+                max_rows: int = OUT_OF_FOLD_ROWS, folds: int = OUT_OF_FOLD_FOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """Return labels and out-of-fold churn probabilities for (a sample of at most ``max_rows`` of) ``frame``.
 
-    Each of those rows is predicted by a model fitted, with the same settings, on the other folds of
-    a sample of ``frame`` (at most ``max_rows`` rows, half of them at most from the focus): what the
+    Each row is predicted by a model fitted, with the same settings, on the other folds: what the
     training procedure scores on rows it did not see. Too few rows of a class for two folds: empty.
     """
     from sklearn.model_selection import StratifiedKFold
 
     from churnlib.pipeline import churn_probabilities
 
-    rng = np.random.default_rng(model_settings.random_seed)
-    focus = np.arange(focus_from, len(frame))
-    if len(focus) > max_rows // 2:
-        focus = np.sort(rng.choice(focus, max_rows // 2, replace=False))
-    others = np.arange(0, focus_from)
-    room = max_rows - len(focus)
-    if len(others) > room:
-        others = np.sort(rng.choice(others, room, replace=False))
-    sample = frame.iloc[np.concatenate([others, focus])]
-    in_focus = np.arange(len(sample)) >= len(others)
-    labels = sample[schema.target].to_numpy()
-    smaller_class = int(min(np.count_nonzero(labels == 0), np.count_nonzero(labels == 1)))
-    folds = min(folds, smaller_class)
-    if folds < 2 or not in_focus.any():
+    if len(frame) > max_rows:
+        chosen = np.sort(np.random.default_rng(model_settings.random_seed).choice(len(frame), max_rows, replace=False))
+        frame = frame.iloc[chosen]
+    labels = frame[schema.target].to_numpy()
+    folds = min(folds, int(min(np.count_nonzero(labels == 0), np.count_nonzero(labels == 1))))
+    if folds < 2:
         return np.empty(0, dtype=np.int64), np.empty(0)
-    probabilities = np.full(len(sample), np.nan)
+    probabilities = np.empty(len(frame))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=model_settings.random_seed)
-    for train_rows, predict_rows in splitter.split(np.zeros(len(sample)), labels):
-        predict_rows = predict_rows[in_focus[predict_rows]]
-        if len(predict_rows):
-            fitted = train_model(sample.iloc[train_rows], schema, model_settings)
-            probabilities[predict_rows] = churn_probabilities(fitted, sample.iloc[predict_rows], schema)
-    return labels[in_focus], probabilities[in_focus]
+    for train_rows, predict_rows in splitter.split(np.zeros(len(frame)), labels):
+        fitted = train_model(frame.iloc[train_rows], schema, model_settings)
+        probabilities[predict_rows] = churn_probabilities(fitted, frame.iloc[predict_rows], schema)
+    return labels, probabilities
 
 
 @in_step("training")
@@ -134,8 +153,8 @@ def save_trained(
 ) -> dict[str, Any]:
     """Write a fitted model with its metadata and drift reference (drawn from ``reference``); return the metadata.
 
-    ``extra`` goes into the metadata as it is: the score the model is expected to keep
-    (``expected``), its training window (``window``).
+    ``extra`` goes into the metadata as it is: the calibration check and the decision threshold,
+    the scores the model is expected to keep (``expected``), its training window (``window``).
     """
     sample = reference_sample(reference, reference_size, model_settings.random_seed)
     sample_text = header_line(schema) + "\n" + "".join(f"{line}\n" for line in canonical_lines(sample, schema))
@@ -147,6 +166,7 @@ def save_trained(
         "random_seed": model_settings.random_seed,
         "n_threads": model_settings.n_threads,
         "scale_numeric": model_settings.scale_numeric,
+        "threshold": model_settings.threshold,
         "settings_fingerprint": model_settings.fingerprint(),
         "schema": schema.to_dict(),
         "training_data": fingerprint,
@@ -164,47 +184,81 @@ def save_trained(
         "trained %s on %d rows in %.2f s: release %s (model sha256 %s)",
         model_settings.algorithm, fingerprint["rows"], seconds, metadata["release_id"], metadata["model_sha256"][:12],
     )
+    calibration = metadata.get("calibration")
+    if calibration and calibration.get("reason"):
+        recalibrated_note = (f"; recalibrated (Platt scaling of the log-odds), decision threshold "
+                             f"{model_settings.threshold:g} -> {metadata['decision_threshold']:.4f}"
+                             if calibration["recalibrated"] else "")
+        sources = " and ".join(f"{s['rows']} {s['source'].replace('_', '-')}" for s in calibration.get("sources", []))
+        logger.info("calibration check on %s rows: %s%s", sources or "no", calibration["reason"], recalibrated_note)
     return metadata
 
 
-def expectation(final_frame: pd.DataFrame, schema: FrozenSchema, model_settings: ModelSettings, *, metric: str,
-                focus_from: int = 0, held_out: tuple | None = None,
-                test: tuple | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return the calibration of the model about to be deployed, and the scores it is expected to keep.
+def _log_odds(probabilities: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
 
-    Both are learnt from out-of-sample predictions on rows like the newest it knows: the
-    challenger's on the held-out rows, and out-of-fold predictions on the rows of its window from
-    ``focus_from`` on (the world it was retrained for). The test data (labels, the model's
-    probabilities) checks the calibration: a test set from another time or place that disagrees
-    is reported, not learnt from.
+
+def _enough_to_check(labels: np.ndarray) -> bool:
+    from churnlib.pipeline import CALIBRATION_MIN_ROWS
+
+    return len(labels) >= CALIBRATION_MIN_ROWS and 0 < int(np.sum(labels)) < len(labels)
+
+
+def expectation(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema, model_settings: ModelSettings, *,
+                metric: str, held_out: tuple | None = None,
+                test: tuple | None = None) -> tuple[Any, dict[str, Any], dict[str, Any], float]:
+    """Return what a model fitted on ``frame`` is to be deployed as and expected to keep.
+
+    Learnt from the model's own predictions on labelled rows it was not trained on: the held-out
+    newest rows (``held_out``: labels and probabilities), and the test data (``test``), pooled when
+    it agrees with them; at a cold start the test data alone. Only when neither has 30 rows of both
+    classes, out-of-fold predictions on ``frame`` stand in (other models' predictions, a little
+    worse than the model's own: a last resort). Returns the pipeline to deploy (recalibrated when its
+    probabilities fail the check, see ``calibrate``), the calibration record (the check, its sources,
+    how sure it is), the expected scores (pooled confusion counts) and the decision threshold on the
+    deployed probabilities' scale. A test set that disagrees with the newest rows (from another time
+    or place) is reported in ``testdata_check``, not learnt from.
     """
     from churnlib.pipeline import predicted_classes
-    from churnlib.stats import drop_test, fit_calibration
+    from churnlib.stats import drop_test
 
+    threshold = model_settings.threshold
     parts = []
-    if held_out is not None:
+    if held_out is not None and len(held_out[0]):
         parts.append(("held_out", *held_out))
-    labels, probabilities = out_of_fold(final_frame, schema, model_settings, focus_from=focus_from)
-    if len(labels):
-        parts.append(("out_of_fold", labels, probabilities))
-    if not parts and test is not None:  # too few rows of a class for folds: the test data is all there is
+    elif test is not None and _enough_to_check(test[0]):
         parts.append(("testdata", *test))
+    else:
+        labels, probabilities = out_of_fold(frame, schema, model_settings)
+        if len(labels):
+            parts.append(("out_of_fold", labels, probabilities))
     if not parts:
-        return {**Calibration().to_dict(), "sources": [], "check": None}, pool_sources([])
-    all_labels = np.concatenate([part[1] for part in parts])
-    all_probabilities = np.concatenate([part[2] for part in parts])
-    calibration = fit_calibration(all_labels, all_probabilities)
-    expected = pool_sources([score_source(name, y, p, THRESHOLD) for name, y, p in parts])
-    body = {**calibration.to_dict(), "sources": [{"source": name, "rows": int(len(y))} for name, y, _ in parts],
-            "check": calibration.check()}
-    test_labels, test_probabilities = test if test is not None else ((), ())
-    if len(test_labels) and metric != "roc_auc" and parts[0][0] != "testdata":
-        agree = drop_test(test_labels, test_probabilities, predicted_classes(test_probabilities), metric, calibration,
-                          alpha=0.05, max_drop=0.0)
-        body["testdata_check"] = {"rows": int(len(test_labels)), "score": agree.new.value,
-                                  "expected": agree.expected.value, "p_value": agree.p_value,
-                                  "agrees": bool(0.025 <= agree.p_value <= 0.975)}
-    return body, expected
+        check = calibration_check(np.empty(0), np.empty(0))
+        return pipeline, {**check, "recalibrated": False, "sources": []}, pool_sources([]), threshold
+
+    def fitted(parts: list) -> tuple[Any, dict[str, Any], float]:
+        labels = np.concatenate([part[1] for part in parts])
+        return calibrate(pipeline, _log_odds(np.concatenate([part[2] for part in parts])), labels, threshold)
+
+    deployed, check, decision_threshold = fitted(parts)
+    testdata_check = None
+    if test is not None and len(test[0]) and parts[0][0] != "testdata" and metric != "roc_auc":
+        served = Calibration(slope=check["slope"], intercept=check["intercept"]) if check["recalibrated"] else Calibration()
+        probabilities = served.apply(test[1])
+        agree = drop_test(test[0], probabilities, predicted_classes(probabilities, decision_threshold), metric,
+                          Calibration.from_check(check), alpha=0.05, max_drop=0.0)
+        testdata_check = {"rows": int(len(test[0])), "score": agree.new.value, "expected": agree.expected.value,
+                          "p_value": agree.p_value, "agrees": bool(0.025 <= agree.p_value <= 0.975)}
+        if testdata_check["agrees"] and _enough_to_check(test[0]):
+            parts.append(("testdata", *test))
+            deployed, check, decision_threshold = fitted(parts)
+    served = Calibration(slope=check["slope"], intercept=check["intercept"]) if check["recalibrated"] else Calibration()
+    expected = pool_sources([score_source(name, y, served.apply(p), decision_threshold) for name, y, p in parts])
+    check["sources"] = [{"source": name, "rows": int(len(y))} for name, y, _ in parts]
+    if testdata_check is not None:
+        check["testdata_check"] = testdata_check
+    return deployed, check, expected, decision_threshold
 
 
 @in_step("training")
@@ -217,16 +271,23 @@ def train_and_save(
     reference_size: int,
     model_folder: Path,
     metric: str = "f1",
+    test: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Fit the model on all of ``frame``, write it with its metadata and drift reference; return the metadata.
 
-    Its calibration and expected scores come from out-of-fold predictions on the same rows.
+    Its calibration (checked, and fixed when it fails) and expected scores come from its
+    predictions on ``test`` (labelled rows it was not trained on), else from out-of-fold predictions.
     """
+    from churnlib.pipeline import churn_probabilities
+
     started = time.perf_counter()
     pipeline = train_model(frame, schema, model_settings)
     seconds = time.perf_counter() - started
-    calibration, expected = expectation(frame, schema, model_settings, metric=metric)
-    extra = {"calibration": calibration, "expected": expected,
+    if test is not None:
+        test = (test[schema.target].to_numpy(), churn_probabilities(pipeline, test, schema))
+    pipeline, calibration, expected, decision_threshold = expectation(pipeline, frame, schema, model_settings,
+                                                                      metric=metric, test=test)
+    extra = {"calibration": calibration, "expected": expected, "decision_threshold": decision_threshold,
              "window": {"kind": "all", "first_row": 0, "last_row": int(len(frame))}}
     return save_trained(pipeline, schema=schema, fingerprint=fingerprint, model_settings=model_settings,
                         reference=frame, reference_size=reference_size, model_folder=model_folder,
@@ -234,13 +295,20 @@ def train_and_save(
 
 
 def _main(config: Config, args) -> int:
+    from churnlib.dataset import DatasetError, read_labelled_folder
+
     frame, schema, fingerprint = read_ingested_data(config.paths.ingested)
+    try:  # rows the model is not trained on, to check its calibration with
+        test = read_labelled_folder(config.paths.testdata, settings=config.schema, schema=schema)
+    except (DatasetError, OSError):
+        test = None
     metadata = train_and_save(
         frame, schema, fingerprint,
         model_settings=config.model,
         reference_size=config.drift.reference_sample_size,
         model_folder=config.paths.models,
         metric=config.score_drift.metric,
+        test=test,
     )
     print(f"trained release {metadata['release_id']} -> {config.paths.models}")
     return 0

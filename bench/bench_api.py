@@ -11,7 +11,8 @@ wrk (Debian package ``wrk``) for ``--duration`` seconds at ``--connections`` con
 wrk is not installed, a bounded Python client (which is itself slower, so its figures are lower
 bounds). The load generator shares the machine's cores with the server, as it would in a small
 deployment. Prints requests per second and p50/p99 latency for single-record and 1,000-record
-requests, and the ratio real/naive.
+requests, with and without the top-3 reasons (``?reasons=3``; the naive app has no reasons, so
+requests with reasons are compared with its plain requests), and the ratio real/naive.
 """
 
 from __future__ import annotations
@@ -46,14 +47,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build_project(root: Path, algorithm: str) -> Path:
+def build_project(root: Path, algorithm: str, threads: int = 1) -> Path:
+    """Build a project from the shipped sample data, train and deploy ``algorithm``; return its config file."""
     (root / "sourcedata").mkdir(parents=True)
     (root / "testdata").mkdir()
     for name in ("dataset1.csv", "dataset2.csv"):
         shutil.copy(ROOT / "sourcedata" / name, root / "sourcedata")
     shutil.copy(ROOT / "testdata" / "testdata.csv", root / "testdata")
     config = {"schema": {"target": "exited", "id_columns": ["corporation"]},
-              "model": {"algorithm": algorithm, "n_threads": 1}, "api": {"url": "http://127.0.0.1:9"}}
+              "model": {"algorithm": algorithm, "n_threads": threads}, "api": {"url": "http://127.0.0.1:9"}}
     (root / "config.json").write_text(json.dumps(config))
     env = {**os.environ, "CHURN_PYPI_URL": "http://127.0.0.1:9"}
     subprocess.run([sys.executable, str(ROOT / "fullprocess.py"), "--config", str(root / "config.json"), "--no-api"],
@@ -101,11 +103,11 @@ def sample_records(count: int) -> list[dict]:
     return records
 
 
-def run_wrk(url: str, body_file: Path, duration: int, connections: int) -> dict:
+def run_wrk(url: str, body_file: Path, duration: int, connections: int, path: str = "/prediction") -> dict:
     script = body_file.with_suffix(".lua")
     script.write_text(WRK_SCRIPT)
     result = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency", "-s", str(script),
-                             url + "/prediction"], capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
+                             url + path], capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
                             check=True)
     text = result.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -120,7 +122,7 @@ def run_wrk(url: str, body_file: Path, duration: int, connections: int) -> dict:
             "errors": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
-def run_python_client(url: str, body_file: Path, duration: int, connections: int) -> dict:
+def run_python_client(url: str, body_file: Path, duration: int, connections: int, path: str = "/prediction") -> dict:
     """A bounded closed-loop client: `connections` threads, each one request at a time, for `duration` s."""
     import http.client
 
@@ -135,7 +137,7 @@ def run_python_client(url: str, body_file: Path, duration: int, connections: int
         while time.monotonic() < stop:
             started = time.perf_counter()
             try:
-                connection.request("POST", "/prediction", body, {"Content-Type": "application/json"})
+                connection.request("POST", path, body, {"Content-Type": "application/json"})
                 reply = connection.getresponse()
                 reply.read()
                 if reply.status != 200:
@@ -197,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name, target, extra in apps:
                 servers[name] = start(target, config, work / f"{name}.log", args.workers, extra)
-            runs: dict[tuple[str, int], list[dict]] = {}
+            runs: dict[tuple[str, int, bool], list[dict]] = {}
             for _round in range(args.rounds):
                 for count, body in bodies.items():
                     for name in servers:
-                        runs.setdefault((name, count), []).append(drive(servers[name][1], body, args.duration,
-                                                                         args.connections))
+                        for reasons in ((False, True) if name == "real" else (False,)):
+                            path = "/prediction?reasons=3" if reasons else "/prediction"
+                            runs.setdefault((name, count, reasons), []).append(
+                                drive(servers[name][1], body, args.duration, args.connections, path))
             for key, figures in runs.items():
                 figures.sort(key=lambda f: f["rps"])
                 results[key] = figures[len(figures) // 2]
@@ -210,16 +214,17 @@ def main(argv: list[str] | None = None) -> int:
             for process, _url in servers.values():
                 process.terminate()
                 process.wait(timeout=30)
-        print(f"\n{'app':<7} {'records':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        for (name, count), figures in results.items():
-            print(f"{name:<7} {count:>7} {figures['rps']:>9.0f} {figures['p50']:>8.2f} {figures['p99']:>8.2f} "
-                  f"{figures['errors']:>7} {figures['socket_errors']}")
+        print(f"\n{'app':<7} {'records':>7} {'reasons':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for (name, count, reasons), figures in results.items():
+            print(f"{name:<7} {count:>7} {'top 3' if reasons else '-':>7} {figures['rps']:>9.0f} {figures['p50']:>8.2f} "
+                  f"{figures['p99']:>8.2f} {figures['errors']:>7} {figures['socket_errors']}")
         for count in bodies:
-            ratio = results[("real", count)]["rps"] / results[("naive", count)]["rps"]
-            print(f"real / naive, {count}-record requests: {ratio:.1f}x")
+            for reasons in (False, True):
+                ratio = results[("real", count, reasons)]["rps"] / results[("naive", count, False)]["rps"]
+                print(f"real{' with reasons' if reasons else ''} / naive, {count}-record requests: {ratio:.1f}x")
         if args.compare_sync:
             for count in bodies:
-                ratio = results[("real", count)]["rps"] / results[("sync", count)]["rps"]
+                ratio = results[("real", count, False)]["rps"] / results[("sync", count, False)]["rps"]
                 print(f"real (gthread) / sync workers, {count}-record requests: {ratio:.2f}x")
     return 0
 

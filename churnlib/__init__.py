@@ -5,16 +5,21 @@
 - ``cli``: what every script's ``main()`` shares (options, config, logging, lock, errors);
 - ``fsutil``: atomic and fsynced writes, the run lock; ``clock``; ``logsetup``;
 - ``columns``: column names normalised one way, text cut to fit a line;
-- ``dataset``: reading and validating a CSV file against the schema;
+- ``sourcefiles``: the CSV files dropped into a folder (``sourcedata/``, ``scoringdata/``), found
+  without reading a file twice;
+- ``dataset``: reading and validating a CSV file against the schema (labelled, or customers to
+  score, in chunks);
 - ``ingested``: the ingested data and its record, their statistics;
-- ``pipeline``: the model (built, predicting, the fast path checked against scikit-learn);
+- ``risklists``: the customer files waiting to be scored and the record of the lists made;
+- ``pipeline``: the model (built, predicting, the fast path checked against scikit-learn, each
+  prediction's reasons, calibration);
 - ``modelstore``: saving and loading a model (SHA-256 checked), the release pointer;
 - ``serving``: the release an API worker serves, swapped in when the pointer moves;
 - ``drift``: the statistics behind the drift decision;
 - ``runlog``: the decisions a tick can reach and its line in ``logs/runs.jsonl``.
 
 The modules a cron tick needs before it knows there is work (config, errors, columns, clock,
-cli, fsutil, logsetup, ingested, modelstore, runlog) import no pandas, scikit-learn or xgboost, so
+cli, fsutil, logsetup, sourcefiles, ingested, risklists, modelstore, runlog) import no pandas, scikit-learn or xgboost, so
 that a tick that finds nothing new stays fast; the others import them, or import them only inside
 the functions that need them.
 """

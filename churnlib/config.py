@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -29,6 +30,17 @@ POLICIES = ("always", "not_worse", "better")
 WINDOWS = ("auto", "all", "recent")
 SCORE_METHODS = ("expected", "deploy_time")
 EVALUATIONS = ("held_out", "testdata")
+UNKNOWN_CATEGORY_ACTIONS = ("warn", "reject")
+
+
+class _Required:
+    """The default of a key that must be given whenever its (optional) section is."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED = _Required()
 
 
 # --- value checkers: each returns the cleaned value or raises ValueError(what is expected) ---
@@ -109,6 +121,15 @@ def _choice(options: tuple[str, ...]) -> Callable:
     return check
 
 
+def _money(value: Any) -> float:
+    """An amount of money: a finite number, zero or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"must be a number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"must be zero or more, got {value!r}")
+    return float(value)
+
+
 def _params(value: Any) -> dict:
     if not isinstance(value, dict):
         raise ValueError("must be an object of parameter names and values")
@@ -161,6 +182,8 @@ class Paths:
     models: Path = setting("models", _folder, key="model_folder")
     deployment: Path = setting("production_deployment", _folder, key="deployment_folder")
     logs: Path = setting("logs", _folder, key="log_folder")
+    scoring: Path = setting("scoringdata", _folder, key="scoring_folder")
+    predictions: Path = setting("predictions", _folder, key="predictions_folder")
 
 
 @dataclass(frozen=True)
@@ -183,6 +206,7 @@ class ModelSettings:
     params: dict = setting({}, _params)
     random_seed: int = setting(42, _integer(0, 2**32 - 1))
     n_threads: int = setting(1, _integer(1, 256))
+    threshold: float = setting(0.5, _number(0.0, 1.0, low_open=True, high_open=True))
     scale_numeric: bool = setting(True, _boolean)
     training_window: str = setting("auto", _choice(WINDOWS))
     recent_rows: int = setting(10_000, _integer(10))
@@ -194,15 +218,20 @@ class ModelSettings:
 
     def fingerprint(self) -> str:
         """Return a short hash of what makes the model what it is (algorithm, parameters, seed,
-        preprocessing): a deployed model whose fingerprint differs from config.json's is retrained."""
-        return model_fingerprint(self.algorithm, self.effective_params(), self.random_seed, self.scale_numeric)
+        preprocessing, decision threshold): a deployed model whose fingerprint differs from
+        config.json's is retrained."""
+        return model_fingerprint(self.algorithm, self.effective_params(), self.random_seed, self.scale_numeric,
+                                 self.threshold)
 
 
-def model_fingerprint(algorithm: str, params: dict, random_seed: int, scale_numeric: bool) -> str:
+def model_fingerprint(algorithm: str, params: dict, random_seed: int, scale_numeric: bool,
+                      threshold: float = 0.5) -> str:
     """Return the hash ``ModelSettings.fingerprint`` gives, from the figures a model's metadata keeps."""
     import hashlib
 
     settings = {"algorithm": algorithm, "params": params, "random_seed": random_seed, "scale_numeric": scale_numeric}
+    if threshold != 0.5:  # releases from before the threshold was a setting hash as they did
+        settings["threshold"] = threshold
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -250,6 +279,21 @@ class ApiSettings:
     max_records: int = setting(10_000, _integer(1))
     reload_interval_seconds: float = setting(1.0, _number(0.05, 60.0))
     token_env: str | None = setting(None, _optional_env_name)
+    unknown_categories: str = setting("warn", _choice(UNKNOWN_CATEGORY_ACTIONS))
+
+
+@dataclass(frozen=True)
+class RiskListSettings:
+    reasons: int = setting(3, _integer(0, 100))
+
+
+@dataclass(frozen=True)
+class OutreachSettings:
+    """Optional: without it, the lists mark for contact who the model predicts to churn."""
+
+    customer_value: float = setting(REQUIRED, _money)
+    contact_cost: float = setting(REQUIRED, _money)
+    success_rate: float = setting(1.0, _number(0.0, 1.0, low_open=True))
 
 
 @dataclass(frozen=True)
@@ -271,6 +315,8 @@ class Config:
     deployment: DeploymentSettings
     schedule: ScheduleSettings
     api: ApiSettings
+    risk_lists: RiskListSettings
+    outreach: OutreachSettings | None  # optional: None when config.json has no such section
     ignored_errors: tuple[ConfigError, ...] = ()
 
 
@@ -285,10 +331,25 @@ class UnusableSection:
         raise self._error
 
 
+def _optional_class(hint: Any) -> type | None:
+    """Return C for a hint ``C | None`` whose C is a settings class, else None."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return None
+    classes = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return classes[0] if len(classes) == 1 and is_dataclass(classes[0]) else None
+
+
 def _sections() -> dict[str, type]:
     """Return config.json's sections (name -> settings class), in the order of ``Config``'s fields."""
     hints = typing.get_type_hints(Config)
-    return {f.name: hints[f.name] for f in fields(Config) if is_dataclass(hints[f.name])}
+    return {f.name: hints[f.name] if is_dataclass(hints[f.name]) else _optional_class(hints[f.name])
+            for f in fields(Config) if is_dataclass(hints[f.name]) or _optional_class(hints[f.name])}
+
+
+def _optional_sections() -> frozenset[str]:
+    """Return the sections that may be left out of config.json altogether (their value is then None)."""
+    hints = typing.get_type_hints(Config)
+    return frozenset(f.name for f in fields(Config) if _optional_class(hints[f.name]))
 
 
 def _keys(section: type) -> dict[str, Any]:
@@ -297,6 +358,7 @@ def _keys(section: type) -> dict[str, Any]:
 
 
 SECTIONS = _sections()
+OPTIONAL_SECTIONS = _optional_sections()
 
 
 def resolve_config_path(path: str | os.PathLike | None = None) -> Path:
@@ -344,6 +406,8 @@ def _section(name: str, cls: type, given: Any, label: str, root: Path) -> Any:
     values = {}
     for key, spec in keys.items():
         value = given.get(key, spec.metadata["default"])
+        if value is REQUIRED:
+            raise ConfigError(f"{name}.{key}: required when the {name} section is present", file_label=label)
         try:
             value = spec.metadata["check"](value)
         except ValueError as exc:
@@ -378,6 +442,9 @@ def config_from_dict(raw: Any, *, file: Path, label: str | None = None,
     root = file.parent
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
+        if name in OPTIONAL_SECTIONS and raw.get(name) is None:
+            sections[name] = None
+            continue
         try:
             sections[name] = _section(name, cls, raw.get(name, {}), label, root)
             _check_section(name, sections[name], label)
@@ -427,7 +494,13 @@ def _check_schema_consistency(schema: SchemaSettings, label: str) -> None:
 
 
 def defaults_as_dict() -> dict[str, dict[str, Any]]:
-    """Return every config key with its default value, as config.json would hold it."""
+    """Return the config that an empty config.json means: every key of every section that is not
+    optional, with its default value, as config.json would hold it."""
+    return {name: keys for name, keys in every_key_with_default().items() if name not in OPTIONAL_SECTIONS}
+
+
+def every_key_with_default() -> dict[str, dict[str, Any]]:
+    """Return every key of every section, optional ones included, with its default (or REQUIRED)."""
     return {name: {key: spec.metadata["default"] for key, spec in _keys(cls).items()} for name, cls in SECTIONS.items()}
 
 

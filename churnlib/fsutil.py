@@ -18,7 +18,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from churnlib.errors import StateFileError, StorageError
 
@@ -56,12 +56,15 @@ def naming_write_errors(path: Path, what: str = "write") -> Iterator[None]:
         raise StorageError(f"cannot {what} {path}: {reason}", errno=exc.errno, path=str(path)) from exc
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content.
+@contextmanager
+def atomic_writer(path: str | os.PathLike, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``path`` when the block ends without an error.
 
-    ``durable=False`` skips the fsyncs: readers still never see a torn file, but after a power
-    loss the old content may come back. For views that are rebuilt from state on every write.
-    A failed write (a full disk) leaves the old file and no temporary file, and names ``path``.
+    A crash or an error at any point leaves the old content (the temporary file is removed);
+    for content too large to hold in memory, written piece by piece. ``durable=False`` skips the
+    fsyncs: readers still never see a torn file, but after a power loss the old content may come
+    back. For views that are rebuilt from state on every write. A failed write (a full disk) names
+    ``path``.
     """
     path = Path(path)
     with naming_write_errors(path):
@@ -69,7 +72,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
         tmp = temporary_path_for(path)
         try:
             with open(tmp, "wb") as handle:
-                handle.write(data)
+                yield handle
                 if durable:
                     handle.flush()
                     os.fsync(handle.fileno())
@@ -79,6 +82,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
             raise
         if durable:
             fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content."""
+    with atomic_writer(path, durable=durable) as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> None:

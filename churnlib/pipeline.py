@@ -10,7 +10,24 @@ that live here and nowhere else:
 - the classifier: ``LogisticRegression`` or ``XGBClassifier``, seeded from config.json.
 
 Predictions (``churn_probabilities``, ``predicted_classes``): a customer is predicted to churn when
-its probability is above ``THRESHOLD``, the same rule for scoring, diagnostics and the API.
+its probability is above the release's threshold (``model.threshold`` in config.json when it was
+trained, 0.5 by default; ``model_threshold``), the same rule for scoring, diagnostics, the API and
+the risk lists.
+
+Reasons (``Predictor.explain``): each original feature's additive contribution to the log-odds of
+churn, for the API and the risk lists alike. Logistic regression: the coefficient times the
+preprocessed value of each encoded column, the one-hot columns of a categorical feature summed
+back into their feature, the intercept as the base value: exact. XGBoost: its own tree SHAP values
+(``pred_contribs``) on the same encoded matrix, grouped the same way. Contributions plus the base
+value equal the log-odds (``Contributions.log_odds``); ``reason_texts`` phrases them for people:
+``lastmonth_activity = 2 (raises risk, +0.84)``.
+
+Calibration (``calibration_check``, ``recalibrated``): whether the probabilities mean what they say
+on held-out labelled rows (Cox's test: the logistic fit of the labels on the log-odds has slope 1 and
+intercept 0), and, when they do not, the release recalibrated by that fit (Platt scaling of the
+log-odds, ``Recalibrated``); and how precisely those rows pin the calibration down (``covariance``,
+which the label-free estimate's intervals include). A linear map of the log-odds keeps the reasons additive and exact:
+each contribution is multiplied by the slope, the base value becomes slope * base + intercept.
 
 The fast path (``FastPredictor``): the fitted preprocessing and, for logistic regression, the
 linear model replayed in numpy on validated records (``records_to_batch``), without building a
@@ -21,7 +38,8 @@ with every value missing and every category unseen) its probabilities must equal
 warning that names the release and the largest difference. A pipeline whose shape the fast path
 does not know (an extra step, another encoder) is never replayed at all.
 
-scikit-learn and xgboost are imported only when a pipeline is built or checked.
+scikit-learn's models and xgboost are imported only when a pipeline is built or checked (its base
+classes with this module: ``Recalibrated`` is one of its estimators).
 """
 
 from __future__ import annotations
@@ -30,9 +48,12 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Protocol, Sequence
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from churnlib.columns import normalise_column_name, shown
 from churnlib.config import LOGISTIC_DEFAULTS, XGBOOST_DEFAULTS, ModelSettings
@@ -50,7 +71,7 @@ IMPUTE = "impute"
 SCALE = "scale"
 ONEHOT = "onehot"
 
-THRESHOLD = 0.5
+THRESHOLD = 0.5  # the default of model.threshold, for releases trained before it was a setting
 # The fast path must equal predict_proba to within this on the release's reference sample.
 FAST_PATH_TOLERANCE = 1e-9
 
@@ -121,9 +142,244 @@ def churn_probabilities(pipeline: Any, frame: Any, schema: FrozenSchema) -> np.n
     return pipeline.predict_proba(frame[list(schema.feature_columns)])[:, 1]
 
 
-def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
-    """Return 1 where the churn probability is above the threshold, else 0."""
-    return (np.asarray(probabilities) > THRESHOLD).astype(np.int64)
+def predicted_classes(probabilities: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """Return 1 where the churn probability is above ``threshold`` (the release's), else 0."""
+    return (np.asarray(probabilities) > threshold).astype(np.int64)
+
+
+def model_threshold(metadata: dict[str, Any]) -> float:
+    """Return the probability above which a release predicts churn: model.threshold when it was
+    trained, moved with its probabilities when it was recalibrated (0.5 before it was a setting)."""
+    return float(metadata.get("decision_threshold", metadata.get("threshold", THRESHOLD)))
+
+
+def _sigmoid(log_odds: np.ndarray) -> np.ndarray:
+    # exp(-z) overflows to inf for z < -709: the probability is then 0.0, which is right.
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-log_odds))
+
+
+def classifier_log_odds(classifier: Any, encoded: np.ndarray) -> np.ndarray:
+    """Return a fitted classifier's log-odds of churn for the encoded matrix it sees."""
+    if isinstance(classifier, Recalibrated):
+        return classifier.log_odds(encoded)
+    if hasattr(classifier, "decision_function"):
+        return np.asarray(classifier.decision_function(encoded), dtype=float)
+    return np.asarray(classifier.predict(encoded, output_margin=True), dtype=float)
+
+
+class Recalibrated(ClassifierMixin, BaseEstimator):
+    """The classifier step of a release recalibrated at deploy time: P(churn) = sigmoid(slope * z +
+    intercept), where z is the fitted classifier's log-odds (Platt scaling, fitted on held-out rows).
+
+    Kept inside the pickled pipeline, so every ``predict_proba`` (scoring, diagnostics, the API, the
+    lists) gives the calibrated probability; the fast path replays it.
+    """
+
+    def __init__(self, classifier: Any, slope: float, intercept: float):
+        self.classifier = classifier
+        self.slope = float(slope)
+        self.intercept = float(intercept)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.classifier.classes_
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def fit(self, encoded: Any, labels: Any) -> "Recalibrated":
+        """Refuse: a recalibrated classifier is fitted once; train a new model instead."""
+        raise TypeError("a recalibrated classifier is not refitted: train a new model (training.py)")
+
+    def log_odds(self, encoded: np.ndarray) -> np.ndarray:
+        return self.slope * classifier_log_odds(self.classifier, encoded) + self.intercept
+
+    def predict_proba(self, encoded: np.ndarray) -> np.ndarray:
+        churn = _sigmoid(self.log_odds(encoded))
+        return np.column_stack([1.0 - churn, churn])
+
+    def predict(self, encoded: np.ndarray) -> np.ndarray:
+        return self.classes_[(self.predict_proba(encoded)[:, 1] > THRESHOLD).astype(np.int64)]
+
+
+def recalibrated(pipeline: Any, slope: float, intercept: float) -> Any:
+    """Return the fitted pipeline with its log-odds z turned into slope * z + intercept (its steps shared)."""
+    from sklearn.pipeline import Pipeline
+
+    name, classifier = pipeline.steps[-1]
+    if isinstance(classifier, Recalibrated):  # compose: a2 (a1 z + b1) + b2
+        slope, intercept = slope * classifier.slope, slope * classifier.intercept + intercept
+        classifier = classifier.classifier
+    return Pipeline([*pipeline.steps[:-1], (name, Recalibrated(classifier, slope, intercept))])
+
+
+def pipeline_log_odds(pipeline: Any, frame: Any, schema: FrozenSchema) -> np.ndarray:
+    """Return each row's log-odds of churn, computed by the pipeline's own steps."""
+    encoded = pipeline[:-1].transform(frame[list(schema.feature_columns)])
+    return classifier_log_odds(pipeline.steps[-1][1], encoded)
+
+
+# --- calibration: checked on held-out labelled rows at deploy time ------------------------------
+
+CALIBRATION_ALPHA = 0.05
+CALIBRATION_MIN_ROWS = 30
+
+
+def _logistic_fit(log_odds: np.ndarray, labels: np.ndarray) -> tuple[float, float, float] | None:
+    """Return (slope, intercept, log-likelihood) of the logistic regression of labels on log-odds,
+    by Newton's method; None when it does not converge (the classes are separated)."""
+    design = np.column_stack([log_odds, np.ones_like(log_odds)])
+    params = np.array([1.0, 0.0])
+
+    def log_likelihood(p: np.ndarray) -> float:
+        eta = design @ p
+        return float(np.sum(labels * eta - np.logaddexp(0.0, eta)))
+
+    current = log_likelihood(params)
+    for _ in range(100):
+        probabilities = _sigmoid(design @ params)
+        gradient = design.T @ (labels - probabilities)
+        hessian = (design * (probabilities * (1 - probabilities))[:, None]).T @ design
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            return None
+        scale = 1.0
+        while scale > 1e-6:  # halve the step until the likelihood does not fall
+            candidate = params + scale * step
+            value = log_likelihood(candidate)
+            if value >= current - 1e-12:
+                break
+            scale /= 2
+        else:
+            return None
+        params, previous, current = candidate, current, value
+        if abs(current - previous) < 1e-10 and np.max(np.abs(scale * step)) < 1e-8:
+            break
+    if not np.all(np.isfinite(params)) or np.max(np.abs(params)) > 1e3:
+        return None
+    return float(params[0]), float(params[1]), current
+
+
+def calibration_check(log_odds: np.ndarray, labels: np.ndarray, *, alpha: float = CALIBRATION_ALPHA) -> dict[str, Any]:
+    """Return whether the probabilities sigmoid(log_odds) are calibrated on these labelled rows.
+
+    Cox's test: the logistic regression of the labels on the log-odds, P(y=1) = sigmoid(slope * z +
+    intercept), against slope 1 and intercept 0 (a likelihood-ratio test, chi-square with 2 degrees
+    of freedom). ``passed`` is False when the p-value is below ``alpha``: the probabilities are off
+    (too confident, too timid, or shifted), and ``slope``/``intercept`` are the fix. Under calibrated
+    probabilities the check fails with probability ``alpha`` (tests/test_estimate.py measures it).
+    """
+    from scipy.stats import chi2
+
+    log_odds = np.asarray(log_odds, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    probabilities = _sigmoid(log_odds)
+    check: dict[str, Any] = {
+        "method": "Cox: logistic fit of the labels on the log-odds, likelihood-ratio test of slope 1, intercept 0",
+        "rows": int(len(labels)), "positives": int(labels.sum()),
+        "expected_positives": round(float(probabilities.sum()), 4), "alpha": alpha, "checked": False,
+        "passed": True,
+    }
+    if len(labels) < CALIBRATION_MIN_ROWS or labels.min() == labels.max():
+        check["reason"] = (f"{len(labels)} labelled rows{'' if len(labels) < CALIBRATION_MIN_ROWS else ' of one class'}: "
+                           f"calibration not checked (needs {CALIBRATION_MIN_ROWS} rows of both classes)")
+        return check
+    fit = _logistic_fit(log_odds, labels)
+    if fit is None:
+        check["reason"] = "the labels are separated by the log-odds: calibration cannot be fitted, not checked"
+        return check
+    slope, intercept, fitted = fit
+    null = float(np.sum(labels * log_odds - np.logaddexp(0.0, log_odds)))
+    statistic = max(0.0, 2.0 * (fitted - null))
+    p_value = float(chi2.sf(statistic, 2))
+    # How well these rows pin the calibration down: the covariance of (slope, intercept) were the
+    # probabilities calibrated (the inverse Fisher information at slope 1, intercept 0).
+    design = np.column_stack([log_odds, np.ones_like(log_odds)])
+    information = (design * (probabilities * (1 - probabilities))[:, None]).T @ design
+    try:
+        covariance = np.linalg.inv(information).tolist()
+    except np.linalg.LinAlgError:
+        covariance = None
+    check.update(checked=True, slope=slope, intercept=intercept, statistic=round(statistic, 4),
+                 p_value=p_value, passed=bool(p_value >= alpha), covariance=covariance)
+    check["reason"] = (f"slope {slope:.3f}, intercept {intercept:+.3f} on {len(labels)} rows "
+                       f"({check['positives']} churned, {check['expected_positives']:.1f} expected): p={p_value:.2g} "
+                       f"{'>=' if check['passed'] else '<'} alpha {alpha}")
+    return check
+
+
+# --- reasons in words ------------------------------------------------------------------------------
+
+MISSING_SHOWN = "(missing)"
+
+
+def _number_text(value: float) -> str:
+    if math.isnan(value):
+        return MISSING_SHOWN
+    if value == math.floor(value) and abs(value) < 2.0**53:
+        return str(int(value))
+    return format(value, ".6g")
+
+
+def _texts_of(values: np.ndarray, form) -> np.ndarray:
+    """Return ``form(value)`` for each value, computing it once per distinct value."""
+    if len(values) == 0:
+        return np.empty(0, dtype=object)
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return np.array([form(value) for value in distinct.tolist()], dtype=object)[inverse.reshape(-1)]
+
+
+def shown_values(batch: Batch, schema: FrozenSchema) -> np.ndarray:
+    """Return the batch's feature values as people read them (rows x features, text), as they came in."""
+    numeric_at = {c: j for j, c in enumerate(schema.numeric_columns)}
+    categorical_at = {c: j for j, c in enumerate(schema.categorical_columns)}
+    shown = np.empty((len(batch), len(schema.feature_columns)), dtype=object)
+    for position, column in enumerate(schema.feature_columns):
+        if column in numeric_at:
+            shown[:, position] = _texts_of(batch.numeric[:, numeric_at[column]], _number_text)
+        else:
+            values = batch.categorical[categorical_at[column]]
+            shown[:, position] = [MISSING_SHOWN if value is None else value for value in values]
+    return shown
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def top_reasons(contributions: Contributions, count: int) -> np.ndarray:
+    """Return, for each row, the positions of its ``count`` largest contributions (by size), largest first."""
+    count = min(count, len(contributions.features))
+    order = np.argsort(-np.abs(contributions.values), axis=1, kind="stable")
+    return order[:, :count]
+
+
+def reason_texts(contributions: Contributions, shown: np.ndarray, top: np.ndarray, *,
+                 quoted: bool = False) -> list[list[str]]:
+    """Return the reasons at positions ``top`` (see top_reasons) in words, one list per reason
+    (first, second, ...) of one text per row: ``lastmonth_activity = 2 (raises risk, +0.84)``.
+
+    ``quoted``: as CSV fields (every reason holds a comma), quotes inside doubled. Built a reason at
+    a time from whole columns, for lists of millions of rows.
+    """
+    rows = np.arange(top.shape[0])
+    opening, closing = ('"', ')"') if quoted else ("", ")")
+    prefixes = np.array([f"{opening}{name} = " for name in contributions.features], dtype=object)
+    if quoted and any('"' in "".join(map(str, shown[:, j].tolist())) for j in range(shown.shape[1])):
+        shown = np.vectorize(lambda text: text.replace('"', '""'), otypes=[object])(shown)
+    words = {1: " (raises risk, ", -1: " (lowers risk, ", 0: " (no effect, "}
+    texts = []
+    for slot in range(top.shape[1]):
+        features = top[:, slot]
+        amounts = contributions.values[rows, features]
+        direction = np.sign(amounts).astype(np.int64).tolist()
+        texts.append(list(map("".join, zip(prefixes[features].tolist(), shown[rows, features].tolist(),
+                                           map(words.__getitem__, direction),
+                                           _texts_of(np.round(amounts, 2), _signed).tolist(),
+                                           [closing] * len(rows)))))
+    return texts
 
 
 # --- records: validated feature values, ready for a predictor ----------------------------------
@@ -133,12 +389,16 @@ def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
 class Batch:
     """Validated rows: numeric features as floats (NaN = missing), categories as text (None = missing).
 
-    ``categorical`` holds one sequence per categorical column, in the schema's order.
+    ``categorical`` holds one sequence per categorical column, in the schema's order; ``ids`` the
+    id columns the records hold, under the names the caller used, each a list of one value per
+    record (``NO_ID`` where the record's value is an object or a list, which is not echoed).
     """
 
     numeric: np.ndarray
     categorical: list[Sequence[str | None]]
-    ids: list[dict[str, Any]] = field(default_factory=list)
+    ids: dict[str, list[Any]] = field(default_factory=dict)
+    # Per predictor, the encoded column of each category (computed once for probabilities and warnings).
+    codes: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return self.numeric.shape[0]
@@ -171,6 +431,7 @@ def make_record(names: list[str], values: list[Any], repeated: list[str]) -> dic
 
 _NAME_CACHE: dict[str, str] = {}
 _ABSENT = object()
+NO_ID = object()  # in Batch.ids: a record whose id value is an object or a list
 _CACHED_NAME_CHARS = 256
 # Numbers as the data validation reads them (pandas.to_numeric): ASCII decimal notation only.
 # Python's float() also reads "1_000", "١٢٣" (Arabic-Indic digits) and "-nan", which a data file
@@ -249,12 +510,19 @@ def records_to_batch(records: list[Any], schema: FrozenSchema) -> Batch:
     """Return the records' feature values, or raise RecordError naming the first bad record and column.
 
     Keys are normalised like data headers; keys that are not features are ignored. A feature key
-    that is missing is an error; a null value is a missing value.
+    that is missing is an error; a null value is a missing value. Records that share their keys and
+    hold plain values are read a column at a time (``_columns_at_once``); anything else, and every
+    error, goes record by record, so that the error names the first bad record and column.
     """
+    batch = _columns_at_once(records, schema)
+    return batch if batch is not None else _record_by_record(records, schema)
+
+
+def _record_by_record(records: list[Any], schema: FrozenSchema) -> Batch:
     numeric_columns, categorical_columns, id_columns = schema.numeric_columns, schema.categorical_columns, schema.id_columns
     numeric_rows: list[list[float]] = []
     categorical: list[list[str | None]] = [[] for _ in categorical_columns]
-    ids: list[dict[str, Any]] = []
+    id_rows: list[dict[str, Any]] = []
     wanted = set(schema.feature_columns) | set(id_columns)
     # Records of one request nearly always share their keys: they are matched to columns once.
     last_keys: tuple | None = None
@@ -286,9 +554,94 @@ def records_to_batch(records: list[Any], schema: FrozenSchema) -> Batch:
                 raise RecordError(f"record {index}: feature {column!r} missing")
             categorical[position].append(_category_value(record[key], record=index, column=column))
         if id_columns:
-            ids.append({c: record[plan[c]] for c in id_columns
-                        if c in plan and not isinstance(record[plan[c]], (dict, list))})
+            id_rows.append({plan[c]: record[plan[c]] for c in id_columns if c in plan})
     numeric = np.array(numeric_rows, dtype=float).reshape(len(records), len(numeric_columns))
+    # Records may name an id column differently (or not at all): one column per name used.
+    ids: dict[str, list[Any]] = {}
+    for row, found in enumerate(id_rows):
+        for key, value in found.items():
+            ids.setdefault(key, [NO_ID] * len(records))[row] = NO_ID if isinstance(value, (dict, list)) else value
+    return Batch(numeric=numeric, categorical=categorical, ids=ids)
+
+
+_PLAIN_NUMBERS = frozenset({float, int, type(None)})
+_TEXTS = frozenset({str, type(None)})
+_SCALARS = frozenset({str, float, int, bool, type(None)})
+
+
+def _numbers_at_once(values: list[Any]) -> np.ndarray | None:
+    """Return a numeric column's values as floats, or None when any value needs a closer look."""
+    kinds = set(map(type, values))
+    if kinds <= _PLAIN_NUMBERS:
+        try:
+            numbers = np.array(values, dtype=float)  # None -> NaN, a missing value
+        except OverflowError:  # an integer past float64: record by record names it
+            return None
+    elif kinds <= _TEXTS:
+        # Each distinct text is read once: columns repeat their values, and a CSV body is all text.
+        read: dict[Any, float] = {}
+        for text in set(values):
+            stripped = "" if text is None else text.strip()
+            if stripped.lower() in MISSING_TOKENS:
+                read[text] = math.nan
+            elif _NUMBER.fullmatch(stripped):
+                read[text] = float(stripped)
+            else:
+                return None
+        numbers = np.fromiter(map(read.__getitem__, values), dtype=float, count=len(values))
+    else:
+        return None
+    return None if np.isinf(numbers).any() else numbers
+
+
+def _categories_at_once(values: list[Any]) -> list[str | None] | None:
+    """Return a categorical column's values as text (None = missing), or None for objects and lists."""
+    kinds = set(map(type, values))
+    if not kinds <= _SCALARS:
+        return None
+    if not kinds <= _TEXTS:  # not through a set: 1, 1.0 and True are one key there, three categories here
+        return [_category_value(value, record=0, column="") for value in values]
+    read = {value: _category_value(value, record=0, column="") for value in set(values)}
+    return list(map(read.__getitem__, values))
+
+
+def _columns_at_once(records: list[Any], schema: FrozenSchema) -> Batch | None:
+    """Return the records' Batch read a column at a time, or None when they must be read one by one.
+
+    They must: records that are not plain objects, that do not all have the same keys, that lack a
+    feature, or that hold any value the column-at-a-time reading does not accept (an object where a
+    number belongs, a word, an infinite number): the record-by-record reading then finds the first
+    problem and names it.
+    """
+    if not records or set(map(type, records)) != {dict}:
+        return None
+    keys = records[0].keys()
+    if not all(map(keys.__eq__, map(dict.keys, records))):
+        return None
+    try:
+        plan = _key_plan(tuple(keys), set(schema.feature_columns) | set(schema.id_columns), 0)
+    except RecordError:
+        return None
+    if any(column not in plan for column in schema.feature_columns):
+        return None
+    numeric = np.empty((len(records), len(schema.numeric_columns)))
+    for position, column in enumerate(schema.numeric_columns):
+        numbers = _numbers_at_once(list(map(itemgetter(plan[column]), records)))
+        if numbers is None:
+            return None
+        numeric[:, position] = numbers
+    categorical = []
+    for column in schema.categorical_columns:
+        categories = _categories_at_once(list(map(itemgetter(plan[column]), records)))
+        if categories is None:
+            return None
+        categorical.append(categories)
+    ids: dict[str, list[Any]] = {}
+    for key in (plan[c] for c in schema.id_columns if c in plan):
+        values = list(map(itemgetter(key), records))
+        if set(map(type, values)) & {dict, list}:
+            values = [NO_ID if isinstance(value, (dict, list)) else value for value in values]
+        ids[key] = values
     return Batch(numeric=numeric, categorical=categorical, ids=ids)
 
 
@@ -331,6 +684,31 @@ class Predictor(Protocol):
 
     def probabilities(self, batch: Batch) -> np.ndarray: ...
 
+    def explain(self, batch: Batch) -> "Contributions": ...
+
+    def unseen_categories(self, batch: Batch) -> list[tuple[int, str, str | None]]: ...
+
+
+class ReasonsUnavailable(ChurnError):
+    """A release whose pipeline the fast path does not replay: its predictions have no reasons."""
+
+
+@dataclass
+class Contributions:
+    """Each original feature's additive contribution to the log-odds of churn, row by row.
+
+    ``values[i, j]`` is feature ``features[j]``'s contribution for row i; ``base`` plus a row's
+    contributions is its log-odds (``log_odds``), whose sigmoid is its churn probability.
+    """
+
+    features: tuple[str, ...]
+    base: float
+    values: np.ndarray
+
+    @property
+    def log_odds(self) -> np.ndarray:
+        return self.base + self.values.sum(axis=1)
+
 
 class UnsupportedPipeline(ChurnError):
     """A fitted pipeline whose shape the fast path does not replay; the message says what differs."""
@@ -352,6 +730,7 @@ class FastPredictor:
     """
 
     fast = True
+    reasons_problem: str | None = None  # set when the load-time check found the reasons do not add up
 
     def __init__(self, pipeline: Any, schema: FrozenSchema):
         from sklearn.compose import ColumnTransformer
@@ -410,21 +789,36 @@ class FastPredictor:
                 self.category_index.append(lookup)
                 width += len(categories)
         self.width = width
-        self.linear = hasattr(self.classifier, "coef_")
+        self.features = tuple(schema.feature_columns)
+        # Where each feature's encoded columns are: feature j of the schema -> its columns.
+        self.feature_columns_at: list[np.ndarray] = []
+        numeric_at = {c: i for i, c in enumerate(self.numeric_columns)}
+        categorical_at = {c: i for i, c in enumerate(self.categorical_columns)}
+        for column in self.features:
+            if column in numeric_at:
+                self.feature_columns_at.append(np.array([numeric_at[column]]))
+            else:
+                codes = sorted(set(self.category_index[categorical_at[column]].values()))
+                self.feature_columns_at.append(np.array(codes, dtype=np.int64))
+        # A recalibrated release: log-odds z become slope * z + intercept (1 and 0 otherwise).
+        self.inner = self.classifier
+        self.slope, self.shift = 1.0, 0.0
+        if isinstance(self.classifier, Recalibrated):
+            self.inner, self.slope, self.shift = self.classifier.classifier, self.classifier.slope, self.classifier.intercept
+        self.linear = hasattr(self.inner, "coef_")
         if self.linear:
             from sklearn.linear_model import LogisticRegression
 
-            _expect(type(self.classifier) is LogisticRegression and self.classifier.coef_.shape == (1, width),
+            _expect(type(self.inner) is LogisticRegression and self.inner.coef_.shape == (1, width),
                     "the linear classifier is not a binary LogisticRegression on the encoded columns")
             # One more coefficient, 0, at index -1: where an unseen category points.
-            self.coef = np.append(self.classifier.coef_[0].astype(float), 0.0)
-            self.intercept = float(self.classifier.intercept_[0])
+            self.coef = np.append(self.inner.coef_[0].astype(float), 0.0)
+            self.intercept = float(self.inner.intercept_[0])
 
     def _codes(self, values: Sequence[str | None], lookup: dict[str | None, int]) -> np.ndarray:
         """Return each value's column in the encoded matrix, -1 for a category never seen."""
         if len(values) < 1000:  # a request: a dict look-up per value beats building an index
-            get = lookup.get
-            return np.fromiter((get(v, -1) for v in values), dtype=np.int64, count=len(values))
+            return np.fromiter(map(lookup.get, values, repeat(-1)), dtype=np.int64, count=len(values))
         import pandas as pd
 
         known = [category for category in lookup if category is not None]
@@ -434,6 +828,25 @@ class FastPredictor:
             codes[pd.isna(np.asarray(values, dtype=object))] = lookup[None]
         return codes
 
+    def codes(self, batch: Batch) -> list[np.ndarray]:
+        """Return each categorical column's encoded column per row (-1: a category never seen), once per batch."""
+        codes = batch.codes.get(id(self))
+        if codes is None:
+            codes = batch.codes[id(self)] = [self._codes(column, lookup)
+                                              for column, lookup in zip(batch.categorical, self.category_index)]
+        return codes
+
+    def _prepared(self, batch: Batch) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Return the preprocessed numeric values and each categorical column's encoded column (-1: unseen)."""
+        # Overflow is checked and named, never warned about (a warning per request floods the
+        # server log, and under -W error it would be a 500).
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = np.where(np.isnan(batch.numeric), self.medians, batch.numeric)
+            if self.scaled:
+                values = (values - self.mean) / self.scale
+        self._refuse_overflow(values)
+        return values, self.codes(batch)
+
     def probabilities(self, batch: Batch) -> np.ndarray:
         """Return P(churn) for the batch's rows.
 
@@ -442,31 +855,64 @@ class FastPredictor:
         pipeline refuses the first (its input check rejects infinity); for the second it answers NaN
         or a certain 0 or 1 depending on whether the BLAS kernel fuses multiply and add.
         """
-        numeric = batch.numeric
-        rows = numeric.shape[0]
-        # Overflow is checked and named below, never warned about (a warning per request floods the
-        # server log, and under -W error it would be a 500).
+        values, codes = self._prepared(batch)
+        if not self.linear:
+            return self.classifier.predict_proba(self.encoded(values, codes))[:, 1]
+        rows = values.shape[0]
         with np.errstate(over="ignore", invalid="ignore"):
-            values = np.where(np.isnan(numeric), self.medians, numeric)
-            if self.scaled:
-                values = (values - self.mean) / self.scale
-            self._refuse_overflow(values)
-            codes = [self._codes(column, lookup) for column, lookup in zip(batch.categorical, self.category_index)]
-            if self.linear:
-                coef = self.coef[: len(self.numeric_columns)]
-                terms = values * coef
-                self._refuse_overflow(terms)
-                z = values @ coef if self.numeric_columns else np.zeros(rows)
+            coef = self.coef[: len(self.numeric_columns)]
+            terms = values * coef
+            self._refuse_overflow(terms)
+            z = values @ coef if self.numeric_columns else np.zeros(rows)
+            for column_codes in codes:
+                z = z + self.coef[column_codes]
+            z = z + self.intercept
+            undefined = np.flatnonzero(np.isnan(z))
+            if len(undefined):  # finite terms whose partial sums overflowed both ways
+                row = undefined[0]
+                raise self._too_large(row, np.argmax(np.abs(terms[row])))
+            if self.slope != 1.0 or self.shift != 0.0:
+                z = self.slope * z + self.shift
+        return _sigmoid(z)
+
+    def explain(self, batch: Batch) -> Contributions:
+        """Return each feature's contribution to each row's log-odds (see Contributions).
+
+        Logistic regression: coefficient times preprocessed value for each encoded column (an
+        unseen category contributes 0). XGBoost: its tree SHAP values (``pred_contribs``) for the
+        matrix ``predict_proba`` sees. Either way one-hot columns are summed into their feature.
+        """
+        if self.reasons_problem:
+            raise ReasonsUnavailable(f"reasons are not available for this release: {self.reasons_problem}")
+        values, codes = self._prepared(batch)
+        if self.linear:
+            with np.errstate(over="ignore", invalid="ignore"):
+                per_column = np.zeros((values.shape[0], self.width + 1))
+                per_column[:, : len(self.numeric_columns)] = values * self.coef[: len(self.numeric_columns)]
+                self._refuse_overflow(per_column[:, : len(self.numeric_columns)])
+                rows = np.arange(values.shape[0])
                 for column_codes in codes:
-                    z = z + self.coef[column_codes]
-                z = z + self.intercept
-                undefined = np.flatnonzero(np.isnan(z))
-                if len(undefined):  # finite terms whose partial sums overflowed both ways
-                    row = undefined[0]
-                    raise self._too_large(row, np.argmax(np.abs(terms[row])))
-                # exp(-z) overflows to inf for z < -709: the probability is then 0.0, which is right.
-                return 1.0 / (1.0 + np.exp(-z))
-        return self.classifier.predict_proba(self.encoded(values, codes))[:, 1]
+                    per_column[rows, column_codes] = self.coef[column_codes]  # -1: the unseen column, 0
+            base = self.intercept
+        else:
+            import xgboost
+
+            matrix = self.encoded(values, codes)
+            booster = self.inner.get_booster()
+            raw = booster.predict(xgboost.DMatrix(matrix, missing=np.nan, nthread=booster_threads(booster)),
+                                  pred_contribs=True)
+            per_column = raw.astype(float)
+            base = float(per_column[0, -1]) if len(per_column) else 0.0
+        grouped = np.column_stack([per_column[:, at].sum(axis=1) for at in self.feature_columns_at]) \
+            if self.features else np.zeros((values.shape[0], 0))
+        return Contributions(features=self.features, base=self.slope * base + self.shift, values=self.slope * grouped)
+
+    def unseen_categories(self, batch: Batch) -> list[tuple[int, str, str | None]]:
+        """Return (row, column, value) for every category (missing included) the model never saw in training."""
+        unseen = []
+        for column, values, codes in zip(self.categorical_columns, batch.categorical, self.codes(batch)):
+            unseen += [(int(row), column, values[row]) for row in np.flatnonzero(codes < 0)]
+        return sorted(unseen, key=lambda item: item[0])
 
     def encoded(self, values: np.ndarray, codes: list[np.ndarray]) -> np.ndarray:
         """Return the dense matrix the classifier sees: preprocessed numbers, then the one-hot columns."""
@@ -487,13 +933,31 @@ class FastPredictor:
 
 
 class PipelinePredictor:
-    """Churn probabilities from the pipeline's own ``predict_proba`` (slower: it builds a DataFrame)."""
+    """Churn probabilities from the pipeline's own ``predict_proba`` (slower: it builds a DataFrame).
+
+    It cannot tell reasons (``explain`` raises ReasonsUnavailable): a pipeline the fast path does not
+    know may have steps that mix features, so contributions could not be given back to them.
+    """
 
     fast = False
 
-    def __init__(self, pipeline: Any, schema: FrozenSchema):
+    def __init__(self, pipeline: Any, schema: FrozenSchema, why: str = "it is served through predict_proba"):
         self.pipeline = pipeline
         self.schema = schema
+        self.why = why
+        self.known_categories = _known_categories(pipeline, schema)
+
+    def explain(self, batch: Batch) -> Contributions:
+        raise ReasonsUnavailable(f"reasons are not available for this release: {self.why}")
+
+    def unseen_categories(self, batch: Batch) -> list[tuple[int, str, str | None]]:
+        if self.known_categories is None:
+            return []
+        unseen = []
+        for column, values in zip(self.schema.categorical_columns, batch.categorical):
+            known = self.known_categories.get(column, set())
+            unseen += [(row, column, value) for row, value in enumerate(values) if value not in known]
+        return sorted(unseen, key=lambda item: item[0])
 
     def probabilities(self, batch: Batch) -> np.ndarray:
         frame = batch_to_frame(batch, self.schema)
@@ -501,6 +965,31 @@ class PipelinePredictor:
             return self.pipeline.predict_proba(frame)[:, 1]
         except ValueError as exc:  # scikit-learn's input check: a value that overflows once scaled
             raise RecordError(f"the records cannot be scored by this model: {str(exc).splitlines()[0]}") from None
+
+
+def _known_categories(pipeline: Any, schema: FrozenSchema) -> dict[str, set[str | None]] | None:
+    """Return the categories the one-hot encoder of a pipeline saw in training, or None if it cannot be found."""
+    try:
+        categorical = pipeline.named_steps[PREPROCESS].named_transformers_[CATEGORICAL]
+        fill = categorical.named_steps[IMPUTE].fill_value
+        known = {}
+        for column, categories in zip(schema.categorical_columns, categorical.named_steps[ONEHOT].categories_):
+            known[column] = {str(c) for c in categories}
+            if fill in known[column]:
+                known[column].add(None)
+        return known
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def booster_threads(booster: Any) -> int:
+    """Return the number of threads an xgboost booster was configured with (1 when it does not say)."""
+    import json
+
+    try:
+        return max(1, int(json.loads(booster.save_config())["learner"]["generic_param"]["nthread"]))
+    except (KeyError, ValueError, TypeError):
+        return 1
 
 
 def _probe_rows(reference: Any, schema: FrozenSchema) -> Any:
@@ -516,6 +1005,30 @@ def _probe_rows(reference: Any, schema: FrozenSchema) -> Any:
         missing[column] = np.nan
         unseen[column] = "\x00never seen in training"
     return pd.concat([reference, missing, unseen], ignore_index=True)
+
+
+# Contributions plus base value must equal the pipeline's log-odds to within this, relative to the
+# size of the terms: float64 rounding for logistic regression (far below), float32 for xgboost, which
+# computes both its log-odds and its tree SHAP values in float32.
+REASONS_RELATIVE_TOLERANCE = 1e-6
+REASONS_CHECK_ROWS = 200  # tree SHAP costs about a millisecond a row: a sample, at each load
+
+
+def reasons_gap(contributions: Contributions, log_odds: np.ndarray) -> np.ndarray:
+    """Return each row's |base + contributions - log_odds| as a share of the allowed rounding
+    (REASONS_RELATIVE_TOLERANCE times 1 + |base| + the sum of |contributions|): at most 1 passes."""
+    gap = np.abs(contributions.log_odds - log_odds)
+    scale = REASONS_RELATIVE_TOLERANCE * (1.0 + abs(contributions.base) + np.abs(contributions.values).sum(axis=1))
+    return gap / scale
+
+
+def reasons_excess(fast: FastPredictor, pipeline: Any, reference: Any, schema: FrozenSchema) -> float:
+    """Return the largest reasons_gap on a sample of the reference rows and the probe rows."""
+    rows = _probe_rows(reference.head(REASONS_CHECK_ROWS), schema)
+    if not len(rows):
+        return 0.0
+    gap = reasons_gap(fast.explain(batch_from_frame(rows, schema)), pipeline_log_odds(pipeline, rows, schema))
+    return float(np.max(gap))
 
 
 def fast_path_difference(fast: FastPredictor, pipeline: Any, reference: Any, schema: FrozenSchema) -> float:
@@ -540,7 +1053,7 @@ def checked_predictor(model: Any, schema: FrozenSchema | None = None, reference:
     except UnsupportedPipeline as exc:
         logger.warning("release %s: the fast path does not replay this pipeline (%s); serving it through "
                        "predict_proba", release, exc)
-        return PipelinePredictor(model.pipeline, schema)
+        return PipelinePredictor(model.pipeline, schema, f"the fast path does not replay its pipeline ({exc})")
     try:
         if reference is None:
             from churnlib.dataset import read_canonical_csv
@@ -551,12 +1064,18 @@ def checked_predictor(model: Any, schema: FrozenSchema | None = None, reference:
     except Exception as exc:  # whatever stops the check, the fast path is not trusted without it
         logger.warning("release %s: the fast path could not be checked (%s); serving it through predict_proba",
                        release, exc)
-        return PipelinePredictor(model.pipeline, schema)
+        return PipelinePredictor(model.pipeline, schema, f"the fast path could not be checked ({exc})")
     if not difference <= FAST_PATH_TOLERANCE:
         logger.warning("release %s: the fast path differs from predict_proba by up to %.3g on its reference "
                        "sample (allowed %g); serving it through predict_proba", release, difference,
                        FAST_PATH_TOLERANCE)
-        return PipelinePredictor(model.pipeline, schema)
+        return PipelinePredictor(model.pipeline, schema, "its fast path differs from predict_proba")
+    excess = reasons_excess(fast, model.pipeline, reference, schema)
+    if not excess <= 1.0:
+        logger.warning("release %s: contributions plus base value differ from the log-odds by %.3g times the "
+                       "allowed rounding on its reference sample; its predictions are served without reasons",
+                       release, excess)
+        fast.reasons_problem = "its contributions do not add up to its log-odds"
     return fast
 
 

@@ -33,7 +33,7 @@ from churnlib.modelstore import (
     read_pointer,
     release_folder,
 )
-from churnlib.pipeline import Predictor, checked_predictor
+from churnlib.pipeline import Predictor, checked_predictor, model_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ class Release:
     predictor: Predictor
     scores: dict[str, Any]
     loaded_at: str
+
+    @property
+    def threshold(self) -> float:
+        """The probability above which this release predicts churn."""
+        return model_threshold(self.model.metadata)
 
 
 def load_release(deployment_folder: Path, release_id: str) -> Release:

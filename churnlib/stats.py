@@ -176,6 +176,15 @@ class Calibration:
                 "rows": self.rows}
 
     @classmethod
+    def from_check(cls, check: dict[str, Any] | None) -> "Calibration":
+        """Return the calibration of a release's served probabilities from its deploy-time check
+        (``churnlib.pipeline.calibration_check``): taken at their word (they passed the check, or were
+        recalibrated until they did), as sure as the check's rows could make it (its covariance)."""
+        if not check or not check.get("checked") or not check.get("covariance"):
+            return cls(rows=int((check or {}).get("rows", 0)))
+        return cls(covariance=tuple(tuple(float(v) for v in row) for row in check["covariance"]), rows=int(check["rows"]))
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Calibration":
         if not data:
             return cls()
@@ -441,11 +450,14 @@ def compare_auc(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray
 
 
 def paired_comparison(labels: np.ndarray, champion: np.ndarray, challenger: np.ndarray, metric: str,
-                      threshold: float) -> Comparison:
-    """Return champion against challenger on the same rows, from their churn probabilities."""
+                      champion_threshold: float, challenger_threshold: float | None = None) -> Comparison:
+    """Return champion against challenger on the same rows, from their churn probabilities (each model's
+    classes above its own threshold)."""
     if metric == "roc_auc":
         return compare_auc(labels, champion, challenger)
-    return compare(paired_counts(labels, np.asarray(champion) > threshold, np.asarray(challenger) > threshold), metric)
+    challenger_threshold = champion_threshold if challenger_threshold is None else challenger_threshold
+    return compare(paired_counts(labels, np.asarray(champion) > champion_threshold,
+                                 np.asarray(challenger) > challenger_threshold), metric)
 
 
 # --- rates measured by simulation (the benchmark) -----------------------------------------------

@@ -10,7 +10,10 @@ Writes, in the classic format of the churn-risk exercise (one row per corporate 
 - ``testdata/testdata.csv``: labelled hold-out data the models are scored on;
 - ``samples/later/dataset3.csv``: a later batch in which the customers changed (less activity, more
   of them on the basic plan; what drives churn stays the same), for the README's walk-through to
-  drop into ``sourcedata/`` and watch the drift found, the model retrained and redeployed.
+  drop into ``sourcedata/`` and watch the drift found, the model retrained and redeployed;
+- ``samples/customers/customers.csv``: current customers, without the churn column, for the
+  walk-through to drop into ``scoringdata/`` and read the ranked risk list from ``predictions/``.
+  Three of them are on a plan the model never saw in training (``enterprise``).
 
 Columns: ``corporation`` (an id, not a feature), ``lastmonth_activity``, ``lastyear_activity``,
 ``number_of_employees`` (a few cells blank), ``plan`` (categorical) and ``exited`` (0/1, the target).
@@ -76,15 +79,19 @@ def sample_files() -> dict[Path, str]:
     second = make_customers(rng, 390) + [first[i] for i in range(0, 100, 10)]
     test = make_customers(rng, 300)
     later = make_customers(rng, 400, drifted=True)
+    current = [row[:-1] for row in make_customers(rng, 500)]  # no churn label yet
+    for row in current[7:300:123]:
+        row[HEADER.index("plan")] = "enterprise"
 
-    def text(rows: list[list[str]]) -> str:
-        return "\n".join(",".join(row) for row in [HEADER, *rows]) + "\n"
+    def text(rows: list[list[str]], header: list[str] = HEADER) -> str:
+        return "\n".join(",".join(row) for row in [header, *rows]) + "\n"
 
     return {
         ROOT / "sourcedata" / "dataset1.csv": text(first),
         ROOT / "sourcedata" / "dataset2.csv": text(second),
         ROOT / "testdata" / "testdata.csv": text(test),
         ROOT / "samples" / "later" / "dataset3.csv": text(later),
+        ROOT / "samples" / "customers" / "customers.csv": text(current, HEADER[:-1]),
     }
 
 

@@ -289,3 +289,128 @@ def test_the_fast_path_handles_unseen_categories_and_missing_values_like_the_pip
     batch = records_to_batch(records, schema)
     fast = FastPredictor(model.pipeline, schema).probabilities(batch)
     assert np.max(np.abs(fast - expected)) <= 1e-9
+
+
+# --- reasons, warnings, ids, MLflow forms (issue 9) ---------------------------------------------
+
+
+def test_reasons_come_on_request_and_add_up_to_the_log_odds(client):
+    plain = client.post("/prediction", json=RECORD).json["predictions"][0]
+    assert "reasons" not in plain
+    for kwargs in ({"query_string": "reasons=4", "json": RECORD},
+                   {"json": {"records": [RECORD], "reasons": 4}},
+                   {"json": {"dataframe_records": [RECORD], "params": {"reasons": 4}}}):
+        prediction = client.post("/prediction", **kwargs).json["predictions"][0]
+        reasons = prediction["reasons"]
+        assert len(reasons) == 4 and {r["feature"] for r in reasons} == set(RECORD) - {"corporation"}
+        assert [abs(r["contribution"]) for r in reasons] == sorted((abs(r["contribution"]) for r in reasons), reverse=True)
+        assert prediction["base_value"] + sum(r["contribution"] for r in reasons) == pytest.approx(prediction["log_odds"], abs=1e-12)
+        assert 1 / (1 + np.exp(-prediction["log_odds"])) == pytest.approx(prediction["probability"], abs=1e-12)
+        assert prediction["probability"] == plain["probability"]
+        plan = next(r for r in reasons if r["feature"] == "plan")
+        assert plan["value"] == "basic" and plan["text"].startswith("plan = basic (")
+        assert plan["text"].endswith(f"{plan['contribution']:+.2f})")
+    top = client.post("/prediction?reasons=2", json=RECORD).json["predictions"][0]["reasons"]
+    assert len(top) == 2
+
+
+@pytest.mark.parametrize("query, body, message", [
+    ("reasons=-1", RECORD, "reasons='-1': must be a whole number from 0 to 100"),
+    ("reasons=three", RECORD, "must be a whole number"),
+    ("reasons=101", RECORD, "must be a whole number"),
+    ("", {"records": [RECORD], "reasons": "3"}, "'reasons' must be a whole number from 0 to 100"),
+    ("", {"records": [RECORD], "reasons": True}, "'reasons' must be a whole number"),
+    ("format=xml", RECORD, "format 'xml': use format=native or format=mlflow"),
+])
+def test_a_bad_reasons_or_format_request_is_a_400(client, query, body, message):
+    reply = client.post("/prediction", query_string=query, json=body)
+    assert reply.status_code == 400 and message in reply.json["error"]
+
+
+def test_a_category_never_seen_in_training_is_a_warning_on_its_record(client):
+    reply = client.post("/prediction", json=[RECORD, dict(RECORD, plan="platinum"), dict(RECORD, plan=None)])
+    assert reply.status_code == 200
+    first, unseen, missing = reply.json["predictions"]
+    assert "warnings" not in first
+    assert unseen["warnings"] == ["plan: 'platinum' never seen in training; scored as unknown"]
+    assert missing["warnings"] == ["plan: missing, and the model saw no missing plan in training; scored as unknown"]
+
+
+def test_unknown_categories_can_be_refused(deployed):
+    deployed.write_config(base_config(api={"unknown_categories": "reject"}))
+    client = create_app(deployed.config_path).test_client()
+    assert client.post("/prediction", json=RECORD).status_code == 200
+    reply = client.post("/prediction", json=[RECORD, dict(RECORD, plan="platinum")])
+    assert reply.status_code == 400
+    assert reply.json["error"] == ("record 1: plan: 'platinum' never seen in training; scored as unknown "
+                                   "(api.unknown_categories is \"reject\")")
+
+
+def test_id_columns_come_back_under_the_callers_spelling(client):
+    records = [dict({k: v for k, v in RECORD.items() if k != "corporation"}, **{"Corporation": "A-1"}),
+               dict({k: v for k, v in RECORD.items() if k != "corporation"}, **{"Corporation": {"nested": 1}})]
+    first, second = client.post("/prediction", json=records).json["predictions"]
+    assert first["Corporation"] == "A-1" and "corporation" not in first
+    assert "Corporation" not in second  # objects are not echoed
+    csv_body = "CORPORATION,lastmonth_activity,lastyear_activity,number_of_employees,plan\nx,1,2,3,basic\n"
+    [row] = client.post("/prediction", data=csv_body, content_type="text/csv").json["predictions"]
+    assert row["CORPORATION"] == "x"
+
+
+def test_mlflow_inputs_and_instances_forms_give_the_same_predictions(client):
+    other = dict(RECORD, plan="premium", lastmonth_activity=3)
+    columns = {c: [RECORD[c], other[c]] for c in RECORD}
+    expected = [p["probability"] for p in client.post("/prediction", json=[RECORD, other]).json["predictions"]]
+    for body in ({"instances": [RECORD, other]}, {"inputs": [RECORD, other]}, {"inputs": columns},
+                 {"instances": [RECORD, other], "params": {"reasons": 1}}):
+        reply = client.post("/prediction", json=body)
+        assert reply.status_code == 200, (body, reply.json)
+        assert [p["probability"] for p in reply.json["predictions"]] == expected
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"inputs": [[1, 2, 3, 4]]}, "'inputs' holds rows without column names"),
+    ({"instances": [[1, 2, 3, 4]]}, "'instances' holds rows without column names"),
+    ({"inputs": {"plan": ["basic"], "lastmonth_activity": [1, 2]}}, "all of one length"),
+    ({"inputs": {"plan": "basic"}}, "must map each column to a list of values"),
+    ({"instances": "x"}, "'instances' must be a list of objects"),
+])
+def test_mlflow_forms_the_api_cannot_read_are_a_400_that_says_why(client, body, message):
+    reply = client.post("/prediction", json=body)
+    assert reply.status_code == 400 and message in reply.json["error"]
+
+
+def test_a_client_that_asks_for_mlflows_reply_shape_gets_it(client):
+    reply = client.post("/prediction?format=mlflow", json={"dataframe_records": [RECORD, RECORD]})
+    assert reply.status_code == 200
+    assert list(reply.json) == ["predictions"]
+    assert reply.json["predictions"][0]["corporation"] == "abcd"
+    assert set(reply.json["predictions"][0]) == {"churn", "probability", "corporation"}
+    error = client.post("/prediction?format=mlflow", json={"records": []})
+    assert error.status_code == 400 and list(error.json) == ["error"]
+
+
+def test_a_release_served_through_predict_proba_answers_without_reasons_and_says_why(deployed):
+    from test_model import _release_with_an_extra_step
+
+    _release_with_an_extra_step(deployed)
+    client = create_app(deployed.config_path).test_client()
+    reply = client.post("/prediction?reasons=3", json=RECORD)
+    assert reply.status_code == 200
+    assert "reasons" not in reply.json["predictions"][0]
+    assert reply.json["warning"].startswith("reasons are not available for this release: the fast path does not "
+                                            "replay its pipeline")
+
+
+def test_the_threshold_setting_decides_the_class_in_replies_and_scores(tmp_path):
+    project = make_project(tmp_path / "low", config=base_config(model={"threshold": 0.3}))
+    assert project.tick() == 0
+    client = create_app(project.config_path).test_client()
+    records = [dict(RECORD, lastmonth_activity=m, lastyear_activity=12 * m) for m in (1, 20, 60, 150, 400, 2000)]
+    predictions = client.post("/prediction", json=records).json["predictions"]
+    probabilities = [p["probability"] for p in predictions]
+    assert any(0.3 < p <= 0.5 for p in probabilities)  # where 0.3 and 0.5 disagree
+    assert [p["churn"] for p in predictions] == [int(p > 0.3) for p in probabilities]
+    release = project.pointer()["current"]
+    scores = json.loads((project.deployment / "releases" / release / "latestscore.json").read_text())
+    assert scores["threshold"] == 0.3

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from churnlib.config import ConfigError, config_from_dict, defaults_as_dict, load_config
+from churnlib.config import REQUIRED, ConfigError, config_from_dict, defaults_as_dict, every_key_with_default, load_config
 from helpers import SAMPLE_LATER, base_config, make_project, run_script
 
 
@@ -59,6 +59,13 @@ def test_column_names_in_the_config_are_normalised_like_data_headers(tmp_path):
         ({"deployment": {"policy": "sometimes"}}, "deployment.policy: must be one of always, not_worse, better"),
         ({"deployment": {"keep_releases": 1}}, "deployment.keep_releases: must be >= 2, got 1"),
         ({"api": {"url": "localhost:8000"}}, "api.url: must start with http:// or https://"),
+        ({"api": {"unknown_categories": "ignore"}}, "api.unknown_categories: must be one of warn, reject"),
+        ({"model": {"threshold": 1}}, "model.threshold: must be a number in (0, 1), got 1"),
+        ({"outreach": {"contact_cost": 5}}, "outreach.customer_value: required when the outreach section is present"),
+        ({"outreach": {"customer_value": 100, "contact_cost": -1}}, "outreach.contact_cost: must be zero or more"),
+        ({"outreach": {"customer_value": 100, "contact_cost": 1, "success_rate": 0}}, "outreach.success_rate: must be"),
+        ({"outreach": {"customer_value": 1, "contact_cost": 1, "rate": 1}}, "unknown key 'outreach.rate'"),
+        ({"paths": {"scoring_folder": "sourcedata"}}, "paths.scoring_folder: must differ from paths.source_folder"),
         ([], "must hold a JSON object at the top level"),
     ],
 )
@@ -69,6 +76,14 @@ def test_a_bad_config_is_a_one_line_error_naming_the_key(tmp_path, raw, message)
     assert message in text
     assert "\n" not in text
     assert text.startswith(str(tmp_path / "config.json"))
+
+
+def test_the_outreach_section_is_optional_and_complete_when_given(tmp_path):
+    assert load(tmp_path, {}).outreach is None
+    assert load(tmp_path, {"outreach": None}).outreach is None
+    outreach = load(tmp_path, {"outreach": {"customer_value": 1200, "contact_cost": 40}}).outreach
+    assert (outreach.customer_value, outreach.contact_cost, outreach.success_rate) == (1200.0, 40.0, 1.0)
+    assert "outreach" not in defaults_as_dict() and "outreach" in every_key_with_default()
 
 
 def test_invalid_json_names_the_line(tmp_path):
@@ -111,13 +126,14 @@ def test_the_readme_lists_every_config_key_with_its_default():
     from helpers import ROOT
 
     readme = (ROOT / "README.md").read_text()
-    sections = "|".join(defaults_as_dict())
+    sections = "|".join(every_key_with_default())
     rows = re.findall(rf"^\| `((?:{sections})\.[a-z0-9_]+)` \| `([^`]*)` \|", readme, flags=re.MULTILINE)
     listed = {key: value for key, value in rows if not key.endswith(".py")}  # not deployment.py's row
-    defaults = {f"{section}.{key}": value for section, keys in defaults_as_dict().items() for key, value in keys.items()}
+    defaults = {f"{section}.{key}": value for section, keys in every_key_with_default().items()
+                for key, value in keys.items()}
     assert set(listed) == set(defaults)
     for key, value in defaults.items():
-        assert json.loads(listed[key]) == value, key
+        assert (listed[key] == "required") if value is REQUIRED else json.loads(listed[key]) == value, key
 
 
 def test_a_setting_refused_at_run_time_names_the_config_file_in_use(tmp_path):

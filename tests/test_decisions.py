@@ -32,16 +32,26 @@ def test_a_batch_like_the_training_data_keeps_the_release_and_says_why_in_figure
     assert deployed.pointer()["current"] == before
 
 
-def test_the_expectation_is_learnt_from_out_of_sample_predictions_and_checked_on_the_test_data(deployed):
+def test_a_first_model_learns_its_calibration_from_the_test_data_it_never_saw(deployed):
     metadata = json.loads((deployed.deployment / "releases" / deployed.pointer()["current"]
                            / "trainedmodel.json").read_text())
     calibration = metadata["calibration"]
-    assert [s["source"] for s in calibration["sources"]] == ["out_of_fold"]
-    assert calibration["sources"][0]["rows"] == 790
-    assert 0.5 < calibration["slope"] < 2 and calibration["check"]["rows"] == 790
-    assert calibration["testdata_check"]["rows"] == 300 and calibration["testdata_check"]["agrees"] is True
-    assert metadata["expected"]["rows"] == 790 and sum(metadata["expected"]["counts"]) == 790
+    assert calibration["sources"] == [{"source": "testdata", "rows": 300}]
+    assert calibration["checked"] and calibration["rows"] == 300 and "Cox" in calibration["method"]
+    assert 0.5 < calibration["slope"] < 2 and len(calibration["covariance"]) == 2
+    assert metadata["expected"]["rows"] == 300 and sum(metadata["expected"]["counts"]) == 300
     assert metadata["window"] == {"kind": "all", "first_row": 0, "last_row": 790}
+
+
+def test_without_enough_test_rows_out_of_fold_predictions_stand_in(tmp_path):
+    project = make_project(tmp_path / "project")
+    test = (project.root / "testdata" / "testdata.csv").read_text().splitlines()
+    (project.root / "testdata" / "testdata.csv").write_text("\n".join(test[:21]) + "\n")  # 20 rows
+    assert project.tick() == 0
+    metadata = json.loads((project.deployment / "releases" / project.pointer()["current"]
+                           / "trainedmodel.json").read_text())
+    assert metadata["calibration"]["sources"] == [{"source": "out_of_fold", "rows": 790}]
+    assert metadata["calibration"]["testdata_check"]["rows"] == 20
 
 
 def test_a_harmless_shift_the_challenger_cannot_beat_becomes_the_new_normal(deployed):
@@ -75,7 +85,10 @@ def test_a_changed_world_is_adopted_and_then_no_longer_retrained_on(deployed):
     metadata = json.loads((deployed.deployment / "releases" / first["deployed_release_after"]
                            / "trainedmodel.json").read_text())
     assert metadata["window"]["first_row"] == 790 and metadata["retrain_reason"] == ["score_drop"]
-    assert {s["source"] for s in metadata["calibration"]["sources"]} == {"held_out", "out_of_fold"}
+    # Judged on the newest rows, calibrated on them: the old world's test data disagrees, left out.
+    assert metadata["window"]["last_row"] == 1390 - first["challenge"]["held_out_rows"]
+    assert [s["source"] for s in metadata["calibration"]["sources"]] == ["held_out"]
+    assert metadata["calibration"]["testdata_check"]["agrees"] is False
     # The next batch of the changed world scores as the adopted model expects: it stays.
     deployed.add_source("flipped2.csv", batch(302, count=600, flip_labels=True))
     assert deployed.tick() == 0

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import ingestion
+from churnlib import sourcefiles
 from churnlib.dataset import DatasetError, parse_labelled_csv
 from helpers import SAMPLE_HEADER, csv_text
 
@@ -119,8 +120,8 @@ def test_the_same_content_under_another_name_is_not_ingested_twice(project):
 def test_ingestion_reads_only_new_files(project, monkeypatch):
     ingest(project)
     read = []
-    original = ingestion._file_sha256
-    monkeypatch.setattr(ingestion, "_file_sha256", lambda path: read.append(path.name) or original(path))
+    original = sourcefiles.file_sha256
+    monkeypatch.setattr(sourcefiles, "file_sha256", lambda path: read.append(path.name) or original(path))
     project.add_source("new.csv", GOOD)
     ingest(project)
     assert read == ["new.csv"]
