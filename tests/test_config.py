@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from churnlib.config import ConfigError, config_from_dict, defaults_as_dict, load_config
+from churnlib.config import ConfigError, config_from_dict, defaults_as_dict, documented_keys, load_config
 from helpers import SAMPLE_LATER, base_config, make_project, run_script
 
 
@@ -59,6 +59,20 @@ def test_column_names_in_the_config_are_normalised_like_data_headers(tmp_path):
         ({"deployment": {"policy": "sometimes"}}, "deployment.policy: must be one of always, not_worse, better"),
         ({"deployment": {"keep_releases": 1}}, "deployment.keep_releases: must be >= 2, got 1"),
         ({"api": {"url": "localhost:8000"}}, "api.url: must start with http:// or https://"),
+        ({"alerts": {"events": ["drfit"]}}, "alerts.events: unknown event 'drfit'; events are drift, deployed"),
+        ({"alerts": {"email": {"host": "mail"}}}, "alerts.email.sender: required"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["x"]}}},
+         "alerts.email.recipients: must be an e-mail address, got 'x'"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["c@d"], "user": "u"}}},
+         "alerts.email.password_env: required when alerts.email.user is set"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["c@d"], "security": "ssl"}}},
+         "alerts.email.security: must be one of starttls, tls, none; got 'ssl'"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["c@d"], "port": 0}}},
+         "alerts.email.port: must be between 1 and 65535, got 0"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["c@d"], "pasword_env": "X"}}},
+         "unknown key 'alerts.email.pasword_env'"),
+        ({"alerts": {"webhook": "http://x"}}, "alerts.webhook: must be an object"),
+        ({"alerts": {"webhook": {"url": "hooks.slack.com/x"}}}, "alerts.webhook.url: must start with http:// or https://"),
         ([], "must hold a JSON object at the top level"),
     ],
 )
@@ -88,6 +102,16 @@ def test_the_shipped_configs_are_valid():
     assert load_config(IRANIAN / "config.json").schema.target == "churn"
 
 
+def test_alert_channels_are_optional_sub_sections_with_their_own_defaults(tmp_path):
+    config = load(tmp_path, {"alerts": {"email": {"host": "smtp.example.com", "sender": "churn@example.com",
+                                                  "recipients": ["team@example.com"]},
+                                        "webhook": {"url": "https://hooks.example.com/T0/B0/x/"}}})
+    assert config.alerts.email.port == 587 and config.alerts.email.security == "starttls"
+    assert config.alerts.webhook.url.endswith("/x/")
+    assert config.alerts.channels == ("email", "webhook")
+    assert load(tmp_path, {}).alerts.channels == ()
+
+
 def test_the_defaults_validate_as_a_config(tmp_path):
     config = config_from_dict(defaults_as_dict(), file=tmp_path / "config.json")
     assert config.drift.alpha == 0.025 and config.score_drift.alpha == 0.025
@@ -112,12 +136,12 @@ def test_the_readme_lists_every_config_key_with_its_default():
 
     readme = (ROOT / "README.md").read_text()
     sections = "|".join(defaults_as_dict())
-    rows = re.findall(rf"^\| `((?:{sections})\.[a-z0-9_]+)` \| `([^`]*)` \|", readme, flags=re.MULTILINE)
+    rows = re.findall(rf"^\| `((?:{sections})\.[a-z0-9_.]+)` \| `([^`]*)` \|", readme, flags=re.MULTILINE)
     listed = {key: value for key, value in rows if not key.endswith(".py")}  # not deployment.py's row
-    defaults = {f"{section}.{key}": value for section, keys in defaults_as_dict().items() for key, value in keys.items()}
+    defaults = documented_keys()
     assert set(listed) == set(defaults)
     for key, value in defaults.items():
-        assert json.loads(listed[key]) == value, key
+        assert (listed[key] if value == "required" else json.loads(listed[key])) == value, key
 
 
 def test_a_setting_refused_at_run_time_names_the_config_file_in_use(tmp_path):
