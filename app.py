@@ -10,7 +10,8 @@ OPTIONS request gets Flask's own empty reply with an ``Allow`` header):
   as CSV (``Content-Type: text/csv``), or ``{"path": "testdata/testdata.csv"}`` for a dataset inside
   the project's data folders.
 - ``GET /scoring``: the deployed release's scores on the test data (F1 first).
-- ``GET /summarystats``: mean, median and standard deviation of each numeric ingested column.
+- ``GET /summarystats``: mean, median and standard deviation of each numeric ingested column, and
+  each category's rows and churn rate, from the figures kept at ingestion (no data is read).
 - ``GET /diagnostics``: missing data, step timings, the dependency check, the latest drift table.
 - ``GET /health``: 200 and the release id when a model is loaded, 503 and the reason otherwise.
 
@@ -330,7 +331,8 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     @app.get("/summarystats")
     def summarystats():
         stats = _state().statistics.get()
-        return jsonify(data_version=stats["data_version"], rows=stats["rows"], columns=stats["summary_statistics"])
+        return jsonify(data_version=stats["data_version"], rows=stats["rows"], columns=stats["summary_statistics"],
+                       categorical=stats["categorical"], target=stats["target"])
 
     @app.get("/diagnostics")
     def diagnostics():

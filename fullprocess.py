@@ -727,8 +727,8 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     drift = outcome.data_drift
     diagnostics = run_diagnostics(
         pipeline=model, metadata=metadata, schema=schema, dataset=test,
-        dataset_name=str(config.paths.testdata), ingested=frame, record=record, log_folder=config.paths.logs,
-        probabilities=test_probabilities,
+        dataset_name=str(config.paths.testdata), ingested_folder=config.paths.ingested, record=record,
+        log_folder=config.paths.logs, probabilities=test_probabilities,
     )
     decision_record = {"decision": decision.value, "reason": f"{reason}; {why}", "at": utc_now(),
                        "data_drift": drift, "score_drift": outcome.score_drift, "challenge": outcome.challenge}
