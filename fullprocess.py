@@ -734,7 +734,9 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                        "data_drift": drift, "score_drift": outcome.score_drift, "challenge": outcome.challenge}
     report = build_report(metadata=metadata, scores=scores, labels=test_labels, probabilities=test_probabilities,
                           drift=drift, diagnostics=diagnostics, decision=decision_record,
-                          previous_scores=deployed_scores)
+                          previous_scores=deployed_scores, pipeline=model,
+                          comparison=report_comparison(config, deployed, frame.iloc[len(frame) - judged_rows:]
+                                                       if judged_rows else None, final_frame, test, schema))
     extra = {**report, DIAGNOSTICS_FILE: (json.dumps(diagnostics, indent=2) + "\n").encode()}
     outcome.timings["diagnostics_and_report"] = round(time.perf_counter() - started, 3)
     release_id = deploy_release(config.paths.models, config.paths.deployment, ingested_folder=config.paths.ingested,
@@ -746,6 +748,17 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     outcome.deployed_release_after = release_id
     outcome.report = str(config.paths.deployment / RELEASES_FOLDER / release_id / REPORT_FILE)
     return last_retrain
+
+
+def report_comparison(config: Config, deployed, judged, training, test, schema):
+    """Return the two samples the report sets side by side: the deployed release's drift reference
+    against the judged new rows that called for the retrain, or (none) the training data against
+    the test data."""
+    if deployed is not None and judged is not None and len(judged):
+        _calibration, _expected, reference, normal = release_expectations(config.paths.deployment, deployed, schema)
+        what = "new normal" if normal and normal.get("reference") else "training sample"
+        return (f"release {deployed.release_id}'s {what}", reference, "the new rows", judged)
+    return ("the training data", training, "the test data", test)
 
 
 # --- the tick -----------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Diagnostics and reporting on a deployed project."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,7 +96,7 @@ def test_reporting_script_writes_plots_and_a_self_contained_report(deployed):
     png = (deployed.models / "confusionmatrix.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     page = (deployed.models / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 6  # 4 plots, the weights, the distributions
     assert "src=\"http" not in page and "<link" not in page and "<script" not in page
     assert "Scores on the test data" in page
 
@@ -109,3 +111,65 @@ def test_report_escapes_text_from_the_data():
     page = reporting.build_report(metadata=metadata, scores=scores, labels=np.array([0, 1]),
                                   probabilities=np.array([0.2, 0.9]))["report.html"].decode()
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_wilson_intervals_match_the_textbook_figures():
+    low, high = reporting.wilson_interval(0, 10)
+    assert low == 0 and round(high, 4) == 0.2775
+    assert [round(v, 4) for v in reporting.wilson_interval(5, 10)] == [0.2366, 0.7634]
+    assert reporting.wilson_interval(0, 0) is None
+
+
+def test_bootstrap_intervals_cover_the_scores_and_shrink_with_more_rows():
+    rng = np.random.default_rng(1)
+    widths = []
+    for rows in (60, 2000):
+        labels = rng.integers(0, 2, rows)
+        probabilities = np.clip(labels * 0.3 + rng.random(rows) * 0.7, 0, 1)
+        from scoring import metrics_from_predictions
+
+        scores = metrics_from_predictions(labels, probabilities)
+        intervals = reporting.metric_intervals(labels, probabilities, scores)
+        for key in ("f1", "roc_auc", "accuracy", "precision", "recall"):
+            low, high = intervals[key]
+            assert low <= scores[key] <= high, key
+        widths.append(intervals["f1"][1] - intervals["f1"][0])
+    assert widths[1] < widths[0] / 3
+
+
+def test_the_release_report_holds_what_a_data_scientist_expects(deployed):
+    from helpers import SAMPLE_LATER
+
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    report = deployed.deployment / "releases" / deployed.pointer()["current"] / "report.html"
+    page = report.read_text()
+    assert report.stat().st_size < 1_000_000
+    assert "<script" not in page and "src=\"http" not in page
+    assert page.count("95% CI ") == 5 and "Too little test data" not in page  # 300 test rows, 134 churners
+    for section in ('alt="calibration plot"', "Training data: class balance", "What the model leans on",
+                    "Distributions: drifted and most important features", "the new rows (400 rows, orange)"):
+        assert section in page, section
+    assert page.count("data:image/png;base64,") == 6
+    assert "<th>package</th>" not in page and "diagnostics.json" in page  # versions live in diagnostics
+    assert "churn rate" in page  # categories of the ingested data
+
+
+def test_a_five_row_test_file_gets_a_plain_warning_instead_of_a_bare_roc_auc(tmp_path):
+    import shutil
+
+    from helpers import make_project
+
+    udacity = Path("/work/shared/datasets/udacity-course")
+    project = make_project(tmp_path / "p", sources=())
+    for name in ("dataset1.csv", "dataset2.csv"):
+        shutil.copy(udacity / "practicedata" / name, project.source / name)
+    shutil.copy(udacity / "testdata" / "testdata.csv", project.root / "testdata" / "testdata.csv")
+    assert project.tick() == 0
+    page = (project.deployment / "releases" / project.pointer()["current"] / "report.html").read_text()
+    assert "Too little test data to say much." in page
+    assert "The test data holds 5 rows" in page
+    # 5 rows, 2 churners: no interval for F1 or ROC AUC, wide Wilson intervals for the proportions.
+    assert re.search(r"ROC AUC</span><b>[0-9.]+</b><span>no interval: too few rows</span>", page)
+    accuracy = re.search(r"accuracy</span><b>[0-9.]+</b><span>95% CI ([0-9.]+)-([0-9.]+)</span>", page)
+    assert float(accuracy.group(2)) - float(accuracy.group(1)) > 0.5
