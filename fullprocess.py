@@ -907,15 +907,8 @@ def finish(config: Config, outcome: TickOutcome, *, started_at: str, started: fl
 
 
 def after_tick(config: Config, run: dict[str, Any], *, did_work: bool) -> None:
-    """Rewrite the history page after a tick that did work, then raise and send alerts; never fails the tick."""
-    if did_work or not (config.paths.logs / "dashboard.html").exists():
-        try:
-            from churnlib.history import write_dashboard
-
-            write_dashboard(config)
-        except Exception as exc:  # the page is a view: a failure is logged, the tick stands
-            logger.warning("history page not written: %s", describe_error(exc, config_label=config.label))
-            logger.debug("%s", "".join(traceback.format_exception(exc)))
+    """Raise and send the alerts the tick calls for, then rewrite the history page after a tick that did
+    work (it shows the alert conditions active); neither ever fails the tick."""
     if config.alerts.channels or (config.paths.logs / "alerts_outbox.json").exists():
         try:
             from churnlib.alerts import process_alerts
@@ -923,6 +916,14 @@ def after_tick(config: Config, run: dict[str, Any], *, did_work: bool) -> None:
             process_alerts(config, run)
         except Exception as exc:  # delivery problems are handled inside; this is a bug, logged, not fatal
             logger.error("alerts not processed: %s", describe_error(exc, config_label=config.label))
+            logger.debug("%s", "".join(traceback.format_exception(exc)))
+    if did_work or not (config.paths.logs / "dashboard.html").exists():
+        try:
+            from churnlib.history import write_dashboard
+
+            write_dashboard(config)
+        except Exception as exc:  # the page is a view: a failure is logged, the tick stands
+            logger.warning("history page not written: %s", describe_error(exc, config_label=config.label))
             logger.debug("%s", "".join(traceback.format_exception(exc)))
 
 

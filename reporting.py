@@ -611,6 +611,12 @@ def _main(config: Config, args) -> int:
     from diagnostics import DIAGNOSTICS_FILE
     from scoring import metrics_from_predictions
 
+    if args.history:
+        from churnlib.history import write_dashboard
+
+        print(f"wrote {write_dashboard(config)}")
+        return 0
+
     model = load_model(config.paths.models) if args.trained else load_deployed(config.paths.deployment)
     if model is None:
         logger.critical("no release is deployed yet; run fullprocess.py first")
@@ -644,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
         "test data and write them, with an HTML report, to the model folder."
     )
     parser.add_argument("--trained", action="store_true", help="report on the latest trained model instead of the deployed one")
+    parser.add_argument("--history", action="store_true",
+                        help="only rewrite the history page, logs/dashboard.html, from logs/runs.jsonl and the releases")
     return run_script(parser, argv, "reporting", _main)
 
 

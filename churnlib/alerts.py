@@ -12,7 +12,7 @@ A deploy is a notice of its own, one per deploy.
 | ``refused`` | ``refused`` | a tick that judged new rows or trained | the policy refused the retrained model |
 | ``tick_failed`` | ``tick_failed`` | every tick that held the lock | the tick failed |
 | ``file_rejected`` | ``file_rejected:<file name>`` | a tick that read or refused that file | it was rejected (clears once a file of that name is accepted) |
-| ``api_down`` | ``api_down`` | a deploy that called the API | the API did not answer, answered with errors, or did not serve the new release |
+| ``api_down`` | ``api_down`` | a deploy that called the API | the API did not answer (once it has answered after an earlier deploy), answered with errors, or did not serve the new release |
 | ``deployed`` | (a notice per deploy) | a deploy | always |
 
 Delivery never fails or stalls the tick: new alerts are first written to the outbox
@@ -165,8 +165,12 @@ def _scores_text(run: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return text, figures
 
 
-def observations(run: dict[str, Any]) -> tuple[list[Observation], list[Observation]]:
-    """Return the conditions a tick's run line observed, and its notices (deploys)."""
+def observations(run: dict[str, Any], *, api_expected: bool = True) -> tuple[list[Observation], list[Observation]]:
+    """Return the conditions a tick's run line observed, and its notices (deploys).
+
+    ``api_expected``: whether an API that is not running counts as down (once it has answered
+    after some deploy); a set-up that runs no API is not told after every deploy that none answers.
+    """
     decision = run.get("decision")
     seen: list[Observation] = []
     notices: list[Observation] = []
@@ -207,12 +211,14 @@ def observations(run: dict[str, Any]) -> tuple[list[Observation], list[Observati
         release = run.get("deployed_release_after")
         problem = None
         if api["running"] is False:
-            problem = "did not answer"
+            problem = "did not answer" if api_expected else None
         elif api.get("failed"):
             problem = f"answered with errors: {', '.join(api['failed'])}"
         elif release and api.get("serving") != release:
             problem = f"still serves release {api.get('serving')}, not {release}"
-        if problem:
+        if problem is None and api["running"] is False:
+            pass  # no API was ever seen answering: nothing to say
+        elif problem:
             seen.append(Observation("api_down", "api_down", True, f"the API {problem} after deploying {release}",
                                     api.get("summary", ""), {"release": release, **api}))
         else:
@@ -222,9 +228,9 @@ def observations(run: dict[str, Any]) -> tuple[list[Observation], list[Observati
 
 
 def transitions(run: dict[str, Any], active: dict[str, Any], *, events: tuple[str, ...], started_at: str,
-                project: str = "", host: str = "") -> tuple[list[Alert], dict[str, Any]]:
+                project: str = "", host: str = "", api_expected: bool = True) -> tuple[list[Alert], dict[str, Any]]:
     """Return the alerts a tick's run line raises against the conditions active before, and those active after."""
-    seen, notices = observations(run)
+    seen, notices = observations(run, api_expected=api_expected)
     active = {key: dict(value) for key, value in active.items()}
     alerts: list[Alert] = []
     for item in seen:
@@ -424,7 +430,7 @@ def read_state(log_folder: Path) -> dict[str, Any]:
     except ValueError:
         logger.error("%s: not valid JSON; starting with no active conditions", log_folder / STATE_FILE)
         state = {}
-    return {"active": dict(state.get("active", {}))}
+    return {"active": dict(state.get("active", {})), "api_answered": bool(state.get("api_answered"))}
 
 
 def project_name(config: Config) -> str:
@@ -457,7 +463,9 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
     state = read_state(logs)
     alerts, active = transitions(run, state["active"], events=settings.events,
                                  started_at=run.get("started_at") or utc_now(),
-                                 project=project_name(config), host=socket.gethostname())
+                                 project=project_name(config), host=socket.gethostname(),
+                                 api_expected=state["api_answered"])
+    api_answered = state["api_answered"] or (isinstance(run.get("api"), dict) and run["api"].get("running") is True)
     items = read_outbox(logs) if (outbox_exists or alerts) else []
     if alerts:
         for alert in alerts:
@@ -467,8 +475,8 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
         outcome.raised = [alert.title for alert in alerts]
         # The outbox first, then the state: a crash in between sends an alert twice, never loses one.
         write_outbox(logs, items)
-    if active != state["active"]:
-        atomic_write_json(logs / STATE_FILE, {"active": active, "updated_at": utc_now()})
+    if active != state["active"] or api_answered != state["api_answered"]:
+        atomic_write_json(logs / STATE_FILE, {"active": active, "api_answered": api_answered, "updated_at": utc_now()})
     if not items:
         return outcome
     unknown = [item for item in items if item["channel"] not in channels]

@@ -427,9 +427,10 @@ def plot_timeline(ticks: list[dict[str, Any]], axis: TimeAxis) -> str:
             fill = colour if deployed_now else "white"
             parts.append(f'<circle cx="{x:.1f}" cy="{y(candidate):.1f}" r="5.5" fill="{fill}" stroke="{colour}" stroke-width="2">'
                          f'<title>{_e(tip)}</title></circle>')
-            if deployed_now:
-                parts.append(f'<text x="{x + 7:.1f}" y="{y(candidate) - 7:.1f}" font-size="10" fill="#1d2430">'
-                             f'{_e(release[:16])}</text>')
+            if deployed_now:  # the label on the left of points near the right edge, so it stays on the page
+                anchor, dx = ("end", -7) if x > WIDTH - RIGHT - 110 else ("start", 7)
+                parts.append(f'<text x="{x + dx:.1f}" y="{y(candidate) - 7:.1f}" font-size="10" fill="#1d2430" '
+                             f'text-anchor="{anchor}">{_e(release[:16])}</text>')
     else:
         parts.append(f'<text x="{LEFT}" y="{(top + bottom) / 2}" fill="#5a6475">no model trained in these ticks</text>')
     lane = bottom + 26
@@ -559,16 +560,17 @@ def render_dashboard(history: History, *, project: str, generated_at: str | None
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>Churn model history: {_e(project)}</title><style>{STYLE}</style></head><body>",
              f"<h1>Churn model history: {_e(project)}</h1>",
-             f"<p class='sub'>Written {_e(generated_at or utc_now())} from logs/runs.jsonl "
-             f"({len(ticks)} tick(s) that did work{'' if history.complete else f', the last {MAX_TICKS}'}; "
-             f"{history.idle_ticks_skipped} idle tick(s) among them not shown) and the kept releases.</p>"]
+             f"<p class='sub'>Written {_e(generated_at or utc_now())} from logs/runs.jsonl and the kept releases: "
+             f"{'the last ' if not history.complete else ''}{len(ticks)} tick(s) that did work"
+             f"{'' if history.complete else ' (older ones are in runs.jsonl)'}; the {history.idle_ticks_skipped} idle "
+             f"tick(s) between them (nothing new) are not drawn.</p>"]
     parts.append("<div class='cards'>")
     parts.append(_card("release served", history.current_release or "none yet"))
     if current:
         metric_scores = current["scores"]
         parts.append(_card("its F1 on the test data", "n/a" if metric_scores.get("f1") is None else f"{metric_scores['f1']:.3f}"))
         parts.append(_card("trained", (current.get("trained_at") or "")[:16].replace("T", " ")))
-    parts.append(_card("last tick", f"{(last.get('started_at') or 'never')[:16].replace('T', ' ')}"))
+    parts.append(_card("last tick", f"{(last.get('started_at') or 'never')[:19].replace('T', ' ')}"))
     parts.append(_card("its decision", last.get("decision", "-")))
     parts.append("</div>")
     if history.active_alerts:

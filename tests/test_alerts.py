@@ -15,7 +15,7 @@ import pytest
 
 from churnlib.alerts import transitions
 from churnlib.config import ALERT_EVENTS
-from helpers import ROOT, SAMPLE_LATER, base_config
+from helpers import ROOT, SAMPLE_LATER, base_config, batch
 
 
 # --- real receivers, started and stopped by the tests ------------------------------------------
@@ -280,14 +280,23 @@ def test_a_failed_tick_alerts_once_and_the_next_good_tick_says_it_cleared(deploy
     assert "2 tick(s)" in webhook.bodies[1]["text"]
 
 
-def test_an_api_that_does_not_answer_after_a_deploy_alerts(deployed, webhook):
+def test_an_api_that_stops_answering_after_a_deploy_alerts_and_one_never_run_does_not(deployed, webhook):
+    import fullprocess
+
     config = alert_config(webhook_url=webhook.url, events=["api_down"])
     config["api"] = {"url": f"http://127.0.0.1:{free_port()}", "reload_interval_seconds": 0.05}
     deployed.write_config(config)
     deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
-    import fullprocess
-
     assert fullprocess.main(["--config", str(deployed.config_path)]) == 0  # calls the API after the deploy
+    assert webhook.bodies == []  # no API ever answered here: a set-up without one is not pestered
+
+    state = json.loads((deployed.logs / "alert_state.json").read_text()) if (deployed.logs / "alert_state.json").exists() else {}
+    state["api_answered"] = True  # as after a deploy the API answered
+    (deployed.logs / "alert_state.json").write_text(json.dumps(state))
+    deployed.add_source("flipped.csv", batch(102, flip_labels=True))
+    deployed.write_config({**config, "deployment": {"policy": "always"}})
+    assert fullprocess.main(["--config", str(deployed.config_path)]) == 0
+    assert deployed.last_run()["decision"] == "retrained_deployed"
     assert [(b["event"], b["status"]) for b in webhook.bodies] == [("api_down", "started")]
     assert "did not answer" in webhook.bodies[0]["title"]
 
@@ -338,3 +347,18 @@ def test_an_idle_tick_with_alerts_configured_stays_light(deployed, webhook):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_example_receiver_prints_each_alert(deployed):
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, "examples/webhook_receiver.py", "--port", str(port)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert "waiting for alerts" in receiver.stdout.readline()
+        deployed.write_config(alert_config(webhook_url=f"http://127.0.0.1:{port}/"))
+        deployed.add_source("broken.csv", "a,b\n1,2\n")
+        assert deployed.tick() == 0
+    finally:
+        receiver.terminate()
+        output = receiver.communicate(timeout=30)[0]
+    assert "--- started file_rejected" in output and "file rejected: broken.csv" in output
