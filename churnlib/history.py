@@ -456,6 +456,11 @@ def _estimate_value(estimate: Any) -> tuple[float | None, list | None, str]:
         if isinstance(estimate.get(key), (int, float)):
             interval = estimate.get("ci") or estimate.get("interval")
             return float(estimate[key]), interval if isinstance(interval, list) else None, str(estimate.get("metric", key))
+    # The risk lists' shape: {"f1": 0.61, "f1_ci": [0.55, 0.66], "precision": ..., ...}
+    for metric in ("f1", "precision", "recall", "accuracy", "roc_auc"):
+        if isinstance(estimate.get(metric), (int, float)):
+            interval = estimate.get(f"{metric}_ci")
+            return float(estimate[metric]), interval if isinstance(interval, list) else None, f"estimated {metric}"
     return None, None, ""
 
 

@@ -19,6 +19,7 @@ Every metric is listed, with its meaning, in the README (section "Prometheus met
 from __future__ import annotations
 
 import os
+import threading
 import time
 from calendar import timegm
 from pathlib import Path
@@ -242,6 +243,7 @@ class ApiMetrics:
                              "release within api.reload_interval_seconds of its next request).", ["release_id"],
                              registry=self.own, multiprocess_mode="livesum")
         self._serving: str | None = None
+        self._lock = threading.Lock()
         self.pipeline = PipelineCollector(config)
 
     def observe(self, route: str | None, method: str, status: int, seconds: float) -> None:
@@ -257,11 +259,14 @@ class ApiMetrics:
         """Record the release this worker serves now (a cheap comparison when it did not change)."""
         if release_id == self._serving:
             return
-        if self._serving is not None:
-            self.serving.labels(self._serving).set(0)
-        if release_id is not None:
-            self.serving.labels(release_id).set(1)
-        self._serving = release_id
+        with self._lock:  # a threaded worker: one thread moves the gauge from the old release to the new
+            if release_id == self._serving:
+                return
+            if self._serving is not None:
+                self.serving.labels(self._serving).set(0)
+            if release_id is not None:
+                self.serving.labels(release_id).set(1)
+            self._serving = release_id
 
     def render(self) -> bytes:
         """Return every metric in the text exposition format, summed over workers in multiprocess mode."""
