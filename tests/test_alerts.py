@@ -362,3 +362,15 @@ def test_the_example_receiver_prints_each_alert(deployed):
         receiver.terminate()
         output = receiver.communicate(timeout=30)[0]
     assert "--- started file_rejected" in output and "file rejected: broken.csv" in output
+
+
+def test_a_refused_model_alerts_with_both_scores(deployed, webhook):
+    config = alert_config(webhook_url=webhook.url, events=["refused"])
+    config["deployment"] = {"policy": "better", "tolerance": 0.5}
+    deployed.write_config(config)
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    assert deployed.last_run()["decision"] == "retrained_refused"
+    [alert] = webhook.bodies
+    assert (alert["event"], alert["status"], alert["title"]) == ("refused", "started", "a retrained model was refused")
+    assert "policy better" in alert["text"] and alert["fields"]["candidate"] > 0 and alert["fields"]["deployed"] > 0
