@@ -27,10 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +62,7 @@ class Alert:
     at: str = field(default_factory=utc_now)
     project: str = ""
     host: str = ""
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    id: str = field(default_factory=lambda: os.urandom(6).hex())
 
     def full_text(self) -> str:
         return f"{self.title}\n{self.text}" if self.text else self.title
@@ -437,6 +435,12 @@ def project_name(config: Config) -> str:
     return config.root.name
 
 
+def host_name() -> str:
+    import socket  # here, not at the top: an idle tick with nothing to send never needs it
+
+    return socket.gethostname()
+
+
 @dataclass
 class AlertsOutcome:
     raised: list[str] = field(default_factory=list)
@@ -463,8 +467,11 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
     state = read_state(logs)
     alerts, active = transitions(run, state["active"], events=settings.events,
                                  started_at=run.get("started_at") or utc_now(),
-                                 project=project_name(config), host=socket.gethostname(),
-                                 api_expected=state["api_answered"])
+                                 project=project_name(config), host="", api_expected=state["api_answered"])
+    if alerts:
+        host = host_name()
+        for alert in alerts:
+            alert.host = host
     api_answered = state["api_answered"] or (isinstance(run.get("api"), dict) and run["api"].get("running") is True)
     items = read_outbox(logs) if (outbox_exists or alerts) else []
     if alerts:
@@ -507,7 +514,7 @@ def send_test_alert(config: Config) -> dict[str, str]:
     """Send one test alert through every configured channel now; return each channel's result ("sent" or why not)."""
     alert = Alert("test", "test", NOTICE, "test alert",
                   f"If you read this, alerts from {config.file} reach you.", {},
-                  project=project_name(config), host=socket.gethostname())
+                  project=project_name(config), host=host_name())
     items = [{"channel": channel, "alert": asdict(alert)} for channel in config.alerts.channels]
     sent, problems = deliver(items, config.alerts)
     return {channel: "sent" if (alert.id, channel) in sent else problems.get(channel, "not sent")
