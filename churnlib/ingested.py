@@ -358,27 +358,6 @@ def _number(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def summary_statistics(frame, numeric_columns: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
-    """Return mean, median and standard deviation (sample, ddof=1) of each numeric column of a frame."""
-    stats = {}
-    for column in numeric_columns:
-        values = frame[column]
-        stats[column] = {
-            "mean": _number(values.mean()),
-            "median": _number(values.median()),
-            "std": _number(values.std()),
-            "count": int(values.notna().sum()),
-        }
-    return stats
-
-
-def missing_data(frame) -> dict[str, float]:
-    """Return the share (0..1) of missing values in each column of a frame."""
-    if len(frame) == 0:
-        return {column: 0.0 for column in frame.columns}
-    return {column: float(share) for column, share in frame.isna().mean().items()}
-
-
 # --- column statistics kept up to date at ingestion ---------------------------------------------
 #
 # ``column_stats.json`` beside the record holds, for the committed rows, what the API's
@@ -405,6 +384,7 @@ SKETCH_RELATIVE_ACCURACY = 0.01
 SKETCH_MAX_BUCKETS = 4_096
 MAX_CATEGORIES = 1_000
 OTHER_CATEGORY = "(other)"
+MISSING_CATEGORY_NAME = "(missing)"  # as churnlib.dataset.MISSING_CATEGORY, without importing pandas here
 
 
 def empty_statistics(schema) -> dict[str, Any]:
@@ -525,9 +505,6 @@ def batch_statistics(frame, schema) -> dict[str, Any]:
             counts[1] += label
         stats["categorical"][column]["categories"] = categories
     return stats
-
-
-MISSING_CATEGORY_NAME = "(missing)"  # as churnlib.dataset.MISSING_CATEGORY, without importing pandas here
 
 
 def merge_statistics(total: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:

@@ -13,16 +13,31 @@ import reporting
 from helpers import run_script
 
 
+def _described(frame, schema):
+    return ingested.describe_statistics(ingested.merge_statistics(ingested.empty_statistics(schema),
+                                                                  ingested.batch_statistics(frame, schema)))
+
+
 def test_summary_statistics_and_missing_data_of_a_frame():
-    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, np.nan], "b": ["x", None, None, "y"]})
-    stats = ingested.summary_statistics(frame, ("a",))
-    assert stats["a"] == {"mean": 2.0, "median": 2.0, "std": 1.0, "count": 3}
-    assert ingested.missing_data(frame) == {"a": 0.25, "b": 0.5}
+    from churnlib.dataset import FrozenSchema
+
+    schema = FrozenSchema(target="y", id_columns=(), feature_columns=("a", "b"), categorical_columns=("b",))
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, np.nan], "b": ["x", None, None, "y"], "y": [1, 0, 0, 1]})
+    stats = _described(frame, schema)
+    assert {k: stats["numeric"]["a"][k] for k in ("mean", "median", "std", "count")} == \
+        {"mean": 2.0, "median": 2.0, "std": 1.0, "count": 3}
+    assert stats["missing_data"] == {"a": 0.25, "b": 0.5, "y": 0.0}
+    categories = {c["value"]: (c["count"], c["churn_rate"]) for c in stats["categorical"]["b"]["categories"]}
+    assert categories == {"(missing)": (2, 0.0), "x": (1, 1.0), "y": (1, 1.0)}
 
 
 def test_statistics_of_an_all_missing_column_are_none_not_nan():
-    stats = ingested.summary_statistics(pd.DataFrame({"a": [np.nan, np.nan]}), ("a",))
-    assert stats["a"]["mean"] is None and stats["a"]["std"] is None
+    from churnlib.dataset import FrozenSchema
+
+    schema = FrozenSchema(target="y", id_columns=(), feature_columns=("a",), categorical_columns=())
+    stats = _described(pd.DataFrame({"a": [np.nan, np.nan], "y": [0, 1]}), schema)
+    assert stats["numeric"]["a"]["mean"] is None and stats["numeric"]["a"]["std"] is None
+    assert stats["numeric"]["a"]["median"] is None
 
 
 def test_dependency_check_without_network_says_latest_unknown(tmp_path):
