@@ -301,6 +301,7 @@ def plot_weights(weights: dict[str, Any]) -> bytes:
 
 MAX_DISTRIBUTIONS = 8
 MAX_CATEGORIES_PLOTTED = 8
+FEW_VALUES = 10  # a numeric feature with at most this many distinct values is drawn as bars, not a histogram
 
 
 def plot_distributions(features: list[str], schema: FrozenSchema, reference: Any, new: Any, *,
@@ -311,9 +312,16 @@ def plot_distributions(features: list[str], schema: FrozenSchema, reference: Any
     figure = Figure(figsize=(10.0, 2.6 * rows + 0.4))
     for index, feature in enumerate(features):
         axes = figure.add_subplot(rows, 2, index + 1)
-        if feature in schema.categorical_columns:
-            ref = reference[feature].fillna("(missing)").astype(str).value_counts(normalize=True)
-            cur = new[feature].fillna("(missing)").astype(str).value_counts(normalize=True)
+        few_values = (feature not in schema.categorical_columns
+                      and len(np.unique(np.concatenate([reference[feature].dropna().to_numpy(dtype=float),
+                                                        new[feature].dropna().to_numpy(dtype=float)]))) <= FEW_VALUES)
+        if feature in schema.categorical_columns or few_values:
+            # Categories, and numbers with a handful of values (a 0/1 flag): bars of each value's share.
+            def shares(column):
+                values = column if not few_values else column.map(lambda v: v if v != v else f"{v:g}")
+                return values.fillna("(missing)").astype(str).value_counts(normalize=True)
+
+            ref, cur = shares(reference[feature]), shares(new[feature])
             categories = list((ref.add(cur, fill_value=0)).sort_values(ascending=False).index[:MAX_CATEGORIES_PLOTTED])
             positions = np.arange(len(categories))
             axes.bar(positions - 0.2, [ref.get(c, 0.0) for c in categories], width=0.4, color="#9aa5b1", label=reference_label)
