@@ -64,69 +64,29 @@ PLOT_SIZE = (5.0, 4.0)  # inches at 100 dpi: two plots side by side fill the pag
 SMALL_TEST_ROWS = 100
 SMALL_CLASS_ROWS = 20
 WIDE_INTERVAL = 0.2
-BOOTSTRAP_RESAMPLES = 1000
-BOOTSTRAP_SEED = 20240601
-BOOTSTRAP_MIN_CLASS_ROWS = 10
+# Hanley and McNeil's standard error collapses to nothing at an AUC of 0 or 1; with a handful of rows
+# of a class that is where a small test set lands, and an interval of width 0 would be a lie.
+AUC_MIN_CLASS_ROWS = 10
 
 
-def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float] | None:
-    """Return the 95% Wilson score interval of a proportion, or None without trials."""
-    if trials == 0:
-        return None
-    share = successes / trials
-    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * np.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+def metric_intervals(labels: np.ndarray, probabilities: np.ndarray, scores: dict[str, Any]) -> dict[str, tuple[float, float] | None]:
+    """Return a 95% interval for each metric, as the score check computes them (``churnlib.stats``):
+    the equal-tailed posterior of the confusion counts for F1, precision, recall and accuracy; Hanley
+    and McNeil's standard error for ROC AUC (none below AUC_MIN_CLASS_ROWS rows of a class)."""
+    from churnlib.pipeline import predicted_classes
+    from churnlib.stats import CONFUSION_METRICS, auc_estimate, confusion_counts, estimate
 
-
-def _bootstrap_f1_auc(labels: np.ndarray, probabilities: np.ndarray, resamples: int, seed: int):
-    """Return bootstrap samples of F1 and ROC AUC (rows resampled with replacement, seeded)."""
-    from scipy.stats import rankdata
-
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    predicted = probabilities > 0.5
-    f1s, aucs = [], []
-    chunk = max(1, 2_000_000 // max(n, 1))
-    for start in range(0, resamples, chunk):
-        index = rng.integers(0, n, size=(min(chunk, resamples - start), n))
-        y, p, s = labels[index], predicted[index], probabilities[index]
-        tp = (y & p).sum(axis=1)
-        fp = (~y & p).sum(axis=1)
-        fn = (y & ~p).sum(axis=1)
-        denominator = 2 * tp + fp + fn
-        f1s.append(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0))
-        positives = y.sum(axis=1)
-        negatives = n - positives
-        ranks = rankdata(s, axis=1)
-        both = (positives > 0) & (negatives > 0)
-        auc = ((ranks * y).sum(axis=1) - positives * (positives + 1) / 2) / np.maximum(positives * negatives, 1)
-        aucs.append(auc[both])
-    return np.concatenate(f1s), np.concatenate(aucs)
-
-
-def metric_intervals(labels: np.ndarray, probabilities: np.ndarray, scores: dict[str, Any], *,
-                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, tuple[float, float] | None]:
-    """Return a 95% interval for each metric: Wilson for the proportions (accuracy, precision, recall),
-    a percentile bootstrap (seeded) for F1 and ROC AUC."""
     labels = np.asarray(labels).astype(bool)
-    probabilities = np.asarray(probabilities, dtype=float)
-    matrix = np.asarray(scores["confusion_matrix"]["matrix"])
-    (tn, fp), (fn, tp) = matrix.tolist()
-    intervals: dict[str, tuple[float, float] | None] = {
-        "accuracy": wilson_interval(tp + tn, tp + tn + fp + fn),
-        "precision": wilson_interval(tp, tp + fp),
-        "recall": wilson_interval(tp, tp + fn),
-        "f1": None,
-        "roc_auc": None,
-    }
-    # With a handful of rows of a class the bootstrap's resamples repeat the same few rows and its
-    # interval comes out falsely narrow (5 rows ranked all wrong give AUC 0 in every resample).
-    if min(int(labels.sum()), int((~labels).sum())) >= BOOTSTRAP_MIN_CLASS_ROWS:
-        f1s, aucs = _bootstrap_f1_auc(labels, probabilities, resamples, seed)
-        intervals["f1"] = (float(np.percentile(f1s, 2.5)), float(np.percentile(f1s, 97.5)))
-        if scores.get("roc_auc") is not None and len(aucs) >= resamples // 2:
-            intervals["roc_auc"] = (float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5)))
+    counts = confusion_counts(labels, predicted_classes(probabilities))
+    intervals: dict[str, tuple[float, float] | None] = {}
+    for metric in CONFUSION_METRICS:
+        found = estimate(counts, metric)
+        intervals[metric] = None if found.low is None else (found.low, found.high)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    intervals["roc_auc"] = None
+    if scores.get("roc_auc") is not None and min(positives, negatives) >= AUC_MIN_CLASS_ROWS:
+        found = auc_estimate(scores["roc_auc"], positives, negatives)
+        intervals["roc_auc"] = (found.low, found.high)
     return intervals
 
 
@@ -206,6 +166,8 @@ def plot_precision_recall(labels: np.ndarray, probabilities: np.ndarray) -> byte
 
 def calibration_bins(labels: np.ndarray, probabilities: np.ndarray) -> list[dict[str, Any]]:
     """Return equal-count bins of the predicted probability: mean predicted, observed churn rate and its interval."""
+    from churnlib.stats import wilson_interval
+
     order = np.argsort(probabilities, kind="stable")
     count = int(np.clip(len(labels) // 30, 2, 10)) if len(labels) >= 4 else 1
     bins = []
@@ -443,9 +405,9 @@ def render_html(
             before = f"<span>previous release {_fmt(previous_scores[key], '.3f')}</span>"
         parts.append(f"<div class='metric'><span>{label}</span><b>{_fmt(scores.get(key), '.3f')}</b>{span}{before}</div>")
     parts.append(f"</div><p class='muted'>{_e(scores['rows'])} test rows, {_e(scores['positives'])} churners; "
-                 "a customer is predicted to churn when its probability is above 0.5. Intervals: Wilson for accuracy, "
-                 f"precision and recall; a percentile bootstrap ({BOOTSTRAP_RESAMPLES} resamples, seeded) for F1 and "
-                 "ROC AUC.</p>")
+                 "a customer is predicted to churn when its probability is above 0.5. Intervals as the score check "
+                 "computes them: the 95% posterior of the confusion counts for F1, precision, recall and accuracy, "
+                 "Hanley and McNeil's standard error for ROC AUC.</p>")
     parts.append("<div class='plots'>")
     for name, alt in ((CONFUSION_MATRIX_FILE, "confusion matrix"), (ROC_FILE, "ROC curve"), (PR_FILE, "precision-recall curve"),
                       (CALIBRATION_FILE, "calibration plot")):

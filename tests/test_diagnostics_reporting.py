@@ -128,14 +128,7 @@ def test_report_escapes_text_from_the_data():
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
 
 
-def test_wilson_intervals_match_the_textbook_figures():
-    low, high = reporting.wilson_interval(0, 10)
-    assert low == 0 and round(high, 4) == 0.2775
-    assert [round(v, 4) for v in reporting.wilson_interval(5, 10)] == [0.2366, 0.7634]
-    assert reporting.wilson_interval(0, 0) is None
-
-
-def test_bootstrap_intervals_cover_the_scores_and_shrink_with_more_rows():
+def test_metric_intervals_cover_the_scores_and_shrink_with_more_rows():
     rng = np.random.default_rng(1)
     widths = []
     for rows in (60, 2000):

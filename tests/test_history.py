@@ -26,7 +26,11 @@ def test_a_tick_that_did_work_writes_a_self_contained_page_with_every_plot(deplo
     assert "lastmonth_activity" in text and "plan" in text  # heat map rows
     assert "broken.csv rejected" in text  # the rejected file on the rows plot
     assert run["reason"][:60] in text
-    assert "alarm threshold (baseline - max_drop)" in text  # today's rule: no alarm_below in the line
+    check = deployed.runs()[-2]["score_drift"]  # the dataset3 tick's score check (issue 8's keys)
+    assert check["checked"] and "new_score_ci" in check and "alarm_below" in check
+    assert "alarm threshold (alarm_below)" in text
+    assert 'stroke="#1d2430" stroke-width="1.5"/>' in text  # the new score's interval bar
+    assert 'fill="#2f6fd6" fill-opacity="0.15"' in text  # the expected score's band
 
 
 def test_intervals_alarm_threshold_and_scoring_estimates_are_drawn_when_the_run_line_has_them(deployed):
