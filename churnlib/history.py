@@ -556,7 +556,7 @@ def _card(label: str, value: Any) -> str:
     return f"<div class='card'><span>{_e(label)}</span><b>{_e(value)}</b></div>"
 
 
-def render_dashboard(history: History, *, project: str, generated_at: str | None = None) -> str:
+def render_dashboard(history: History, *, project: str, generated_at: str | None = None, alerts_on: bool = True) -> str:
     """Return the history page's HTML."""
     ticks = history.ticks
     axis = TimeAxis(_when(t) for t in ticks)
@@ -582,8 +582,11 @@ def render_dashboard(history: History, *, project: str, generated_at: str | None
         for key, condition in sorted(history.active_alerts.items()):
             parts.append(f"<div class='alert'><b>{_e(condition.get('title', key))}</b> since {_e(condition.get('since'))} "
                          f"({_e(condition.get('ticks', 1))} tick(s))</div>")
-    elif last:
+    elif last and alerts_on:
         parts.append("<div class='ok'>No alert condition is active.</div>")
+    elif last:
+        parts.append("<p class='muted'>Alerts are off: no channel in the alerts section of config.json, so no "
+                     "condition is tracked.</p>")
 
     if not ticks:
         parts.append("<p class='muted'>No tick has done any work yet: drop labelled CSV files into the source folder.</p>")
@@ -639,5 +642,6 @@ def write_dashboard(config: Config) -> Path:
     history = read_history(config)
     path = config.paths.logs / DASHBOARD_FILE
     # A view rebuilt from state on every write: atomic, not fsynced.
-    atomic_write_text(path, render_dashboard(history, project=config.root.name), durable=False)
+    atomic_write_text(path, render_dashboard(history, project=config.root.name, alerts_on=bool(config.alerts.channels)),
+                      durable=False)
     return path

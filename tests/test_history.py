@@ -26,6 +26,7 @@ def test_a_tick_that_did_work_writes_a_self_contained_page_with_every_plot(deplo
     assert "lastmonth_activity" in text and "plan" in text  # heat map rows
     assert "broken.csv rejected" in text  # the rejected file on the rows plot
     assert run["reason"][:60] in text
+    assert "Alerts are off" in text  # no channel configured: the page does not claim all is quiet
     check = deployed.runs()[-2]["score_drift"]  # the dataset3 tick's score check (issue 8's keys)
     assert check["checked"] and "new_score_ci" in check and "alarm_below" in check
     assert "alarm threshold (alarm_below)" in text
