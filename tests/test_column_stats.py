@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,9 +10,7 @@ import pytest
 import ingestion
 from app import create_app
 from churnlib import ingested
-from helpers import base_config, batch, csv_text, make_project
-
-UDACITY = Path("/work/shared/datasets/udacity-course")
+from helpers import UDACITY, base_config, batch, csv_text, make_project
 
 
 def statistics(project):

@@ -1,13 +1,18 @@
 """GET /metrics: Prometheus's format, counts summed across real gunicorn workers, the pipeline's figures."""
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
@@ -66,8 +71,21 @@ def test_the_metrics_of_the_api_and_the_pipeline_by_the_test_client(client, depl
     assert value(metrics, "churn_ingested_rows") == 1190
 
 
+def per_worker(folder: Path, name: str) -> dict[str, float]:
+    """Return one worker's count of ``name`` per worker PID, read from its own files alone."""
+    counts = {}
+    for db in folder.glob("counter_*.db"):
+        with tempfile.TemporaryDirectory() as alone:
+            shutil.copy(db, alone)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=alone)
+            counts[db.stem.split("_")[1]] = registry.get_sample_value(name) or 0.0
+    return counts
+
+
 @pytest.mark.slow
 def test_counts_are_summed_across_two_gunicorn_workers_and_survive_a_worker_restart(deployed):
+    folder = deployed.logs / "prometheus_multiproc"  # gunicorn.conf.py's default
     process, url = start_gunicorn(deployed.config_path, free_port(), workers=2)
     try:
         def predict(_):
@@ -75,31 +93,39 @@ def test_counts_are_summed_across_two_gunicorn_workers_and_survive_a_worker_rest
             assert status == 200
             return body
 
-        with ThreadPoolExecutor(8) as pool:  # 8 at once: both sync workers must take some
-            list(pool.map(predict, range(40)))
-        scrapes = [scrape(url) for _ in range(6)]  # answered by either worker
-        for metrics in scrapes:
-            assert value(metrics, "churn_api_requests_total", route="/prediction", method="POST", status="200") == 40
-            assert value(metrics, "churn_api_predictions_total") == 80
+        def load_until_both_workers_predicted(already: int) -> int:
+            """Send batches of 16 at 8 connections until each live worker has predicted; return requests sent."""
+            sent, deadline = already, time.monotonic() + 90
+            while True:
+                with ThreadPoolExecutor(8) as pool:
+                    list(pool.map(predict, range(16)))
+                sent += 16
+                live = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
+                                                           text=True).stdout.split()]
+                counts = per_worker(folder, "churn_api_predictions_total")
+                if len(live) == 2 and all(counts.get(str(pid), 0) > 0 for pid in live):
+                    return sent
+                assert time.monotonic() < deadline, counts
+
+        sent = load_until_both_workers_predicted(0)
+        counts = per_worker(folder, "churn_api_predictions_total")
+        assert sum(counts.values()) == 2 * sent and sum(1 for c in counts.values() if c > 0) >= 2
         release = deployed.pointer()["current"]
-        assert value(scrapes[-1], "churn_api_workers_serving", release_id=release) == 2  # both served
-        # /health of start_gunicorn plus the scrapes before each one: counted once each, whoever answered.
-        assert value(scrapes[-1], "churn_api_requests_total", route="/metrics", method="GET", status="200") == 5
+        for _ in range(8):  # whichever worker answers a scrape, it reports the API's counts, not its own
+            metrics = scrape(url)
+            assert value(metrics, "churn_api_requests_total", route="/prediction", method="POST", status="200") == sent
+            assert value(metrics, "churn_api_predictions_total") == 2 * sent
+        assert value(metrics, "churn_api_workers_serving", release_id=release) == 2
 
         workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
                                                       text=True).stdout.split()]
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)  # gunicorn starts another; child_exit drops the dead one's gauges
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(predict, range(16)))
-            metrics = scrape(url)
-            if value(metrics, "churn_api_workers_serving", release_id=release) == 2:
-                break
-            time.sleep(0.2)
+        time.sleep(1)
+        sent = load_until_both_workers_predicted(sent)
+        metrics = scrape(url)
         assert value(metrics, "churn_api_workers_serving", release_id=release) == 2  # not 3: the dead one is gone
-        assert value(metrics, "churn_api_predictions_total") >= 80 + 32  # the dead worker's counts stay
+        assert value(metrics, "churn_api_predictions_total") == 2 * sent  # the dead worker's counts stay
     finally:
         process.terminate()
         process.wait(timeout=30)
