@@ -14,9 +14,12 @@ OPTIONS request gets Flask's own empty reply with an ``Allow`` header):
   never saw in training is a warning on its record (or, with ``api.unknown_categories`` "reject",
   a 400).
 - ``GET /scoring``: the deployed release's scores on the test data (F1 first).
-- ``GET /summarystats``: mean, median and standard deviation of each numeric ingested column.
+- ``GET /summarystats``: mean, median and standard deviation of each numeric ingested column, and
+  each category's rows and churn rate, from the figures kept at ingestion (no data is read).
 - ``GET /diagnostics``: missing data, step timings, the dependency check, the latest drift table.
 - ``GET /health``: 200 and the release id when a model is loaded, 503 and the reason otherwise.
+- ``GET /metrics``: Prometheus metrics in the text exposition format (``churnlib.metrics``): requests
+  and latency by route and status, predictions, the release served, the pipeline's last tick.
 
 With ``api.token_env`` set, every route but ``/health`` needs ``Authorization: Bearer <token>``
 (401 otherwise). No reply names a path on the server: paths are shown relative to the project.
@@ -35,13 +38,14 @@ import json
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import orjson
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
@@ -51,6 +55,7 @@ from churnlib.config import Config, api_token, load_config
 from churnlib.errors import ChurnError
 from churnlib.fsutil import read_json
 from churnlib.ingested import RECORD_FILE, ingested_statistics, load_record
+from churnlib.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from churnlib.pipeline import (
     NO_ID,
     ReasonsUnavailable,
@@ -295,6 +300,7 @@ class ApiState:
     drift: FileCache
     pipeline_diagnostics: FileCache
     installed: list[dict[str, Any]]
+    metrics: ApiMetrics
 
 
 def public_text(text: str, config: Config) -> str:
@@ -349,12 +355,27 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
         pipeline_diagnostics=FileCache(config.paths.logs / DIAGNOSTICS_FILE,
                                        lambda: _read_json_quietly(config.paths.logs / DIAGNOSTICS_FILE)),
         installed=installed_versions(),
+        metrics=ApiMetrics(config),
     )
+
+    @app.before_request
+    def start_clock():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def count_request(response):
+        state = _state()
+        rule = request.url_rule.rule if request.url_rule is not None else None
+        state.metrics.observe(rule, request.method, response.status_code,
+                              time.perf_counter() - g.get("started", time.perf_counter()))
+        release = state.watcher.release  # the attribute: counting never triggers a reload
+        state.metrics.note_release(release.release_id if release else None)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         messages = {
-            404: f"no route {request.path}; routes: /prediction, /scoring, /summarystats, /diagnostics, /health",
+            404: f"no route {request.path}; routes: /prediction, /scoring, /summarystats, /diagnostics, /health, /metrics",
             405: f"{request.method} is not allowed on {request.path}",
             413: f"request body larger than the limit of {config.api.max_request_bytes} bytes",
         }
@@ -432,6 +453,7 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
                     item[key] = value
         for row, column, value in unseen:
             predictions[row].setdefault("warnings", []).append(_unseen_text(column, value))
+        state.metrics.predicted(len(predictions), sum(item["churn"] for item in predictions))
         body: dict[str, Any] = {"release_id": release.release_id, "count": len(predictions)}
         if reasons:
             try:
@@ -458,7 +480,8 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     @app.get("/summarystats")
     def summarystats():
         stats = _state().statistics.get()
-        return jsonify(data_version=stats["data_version"], rows=stats["rows"], columns=stats["summary_statistics"])
+        return jsonify(data_version=stats["data_version"], rows=stats["rows"], columns=stats["summary_statistics"],
+                       categorical=stats["categorical"], target=stats["target"])
 
     @app.get("/diagnostics")
     def diagnostics():
@@ -475,6 +498,13 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
             dependencies=with_latest(state.installed, latest),
             drift=state.drift.get(),
         )
+
+    @app.get("/metrics")
+    def metrics():
+        state = _state()
+        release = state.watcher.current()
+        state.metrics.note_release(release.release_id if release else None)
+        return Response(state.metrics.render(), mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
     return app
 

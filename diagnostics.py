@@ -1,7 +1,8 @@
 """Diagnostics: what a user checks when the model's numbers look off.
 
 - predictions of the deployed model for a dataset (the test data by default);
-- mean, median and standard deviation of each numeric column of the ingested data;
+- mean, median and standard deviation of each numeric column of the ingested data, and each
+  category's rows and churn rate, from the figures kept at ingestion (``ingesteddata/column_stats.json``);
 - the share of missing values in each column of the ingested data;
 - how long the last ingestion and the deployed model's training took, in seconds;
 - a dependency check: each package pinned in requirements.txt, the installed version, and the latest
@@ -34,7 +35,7 @@ from churnlib.clock import utc_now
 from churnlib.config import PROJECT_ROOT, Config
 from churnlib.dataset import FrozenSchema, read_labelled_folder
 from churnlib.fsutil import atomic_write_json, read_json
-from churnlib.ingested import load_record, missing_data, read_ingested_data, summary_statistics
+from churnlib.ingested import ingested_statistics, load_record
 from churnlib.modelstore import load_deployed
 from churnlib.errors import in_step
 from churnlib.pipeline import churn_probabilities, model_threshold, predicted_classes
@@ -47,6 +48,7 @@ REQUIREMENTS_FILE = PROJECT_ROOT / "requirements.txt"
 PYPI_URL_ENV = "CHURN_PYPI_URL"  # tests point this at a local address; default is PyPI's JSON API
 DEFAULT_PYPI_URL = "https://pypi.org/pypi"
 LATEST_UNKNOWN = "latest unknown"
+MAX_CATEGORIES_SHOWN = 20
 
 
 def model_predictions(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema, threshold: float = 0.5) -> list[int]:
@@ -156,7 +158,7 @@ def run_diagnostics(
     schema: FrozenSchema,
     dataset: pd.DataFrame,
     dataset_name: str,
-    ingested: pd.DataFrame,
+    ingested_folder: Path,
     record: dict[str, Any],
     log_folder: Path,
     dependency_deadline: float = 3.0,
@@ -165,6 +167,7 @@ def run_diagnostics(
     """Return every diagnostic for the model and data given, as one JSON-ready dict.
 
     ``probabilities`` are the model's churn probabilities on ``dataset`` when the caller has them.
+    The ingested data's statistics come from the figures kept at ingestion, never from reading it.
     """
     started = time.perf_counter()
     threshold = model_threshold(metadata)
@@ -172,14 +175,17 @@ def run_diagnostics(
         predictions = model_predictions(pipeline, dataset, schema, threshold)
     else:
         predictions = predicted_classes(probabilities, threshold).tolist()
+    statistics = ingested_statistics(ingested_folder)
     result = {
         "generated_at": utc_now(),
         "release_id": metadata.get("release_id"),
         "predictions": {"dataset": dataset_name, "rows": len(predictions), "values": predictions},
-        "summary_statistics": summary_statistics(ingested, schema.numeric_columns),
-        "missing_data": missing_data(ingested[list(schema.columns)]),
-        "ingested_rows": int(len(ingested)),
-        "data_version": record.get("data_version"),
+        "summary_statistics": statistics["summary_statistics"],
+        "categorical": statistics["categorical"],
+        "target": statistics["target"],
+        "missing_data": statistics["missing_data"],
+        "ingested_rows": statistics["rows"],
+        "data_version": statistics["data_version"],
         "timings": step_timings(record, metadata),
         "dependencies": dependency_check(deadline_seconds=dependency_deadline),
         "drift": latest_drift(log_folder),
@@ -198,7 +204,15 @@ def format_diagnostics(result: dict[str, Any]) -> str:
     lines.append(f"  {'column':<28} {'mean':>14} {'median':>14} {'std':>14}")
     for column, stats in result["summary_statistics"].items():
         cells = ["" if stats[k] is None else f"{stats[k]:.4f}" for k in ("mean", "median", "std")]
-        lines.append(f"  {column:<28} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14}")
+        approximate = "" if stats.get("median_exact", True) else "  (median within 1%)"
+        lines.append(f"  {column:<28} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14}{approximate}")
+    for column, stats in (result.get("categorical") or {}).items():
+        lines += ["", f"  {column} (categorical): {'category':<20} {'rows':>10} {'churn rate':>11}"]
+        for category in stats["categories"][:MAX_CATEGORIES_SHOWN]:
+            rate = "" if category["churn_rate"] is None else f"{category['churn_rate']:.1%}"
+            lines.append(f"  {'':<{len(column) + 16}}{category['value'][:20]:<20} {category['count']:>10} {rate:>11}")
+        if len(stats["categories"]) > MAX_CATEGORIES_SHOWN:
+            lines.append(f"  {'':<{len(column) + 16}}... {len(stats['categories']) - MAX_CATEGORIES_SHOWN} more")
     lines += ["", "Missing data (share of rows):"]
     lines += [f"  {column:<28} {share:>8.2%}" for column, share in result["missing_data"].items()]
     timings = result["timings"]
@@ -234,10 +248,9 @@ def _main(config: Config, args) -> int:
     folder = Path(args.data).resolve() if args.data else config.paths.testdata
     dataset = read_labelled_folder(folder, settings=config.schema, schema=schema)
     record = load_record(config.paths.ingested)
-    ingested, _schema, _fingerprint = read_ingested_data(config.paths.ingested, record)
     result = run_diagnostics(
         pipeline=model.pipeline, metadata=model.metadata, schema=schema, dataset=dataset,
-        dataset_name=str(folder), ingested=ingested, record=record, log_folder=config.paths.logs,
+        dataset_name=str(folder), ingested_folder=config.paths.ingested, record=record, log_folder=config.paths.logs,
     )
     atomic_write_json(config.paths.logs / DIAGNOSTICS_FILE, result)
     logger.info("diagnostics of release %s written to %s", result["release_id"], config.paths.logs / DIAGNOSTICS_FILE)

@@ -759,14 +759,16 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     drift = outcome.data_drift
     diagnostics = run_diagnostics(
         pipeline=model, metadata=metadata, schema=schema, dataset=test,
-        dataset_name=str(config.paths.testdata), ingested=frame, record=record, log_folder=config.paths.logs,
-        probabilities=test_probabilities,
+        dataset_name=str(config.paths.testdata), ingested_folder=config.paths.ingested, record=record,
+        log_folder=config.paths.logs, probabilities=test_probabilities,
     )
     decision_record = {"decision": decision.value, "reason": f"{reason}; {why}", "at": utc_now(),
                        "data_drift": drift, "score_drift": outcome.score_drift, "challenge": outcome.challenge}
     report = build_report(metadata=metadata, scores=scores, labels=test_labels, probabilities=test_probabilities,
                           drift=drift, diagnostics=diagnostics, decision=decision_record,
-                          previous_scores=deployed_scores)
+                          previous_scores=deployed_scores, pipeline=model,
+                          comparison=report_comparison(config, deployed, frame.iloc[len(frame) - judged_rows:]
+                                                       if judged_rows else None, final_frame, test, schema))
     extra = {**report, DIAGNOSTICS_FILE: (json.dumps(diagnostics, indent=2) + "\n").encode()}
     outcome.timings["diagnostics_and_report"] = round(time.perf_counter() - started, 3)
     release_id = deploy_release(config.paths.models, config.paths.deployment, ingested_folder=config.paths.ingested,
@@ -778,6 +780,17 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     outcome.deployed_release_after = release_id
     outcome.report = str(config.paths.deployment / RELEASES_FOLDER / release_id / REPORT_FILE)
     return last_retrain
+
+
+def report_comparison(config: Config, deployed, judged, training, test, schema):
+    """Return the two samples the report sets side by side: the deployed release's drift reference
+    against the judged new rows that called for the retrain, or (none) the training data against
+    the test data."""
+    if deployed is not None and judged is not None and len(judged):
+        _calibration, _expected, reference, normal = release_expectations(config.paths.deployment, deployed, schema)
+        what = "new normal" if normal and normal.get("reference") else "training sample"
+        return (f"release {deployed.release_id}'s {what}", reference, "the new rows", judged)
+    return ("the training data", training, "the test data", test)
 
 
 # --- the tick -----------------------------------------------------------------------------------
@@ -961,22 +974,59 @@ def call_api_after_deploy(config: Config, release_id: str) -> dict[str, Any]:
     return outcome
 
 
-def finish(config: Config, outcome: TickOutcome, *, started_at: str, started: float) -> None:
-    """Log the decision's line and append the run's JSON line to logs/runs.jsonl."""
+def finish(config: Config, outcome: TickOutcome, *, started_at: str, started: float) -> dict[str, Any]:
+    """Log the decision's line and append the run's JSON line to logs/runs.jsonl; return the line."""
     level, text = outcome.log_line(config.paths.source.name)
     logger.log(level, "%s", text)
     run = {"started_at": started_at, "pid": os.getpid(), "config": str(config.file), **outcome.to_json(),
            "finished_at": utc_now(), "seconds": round(time.perf_counter() - started, 3)}
     append_run(config.paths.logs, run)
+    return run
+
+
+def after_tick(config: Config, run: dict[str, Any], *, did_work: bool) -> None:
+    """Raise and send the alerts the tick calls for, then rewrite the history page after a tick that did
+    work (it shows the alert conditions active); neither ever fails the tick."""
+    if config.alerts.channels or (config.paths.logs / "alerts_outbox.json").exists():
+        try:
+            from churnlib.alerts import process_alerts
+
+            process_alerts(config, run)
+        except Exception as exc:  # delivery problems are handled inside; this is a bug, logged, not fatal
+            logger.error("alerts not processed: %s", describe_error(exc, config_label=config.label))
+            logger.debug("%s", "".join(traceback.format_exception(exc)))
+    if did_work or not (config.paths.logs / "dashboard.html").exists():
+        try:
+            from churnlib.history import write_dashboard
+
+            write_dashboard(config)
+        except Exception as exc:  # the page is a view: a failure is logged, the tick stands
+            logger.warning("history page not written: %s", describe_error(exc, config_label=config.label))
+            logger.debug("%s", "".join(traceback.format_exception(exc)))
 
 
 def _tick(config: Config, args) -> int:
+    if args.test_alert:
+        return _test_alert(config)
     started_at, started = utc_now(), time.perf_counter()
     outcome = run_tick(config)
     if outcome.deployed_release_after and not args.no_api:
         outcome.api = call_api_after_deploy(config, outcome.deployed_release_after)
-    finish(config, outcome, started_at=started_at, started=started)
+    run = finish(config, outcome, started_at=started_at, started=started)
+    after_tick(config, run, did_work=outcome.decision is not Decision.NOTHING_NEW or outcome.scoring is not None)
     return outcome.exit_status
+
+
+def _test_alert(config: Config) -> int:
+    from churnlib.alerts import send_test_alert
+
+    if not config.alerts.channels:
+        print(f"no alert channel configured: add alerts.email or alerts.webhook to {config.label}", file=sys.stderr)
+        return 1
+    results = send_test_alert(config)
+    for channel, result in results.items():
+        print(f"{channel}: {result}")
+    return 0 if all(result == "sent" for result in results.values()) else 1
 
 
 def _lock_held(config: Config, holder: int | None) -> int:
@@ -995,7 +1045,11 @@ def main(argv: list[str] | None = None) -> int:
         "failed tick (the reason on stderr), 2 for a bad config."
     )
     parser.add_argument("--no-api", action="store_true", help="do not call the API after a deploy")
-    return run_script(parser, argv, "fullprocess", _tick, lock=True, on_lock_held=_lock_held)
+    parser.add_argument("--test-alert", action="store_true",
+                        help="send a test alert through every channel in the alerts section, print each "
+                        "channel's result and exit (1 if one failed); no tick runs")
+    return run_script(parser, argv, "fullprocess", _tick, lock=lambda args: not args.test_alert,
+                      on_lock_held=_lock_held)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,26 @@ def post_worker_init(worker):
     state = getattr(worker.wsgi, "extensions", {}).get("churn")
     if state is not None:  # the churn API (bench/ also serves a plain Flask app with these settings)
         state.watcher.current()
+
+
+# --- Prometheus metrics (/metrics), summed across workers -----------------------------------------
+# prometheus_client's multiprocess mode: every worker writes its counts to files in this folder
+# and a scrape, whichever worker answers it, adds them up. Set before any worker imports the
+# library; emptied when gunicorn starts (counts from a previous run would be added to this one's);
+# a worker that exits has its live gauges dropped (its counts stay: they happened).
+_metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(_logs) / "prometheus_multiproc")))
+_metrics_dir.mkdir(parents=True, exist_ok=True)  # --check-config loads the app without on_starting
+
+
+def on_starting(server):
+    """Empty the metrics folder of an earlier run."""
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in _metrics_dir.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    """Drop an exited worker's live gauges (churn_api_workers_serving) from the metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, str(_metrics_dir))

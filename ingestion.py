@@ -50,6 +50,7 @@ from churnlib.ingested import (
     load_record,
     save_record,
 )
+from churnlib import ingested as ingested_data
 
 logger = logging.getLogger(Path(__file__).stem)  # "ingestion" whether imported or run as a script
 
@@ -231,6 +232,13 @@ def ingest_files(
         save_record(record, ingested_folder, log_folder)
     hashes_path = ingested_folder / HASHES_FILE
     index = _HashIndex(hashes_path, record["rows"]) if files else None
+    statistics = None
+    if files and record["schema"] is not None:
+        statistics = ingested_data.load_statistics(ingested_folder, record)
+        if statistics is None:
+            logger.info("%s: missing or out of step with the record; rebuilding it from the ingested data",
+                        ingested_data.STATS_FILE)
+            statistics = ingested_data.rebuild_statistics(ingested_folder, record)
     fingerprint = settings_fingerprint(settings)
     for source in files:
         file_started = time.perf_counter()
@@ -270,6 +278,7 @@ def ingest_files(
         if schema is None:
             schema = parsed.schema
             logger.info("schema frozen from %s: %s", source.name, schema.describe())
+            statistics = ingested_data.empty_statistics(schema)
         lines = canonical_lines(parsed.frame, schema)
         hashes = row_hashes(lines)
         _unique, first = np.unique(hashes, return_index=True)
@@ -290,6 +299,12 @@ def ingest_files(
         if payload:
             append_rows(ingested_folder, record, payload, new_hashes.tobytes(), source=source.name)
         index.add(new_hashes)
+        if len(new_lines):
+            kept = parsed.frame[keep].reset_index(drop=True)
+            statistics = ingested_data.merge_statistics(statistics, ingested_data.batch_statistics(kept, schema))
+        # The statistics go first; the record below commits them with the rows (load_statistics
+        # refuses statistics whose data_version is not the record's).
+        ingested_data.save_statistics(statistics, ingested_folder, data_version=record["data_version"] + 1)
         earlier = [f for f in record["files"] if f["name"] == source.name]
         entry = {
             "name": source.name,

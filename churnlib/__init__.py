@@ -16,10 +16,13 @@
 - ``modelstore``: saving and loading a model (SHA-256 checked), the release pointer;
 - ``serving``: the release an API worker serves, swapped in when the pointer moves;
 - ``drift``: the statistics behind the drift decision;
-- ``runlog``: the decisions a tick can reach and its line in ``logs/runs.jsonl``.
+- ``runlog``: the decisions a tick can reach and its line in ``logs/runs.jsonl``;
+- ``alerts``: alert conditions from a tick's run line, the outbox, e-mail and webhook delivery;
+- ``history``: the history page ``logs/dashboard.html`` (inline SVG, standard library only);
+- ``metrics``: the API's Prometheus metrics (``prometheus_client``).
 
-The modules a cron tick needs before it knows there is work (config, errors, columns, clock,
-cli, fsutil, logsetup, sourcefiles, ingested, risklists, modelstore, runlog) import no pandas, scikit-learn or xgboost, so
-that a tick that finds nothing new stays fast; the others import them, or import them only inside
-the functions that need them.
+The modules a cron tick needs before it knows there is work, or after it (config, errors,
+columns, clock, cli, fsutil, logsetup, sourcefiles, ingested, risklists, modelstore, runlog,
+alerts, history) import no pandas, scikit-learn or xgboost, so that a tick that finds nothing new
+stays fast; the others import them, or import them only inside the functions that need them.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -31,6 +32,8 @@ WINDOWS = ("auto", "all", "recent")
 SCORE_METHODS = ("expected", "deploy_time")
 EVALUATIONS = ("held_out", "testdata")
 UNKNOWN_CATEGORY_ACTIONS = ("warn", "reject")
+ALERT_EVENTS = ("drift", "deployed", "refused", "tick_failed", "file_rejected", "api_down")
+EMAIL_SECURITY = ("starttls", "tls", "none")
 
 
 class _Required:
@@ -139,6 +142,48 @@ def _params(value: Any) -> dict:
     return dict(value)
 
 
+def _optional_string(value: Any) -> str | None:
+    return None if value is None else _string(value)
+
+
+def _env_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = _string(value)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        raise ValueError(f"must name an environment variable (letters, digits, _), got {value!r}")
+    return text
+
+
+def _address(value: Any) -> str:
+    text = _string(value).strip()
+    if not re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+", text):
+        raise ValueError(f"must be an e-mail address, got {value!r}")
+    return text
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of e-mail addresses")
+    return tuple(_address(item) for item in value)
+
+
+def _events(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of events ({', '.join(ALERT_EVENTS)})")
+    for item in value:
+        if item not in ALERT_EVENTS:
+            raise ValueError(f"unknown event {item!r}; events are {', '.join(ALERT_EVENTS)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _webhook_url(value: Any) -> str:
+    text = _string(value).strip()
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return text  # kept as given: a receiver may need its trailing slash
+
+
 def _folder(value: Any) -> str:
     """A folder, relative to the config file's folder (the loader resolves it)."""
     return _string(value)
@@ -161,6 +206,18 @@ def _url(value: Any) -> str:
 
 
 # --- the settings: each key is one line, its default and its check, in the section it belongs to ---
+
+
+
+
+@dataclass(frozen=True)
+class Subsection:
+    """The check of a key that holds an optional sub-section: null (off) or an object of its own keys."""
+
+    cls: type
+
+    def __call__(self, value: Any) -> Any:  # only the loader calls it, through _section
+        raise NotImplementedError
 
 
 def setting(default: Any, check: Callable[[Any], Any], *, key: str | None = None) -> Any:
@@ -297,6 +354,39 @@ class OutreachSettings:
 
 
 @dataclass(frozen=True)
+class EmailSettings:
+    """SMTP delivery of alerts; the password is read from the environment variable named, never from the file."""
+
+    host: str = setting(REQUIRED, _string)
+    port: int = setting(587, _integer(1, 65535))
+    security: str = setting("starttls", _choice(EMAIL_SECURITY))
+    user: str | None = setting(None, _optional_string)
+    password_env: str | None = setting(None, _env_name)
+    sender: str = setting(REQUIRED, _address)
+    recipients: tuple[str, ...] = setting(REQUIRED, _addresses)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """A URL that receives each alert as a JSON POST (Slack-style ``text`` plus structured fields)."""
+
+    url: str = setting(REQUIRED, _webhook_url)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    events: tuple[str, ...] = setting(list(ALERT_EVENTS), _events)
+    timeout_seconds: float = setting(10.0, _number(0.5, 120.0))
+    email: EmailSettings | None = setting(None, Subsection(EmailSettings))
+    webhook: WebhookSettings | None = setting(None, Subsection(WebhookSettings))
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels configured: "email", "webhook", both or none."""
+        return tuple(name for name in ("email", "webhook") if getattr(self, name) is not None)
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated config: where it came from, and one typed object per section of config.json.
 
@@ -316,6 +406,7 @@ class Config:
     schedule: ScheduleSettings
     api: ApiSettings
     risk_lists: RiskListSettings
+    alerts: AlertSettings
     outreach: OutreachSettings | None  # optional: None when config.json has no such section
     ignored_errors: tuple[ConfigError, ...] = ()
 
@@ -406,14 +497,22 @@ def _section(name: str, cls: type, given: Any, label: str, root: Path) -> Any:
     values = {}
     for key, spec in keys.items():
         value = given.get(key, spec.metadata["default"])
+        check = spec.metadata["check"]
         if value is REQUIRED:
             raise ConfigError(f"{name}.{key}: required when the {name} section is present", file_label=label)
+        if isinstance(check, Subsection):
+            values[spec.name] = None if value is None else _section(f"{name}.{key}", check.cls, value, label, root)
+            continue
         try:
-            value = spec.metadata["check"](value)
+            value = check(value)
         except ValueError as exc:
             raise ConfigError(f"{name}.{key}: {exc}", file_label=label) from None
-        values[spec.name] = (root / value).resolve() if spec.metadata["check"] is _folder else value
-    return cls(**values)
+        values[spec.name] = (root / value).resolve() if check is _folder else value
+    section = cls(**values)
+    if isinstance(section, EmailSettings) and section.user is not None and section.password_env is None:
+        raise ConfigError(f"{name}.password_env: required when {name}.user is set (the name of the environment "
+                          "variable that holds the password)", file_label=label)
+    return section
 
 
 def section_settings(cls: type, root: Path | None = None, **values: Any) -> Any:
@@ -552,6 +651,21 @@ def load_server_config(path: str | os.PathLike | None = None, *,
 def server_config(path: str | os.PathLike | None = None) -> Config:
     """Return the config the gunicorn master loaded (see load_server_config), else config.json read now."""
     return _server_config if _server_config is not None else load_config(path)
+
+
+def documented_keys() -> dict[str, Any]:
+    """Return every key, sub-sections' keys included, as a dotted name with its default (``"required"`` for some)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, cls: type) -> None:
+        for key, spec in _keys(cls).items():
+            flat[f"{prefix}.{key}"] = spec.metadata["default"]
+            if isinstance(spec.metadata["check"], Subsection):
+                walk(f"{prefix}.{key}", spec.metadata["check"].cls)
+
+    for name, cls in SECTIONS.items():
+        walk(name, cls)
+    return flat
 
 
 def add_config_argument(parser) -> None:

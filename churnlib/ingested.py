@@ -55,6 +55,8 @@ ACCEPT_COMMAND = "python ingestion.py --accept-changes"
 HOW_TO_RESOLVE = (f"restore it from a backup, or accept the data as it is now with `{ACCEPT_COMMAND}` "
                   "(README: \"Changed outside the pipeline\")")
 
+logger = logging.getLogger(__name__)
+
 
 class IngestedDataError(ChurnError):
     """The ingested data does not match its record: it was changed outside the pipeline."""
@@ -356,39 +358,292 @@ def _number(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def summary_statistics(frame, numeric_columns: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
-    """Return mean, median and standard deviation (sample, ddof=1) of each numeric column; None when undefined."""
-    stats = {}
-    for column in numeric_columns:
-        values = frame[column]
-        stats[column] = {
-            "mean": _number(values.mean()),
-            "median": _number(values.median()),
-            "std": _number(values.std()),
-            "count": int(values.notna().sum()),
-        }
+# --- column statistics kept up to date at ingestion ---------------------------------------------
+#
+# ``column_stats.json`` beside the record holds, for the committed rows, what the API's
+# /summarystats and the diagnostics need, so that nothing reads the whole ingested data to answer:
+#
+# - every column: its missing values;
+# - numeric columns: count, mean and the sum of squared deviations (merged batch by batch with
+#   Chan et al.'s update, which stays exact where a running sum of squares loses digits), min, max,
+#   and for the median either the exact count of each distinct value (while a column has at most
+#   EXACT_MEDIAN_MAX_VALUES of them) or, beyond, a log-bucket quantile sketch (DDSketch) whose
+#   quantiles are within SKETCH_RELATIVE_ACCURACY of the true value, relatively;
+# - categorical columns: each category's rows and churners (at most MAX_CATEGORIES categories;
+#   later ones are counted together as "(other)");
+# - the target: rows of each class.
+#
+# Ingestion writes the file before the record that commits the rows; a file whose data_version is
+# not the record's (a crash in between, or data ingested before this file existed) is rebuilt from
+# the committed data by the next ingest.
+
+STATS_FILE = "column_stats.json"
+STATS_FORMAT = 1
+EXACT_MEDIAN_MAX_VALUES = 2_000
+SKETCH_RELATIVE_ACCURACY = 0.01
+SKETCH_MAX_BUCKETS = 4_096
+MAX_CATEGORIES = 1_000
+OTHER_CATEGORY = "(other)"
+MISSING_CATEGORY_NAME = "(missing)"  # as churnlib.dataset.MISSING_CATEGORY, without importing pandas here
+
+
+def empty_statistics(schema) -> dict[str, Any]:
+    """Return the statistics of no rows for ``schema`` (a FrozenSchema)."""
+    return {
+        "format": STATS_FORMAT, "data_version": 0, "rows": 0,
+        "missing": {column: 0 for column in schema.columns},
+        "numeric": {column: {"count": 0, "mean": 0.0, "m2": 0.0, "min": None, "max": None, "values": {},
+                             "sketch": None} for column in schema.numeric_columns},
+        "categorical": {column: {"categories": {}, "other": [0, 0]} for column in schema.categorical_columns},
+        "target": {"0": 0, "1": 0},
+    }
+
+
+_GAMMA = (1 + SKETCH_RELATIVE_ACCURACY) / (1 - SKETCH_RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(_GAMMA)
+
+
+def _empty_sketch() -> dict[str, Any]:
+    return {"relative_accuracy": SKETCH_RELATIVE_ACCURACY, "zero": 0, "positive": {}, "negative": {}}
+
+
+def _sketch_add_counts(sketch: dict[str, Any], values: dict[float, int]) -> None:
+    """Add values (value -> count) to a sketch: each lands in the bucket ceil(log_gamma |value|)."""
+    for value, count in values.items():
+        if value == 0:
+            sketch["zero"] += count
+            continue
+        store = sketch["positive"] if value > 0 else sketch["negative"]
+        key = str(math.ceil(math.log(abs(value)) / _LOG_GAMMA))
+        store[key] = store.get(key, 0) + count
+    for name in ("positive", "negative"):
+        store = sketch[name]
+        if len(store) > SKETCH_MAX_BUCKETS:
+            # Fold the buckets of the smallest magnitudes into one: only those quantiles lose accuracy.
+            keys = sorted(store, key=int)
+            excess = keys[: len(keys) - SKETCH_MAX_BUCKETS + 1]
+            folded = sum(store.pop(key) for key in excess)
+            store[excess[-1]] = folded
+
+
+def _sketch_merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    into["zero"] += other["zero"]
+    for name in ("positive", "negative"):
+        for key, count in other[name].items():
+            into[name][key] = into[name].get(key, 0) + count
+    _sketch_add_counts(into, {})
+
+
+def _sketch_quantile_at(sketch: dict[str, Any], rank: int) -> float:
+    """Return the value of the rank-th smallest item (0-based), to within the sketch's accuracy."""
+    def value(key: str) -> float:
+        return 2 * _GAMMA ** int(key) / (_GAMMA + 1)
+
+    seen = 0
+    for key in sorted(sketch["negative"], key=int, reverse=True):  # most negative first
+        seen += sketch["negative"][key]
+        if rank < seen:
+            return -value(key)
+    seen += sketch["zero"]
+    if rank < seen:
+        return 0.0
+    for key in sorted(sketch["positive"], key=int):
+        seen += sketch["positive"][key]
+        if rank < seen:
+            return value(key)
+    raise IndexError(rank)
+
+
+def _median_of_counts(values: dict[str, int], count: int) -> float:
+    """Return the exact median (the mean of the two middle values for an even count) of value counts."""
+    lower_rank, upper_rank = (count - 1) // 2, count // 2
+    seen, lower = 0, None
+    for value in sorted(values, key=float):
+        seen += values[value]
+        if lower is None and lower_rank < seen:
+            lower = float(value)
+        if upper_rank < seen:
+            return (lower + float(value)) / 2
+    raise ValueError("counts do not add up")
+
+
+def batch_statistics(frame, schema) -> dict[str, Any]:
+    """Return the column statistics of the rows of ``frame`` (typed by ``schema``)."""
+    import numpy as np
+
+    stats = empty_statistics(schema)
+    stats["rows"] = int(len(frame))
+    target = frame[schema.target].to_numpy(dtype=np.int64)
+    stats["target"] = {"0": int((target == 0).sum()), "1": int((target == 1).sum())}
+    for column in schema.columns:
+        if column == schema.target:
+            continue
+        stats["missing"][column] = int(frame[column].isna().sum())
+    for column in schema.numeric_columns:
+        values = frame[column].to_numpy(dtype=float)
+        values = values[~np.isnan(values)]
+        entry = stats["numeric"][column]
+        if len(values) == 0:
+            continue
+        mean = float(values.mean())
+        entry.update(count=int(len(values)), mean=mean, m2=float(((values - mean) ** 2).sum()),
+                     min=float(values.min()), max=float(values.max()))
+        distinct, counts = np.unique(values, return_counts=True)
+        value_counts = dict(zip(distinct.tolist(), counts.tolist()))
+        if len(distinct) <= EXACT_MEDIAN_MAX_VALUES:
+            entry["values"] = {repr(value): count for value, count in value_counts.items()}
+        else:
+            entry["values"], entry["sketch"] = None, _empty_sketch()
+            _sketch_add_counts(entry["sketch"], value_counts)
+    for column in schema.categorical_columns:
+        categories: dict[str, list[int]] = {}
+        texts = frame[column].tolist()
+        for text, label in zip(texts, target.tolist()):
+            name = text if isinstance(text, str) else MISSING_CATEGORY_NAME
+            counts = categories.setdefault(name, [0, 0])
+            counts[0] += 1
+            counts[1] += label
+        stats["categorical"][column]["categories"] = categories
     return stats
 
 
-def missing_data(frame) -> dict[str, float]:
-    """Return the share (0..1) of missing values in each column."""
-    if len(frame) == 0:
-        return {column: 0.0 for column in frame.columns}
-    return {column: float(share) for column, share in frame.isna().mean().items()}
+def merge_statistics(total: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
+    """Return ``total`` with ``batch``'s rows added (both from batch_statistics or empty_statistics)."""
+    total["rows"] += batch["rows"]
+    for label, count in batch["target"].items():
+        total["target"][label] = total["target"].get(label, 0) + count
+    for column, count in batch["missing"].items():
+        total["missing"][column] = total["missing"].get(column, 0) + count
+    for column, new in batch["numeric"].items():
+        old = total["numeric"][column]
+        if new["count"] == 0:
+            continue
+        count = old["count"] + new["count"]
+        delta = new["mean"] - old["mean"]
+        old["mean"] += delta * new["count"] / count
+        old["m2"] += new["m2"] + delta * delta * old["count"] * new["count"] / count
+        old["min"] = new["min"] if old["min"] is None else min(old["min"], new["min"])
+        old["max"] = new["max"] if old["max"] is None else max(old["max"], new["max"])
+        old["count"] = count
+        if old["values"] is not None and new["values"] is not None:
+            for value, n in new["values"].items():
+                old["values"][value] = old["values"].get(value, 0) + n
+            if len(old["values"]) > EXACT_MEDIAN_MAX_VALUES:
+                old["sketch"] = _empty_sketch()
+                _sketch_add_counts(old["sketch"], {float(v): n for v, n in old["values"].items()})
+                old["values"] = None
+        else:
+            if old["sketch"] is None:
+                old["sketch"] = _empty_sketch()
+                _sketch_add_counts(old["sketch"], {float(v): n for v, n in old["values"].items()})
+                old["values"] = None
+            if new["sketch"] is not None:
+                _sketch_merge(old["sketch"], new["sketch"])
+            else:
+                _sketch_add_counts(old["sketch"], {float(v): n for v, n in new["values"].items()})
+    for column, new in batch["categorical"].items():
+        old = total["categorical"][column]
+        for name, (count, positives) in list(new["categories"].items()) + [(OTHER_CATEGORY, new["other"])]:
+            if name == OTHER_CATEGORY or (name not in old["categories"] and len(old["categories"]) >= MAX_CATEGORIES):
+                target = old["other"]
+            else:
+                target = old["categories"].setdefault(name, [0, 0])
+            target[0] += count
+            target[1] += positives
+    return total
+
+
+def save_statistics(stats: dict[str, Any], ingested_folder: Path, *, data_version: int) -> None:
+    """Write the column statistics of the rows committed at ``data_version`` (before the record commits them)."""
+    stats["data_version"] = data_version
+    atomic_write_json(ingested_folder / STATS_FILE, stats)
+
+
+def load_statistics(ingested_folder: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the column statistics of the record's committed rows, or None when missing or out of step."""
+    try:
+        stats = read_json(ingested_folder / STATS_FILE)
+    except ValueError:
+        return None
+    if (not isinstance(stats, dict) or stats.get("format") != STATS_FORMAT
+            or stats.get("data_version") != record["data_version"] or stats.get("rows") != record["rows"]):
+        return None
+    return stats
+
+
+def rebuild_statistics(ingested_folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Return the column statistics computed from the committed data (after a crash, or once after an upgrade)."""
+    schema = frozen_schema(record)
+    if schema is None or record["rows"] == 0:
+        return empty_statistics(schema) if schema is not None else None
+    frame, schema, _fingerprint = read_ingested_data(ingested_folder, record)
+    return merge_statistics(empty_statistics(schema), batch_statistics(frame, schema))
+
+
+def describe_statistics(stats: dict[str, Any]) -> dict[str, Any]:
+    """Return the figures people read (mean, median, std, ...; categories with churn rates) from stored statistics."""
+    rows = stats["rows"]
+    numeric = {}
+    for column, entry in stats["numeric"].items():
+        count = entry["count"]
+        if entry["values"] is not None:
+            median = _median_of_counts(entry["values"], count) if count else None
+        else:
+            middle = (_sketch_quantile_at(entry["sketch"], (count - 1) // 2)
+                      + _sketch_quantile_at(entry["sketch"], count // 2)) / 2
+            median = middle
+        numeric[column] = {
+            "mean": _number(entry["mean"]) if count else None,
+            "median": _number(median),
+            "std": _number(math.sqrt(entry["m2"] / (count - 1))) if count > 1 else None,
+            "count": count,
+            "missing": stats["missing"].get(column, 0),
+            "min": entry["min"],
+            "max": entry["max"],
+            "median_exact": entry["values"] is not None,
+        }
+    categorical = {}
+    for column, entry in stats["categorical"].items():
+        items = sorted(entry["categories"].items(), key=lambda item: (-item[1][0], item[0]))
+        if entry["other"][0]:
+            items.append((OTHER_CATEGORY, entry["other"]))
+        categorical[column] = {
+            "categories": [{"value": name, "count": count, "share": count / rows if rows else None,
+                            "churn_rate": positives / count if count else None}
+                           for name, (count, positives) in items],
+            "distinct": len(entry["categories"]) + (1 if entry["other"][0] else 0),
+        }
+    positives = stats["target"].get("1", 0)
+    return {
+        "rows": rows,
+        "numeric": numeric,
+        "categorical": categorical,
+        "missing_data": {column: (count / rows if rows else 0.0) for column, count in stats["missing"].items()},
+        "target": {"counts": {"0": stats["target"].get("0", 0), "1": positives},
+                   "churn_rate": positives / rows if rows else None},
+    }
 
 
 def ingested_statistics(ingested_folder: Path) -> dict[str, Any]:
-    """Return summary statistics and missing-data shares of the ingested data (its committed rows)."""
+    """Return the summary statistics of the ingested data from the statistics kept at ingestion.
+
+    Only when those are missing or out of step (data ingested by a version before they existed, or
+    a crash between writing them and the record) are they computed from the data, once per data
+    version, and a warning says so: the next ingest writes them.
+    """
     record = load_record(ingested_folder)
-    try:
-        frame, schema, _fingerprint = read_ingested_data(ingested_folder, record)
-    except NoIngestedData:
-        return {"data_version": record["data_version"], "rows": 0, "summary_statistics": {}, "missing_data": {},
-                "last_ingest": record.get("last_ingest")}
-    return {
-        "data_version": record["data_version"],
-        "rows": int(len(frame)),
-        "summary_statistics": summary_statistics(frame, schema.numeric_columns),
-        "missing_data": missing_data(frame[list(schema.columns)]),
-        "last_ingest": record.get("last_ingest"),
-    }
+    base = {"data_version": record["data_version"], "last_ingest": record.get("last_ingest")}
+    if frozen_schema(record) is None or record["rows"] == 0:
+        return {**base, "rows": 0, "summary_statistics": {}, "categorical": {}, "missing_data": {},
+                "target": None, "source": "none"}
+    stats = load_statistics(ingested_folder, record)
+    source = STATS_FILE
+    if stats is None:
+        logger.warning("%s: missing or out of step with the record; statistics computed from the data until "
+                       "the next ingest writes it", ingested_folder / STATS_FILE)
+        stats = rebuild_statistics(ingested_folder, record)
+        source = "data"
+    described = describe_statistics(stats)
+    return {**base, "rows": described["rows"], "summary_statistics": described["numeric"],
+            "categorical": described["categorical"], "missing_data": described["missing_data"],
+            "target": described["target"], "source": source}

@@ -23,6 +23,11 @@ SAMPLE_SOURCE = ROOT / "sourcedata"
 SAMPLE_TEST = ROOT / "testdata"
 SAMPLE_LATER = ROOT / "samples" / "later"
 IRANIAN = ROOT / "examples" / "iranian"
+# The shared data sets sit beside the checkout (CI lays shared/ next to its clone); a worktree
+# under /work/wt/ finds them at /work/shared. Read from there, never copied into the project.
+SHARED_DATASETS = next((folder for folder in (ROOT.parent / "shared" / "datasets", ROOT.parent.parent / "shared" / "datasets")
+                        if folder.is_dir()), ROOT.parent / "shared" / "datasets")
+UDACITY = SHARED_DATASETS / "udacity-course"
 # A closed port on loopback: the dependency check's PyPI look-ups fail at once, no test needs the network.
 OFFLINE_PYPI = "http://127.0.0.1:9"
 SAMPLE_HEADER = ["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees", "plan", "exited"]

@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from churnlib.config import REQUIRED, ConfigError, config_from_dict, defaults_as_dict, every_key_with_default, load_config
+from churnlib.config import (
+    REQUIRED,
+    ConfigError,
+    config_from_dict,
+    defaults_as_dict,
+    documented_keys,
+    every_key_with_default,
+    load_config,
+)
 from helpers import SAMPLE_LATER, base_config, make_project, run_script
 
 
@@ -66,6 +74,20 @@ def test_column_names_in_the_config_are_normalised_like_data_headers(tmp_path):
         ({"outreach": {"customer_value": 100, "contact_cost": 1, "success_rate": 0}}, "outreach.success_rate: must be"),
         ({"outreach": {"customer_value": 1, "contact_cost": 1, "rate": 1}}, "unknown key 'outreach.rate'"),
         ({"paths": {"scoring_folder": "sourcedata"}}, "paths.scoring_folder: must differ from paths.source_folder"),
+        ({"alerts": {"events": ["drfit"]}}, "alerts.events: unknown event 'drfit'; events are drift, deployed"),
+        ({"alerts": {"email": {"host": "mail"}}}, "alerts.email.sender: required"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["x"]}}},
+         "alerts.email.recipients: must be an e-mail address, got 'x'"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["c@d"], "user": "u"}}},
+         "alerts.email.password_env: required when alerts.email.user is set"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["c@d"], "security": "ssl"}}},
+         "alerts.email.security: must be one of starttls, tls, none; got 'ssl'"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["c@d"], "port": 0}}},
+         "alerts.email.port: must be between 1 and 65535, got 0"),
+        ({"alerts": {"email": {"host": "m", "sender": "a@b", "recipients": ["c@d"], "pasword_env": "X"}}},
+         "unknown key 'alerts.email.pasword_env'"),
+        ({"alerts": {"webhook": "http://x"}}, "alerts.webhook: must be an object"),
+        ({"alerts": {"webhook": {"url": "hooks.slack.com/x"}}}, "alerts.webhook.url: must start with http:// or https://"),
         ([], "must hold a JSON object at the top level"),
     ],
 )
@@ -103,6 +125,16 @@ def test_the_shipped_configs_are_valid():
     assert load_config(IRANIAN / "config.json").schema.target == "churn"
 
 
+def test_alert_channels_are_optional_sub_sections_with_their_own_defaults(tmp_path):
+    config = load(tmp_path, {"alerts": {"email": {"host": "smtp.example.com", "sender": "churn@example.com",
+                                                  "recipients": ["team@example.com"]},
+                                        "webhook": {"url": "https://hooks.example.com/T0/B0/x/"}}})
+    assert config.alerts.email.port == 587 and config.alerts.email.security == "starttls"
+    assert config.alerts.webhook.url.endswith("/x/")
+    assert config.alerts.channels == ("email", "webhook")
+    assert load(tmp_path, {}).alerts.channels == ()
+
+
 def test_the_defaults_validate_as_a_config(tmp_path):
     config = config_from_dict(defaults_as_dict(), file=tmp_path / "config.json")
     assert config.drift.alpha == 0.025 and config.score_drift.alpha == 0.025
@@ -127,10 +159,9 @@ def test_the_readme_lists_every_config_key_with_its_default():
 
     readme = (ROOT / "README.md").read_text()
     sections = "|".join(every_key_with_default())
-    rows = re.findall(rf"^\| `((?:{sections})\.[a-z0-9_]+)` \| `([^`]*)` \|", readme, flags=re.MULTILINE)
+    rows = re.findall(rf"^\| `((?:{sections})\.[a-z0-9_.]+)` \| `([^`]*)` \|", readme, flags=re.MULTILINE)
     listed = {key: value for key, value in rows if not key.endswith(".py")}  # not deployment.py's row
-    defaults = {f"{section}.{key}": value for section, keys in every_key_with_default().items()
-                for key, value in keys.items()}
+    defaults = documented_keys()
     assert set(listed) == set(defaults)
     for key, value in defaults.items():
         assert (listed[key] == "required") if value is REQUIRED else json.loads(listed[key]) == value, key

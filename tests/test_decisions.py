@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from helpers import ROOT, SAMPLE_LATER, base_config, batch, make_project, run_script
+from helpers import SAMPLE_LATER, UDACITY, base_config, batch, make_project, run_script
 
-COURSE = ROOT.parent / "shared" / "datasets" / "udacity-course"  # read from there, never copied
+COURSE = UDACITY  # read from shared/, never copied
 SCORE_LINE = re.compile(r"f1 0\.\d{3} \(95% CI \d\.\d\d-\d\.\d\d\) on \d+ new rows vs expected 0\.\d{3} "
                         r"\(\d\.\d\d-\d\.\d\d\): ")
 

@@ -1,6 +1,7 @@
 """Diagnostics and reporting on a deployed project."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,16 +12,31 @@ import reporting
 from helpers import run_script
 
 
+def _described(frame, schema):
+    return ingested.describe_statistics(ingested.merge_statistics(ingested.empty_statistics(schema),
+                                                                  ingested.batch_statistics(frame, schema)))
+
+
 def test_summary_statistics_and_missing_data_of_a_frame():
-    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, np.nan], "b": ["x", None, None, "y"]})
-    stats = ingested.summary_statistics(frame, ("a",))
-    assert stats["a"] == {"mean": 2.0, "median": 2.0, "std": 1.0, "count": 3}
-    assert ingested.missing_data(frame) == {"a": 0.25, "b": 0.5}
+    from churnlib.dataset import FrozenSchema
+
+    schema = FrozenSchema(target="y", id_columns=(), feature_columns=("a", "b"), categorical_columns=("b",))
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, np.nan], "b": ["x", None, None, "y"], "y": [1, 0, 0, 1]})
+    stats = _described(frame, schema)
+    assert {k: stats["numeric"]["a"][k] for k in ("mean", "median", "std", "count")} == \
+        {"mean": 2.0, "median": 2.0, "std": 1.0, "count": 3}
+    assert stats["missing_data"] == {"a": 0.25, "b": 0.5, "y": 0.0}
+    categories = {c["value"]: (c["count"], c["churn_rate"]) for c in stats["categorical"]["b"]["categories"]}
+    assert categories == {"(missing)": (2, 0.0), "x": (1, 1.0), "y": (1, 1.0)}
 
 
 def test_statistics_of_an_all_missing_column_are_none_not_nan():
-    stats = ingested.summary_statistics(pd.DataFrame({"a": [np.nan, np.nan]}), ("a",))
-    assert stats["a"]["mean"] is None and stats["a"]["std"] is None
+    from churnlib.dataset import FrozenSchema
+
+    schema = FrozenSchema(target="y", id_columns=(), feature_columns=("a",), categorical_columns=())
+    stats = _described(pd.DataFrame({"a": [np.nan, np.nan], "y": [0, 1]}), schema)
+    assert stats["numeric"]["a"]["mean"] is None and stats["numeric"]["a"]["std"] is None
+    assert stats["numeric"]["a"]["median"] is None
 
 
 def test_dependency_check_without_network_says_latest_unknown(tmp_path):
@@ -94,7 +110,7 @@ def test_reporting_script_writes_plots_and_a_self_contained_report(deployed):
     png = (deployed.models / "confusionmatrix.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     page = (deployed.models / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 6  # 4 plots, the weights, the distributions
     assert "src=\"http" not in page and "<link" not in page and "<script" not in page
     assert "Scores on the test data" in page
 
@@ -109,3 +125,58 @@ def test_report_escapes_text_from_the_data():
     page = reporting.build_report(metadata=metadata, scores=scores, labels=np.array([0, 1]),
                                   probabilities=np.array([0.2, 0.9]))["report.html"].decode()
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_metric_intervals_cover_the_scores_and_shrink_with_more_rows():
+    rng = np.random.default_rng(1)
+    widths = []
+    for rows in (60, 2000):
+        labels = rng.integers(0, 2, rows)
+        probabilities = np.clip(labels * 0.3 + rng.random(rows) * 0.7, 0, 1)
+        from scoring import metrics_from_predictions
+
+        scores = metrics_from_predictions(labels, probabilities)
+        intervals = reporting.metric_intervals(labels, probabilities, scores)
+        for key in ("f1", "roc_auc", "accuracy", "precision", "recall"):
+            low, high = intervals[key]
+            assert low <= scores[key] <= high, key
+        widths.append(intervals["f1"][1] - intervals["f1"][0])
+    assert widths[1] < widths[0] / 3
+
+
+def test_the_release_report_holds_what_a_data_scientist_expects(deployed):
+    from helpers import SAMPLE_LATER
+
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    report = deployed.deployment / "releases" / deployed.pointer()["current"] / "report.html"
+    page = report.read_text()
+    assert report.stat().st_size < 1_000_000
+    assert "<script" not in page and "src=\"http" not in page
+    assert page.count("95% CI ") == 5 and "Too little test data" not in page  # 300 test rows, 134 churners
+    for section in ('alt="calibration plot"', "Training data: class balance", "What the model leans on",
+                    "Distributions: drifted and most important features", "the new rows (400 rows, orange)"):
+        assert section in page, section
+    assert page.count("data:image/png;base64,") == 6
+    assert "<th>package</th>" not in page and "diagnostics.json" in page  # versions live in diagnostics
+    assert "churn rate" in page  # categories of the ingested data
+
+
+def test_a_five_row_test_file_gets_a_plain_warning_instead_of_a_bare_roc_auc(tmp_path):
+    import shutil
+
+    from helpers import UDACITY as udacity
+    from helpers import make_project
+
+    project = make_project(tmp_path / "p", sources=())
+    for name in ("dataset1.csv", "dataset2.csv"):
+        shutil.copy(udacity / "practicedata" / name, project.source / name)
+    shutil.copy(udacity / "testdata" / "testdata.csv", project.root / "testdata" / "testdata.csv")
+    assert project.tick() == 0
+    page = (project.deployment / "releases" / project.pointer()["current"] / "report.html").read_text()
+    assert "Too little test data to say much." in page
+    assert "The test data holds 5 rows" in page
+    # 5 rows, 2 churners: no interval for F1 or ROC AUC, wide Wilson intervals for the proportions.
+    assert re.search(r"ROC AUC</span><b>[0-9.]+</b><span>no interval: too few rows</span>", page)
+    accuracy = re.search(r"accuracy</span><b>[0-9.]+</b><span>95% CI ([0-9.]+)-([0-9.]+)</span>", page)
+    assert float(accuracy.group(2)) - float(accuracy.group(1)) > 0.5

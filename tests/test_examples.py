@@ -34,6 +34,8 @@ def test_iranian_file_2_is_flagged_as_drifted_and_synthetic_6_is_not(tmp_path):
     assert drifted["drift"] is True
     assert drifted["release_id"] == first["deployed_release_after"]  # tested against the file-0 model
     assert {"call_failure", "charge_amount", "subscription_length"} <= set(drifted["drifted_features"])
+    reports = list((project.deployment / "releases").glob("*/report.html"))
+    assert reports and all(report.stat().st_size < 1_000_000 for report in reports)  # 13 features, 6 drifted
 
 
 def test_the_sample_data_generator_reproduces_the_shipped_files():

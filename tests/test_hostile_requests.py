@@ -131,7 +131,7 @@ RECORD = {"corporation": "abcd", "lastmonth_activity": 120, "lastyear_activity":
           "number_of_employees": 40, "plan": "basic"}
 NUMERIC = ("lastmonth_activity", "lastyear_activity", "number_of_employees")
 ROUTES = {"/prediction": {"POST"}, "/scoring": {"GET"}, "/summarystats": {"GET"}, "/diagnostics": {"GET"},
-          "/health": {"GET"}}
+          "/health": {"GET"}, "/metrics": {"GET"}}
 
 _OPENED: list[str] | None = None
 
@@ -187,6 +187,9 @@ class Hostile:
             # HEAD has no body; OPTIONS is answered by Flask (200, an Allow header, no body).
             assert reply.data == b""
             return Reply(status, None, reply.headers)
+        if environ["PATH_INFO"] == "/metrics" and status == 200:  # Prometheus's text format, not JSON
+            assert reply.headers["Content-Type"].startswith("text/plain; version="), reply.headers
+            return Reply(status, reply.data.decode(), reply.headers)
         assert reply.mimetype == "application/json", (status, reply.mimetype, reply.data[:200])
         body = json.loads(reply.data, parse_constant=_strict_constant)
         if status >= 400:
@@ -200,7 +203,7 @@ class Hostile:
         (from production_deployment/) on the first request, the statistics and diagnostics cached."""
         client = app.test_client()
         assert client.get("/health").status_code == 200
-        for route in ("/scoring", "/summarystats", "/diagnostics"):
+        for route in ("/scoring", "/summarystats", "/diagnostics", "/metrics"):
             assert client.get(route).status_code == 200
         folders = ("sourcedata", "ingesteddata", "testdata")
         return cls(project, app, tuple(Path(os.path.realpath(project.root / name)) for name in folders))

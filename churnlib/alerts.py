@@ -1,0 +1,521 @@
+"""Alerts: an e-mail or a chat message when a condition starts, and once when it clears.
+
+What a tick found (its line in ``logs/runs.jsonl``, as ``TickOutcome.to_json`` makes it) is turned
+into the conditions it observed, each active or not; a tick that did not look at a condition
+leaves it as it was. Against the conditions active before (``logs/alert_state.json``), a condition
+that starts sends one alert, one that lasts sends nothing, one that ends sends one "cleared" alert.
+A deploy is a notice of its own, one per deploy.
+
+| event | condition (key) | observed by | active when |
+|---|---|---|---|
+| ``drift`` | ``drift:score``, ``drift:features`` | a tick that ran that check | the check found drift |
+| ``refused`` | ``refused`` | a tick that judged new rows or trained | the policy refused the retrained model |
+| ``tick_failed`` | ``tick_failed`` | every tick that held the lock | the tick failed |
+| ``file_rejected`` | ``file_rejected:<file name>`` | a tick that read or refused that file | it was rejected (clears once a file of that name is accepted) |
+| ``api_down`` | ``api_down`` | a deploy that called the API | the API did not answer (once it has answered after an earlier deploy), answered with errors, or did not serve the new release |
+| ``deployed`` | (a notice per deploy) | a deploy | always |
+
+Delivery never fails or stalls the tick: new alerts are first written to the outbox
+(``logs/alerts_outbox.json``, one item per alert and channel), then sent, all channels together
+within ``alerts.timeout_seconds``; what was sent leaves the outbox, the rest is tried again by the
+next tick, idle ticks included. A tick with an empty outbox pays a file-existence check for it.
+smtplib, ssl and urllib are imported only to send.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from churnlib.clock import utc_now
+from churnlib.config import AlertSettings, Config, EmailSettings, WebhookSettings
+from churnlib.fsutil import atomic_write_json, read_json
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "alert_state.json"
+OUTBOX_FILE = "alerts_outbox.json"
+# An outbox that cannot be delivered for weeks must not grow without end: past this many items the
+# oldest are dropped, with a warning naming them.
+MAX_OUTBOX_ITEMS = 500
+MAX_FEATURES_LISTED = 10
+
+STARTED, CLEARED, NOTICE = "started", "cleared", "notice"
+
+
+@dataclass
+class Alert:
+    """One message: what happened, in a line (``title``) and in words (``text``), and its figures."""
+
+    key: str
+    event: str
+    status: str  # started, cleared or notice
+    title: str
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    at: str = field(default_factory=utc_now)
+    project: str = ""
+    host: str = ""
+    id: str = field(default_factory=lambda: os.urandom(6).hex())
+
+    def full_text(self) -> str:
+        return f"{self.title}\n{self.text}" if self.text else self.title
+
+    def webhook_body(self) -> dict[str, Any]:
+        """The JSON a webhook receives: ``text`` for Slack-style receivers, the rest for programs."""
+        return {"text": self.full_text(), "title": self.title, "event": self.event, "status": self.status,
+                "condition": self.key, "at": self.at, "project": self.project, "host": self.host,
+                "id": self.id, "fields": self.fields}
+
+
+@dataclass
+class Observation:
+    """A condition a tick looked at: whether it holds, and how to say so."""
+
+    key: str
+    event: str
+    active: bool
+    title: str = ""
+    text: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+# --- what a tick observed ----------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def _interval(values: Any) -> str:
+    if isinstance(values, (list, tuple)) and len(values) == 2 and None not in values:
+        return f" (95% CI {values[0]:.3f}-{values[1]:.3f})"
+    return ""
+
+
+def _score_observation(run: dict[str, Any]) -> Observation | None:
+    check = run.get("score_drift")
+    if not check or not check.get("checked"):
+        return None
+    metric = check.get("metric", "score")
+    figures = {k: check.get(k) for k in ("metric", "new_score", "new_score_ci", "baseline", "baseline_ci",
+                                         "alarm_below", "p_value", "max_drop", "rows", "drop") if k in check}
+    if not check.get("drift"):
+        return Observation("drift:score", "drift", False,
+                           f"score check passes again: {metric} {_fmt(check.get('new_score'), '.3f')} "
+                           f"on {check.get('rows')} new rows", check.get("reason", ""), figures)
+    text = (f"{metric} {_fmt(check.get('new_score'), '.3f')}{_interval(check.get('new_score_ci'))} on "
+            f"{check.get('rows')} new rows, against {_fmt(check.get('baseline'), '.3f')}"
+            f"{_interval(check.get('baseline_ci'))} expected")
+    if check.get("alarm_below") is not None:
+        text += f"; the alarm is raised below {check['alarm_below']:.3f}"
+    return Observation("drift:score", "drift", True, f"score drift: {metric} dropped on the new rows",
+                       f"{text}.\n{check.get('reason', '')}", figures)
+
+
+def _feature_observation(run: dict[str, Any]) -> Observation | None:
+    drift = run.get("data_drift")
+    if not drift or not drift.get("tested"):
+        return None
+    drifted = [row for row in drift.get("features", []) if row.get("drifted")]
+    figures = {"new_rows": drift.get("new_rows"), "reference_rows": drift.get("reference_rows"),
+               "files": drift.get("files"), "drifted_features": [row["feature"] for row in drifted],
+               "features": [{k: row.get(k) for k in ("feature", "test", "statistic", "effect", "p_adjusted", "drifted")}
+                            for row in drift.get("features", [])]}
+    count = f"{len(drifted)} of {len(drift.get('features', []))} features"
+    if not drift.get("drift"):
+        return Observation("drift:features", "drift", False, f"feature drift over: {count} drifted in the latest new rows",
+                           "", figures)
+    lines = [f"- {row['feature']}: {'KS D' if row.get('test') == 'ks' else 'Cramér V'} = {_fmt(row.get('effect'), '.3f')}, "
+             f"corrected p = {_fmt(row.get('p_adjusted'), '.1e')}" for row in drifted[:MAX_FEATURES_LISTED]]
+    if len(drifted) > MAX_FEATURES_LISTED:
+        lines.append(f"- and {len(drifted) - MAX_FEATURES_LISTED} more")
+    files = ", ".join(drift.get("files") or []) or "pending rows"
+    return Observation("drift:features", "drift", True, f"feature drift: {count} drifted",
+                       f"{drift.get('new_rows')} new rows ({files}) against {drift.get('reference_rows')} reference rows:\n"
+                       + "\n".join(lines), figures)
+
+
+def _scores_text(run: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    policy = run.get("policy") or {}
+    metric = policy.get("metric", "f1")
+    candidate = (run.get("candidate") or {}).get("scores") or {}
+    deployed = (run.get("deployed_on_test") or {}).get("scores") or {}
+    figures = {"metric": metric, "candidate": candidate.get(metric), "deployed": deployed.get(metric),
+               "candidate_release": (run.get("candidate") or {}).get("release_id"),
+               "deployed_release": (run.get("deployed_on_test") or {}).get("release_id") or run.get("deployed_release_before"),
+               "test_rows": candidate.get("rows")}
+    text = f"candidate {metric} {_fmt(candidate.get(metric), '.4f')}"
+    if deployed:
+        text += f", release {figures['deployed_release']} {_fmt(deployed.get(metric), '.4f')}"
+    text += f" on the same {candidate.get('rows')} test rows"
+    challenge = run.get("challenge")
+    if isinstance(challenge, dict) and challenge.get("champion") is not None:
+        text += (f"; on {challenge.get('rows')} held-out new rows: challenger {_fmt(challenge.get('challenger'), '.4f')}, "
+                 f"champion {_fmt(challenge.get('champion'), '.4f')}")
+        figures["challenge"] = challenge
+    return text, figures
+
+
+def observations(run: dict[str, Any], *, api_expected: bool = True) -> tuple[list[Observation], list[Observation]]:
+    """Return the conditions a tick's run line observed, and its notices (deploys).
+
+    ``api_expected``: whether an API that is not running counts as down (once it has answered
+    after some deploy); a set-up that runs no API is not told after every deploy that none answers.
+    """
+    decision = run.get("decision")
+    seen: list[Observation] = []
+    notices: list[Observation] = []
+    if decision == "failed":
+        seen.append(Observation("tick_failed", "tick_failed", True, "a tick failed", run.get("reason", ""),
+                                {"reason": run.get("reason")}))
+    else:
+        seen.append(Observation("tick_failed", "tick_failed", False, "ticks succeed again",
+                                f"this tick: {decision}", {"decision": decision}))
+    for found in (_score_observation(run), _feature_observation(run)):
+        if found is not None:
+            seen.append(found)
+    if decision in ("retrained_deployed", "retrained_refused", "no_drift", "cold_start", "schema_changed"):
+        text, figures = _scores_text(run)
+        if decision == "retrained_refused":
+            seen.append(Observation("refused", "refused", True, "a retrained model was refused",
+                                    f"{(run.get('policy') or {}).get('reason', '')}; release "
+                                    f"{run.get('deployed_release_before')} stays.\n{text}.\n{run.get('reason', '')}", figures))
+        else:
+            seen.append(Observation("refused", "refused", False, "no refused model any more",
+                                    f"this tick: {decision}", {"decision": decision}))
+    if run.get("deployed_release_after"):
+        text, figures = _scores_text(run)
+        figures["release"] = run["deployed_release_after"]
+        notices.append(Observation(f"deployed:{run['deployed_release_after']}", "deployed", True,
+                                   f"deployed release {run['deployed_release_after']} ({decision})",
+                                   f"{text}.\n{run.get('reason', '')}\nReport: {run.get('report')}", figures))
+    ingest = run.get("ingest") or {}
+    for rejected in ingest.get("rejected", []):
+        seen.append(Observation(f"file_rejected:{rejected['name']}", "file_rejected", True,
+                                f"file rejected: {rejected['name']}", rejected.get("reason", ""), dict(rejected)))
+    for accepted in ingest.get("accepted", []):
+        seen.append(Observation(f"file_rejected:{accepted['name']}", "file_rejected", False,
+                                f"{accepted['name']} accepted now",
+                                f"{accepted.get('rows_added')} rows added", {"name": accepted["name"]}))
+    api = run.get("api")
+    if isinstance(api, dict) and api.get("running") is not None:
+        release = run.get("deployed_release_after")
+        problem = None
+        if api["running"] is False:
+            problem = "did not answer" if api_expected else None
+        elif api.get("failed"):
+            problem = f"answered with errors: {', '.join(api['failed'])}"
+        elif release and api.get("serving") != release:
+            problem = f"still serves release {api.get('serving')}, not {release}"
+        if problem is None and api["running"] is False:
+            pass  # no API was ever seen answering: nothing to say
+        elif problem:
+            seen.append(Observation("api_down", "api_down", True, f"the API {problem} after deploying {release}",
+                                    api.get("summary", ""), {"release": release, **api}))
+        else:
+            seen.append(Observation("api_down", "api_down", False, f"the API answers, serving release {release}",
+                                    api.get("summary", ""), {"release": release, **api}))
+    return seen, notices
+
+
+def transitions(run: dict[str, Any], active: dict[str, Any], *, events: tuple[str, ...], started_at: str,
+                project: str = "", host: str = "", api_expected: bool = True) -> tuple[list[Alert], dict[str, Any]]:
+    """Return the alerts a tick's run line raises against the conditions active before, and those active after."""
+    seen, notices = observations(run, api_expected=api_expected)
+    active = {key: dict(value) for key, value in active.items()}
+    alerts: list[Alert] = []
+    for item in seen:
+        if item.event not in events:
+            continue
+        before = active.get(item.key)
+        if item.active and before is None:
+            active[item.key] = {"event": item.event, "since": started_at, "ticks": 1, "title": item.title}
+            alerts.append(Alert(item.key, item.event, STARTED, item.title, item.text, item.fields,
+                                project=project, host=host))
+        elif item.active:
+            before["ticks"] = before.get("ticks", 1) + 1
+        elif before is not None:
+            del active[item.key]
+            lasted = f"{before.get('ticks', 1)} tick(s) since {before.get('since')}"
+            alerts.append(Alert(item.key, item.event, CLEARED, f"cleared: {item.title}",
+                                f"was: {before.get('title')} ({lasted}).\n{item.text}".rstrip(),
+                                {**item.fields, "since": before.get("since"), "ticks": before.get("ticks")},
+                                project=project, host=host))
+    for item in notices:
+        if item.event in events:
+            alerts.append(Alert(item.key, item.event, NOTICE, item.title, item.text, item.fields,
+                                project=project, host=host))
+    return alerts, active
+
+
+# --- delivery ----------------------------------------------------------------------------------
+
+
+class DeliveryError(Exception):
+    """An alert that could not be delivered this time; the message says why."""
+
+
+def _subject(alert: Alert) -> str:
+    where = f" [{alert.project}]" if alert.project else ""
+    return f"churn{where}: {alert.title}"
+
+
+def send_emails(alerts: list[Alert], settings: EmailSettings, *, timeout: float) -> list[str]:
+    """Send each alert as one e-mail over one SMTP session; return the ids sent (raise when none could be)."""
+    import smtplib
+    import ssl
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
+    password = None
+    if settings.user is not None:
+        password = os.environ.get(settings.password_env or "")
+        if password is None:
+            raise DeliveryError(f"environment variable {settings.password_env} (alerts.email.password_env) is not set")
+    context = ssl.create_default_context()
+    try:
+        if settings.security == "tls":
+            session = smtplib.SMTP_SSL(settings.host, settings.port, timeout=timeout, context=context)
+        else:
+            session = smtplib.SMTP(settings.host, settings.port, timeout=timeout)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {exc or type(exc).__name__}") from None
+    sent = []
+    try:
+        if settings.security == "starttls":
+            session.starttls(context=context)
+        if settings.user is not None:
+            session.login(settings.user, password)
+        for alert in alerts:
+            message = EmailMessage()
+            message["Subject"] = _subject(alert)
+            message["From"] = settings.sender
+            message["To"] = ", ".join(settings.recipients)
+            message["Date"] = formatdate(localtime=False)
+            message["Message-ID"] = make_msgid(idstring=alert.id)
+            message["X-Churn-Alert"] = f"{alert.event}; {alert.status}; {alert.key}"
+            message.set_content(alert.full_text() + f"\n\n-- \n{alert.host} {alert.project}, {alert.at}\n")
+            session.send_message(message)
+            sent.append(alert.id)
+    except (OSError, smtplib.SMTPException) as exc:
+        if not sent:
+            raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {exc or type(exc).__name__}") from None
+        logger.warning("SMTP %s:%s: %s after %d message(s)", settings.host, settings.port, exc, len(sent))
+    finally:
+        try:
+            session.quit()
+        except (OSError, smtplib.SMTPException):
+            session.close()
+    return sent
+
+
+def _webhook_host(url: str) -> str:
+    """Return the URL without its path: a Slack webhook's path is its secret, and logs must not hold it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/..."
+
+
+def send_webhooks(alerts: list[Alert], settings: WebhookSettings, *, timeout: float) -> list[str]:
+    """POST each alert as JSON to the webhook; return the ids sent (raise when the first one fails)."""
+    import urllib.error
+    import urllib.request
+
+    sent = []
+    for alert in alerts:
+        body = json.dumps(alert.webhook_body()).encode("utf-8")
+        request = urllib.request.Request(settings.url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json", "User-Agent": "churn-cron"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                reply.read(65536)
+        except urllib.error.HTTPError as exc:
+            problem = f"HTTP {exc.code} {exc.reason}"
+        except (OSError, ValueError) as exc:  # refused, timed out, TLS, a bad URL
+            problem = str(getattr(exc, "reason", None) or exc or type(exc).__name__)
+        else:
+            sent.append(alert.id)
+            continue
+        if not sent:
+            raise DeliveryError(f"webhook {_webhook_host(settings.url)}: {problem}")
+        logger.warning("webhook %s: %s after %d alert(s)", _webhook_host(settings.url), problem, len(sent))
+        break
+    return sent
+
+
+def deliver(items: list[dict[str, Any]], settings: AlertSettings) -> tuple[set[tuple[str, str]], dict[str, str]]:
+    """Send the outbox items, each channel in its own thread, all within ``settings.timeout_seconds``.
+
+    Returns the (alert id, channel) pairs sent and, per channel that failed, why. A channel still
+    busy at the deadline is abandoned (a daemon thread, which cannot hold up the tick's exit); what
+    it sends after the deadline is sent again by a later tick rather than lost.
+    """
+    senders = {"email": send_emails, "webhook": send_webhooks}
+    by_channel: dict[str, list[Alert]] = {}
+    for item in items:
+        by_channel.setdefault(item["channel"], []).append(Alert(**item["alert"]))
+    sent: set[tuple[str, str]] = set()
+    problems: dict[str, str] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + settings.timeout_seconds
+
+    def run(channel: str, alerts: list[Alert]) -> None:
+        try:
+            done = senders[channel](alerts, getattr(settings, channel), timeout=settings.timeout_seconds)
+        except DeliveryError as exc:
+            with lock:
+                problems[channel] = str(exc)
+            return
+        except Exception as exc:  # never let a channel's surprise reach the tick
+            with lock:
+                problems[channel] = f"{type(exc).__name__}: {exc}"
+            return
+        with lock:
+            sent.update((alert_id, channel) for alert_id in done)
+            if len(done) < len(alerts):
+                problems[channel] = f"{len(alerts) - len(done)} alert(s) not accepted"
+
+    threads = [threading.Thread(target=run, args=(channel, alerts), name=f"alerts-{channel}", daemon=True)
+               for channel, alerts in by_channel.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    with lock:
+        for thread, channel in zip(threads, by_channel):
+            if thread.is_alive():
+                problems[channel] = f"no answer within alerts.timeout_seconds={settings.timeout_seconds}"
+        return set(sent), dict(problems)
+
+
+# --- the outbox and the state ------------------------------------------------------------------
+
+
+def read_outbox(log_folder: Path) -> list[dict[str, Any]]:
+    try:
+        outbox = read_json(log_folder / OUTBOX_FILE) or {}
+    except ValueError:
+        logger.error("%s: not valid JSON; its alerts cannot be sent (moved aside)", log_folder / OUTBOX_FILE)
+        os.replace(log_folder / OUTBOX_FILE, log_folder / f"{OUTBOX_FILE}.broken")
+        return []
+    return list(outbox.get("items", []))
+
+
+def write_outbox(log_folder: Path, items: list[dict[str, Any]]) -> None:
+    path = log_folder / OUTBOX_FILE
+    if not items:
+        path.unlink(missing_ok=True)
+        return
+    if len(items) > MAX_OUTBOX_ITEMS:
+        dropped = items[: len(items) - MAX_OUTBOX_ITEMS]
+        logger.warning("alert outbox over %d items: dropped the %d oldest (%s)", MAX_OUTBOX_ITEMS, len(dropped),
+                       "; ".join(f"{d['channel']}: {d['alert']['title']}" for d in dropped[:5]))
+        items = items[-MAX_OUTBOX_ITEMS:]
+    atomic_write_json(path, {"items": items, "updated_at": utc_now()})
+
+
+def read_state(log_folder: Path) -> dict[str, Any]:
+    try:
+        state = read_json(log_folder / STATE_FILE) or {}
+    except ValueError:
+        logger.error("%s: not valid JSON; starting with no active conditions", log_folder / STATE_FILE)
+        state = {}
+    return {"active": dict(state.get("active", {})), "api_answered": bool(state.get("api_answered"))}
+
+
+def project_name(config: Config) -> str:
+    return config.root.name
+
+
+def host_name() -> str:
+    import socket  # here, not at the top: an idle tick with nothing to send never needs it
+
+    return socket.gethostname()
+
+
+@dataclass
+class AlertsOutcome:
+    raised: list[str] = field(default_factory=list)
+    sent: int = 0
+    pending: int = 0
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
+    """Raise the alerts a tick's run line calls for and send what waits in the outbox; never raises for delivery.
+
+    The caller holds the run lock (the state and the outbox are read and written here).
+    """
+    settings, logs = config.alerts, config.paths.logs
+    outcome = AlertsOutcome()
+    channels = settings.channels
+    outbox_exists = (logs / OUTBOX_FILE).exists()
+    if not channels:
+        if outbox_exists:
+            logger.warning("alerts: no channel configured any more; the %d alert(s) waiting in %s are dropped",
+                           len(read_outbox(logs)), logs / OUTBOX_FILE)
+            write_outbox(logs, [])
+        return outcome
+    state = read_state(logs)
+    alerts, active = transitions(run, state["active"], events=settings.events,
+                                 started_at=run.get("started_at") or utc_now(),
+                                 project=project_name(config), host="", api_expected=state["api_answered"])
+    if alerts:
+        host = host_name()
+        for alert in alerts:
+            alert.host = host
+    api_answered = state["api_answered"] or (isinstance(run.get("api"), dict) and run["api"].get("running") is True)
+    items = read_outbox(logs) if (outbox_exists or alerts) else []
+    if alerts:
+        for alert in alerts:
+            for channel in channels:
+                items.append({"channel": channel, "alert": asdict(alert), "attempts": 0, "queued_at": utc_now()})
+            logger.info("alert %s: %s", alert.status, alert.title)
+        outcome.raised = [alert.title for alert in alerts]
+        # The outbox first, then the state: a crash in between sends an alert twice, never loses one.
+        write_outbox(logs, items)
+    if active != state["active"] or api_answered != state["api_answered"]:
+        atomic_write_json(logs / STATE_FILE, {"active": active, "api_answered": api_answered, "updated_at": utc_now()})
+    if not items:
+        return outcome
+    unknown = [item for item in items if item["channel"] not in channels]
+    for item in unknown:
+        logger.warning("alerts: channel %s is no longer configured; dropped: %s", item["channel"], item["alert"]["title"])
+    items = [item for item in items if item["channel"] in channels]
+    sent, problems = deliver(items, settings) if items else (set(), {})
+    remaining = []
+    for item in items:
+        if (item["alert"]["id"], item["channel"]) in sent:
+            continue
+        item["attempts"] += 1
+        item["last_error"] = problems.get(item["channel"], "not sent")
+        item["last_attempt"] = utc_now()
+        remaining.append(item)
+    write_outbox(logs, remaining)
+    outcome.sent, outcome.pending, outcome.problems = len(sent), len(remaining), problems
+    if sent:
+        logger.info("alerts: %d sent", len(sent))
+    for channel, problem in problems.items():
+        waiting = sum(1 for item in remaining if item["channel"] == channel)
+        logger.warning("alerts: %s: %s; %d alert(s) wait in %s for the next tick", channel, problem, waiting,
+                       logs / OUTBOX_FILE)
+    return outcome
+
+
+def send_test_alert(config: Config) -> dict[str, str]:
+    """Send one test alert through every configured channel now; return each channel's result ("sent" or why not)."""
+    alert = Alert("test", "test", NOTICE, "test alert",
+                  f"If you read this, alerts from {config.file} reach you.", {},
+                  project=project_name(config), host=host_name())
+    items = [{"channel": channel, "alert": asdict(alert)} for channel in config.alerts.channels]
+    sent, problems = deliver(items, config.alerts)
+    return {channel: "sent" if (alert.id, channel) in sent else problems.get(channel, "not sent")
+            for channel in config.alerts.channels}

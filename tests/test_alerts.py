@@ -1,0 +1,376 @@
+"""Alerts: once when a condition starts, once when it clears; a real SMTP server and a real webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from churnlib.alerts import transitions
+from churnlib.config import ALERT_EVENTS
+from helpers import ROOT, SAMPLE_LATER, base_config, batch
+
+
+# --- real receivers, started and stopped by the tests ------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Webhook:
+    """An HTTP receiver on 127.0.0.1 that keeps every JSON body POSTed to it."""
+
+    def __init__(self, port: int | None = None, *, status: int = 200):
+        self.bodies: list[dict] = []
+        self.status = status
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port or 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/T000/B000/secret"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Smtp:
+    """An SMTP server on 127.0.0.1 (aiosmtpd) that keeps every message it receives."""
+
+    def __init__(self, *, tls_context=None, credentials=None):
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.messages = []
+        smtp = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                smtp.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
+                return "250 OK"
+
+        def authenticate(server, session, envelope, mechanism, auth_data):
+            ok = credentials is not None and (auth_data.login.decode(), auth_data.password.decode()) == credentials
+            return AuthResult(success=ok, handled=False)
+
+        options = {}
+        if tls_context is not None:
+            options.update(tls_context=tls_context, require_starttls=True)
+        if credentials is not None:
+            options.update(authenticator=authenticate, auth_require_tls=tls_context is not None)
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **options)
+        self.controller.start()
+
+    def stop(self):
+        self.controller.stop()
+
+
+@pytest.fixture
+def webhook():
+    receiver = Webhook()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def smtp():
+    server = Smtp()
+    yield server
+    server.stop()
+
+
+def alert_config(*, webhook_url=None, smtp_port=None, **alerts):
+    section = dict(alerts)
+    if webhook_url:
+        section["webhook"] = {"url": webhook_url}
+    if smtp_port:
+        section["email"] = {"host": "127.0.0.1", "port": smtp_port, "security": "none",
+                            "sender": "churn@example.com", "recipients": ["team@example.com", "oncall@example.com"]}
+    return base_config(alerts=section)
+
+
+# --- the once-per-condition rule, on run lines ---------------------------------------------------
+
+
+def run_line(decision="nothing_new", **keys):
+    return {"decision": decision, "reason": keys.pop("reason", decision), **keys}
+
+
+FEATURE_DRIFT = {"tested": True, "drift": True, "new_rows": 400, "reference_rows": 790, "files": ["d3.csv"],
+                 "features": [{"feature": "plan", "test": "chi2", "statistic": 80.0, "effect": 0.26,
+                               "p_adjusted": 1e-17, "drifted": True},
+                              {"feature": "age", "test": "ks", "statistic": 0.02, "effect": 0.02,
+                               "p_adjusted": 0.9, "drifted": False}]}
+NO_FEATURE_DRIFT = {**FEATURE_DRIFT, "drift": False,
+                    "features": [{**row, "drifted": False} for row in FEATURE_DRIFT["features"]]}
+
+
+def replay(lines, events=ALERT_EVENTS):
+    """Return the alerts of each run line in turn, carrying the active conditions along."""
+    active, raised = {}, []
+    for index, line in enumerate(lines):
+        alerts, active = transitions(line, active, events=events, started_at=f"t{index}")
+        raised.append([(alert.key, alert.status) for alert in alerts])
+    return raised, active
+
+
+def test_a_condition_alerts_when_it_starts_and_once_when_it_clears_not_while_it_lasts():
+    drifted = run_line("retrained_refused", data_drift=FEATURE_DRIFT, policy={"metric": "f1", "reason": "policy x"},
+                       candidate={"scores": {"f1": 0.5, "rows": 300}}, deployed_on_test={"scores": {"f1": 0.6}})
+    raised, active = replay([drifted, drifted, run_line(), drifted,
+                             run_line("no_drift", data_drift=NO_FEATURE_DRIFT)])
+    assert raised == [
+        [("drift:features", "started"), ("refused", "started")],
+        [],
+        [],  # an idle tick looks at neither condition: both last
+        [],
+        [("drift:features", "cleared"), ("refused", "cleared")],
+    ]
+    assert active == {}
+
+
+def test_a_failing_tick_alerts_once_and_the_first_tick_that_succeeds_clears_it():
+    failed = run_line("failed", reason="ingesteddata/ingestion_record.json: not valid JSON")
+    raised, _ = replay([failed, failed, failed, run_line(), run_line()])
+    assert raised == [[("tick_failed", "started")], [], [], [("tick_failed", "cleared")], []]
+
+
+def test_a_rejected_file_alerts_once_and_clears_when_a_file_of_that_name_is_accepted():
+    rejected = run_line("no_new_rows", ingest={"rejected": [{"name": "b.csv", "reason": "empty file"}], "accepted": []})
+    accepted = run_line("waiting_for_rows", ingest={"rejected": [], "accepted": [{"name": "b.csv", "rows_added": 3}]})
+    raised, _ = replay([rejected, run_line(), accepted])
+    assert raised == [[("file_rejected:b.csv", "started")], [], [("file_rejected:b.csv", "cleared")]]
+
+
+def test_each_deploy_is_a_notice_with_both_scores_and_an_unanswering_api_alerts_until_it_answers():
+    deploy = run_line("retrained_deployed", deployed_release_after="r2", deployed_release_before="r1",
+                      candidate={"release_id": "r2", "scores": {"f1": 0.68, "rows": 300}},
+                      deployed_on_test={"release_id": "r1", "scores": {"f1": 0.65}},
+                      policy={"metric": "f1", "reason": "policy not_worse"},
+                      api={"running": False, "summary": "not running (refused)"})
+    answered = {**deploy, "deployed_release_after": "r3", "api": {"running": True, "serving": "r3", "failed": []}}
+    active, alerts = {}, []
+    for index, line in enumerate([deploy, answered]):
+        found, active = transitions(line, active, events=ALERT_EVENTS, started_at=f"t{index}")
+        alerts.append(found)
+    assert [(a.key, a.status) for a in alerts[0]] == [("api_down", "started"), ("deployed:r2", "notice")]
+    notice = alerts[0][1]
+    assert "candidate f1 0.6800, release r1 0.6500 on the same 300 test rows" in notice.text
+    assert notice.fields["candidate"] == 0.68 and notice.fields["deployed"] == 0.65
+    assert [(a.key, a.status) for a in alerts[1]] == [("api_down", "cleared"), ("deployed:r3", "notice")]
+
+
+def test_only_the_events_the_user_picks_alert():
+    failed = run_line("failed")
+    drifted = run_line("no_drift", data_drift=FEATURE_DRIFT)
+    raised, active = replay([failed, drifted], events=("drift",))
+    assert raised == [[], [("drift:features", "started")]]
+    assert set(active) == {"drift:features"}
+
+
+def test_score_drift_alert_carries_the_intervals_and_the_alarm_threshold_when_the_run_line_has_them():
+    check = {"checked": True, "drift": True, "metric": "f1", "new_score": 0.41, "new_score_ci": [0.33, 0.49],
+             "baseline": 0.6, "baseline_ci": [0.57, 0.63], "alarm_below": 0.5, "rows": 120, "reason": "significant drop"}
+    alerts, _ = transitions(run_line("retrained_deployed", score_drift=check), {}, events=("drift",), started_at="t")
+    assert alerts[0].key == "drift:score"
+    assert "f1 0.410 (95% CI 0.330-0.490) on 120 new rows, against 0.600 (95% CI 0.570-0.630) expected" in alerts[0].text
+    assert "below 0.500" in alerts[0].text and alerts[0].fields["alarm_below"] == 0.5
+
+
+# --- real ticks, real receivers ----------------------------------------------------------------
+
+
+def test_drift_and_deploy_reach_the_smtp_server_and_the_webhook_once(deployed, smtp, webhook):
+    deployed.write_config(alert_config(webhook_url=webhook.url, smtp_port=smtp.port))
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    assert deployed.last_run()["decision"] == "retrained_deployed"
+    titles = [body["title"] for body in webhook.bodies]
+    assert titles[0].startswith("feature drift: 3 of 4 features drifted")
+    assert any(t.startswith("deployed release ") for t in titles)
+    drift = webhook.bodies[0]
+    assert drift["status"] == "started" and drift["event"] == "drift" and drift["condition"] == "drift:features"
+    assert "lastmonth_activity: KS D = 0.4" in drift["text"]  # Slack-style receivers show text
+    assert set(drift["fields"]["drifted_features"]) >= {"lastmonth_activity", "plan"}
+    assert len(smtp.messages) == len(webhook.bodies)
+    sender, recipients, message = smtp.messages[0]
+    assert sender == "churn@example.com" and recipients == ["team@example.com", "oncall@example.com"]
+    assert message["Subject"].startswith("churn [project]: feature drift")
+    assert "lastmonth_activity" in message.get_payload()
+    assert not (deployed.logs / "alerts_outbox.json").exists()
+
+    count = len(webhook.bodies)
+    assert deployed.tick() == 0  # nothing new: nothing to say
+    assert len(webhook.bodies) == count and len(smtp.messages) == count
+
+
+def test_an_alert_that_cannot_be_sent_waits_in_the_outbox_and_goes_out_with_a_later_tick(deployed):
+    port = free_port()  # nothing listens there yet
+    deployed.write_config(alert_config(webhook_url=f"http://127.0.0.1:{port}/hook"))
+    deployed.add_source("broken.csv", "corporation;exited\nx;1\n")
+    assert deployed.tick() == 0
+    outbox = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
+    assert [item["alert"]["title"] for item in outbox] == ["file rejected: broken.csv"]
+    assert outbox[0]["attempts"] == 1 and "refused" in outbox[0]["last_error"].lower()
+    assert "wait in" in deployed.log() and "/hook" not in deployed.log()  # the URL's path may be a secret
+
+    assert deployed.tick() == 0  # the receiver is still down: the alert stays, once
+    assert len(json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]) == 1
+
+    receiver = Webhook(port)
+    try:
+        assert deployed.tick() == 0  # an idle tick delivers it
+    finally:
+        receiver.stop()
+    assert [body["title"] for body in receiver.bodies] == ["file rejected: broken.csv"]
+    assert "seems to use ';' as delimiter" in receiver.bodies[0]["text"]
+    assert not (deployed.logs / "alerts_outbox.json").exists()
+
+
+def test_a_webhook_that_never_answers_does_not_stall_the_tick(deployed):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts into the backlog, never replies
+    try:
+        deployed.write_config(alert_config(webhook_url=f"http://127.0.0.1:{silent.getsockname()[1]}/",
+                                           timeout_seconds=0.5))
+        deployed.add_source("broken.csv", "a,b\n1,2\n")
+        assert deployed.tick() == 0
+    finally:
+        silent.close()
+    item = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"][0]
+    assert "alerts.timeout_seconds=0.5" in item["last_error"] or "timed out" in item["last_error"]
+
+
+def test_a_failed_tick_alerts_once_and_the_next_good_tick_says_it_cleared(deployed, webhook):
+    deployed.write_config(alert_config(webhook_url=webhook.url))
+    record = deployed.ingested / "ingestion_record.json"
+    good = record.read_text()
+    record.write_text("{broken")
+    assert deployed.tick() == 1
+    assert deployed.tick() == 1
+    record.write_text(good)
+    assert deployed.tick() == 0
+    assert [(b["event"], b["status"]) for b in webhook.bodies] == [("tick_failed", "started"), ("tick_failed", "cleared")]
+    assert "not valid JSON" in webhook.bodies[0]["text"]
+    assert "2 tick(s)" in webhook.bodies[1]["text"]
+
+
+def test_an_api_that_stops_answering_after_a_deploy_alerts_and_one_never_run_does_not(deployed, webhook):
+    import fullprocess
+
+    config = alert_config(webhook_url=webhook.url, events=["api_down"])
+    config["api"] = {"url": f"http://127.0.0.1:{free_port()}", "reload_interval_seconds": 0.05}
+    deployed.write_config(config)
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert fullprocess.main(["--config", str(deployed.config_path)]) == 0  # calls the API after the deploy
+    assert webhook.bodies == []  # no API ever answered here: a set-up without one is not pestered
+
+    state = json.loads((deployed.logs / "alert_state.json").read_text()) if (deployed.logs / "alert_state.json").exists() else {}
+    state["api_answered"] = True  # as after a deploy the API answered
+    (deployed.logs / "alert_state.json").write_text(json.dumps(state))
+    deployed.add_source("flipped.csv", batch(102, flip_labels=True))
+    deployed.write_config({**config, "deployment": {"policy": "always"}})
+    assert fullprocess.main(["--config", str(deployed.config_path)]) == 0
+    assert deployed.last_run()["decision"] == "retrained_deployed"
+    assert [(b["event"], b["status"]) for b in webhook.bodies] == [("api_down", "started")]
+    assert "did not answer" in webhook.bodies[0]["title"]
+
+
+def test_starttls_and_a_password_from_the_environment(deployed, tmp_path, monkeypatch):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this test's certificate, and only it
+    monkeypatch.setenv("CHURN_SMTP_PASSWORD", "s3cret")
+    server = Smtp(tls_context=context, credentials=("churn", "s3cret"))
+    try:
+        config = alert_config(smtp_port=server.port)
+        config["alerts"]["email"].update(security="starttls", user="churn", password_env="CHURN_SMTP_PASSWORD")
+        deployed.write_config(config)
+        deployed.add_source("broken.csv", "a,b\n1,2\n")
+        assert deployed.tick() == 0
+        monkeypatch.setenv("CHURN_SMTP_PASSWORD", "wrong")
+        deployed.add_source("broken2.csv", "a,b\n3,4\n")
+        assert deployed.tick() == 0
+    finally:
+        server.stop()
+    assert [m[2]["Subject"] for m in server.messages] == ["churn [project]: file rejected: broken.csv"]
+    item = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"][0]
+    assert item["alert"]["title"] == "file rejected: broken2.csv" and "535" in item["last_error"]
+
+
+def test_test_alert_reports_each_channel(deployed, webhook):
+    deployed.write_config(alert_config(webhook_url=webhook.url, smtp_port=free_port()))
+    result = subprocess.run([sys.executable, "fullprocess.py", "--config", str(deployed.config_path), "--test-alert"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 1
+    assert "webhook: sent" in result.stdout and "email: SMTP 127.0.0.1" in result.stdout
+    assert webhook.bodies[0]["title"] == "test alert"
+
+
+def test_an_idle_tick_with_alerts_configured_stays_light(deployed, webhook):
+    deployed.write_config(alert_config(webhook_url=webhook.url, smtp_port=free_port()))
+    code = (
+        "import sys, fullprocess\n"
+        f"status = fullprocess.main(['--config', {str(deployed.config_path)!r}, '--no-api'])\n"
+        "print(sorted(m for m in ('pandas', 'numpy', 'smtplib', 'ssl', 'urllib.request') if m in sys.modules))\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_example_receiver_prints_each_alert(deployed):
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, "examples/webhook_receiver.py", "--port", str(port)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert "waiting for alerts" in receiver.stdout.readline()
+        deployed.write_config(alert_config(webhook_url=f"http://127.0.0.1:{port}/"))
+        deployed.add_source("broken.csv", "a,b\n1,2\n")
+        assert deployed.tick() == 0
+    finally:
+        receiver.terminate()
+        output = receiver.communicate(timeout=30)[0]
+    assert "--- started file_rejected" in output and "file rejected: broken.csv" in output
+
+
+def test_a_refused_model_alerts_with_both_scores(deployed, webhook):
+    config = alert_config(webhook_url=webhook.url, events=["refused"])
+    config["deployment"] = {"policy": "better", "tolerance": 0.5}
+    deployed.write_config(config)
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    assert deployed.last_run()["decision"] == "retrained_refused"
+    [alert] = webhook.bodies
+    assert (alert["event"], alert["status"], alert["title"]) == ("refused", "started", "a retrained model was refused")
+    assert "policy better" in alert["text"] and alert["fields"]["candidate"] > 0 and alert["fields"]["deployed"] > 0
