@@ -60,8 +60,8 @@ from churnsim import CATEGORICAL, NUMERIC, TARGET, World, to_csv  # noqa: E402
 from churnlib.config import DriftSettings, ModelSettings, ScoreDriftSettings, section_settings  # noqa: E402
 from churnlib.dataset import FrozenSchema, parse_labelled_csv  # noqa: E402
 from churnlib.drift import drift_table  # noqa: E402
-from churnlib.pipeline import FastPredictor, batch_from_frame, churn_probabilities  # noqa: E402
-from churnlib.stats import confusion_counts, metric_from_rates, wilson_interval  # noqa: E402
+from churnlib.pipeline import FastPredictor, batch_from_frame, churn_probabilities, model_threshold  # noqa: E402
+from churnlib.stats import Calibration, confusion_counts, metric_from_rates, wilson_interval  # noqa: E402
 from training import expectation, reference_sample, train_model  # noqa: E402
 
 SCHEMA = FrozenSchema(TARGET, ("customer_id",), NUMERIC + CATEGORICAL, CATEGORICAL)
@@ -75,8 +75,8 @@ CONCEPT = World(change=0.5)   # the deployed model's true F1 about 0.11 lower (p
 COVARIATE = World(shift=1.0)  # about 0.08 lower
 
 
-def f1_of(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    return float(metric_from_rates(np.asarray(confusion_counts(labels, probabilities > 0.5), dtype=float), "f1"))
+def f1_of(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> float:
+    return float(metric_from_rates(np.asarray(confusion_counts(labels, probabilities > threshold), dtype=float), "f1"))
 
 
 @dataclass
@@ -86,7 +86,8 @@ class Deployment:
     model: object
     fast: FastPredictor
     schema: FrozenSchema
-    calibration: dict
+    calibration: Calibration
+    threshold: float
     expected: dict
     reference: pd.DataFrame
     test_scores: dict
@@ -98,12 +99,14 @@ class Deployment:
 def deploy(train: pd.DataFrame, test: pd.DataFrame, schema: FrozenSchema, settings: ModelSettings) -> Deployment:
     """Train and describe a model the way a cold start does (fullprocess.retrain with no champion)."""
     model = train_model(train, schema, settings)
-    test_probabilities = churn_probabilities(model, test, schema)
     test_labels = test[schema.target].to_numpy()
-    calibration, expected = expectation(train, schema, settings, metric="f1", test=(test_labels, test_probabilities))
-    return Deployment(model=model, fast=FastPredictor(model, schema), schema=schema, calibration=calibration,
-                      expected=expected, reference=reference_sample(train, 5000, settings.random_seed),
-                      test_scores={"f1": f1_of(test_labels, test_probabilities)})
+    model, check, expected, threshold = expectation(model, train, schema, settings, metric="f1",
+                                                    test=(test_labels, churn_probabilities(model, test, schema)))
+    test_probabilities = churn_probabilities(model, test, schema)
+    return Deployment(model=model, fast=FastPredictor(model, schema), schema=schema,
+                      calibration=Calibration.from_check(check), threshold=threshold, expected=expected,
+                      reference=reference_sample(train, 5000, settings.random_seed),
+                      test_scores={"f1": f1_of(test_labels, test_probabilities, threshold)})
 
 
 def decisions(deployment: Deployment, batch: pd.DataFrame) -> dict[str, tuple[bool, bool]]:
@@ -115,7 +118,7 @@ def decisions(deployment: Deployment, batch: pd.DataFrame) -> dict[str, tuple[bo
     out = {}
     for rule, score_settings, drift_settings in (("new", NEW_SCORE, NEW_DRIFT), ("classic", CLASSIC_SCORE, CLASSIC_DRIFT)):
         score = check_score(deployment.calibration, deployment.expected, labels, probabilities, score_settings,
-                            deploy_time=deployment.test_scores)
+                            threshold=deployment.threshold, deploy_time=deployment.test_scores)
         drift = drift_table(deployment.reference, batch, deployment.schema, drift_settings)
         out[rule] = (bool(score["drift"]), bool(drift["drift"]))
     return out
@@ -144,7 +147,7 @@ def run_trials(deployments: list[Deployment], world: World, n: int, trials: int,
 
 def true_f1(deployment: Deployment, world: World, rows: int = 200_000) -> float:
     frame = world.frame(rows, np.random.default_rng(987_654))
-    return f1_of(frame[TARGET].to_numpy(), deployment.probabilities(frame))
+    return f1_of(frame[TARGET].to_numpy(), deployment.probabilities(frame), deployment.threshold)
 
 
 def section_rates(quick: bool) -> None:
@@ -293,7 +296,8 @@ def section_persistent(quick: bool) -> None:
                     alone = train_model(pd.concat(new_world_rows, ignore_index=True), SCHEMA, replace(MODEL, random_seed=seed))
                     labels = evaluation[TARGET].to_numpy()
                     gaps[index].append(f1_of(labels, churn_probabilities(alone, evaluation, SCHEMA))
-                                       - f1_of(labels, churn_probabilities(deployed.pipeline, evaluation, SCHEMA)))
+                                       - f1_of(labels, churn_probabilities(deployed.pipeline, evaluation, SCHEMA),
+                                               model_threshold(deployed.metadata)))
                 shutil.rmtree(root.parent, ignore_errors=True)
             cells = "  ".join(mean_interval(g) for g in gaps)
             counts = "  ".join(f"{r}/{seeds} ({wilson_interval(r, seeds)[0]:.0%}-{wilson_interval(r, seeds)[1]:.0%})"
@@ -316,7 +320,8 @@ def section_timing(quick: bool) -> None:
     def checks():
         labels = batch[TARGET].to_numpy()
         probabilities = deployment.probabilities(batch)
-        check_score(deployment.calibration, deployment.expected, labels, probabilities, NEW_SCORE)
+        check_score(deployment.calibration, deployment.expected, labels, probabilities, NEW_SCORE,
+                    threshold=deployment.threshold)
         return drift_table(deployment.reference, batch, SCHEMA, NEW_DRIFT)
 
     def median_seconds(function) -> float:

@@ -16,6 +16,8 @@
 - ``modelstore``: saving and loading a model (SHA-256 checked), the release pointer;
 - ``serving``: the release an API worker serves, swapped in when the pointer moves;
 - ``drift``: the statistics behind the drift decision;
+- ``stats``: the statistics behind the score decision (estimates with intervals, the score a batch
+  is expected to reach, paired champion/challenger comparisons);
 - ``runlog``: the decisions a tick can reach and its line in ``logs/runs.jsonl``;
 - ``alerts``: alert conditions from a tick's run line, the outbox, e-mail and webhook delivery;
 - ``history``: the history page ``logs/dashboard.html`` (inline SVG, standard library only);
