@@ -42,6 +42,7 @@ def endpoint_calls(prediction_path: str) -> list[tuple[str, str, dict | None]]:
         ("GET", "/scoring", None),
         ("GET", "/summarystats", None),
         ("GET", "/diagnostics", None),
+        ("GET", "/metrics", None),
     ]
 
 

@@ -57,9 +57,10 @@ def test_apicalls_saves_every_reply(server, deployed):
     result = run_script("apicalls.py", "--config", str(deployed.config_path), "--url", server)
     assert result.returncode == 0, result.stdout + result.stderr
     saved = (deployed.models / "apireturns.txt").read_text()
-    for route in ("/health", "/prediction", "/scoring", "/summarystats", "/diagnostics"):
+    for route in ("/health", "/prediction", "/scoring", "/summarystats", "/diagnostics", "/metrics"):
         assert f" {route}" in saved
-    assert saved.count("-> 200") == 5
+    assert saved.count("-> 200") == 6
+    assert "churn_" in saved.split("GET /metrics", 1)[1]  # the Prometheus text itself, not an error body
 
 
 def test_apicalls_says_clearly_when_the_api_is_not_running(deployed):

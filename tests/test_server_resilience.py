@@ -137,7 +137,7 @@ def test_apicalls_and_the_pipeline_send_the_api_token(deployed):
 
         result = run_script("apicalls.py", "--config", str(deployed.config_path), env=env)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert (deployed.models / "apireturns.txt").read_text().count("-> 200") == 5
+        assert (deployed.models / "apireturns.txt").read_text().count("-> 200") == 6  # /metrics too, with the token
         deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
         tick = run_fullprocess(deployed, env)
         assert tick.returncode == 0, tick.stderr
