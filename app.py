@@ -51,9 +51,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
 from churnlib.columns import shown
-from churnlib.config import Config, api_token, load_config
+from churnlib.config import METRICS, Config, api_token, load_config
 from churnlib.errors import ChurnError
-from churnlib.fsutil import read_json
+from churnlib.fsutil import read_json_or_none
 from churnlib.ingested import RECORD_FILE, ingested_statistics, load_record
 from churnlib.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from churnlib.pipeline import (
@@ -70,11 +70,12 @@ from churnlib.pipeline import (
     top_reasons,
 )
 from churnlib.serving import FileCache, ReleaseWatcher
-from diagnostics import DIAGNOSTICS_FILE, LATEST_DRIFT_FILE, installed_versions, step_timings, with_latest
+from churnlib.runlog import DIAGNOSTICS_FILE, LATEST_DRIFT_FILE
+from diagnostics import installed_versions, step_timings, with_latest
 
 logger = logging.getLogger("app")
 
-SCORE_KEYS = ("f1", "precision", "recall", "accuracy", "roc_auc")
+ROUTES = ("/prediction", "/scoring", "/summarystats", "/diagnostics", "/health", "/metrics")
 MLFLOW_FORMS = ("dataframe_records", "dataframe_split", "instances", "inputs")
 ENVELOPE_OPTIONS = ("reasons",)  # what a body may ask for beside its records
 MAX_REASONS = 100
@@ -351,9 +352,9 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
         watcher=ReleaseWatcher(config.paths.deployment, config.api.reload_interval_seconds),
         statistics=FileCache(config.paths.ingested / RECORD_FILE, lambda: ingested_statistics(config.paths.ingested),
                              version=lambda: load_record(config.paths.ingested)["data_version"]),
-        drift=FileCache(config.paths.logs / LATEST_DRIFT_FILE, lambda: _read_json_quietly(config.paths.logs / LATEST_DRIFT_FILE)),
+        drift=FileCache(config.paths.logs / LATEST_DRIFT_FILE, lambda: read_json_or_none(config.paths.logs / LATEST_DRIFT_FILE)),
         pipeline_diagnostics=FileCache(config.paths.logs / DIAGNOSTICS_FILE,
-                                       lambda: _read_json_quietly(config.paths.logs / DIAGNOSTICS_FILE)),
+                                       lambda: read_json_or_none(config.paths.logs / DIAGNOSTICS_FILE)),
         installed=installed_versions(),
         metrics=ApiMetrics(config),
     )
@@ -366,6 +367,8 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     def count_request(response):
         state = _state()
         rule = request.url_rule.rule if request.url_rule is not None else None
+        if rule is None and response.status_code == 405:  # a route that exists, asked with the wrong method
+            rule = request.path if request.path in ROUTES else None
         state.metrics.observe(rule, request.method, response.status_code,
                               time.perf_counter() - g.get("started", time.perf_counter()))
         release = state.watcher.release  # the attribute: counting never triggers a reload
@@ -375,7 +378,7 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         messages = {
-            404: f"no route {request.path}; routes: /prediction, /scoring, /summarystats, /diagnostics, /health, /metrics",
+            404: f"no route {request.path}; routes: {', '.join(ROUTES)}",
             405: f"{request.method} is not allowed on {request.path}",
             413: f"request body larger than the limit of {config.api.max_request_bytes} bytes",
         }
@@ -472,7 +475,7 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
         if release is None:
             return _error(_state().watcher.problem or "no release loaded", 503)
         scores = release.scores
-        body: dict[str, Any] = {key: scores.get(key) for key in SCORE_KEYS}
+        body: dict[str, Any] = {key: scores.get(key) for key in METRICS}
         body.update(release_id=release.release_id, rows=scores.get("rows"),
                     confusion_matrix=scores.get("confusion_matrix"))
         return jsonify(body)
@@ -569,13 +572,6 @@ def _log_to_gunicorn() -> None:
                 target.addHandler(handler)
             target.setLevel(logging.INFO)
             target.propagate = False
-
-
-def _read_json_quietly(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except ValueError:
-        return None
 
 
 def _request_records(config: Config) -> tuple[list[Any], dict[str, Any]]:

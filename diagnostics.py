@@ -34,7 +34,8 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.config import PROJECT_ROOT, Config
 from churnlib.dataset import FrozenSchema, read_labelled_folder
-from churnlib.fsutil import atomic_write_json, read_json
+from churnlib.fsutil import atomic_write_json, read_json_or_none
+from churnlib.runlog import DIAGNOSTICS_FILE, LATEST_DRIFT_FILE
 from churnlib.ingested import ingested_statistics, load_record
 from churnlib.modelstore import load_deployed
 from churnlib.errors import in_step
@@ -42,8 +43,6 @@ from churnlib.pipeline import churn_probabilities, model_threshold, predicted_cl
 
 logger = logging.getLogger(Path(__file__).stem)
 
-DIAGNOSTICS_FILE = "diagnostics.json"
-LATEST_DRIFT_FILE = "latest_drift.json"
 REQUIREMENTS_FILE = PROJECT_ROOT / "requirements.txt"
 PYPI_URL_ENV = "CHURN_PYPI_URL"  # tests point this at a local address; default is PyPI's JSON API
 DEFAULT_PYPI_URL = "https://pypi.org/pypi"
@@ -143,11 +142,8 @@ def dependency_check(path: Path = REQUIREMENTS_FILE, *, deadline_seconds: float 
 
 
 def latest_drift(log_folder: Path) -> dict[str, Any] | None:
-    """Return the drift table of the latest ingest, or None before the first drift test."""
-    try:
-        return read_json(log_folder / LATEST_DRIFT_FILE)
-    except ValueError:
-        return None
+    """Return the drift table of the latest check, or None before the first drift test."""
+    return read_json_or_none(log_folder / LATEST_DRIFT_FILE)
 
 
 @in_step("diagnostics")

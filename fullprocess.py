@@ -7,12 +7,14 @@ One tick (DESIGN.md section 4), each part a function that returns what it found:
    line, exit 0, in a fraction of a second.
 2. ``ingest``: the new files (bad ones are rejected with a reason, good ones appended).
 3. No model deployed yet (cold start): ``retrain`` trains, scores and deploys the first one.
-4. ``judge``: the deployed model's score on the new rows against its score at deploy time
-   (``score_drift`` in config.json), and each feature of the new rows against the release's
-   reference sample (``drift``).
-5. Neither drifted: stop. Either: ``retrain`` on all ingested data, score on the test data, and
-   deploy when the deployment policy allows (``deployment.policy``), with diagnostics and a report
-   in the release; then call the API if it is running.
+4. ``judge``: the deployed model's score on the new rows against the score its calibrated
+   probabilities expect on those rows (``score_drift`` in config.json), and each feature of the new
+   rows against the release's drift reference (``drift``).
+5. Neither drifted, and no other retrain due (changed model settings, the schedule): stop.
+   Otherwise ``retrain``: ``challenge`` trains a challenger without the newest rows and compares it
+   with the champion on them (paired), and the policy (``deployment.policy``) decides; a deploy
+   carries diagnostics and a report, and the API is called if it is running. A shift the
+   challenger could not beat becomes the release's new normal (``accept_new_normal``).
 6. ``score_customers``: files of current customers in the scoring folder that are new or changed,
    or were scored by an older release, become ranked risk lists in the predictions folder
    (``scoring.py``). Found by ``find_work`` too (``churnlib.risklists``), without heavy imports, so a new customer file is
@@ -33,7 +35,6 @@ config.json.
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import json
 import logging
@@ -47,7 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from churnlib.cli import run_script, script_parser
-from churnlib.clock import utc_now
+from churnlib.alerts import OUTBOX_FILE
+from churnlib.clock import stamp_seconds, utc_now
+from churnlib.history import DASHBOARD_FILE
 from churnlib.config import Config, DeploymentSettings, ModelSettings, ScoreDriftSettings, model_fingerprint
 from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
 from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
@@ -57,13 +60,14 @@ from churnlib.modelstore import (
     RELEASES_FOLDER,
     SCORE_DETAILS_FILE,
     read_metadata,
+    read_normal,
     read_pointer,
     release_folder,
     sha256_bytes,
     sha256_file,
 )
 from churnlib.risklists import CustomerWork, find_customer_files, load_scoring_record, save_scoring_record
-from churnlib.runlog import DRIFT_REASONS, Decision, RetrainReason, append_run
+from churnlib.runlog import DRIFT_REASONS, LATEST_DRIFT_FILE, Decision, RetrainReason, append_run
 from ingestion import Scan, check_schema_matches_config, scan_source
 
 logger = logging.getLogger(Path(__file__).stem)
@@ -231,9 +235,8 @@ class Work:
 
 
 def _seconds_since(stamp: str | None) -> float:
-    if not stamp:
-        return 0.0
-    return time.time() - calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    seconds = stamp_seconds(stamp)
+    return 0.0 if seconds is None else time.time() - seconds
 
 
 def due_retrains(config: Config, metadata: dict[str, Any] | None, record: dict[str, Any],
@@ -355,15 +358,13 @@ def release_expectations(deployment_folder: Path, deployed, schema):
     normal that replaced them when a shift was accepted (or None)."""
     from churnlib.dataset import read_canonical_csv
     from churnlib.modelstore import checked_reference_sample
-    from churnlib.stats import Calibration
+    from scoring import release_calibration
 
-    normal = read_json(deployment_folder / NORMAL_FOLDER / f"{deployed.release_id}.json")
-    calibration = Calibration.from_check(deployed.metadata.get("calibration"))
+    normal = read_normal(deployment_folder, deployed.release_id)
+    calibration = release_calibration(deployed, deployment_folder)
     expected = deployed.metadata.get("expected") or legacy_expected(deployed.folder)
     reference_path = checked_reference_sample(deployed.folder, deployed.metadata)
     if normal:
-        if normal.get("calibration"):
-            calibration = Calibration.from_dict(normal["calibration"])
         expected = normal.get("expected") or expected
         if normal.get("reference"):
             reference_path = deployment_folder / NORMAL_FOLDER / normal["reference"]["file"]
@@ -478,7 +479,6 @@ def judge(config: Config, deployed, new_rows, schema, *, files: list[str]) -> Ju
     """Check the deployed release against the new rows (score and features); write logs/latest_drift.json."""
     from churnlib.drift import drift_table
     from churnlib.pipeline import checked_predictor, frame_probabilities, model_threshold
-    from diagnostics import LATEST_DRIFT_FILE
 
     logger.info("checking release %s against %d new rows", deployed.release_id, len(new_rows))
     calibration, expected, reference, normal = release_expectations(config.paths.deployment, deployed, schema)
@@ -509,9 +509,14 @@ WINDOW_ALPHA = 0.05
 MIN_WINDOW_ROWS = 100
 
 
-def policy_allows(candidate: float, deployed: float | None, settings: DeploymentSettings) -> tuple[bool, str]:
-    """Return whether the deployment policy lets the candidate replace the deployed model, and why."""
-    where = "held-out" if settings.evaluate_on == "held_out" else "test-data"
+def policy_allows(candidate: float, deployed: float | None, settings: DeploymentSettings, *,
+                  judged_on: str | None = None) -> tuple[bool, str]:
+    """Return whether the deployment policy lets the candidate replace the deployed model, and why.
+
+    ``judged_on`` ("held_out" or "testdata") is where both were scored; by default what
+    ``deployment.evaluate_on`` asks for.
+    """
+    where = "held-out" if (judged_on or settings.evaluate_on) == "held_out" else "test-data"
     if deployed is None:
         return True, "no deployed model to compare with"
     if settings.policy == "always":
@@ -567,44 +572,81 @@ class Challenge:
                 **self.comparison.to_dict()}
 
 
-def challenge(config: Config, frame, schema, *, judged_rows: int, champion, champion_threshold: float) -> Challenge:
-    """Train challengers on the training windows without the newest rows, pick one, and compare it with
-    the champion (a predictor, churn above ``champion_threshold``) on those held-out rows, paired."""
-    from churnlib.pipeline import churn_probabilities, frame_probabilities
+def trained_until(metadata: dict[str, Any]) -> int:
+    """Return the row of the ingested data where a release's training window ends (rows after it, it never saw)."""
+    window = metadata.get("window") or {}
+    return int(window.get("last_row", (metadata.get("training_data") or {}).get("rows", 0)))
+
+
+def _pick_window(config: Config, frame, schema, windows: list[tuple[str, int]], train_rows: int,
+                 judged_rows: int) -> tuple[tuple[str, int], list[dict[str, Any]]]:
+    """Return the training window to use, chosen on the newest rows before ``train_rows`` (a selection
+    slice the held-out rows never take part in), and what each window scored there."""
+    from churnlib.pipeline import churn_probabilities
     from churnlib.stats import paired_comparison
     from training import train_model
 
-    metric = config.deployment.metric
-    held = hold_out_size(len(frame), judged_rows, config.deployment)
-    train_rows = len(frame) - held
-    held_out = frame.iloc[train_rows:]
-    labels = held_out[schema.target].to_numpy()
+    if len(windows) == 1:
+        return windows[0], []
+    select = hold_out_size(train_rows, judged_rows, config.deployment)
+    end = train_rows - select
+    chosen_rows = frame.iloc[end:train_rows]
+    labels = chosen_rows[schema.target].to_numpy()
     fitted = []
-    for name, first in candidate_windows(train_rows, max(0, judged_rows - held), config.model):
-        window = frame.iloc[first:train_rows]
-        if window[schema.target].nunique() == 2:
-            started = time.perf_counter()
-            model = train_model(window, schema, config.model)
-            fitted.append(((name, first), churn_probabilities(model, held_out, schema), (model, time.perf_counter() - started)))
+    for window in windows:
+        rows = frame.iloc[window[1]:end]
+        if len(rows) >= MIN_WINDOW_ROWS and rows[schema.target].nunique() == 2:
+            fitted.append((window, churn_probabilities(train_model(rows, schema, config.model), chosen_rows, schema)))
     if not fitted:
-        raise PipelineError(f"no training window before the {held} held-out rows holds both classes")
+        return windows[0], []
     largest = fitted[0][1]  # all of it: the window every other is measured against
-    chosen, best = fitted[0], None
-    tried = []
-    for window, probabilities, model in fitted:
-        versus = paired_comparison(labels, largest, probabilities, metric, config.model.threshold)
+    chosen, best, tried = fitted[0][0], None, []
+    for window, probabilities in fitted:
+        versus = paired_comparison(labels, largest, probabilities, config.deployment.metric, config.model.threshold)
         best = versus.champion if best is None else best
-        row = {"window": window[0], "first_row": window[1], "rows": train_rows - window[1], "score": versus.challenger}
+        row = {"window": window[0], "first_row": window[1], "selection_rows": int(select), "score": versus.challenger}
         if probabilities is not largest:
             row.update(versus_largest=versus.difference, p_value=versus.p_value)
             # A smaller, more recent window wins only when it does significantly better than all of it.
             if versus.p_value < WINDOW_ALPHA and versus.challenger > best:
-                chosen, best = (window, probabilities, model), versus.challenger
+                chosen, best = window, versus.challenger
         tried.append(row)
-    comparison = paired_comparison(labels, frame_probabilities(champion, held_out, schema), chosen[1], metric,
-                                   champion_threshold, config.model.threshold)
-    return Challenge(held_out=held, window=chosen[0], windows=tried, challenger=chosen[2][0],
-                     challenger_seconds=chosen[2][1], challenger_probabilities=chosen[1], comparison=comparison)
+    return chosen, tried
+
+
+def challenge(config: Config, frame, schema, *, judged_rows: int, champion, champion_threshold: float,
+              champion_last_row: int) -> Challenge | None:
+    """Train a challenger without the newest rows and compare it with the champion (a predictor, churn
+    above ``champion_threshold``) on those held-out rows, paired; None when there are too few rows the
+    champion was not trained on (after ``champion_last_row``) to judge it fairly.
+
+    The training window is chosen first, on the newest rows before the held-out ones, so that the
+    held-out rows judge (and later calibrate) a model that was not picked for doing well on them.
+    """
+    from churnlib.pipeline import churn_probabilities, frame_probabilities
+    from churnlib.stats import paired_comparison
+    from training import train_model
+
+    unseen = len(frame) - champion_last_row
+    held = min(hold_out_size(len(frame), judged_rows, config.deployment), unseen)
+    if held < rows_needed(config):
+        return None
+    train_rows = len(frame) - held
+    judged_before = max(0, judged_rows - held)
+    windows = [w for w in candidate_windows(train_rows, judged_before, config.model)
+               if frame.iloc[w[1]:train_rows][schema.target].nunique() == 2]
+    if not windows:
+        raise PipelineError(f"no training window before the {held} held-out rows holds both classes")
+    window, tried = _pick_window(config, frame, schema, windows, train_rows, judged_before)
+    held_out = frame.iloc[train_rows:]
+    started = time.perf_counter()
+    challenger = train_model(frame.iloc[window[1]:train_rows], schema, config.model)
+    seconds = time.perf_counter() - started
+    probabilities = churn_probabilities(challenger, held_out, schema)
+    comparison = paired_comparison(held_out[schema.target].to_numpy(), frame_probabilities(champion, held_out, schema),
+                                   probabilities, config.deployment.metric, champion_threshold, config.model.threshold)
+    return Challenge(held_out=held, window=window, windows=tried, challenger=challenger, challenger_seconds=seconds,
+                     challenger_probabilities=probabilities, comparison=comparison)
 
 
 def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list[str], predictor) -> dict[str, Any]:
@@ -612,12 +654,12 @@ def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list
     and its expected score (after a score drop), because a retrain could not do better on them."""
     from churnlib.dataset import canonical_lines, header_line
     from churnlib.pipeline import frame_probabilities, model_threshold
-    from churnlib.stats import fit_calibration, pool_sources, score_source
+    from churnlib.stats import Calibration, pool_sources, score_source
     from training import reference_sample
 
     folder = config.paths.deployment / NORMAL_FOLDER
     path = folder / f"{deployed.release_id}.json"
-    normal = read_json(path) or {"release_id": deployed.release_id}
+    normal = read_normal(config.paths.deployment, deployed.release_id) or {"release_id": deployed.release_id}
     normal.update(at=utc_now(), reasons=[str(r) for r in reasons], rows=int(len(judged)))
     if RetrainReason.FEATURE_DRIFT in reasons:
         sample = reference_sample(judged, config.drift.reference_sample_size, config.model.random_seed)
@@ -628,9 +670,9 @@ def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list
     if RetrainReason.SCORE_DROP in reasons:
         labels = judged[schema.target].to_numpy()
         probabilities = frame_probabilities(predictor, judged, schema)
-        calibration = fit_calibration(labels, probabilities)
+        calibration, check = Calibration.learnt(labels, probabilities)
         normal["calibration"] = {**calibration.to_dict(), "sources": [{"source": "new_normal", "rows": len(labels)}],
-                                 "check": calibration.check()}
+                                 "check": check}
         normal["expected"] = pool_sources([score_source("new_normal", labels, probabilities,
                                                         model_threshold(deployed.metadata))])
     atomic_write_json(path, normal)
@@ -672,7 +714,14 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     trial = None
     if champion is not None and config.deployment.evaluate_on == "held_out":
         trial = challenge(config, frame, schema, judged_rows=judged_rows, champion=champion,
-                          champion_threshold=model_threshold(deployed.metadata))
+                          champion_threshold=model_threshold(deployed.metadata),
+                          champion_last_row=trained_until(deployed.metadata))
+        if trial is None:
+            unseen = len(frame) - trained_until(deployed.metadata)
+            logger.info("only %d ingested row(s) are rows release %s was not trained on, fewer than %d: the "
+                        "challenger is judged on the test data instead", unseen, deployed.release_id,
+                        rows_needed(config))
+    if trial is not None:
         outcome.challenge = trial.to_json()
         logger.info("challenger trained on %s: %s", trial.window[0], trial.comparison.text())
         window_name, window_first = trial.window
@@ -702,7 +751,8 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     test_probabilities = churn_probabilities(model, test, schema)
     scores = metrics_from_predictions(test_labels, test_probabilities, threshold=decision_threshold)
     metadata = save_trained(
-        model, schema=schema, fingerprint={**fingerprint, "rows": int(len(final_frame))},
+        model, schema=schema, fingerprint={**fingerprint, "rows": int(len(final_frame)), "class_counts": {
+            str(k): int(v) for k, v in final_frame[schema.target].value_counts().sort_index().items()}},
         model_settings=config.model, reference=frame.iloc[regime_first:],
         reference_size=config.drift.reference_sample_size, model_folder=config.paths.models, seconds=fit_seconds,
         extra={"calibration": calibration, "decision_threshold": decision_threshold, "expected": expected,
@@ -737,10 +787,10 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
         deployed_score = None if deployed_scores is None else deployed_scores[metric]
     logger.info("candidate %s (window %s): %s %s on the test data", metadata["release_id"], window_name, metric,
                 "undefined" if scores[metric] is None else f"{scores[metric]:.4f}")
-    allowed, why = policy_allows(candidate_score, deployed_score, config.deployment)
+    judged_on = "held_out" if trial is not None else "testdata"
+    allowed, why = policy_allows(candidate_score, deployed_score, config.deployment, judged_on=judged_on)
     outcome.policy = {"policy": config.deployment.policy, "metric": metric, "tolerance": config.deployment.tolerance,
-                      "evaluate_on": "held_out" if trial is not None else "testdata", "allowed": allowed,
-                      "reason": why}
+                      "evaluate_on": judged_on, "allowed": allowed, "reason": why}
     if not allowed:
         outcome.decision = Decision.RETRAINED_REFUSED
         outcome.reason = f"{reason}; retrained, but {why}: release {deployed.release_id} stays"
@@ -819,6 +869,10 @@ def run_tick(config: Config) -> TickOutcome:
     if not work.idle or customers.pending or customers.rejected or customers.record_changed:
         # Even after a failed decision: the deployed release still serves, and lists should not wait.
         score_customers(config, outcome, customers, release_before=outcome.deployed_release_before)
+        if outcome.decision is Decision.NOTHING_NEW and outcome.scoring:
+            scored, rejected = len(outcome.scoring.get("files", [])), len(outcome.scoring.get("rejected", []))
+            outcome.reason += (f"; {scored} customer file(s) scored" if scored else "") + \
+                (f"; {rejected} customer file(s) rejected" if rejected else "")
     return outcome
 
 
@@ -987,7 +1041,7 @@ def finish(config: Config, outcome: TickOutcome, *, started_at: str, started: fl
 def after_tick(config: Config, run: dict[str, Any], *, did_work: bool) -> None:
     """Raise and send the alerts the tick calls for, then rewrite the history page after a tick that did
     work (it shows the alert conditions active); neither ever fails the tick."""
-    if config.alerts.channels or (config.paths.logs / "alerts_outbox.json").exists():
+    if config.alerts.channels or (config.paths.logs / OUTBOX_FILE).exists():
         try:
             from churnlib.alerts import process_alerts
 
@@ -995,7 +1049,7 @@ def after_tick(config: Config, run: dict[str, Any], *, did_work: bool) -> None:
         except Exception as exc:  # delivery problems are handled inside; this is a bug, logged, not fatal
             logger.error("alerts not processed: %s", describe_error(exc, config_label=config.label))
             logger.debug("%s", "".join(traceback.format_exception(exc)))
-    if did_work or not (config.paths.logs / "dashboard.html").exists():
+    if did_work or not (config.paths.logs / DASHBOARD_FILE).exists():
         try:
             from churnlib.history import write_dashboard
 

@@ -440,7 +440,12 @@ def render_html(
 
     parts.append("<h2>Drift of the data that led here</h2>")
     if not drift:
-        parts.append("<p class='muted'>No drift test: this release was trained at cold start or by hand.</p>")
+        why = {"cold_start": "at the cold start", "schema_changed": "because the data's columns changed",
+               "config_changed": "because the model settings in config.json changed",
+               "schedule": "on the schedule"}
+        reasons = [why[r] for r in metadata.get("retrain_reason") or [] if r in why]
+        said = " and ".join(reasons) if reasons else "at the cold start or by hand"
+        parts.append(f"<p class='muted'>No drift test led here: this release was trained {_e(said)}.</p>")
     elif not drift.get("tested"):
         parts.append(f"<p class='muted'>Not tested: {_e(drift.get('reason'))}</p>")
     else:
@@ -616,7 +621,7 @@ def _main(config: Config, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
-        "Plot the confusion matrix, ROC and precision-recall curves of the deployed model on the "
+        "Plot the confusion matrix, ROC, precision-recall and calibration curves of the deployed model on the "
         "test data and write them, with an HTML report, to the model folder."
     )
     parser.add_argument("--trained", action="store_true", help="report on the latest trained model instead of the deployed one")

@@ -168,25 +168,32 @@ class ConfusionInputs:
                 self.kept = None
 
 
-def calibration_uncertainty(metadata: dict[str, Any]) -> list[list[float]] | None:
-    """Return the covariance of the calibration (slope, intercept) a release's check left, or None."""
-    calibration = metadata.get("calibration") or {}
-    return calibration.get("covariance") if calibration.get("checked") else None
+def release_calibration(model: LoadedModel, deployment_folder: Path | None = None):
+    """Return what a release's served probabilities mean (a churnlib.stats.Calibration): its deploy-time
+    check, or the new normal a later tick learnt for it (when ``deployment_folder`` is given) -- the
+    same calibration the score check uses."""
+    from churnlib.modelstore import read_normal
+    from churnlib.stats import Calibration
+
+    normal = read_normal(deployment_folder, model.release_id) if deployment_folder is not None else None
+    if normal and normal.get("calibration"):
+        return Calibration.from_dict(normal["calibration"])
+    return Calibration.from_check(model.metadata.get("calibration"))
 
 
-def estimate_performance(inputs: ConfusionInputs, *, covariance: list[list[float]] | None = None,
-                         simulations: int = ESTIMATE_SIMULATIONS, confidence: float = ESTIMATE_CONFIDENCE,
-                         seed: int = 0) -> dict[str, Any]:
+def estimate_performance(inputs: ConfusionInputs, *, calibration=None, simulations: int = ESTIMATE_SIMULATIONS,
+                         confidence: float = ESTIMATE_CONFIDENCE, seed: int = 0) -> dict[str, Any]:
     """Return the expected confusion matrix, F1, precision, recall and accuracy of the predictions,
     with intervals, from the probabilities alone (confidence-based performance estimation).
 
     If the probabilities are calibrated, row i churns with probability p_i: the expected true
     positives are the sum of p over the rows predicted to churn, the expected false negatives the
     sum of p over the others, and so on. The metrics are those of the expected confusion matrix.
-    Their intervals hold the middle ``confidence`` of the metrics of ``simulations`` draws, each of
-    which first draws how far off the calibration may be (slope and intercept of the log-odds from
-    a normal with the deploy-time check's ``covariance``, around 1 and 0; without one, calibration is
-    taken as exact) and then the labels (each row's label drawn with its probability: exactly, row
+    With a ``calibration`` (a churnlib.stats.Calibration: the release's, ``release_calibration``),
+    the probabilities are first mapped through it. The intervals hold the middle ``confidence`` of
+    the metrics of ``simulations`` draws, each of which first draws how far off the calibration may
+    be (its slope and intercept, from its uncertainty; without one, calibration is taken as exact)
+    and then the labels (each row's label drawn with its probability: exactly, row
     by row, up to EXACT_SIMULATION_ROWS rows; beyond, the two counts that matter drawn from their
     normal approximations, the probabilities summed over a histogram of log-odds). So the interval
     is where the realised metric should land, given the labels' sampling error and what the held-out
@@ -194,15 +201,19 @@ def estimate_performance(inputs: ConfusionInputs, *, covariance: list[list[float
     """
     import numpy as np
 
+    from churnlib.stats import Calibration
+
+    calibration = calibration or Calibration()
     stay, churn = inputs.counts
     rows = stay + churn
-    expected_tp, expected_fn = inputs.sums[1], inputs.sums[0]
+    if (calibration.slope, calibration.intercept) == (1.0, 0.0):
+        expected_tp, expected_fn = inputs.sums[1], inputs.sums[0]
+    else:  # the probabilities mean something else than they say (a new normal): the expectation follows
+        expected_tp, expected_fn = _mapped_sums(inputs, calibration.slope, calibration.intercept)
     expected_fp, expected_tn = churn - expected_tp, stay - expected_fn
     rng = np.random.default_rng(seed)
-    if covariance is not None:
-        slopes, shifts = rng.multivariate_normal([1.0, 0.0], covariance, simulations).T
-    else:
-        slopes, shifts = np.ones(simulations), np.zeros(simulations)
+    slopes, shifts = calibration.draws(simulations, rng).T
+    covariance = calibration.covariance if np.asarray(calibration.covariance).any() else None
     true_positives = np.zeros(simulations)
     false_negatives = np.zeros(simulations)
     if inputs.kept is not None and rows:
@@ -263,6 +274,24 @@ def estimate_performance(inputs: ConfusionInputs, *, covariance: list[list[float
     return estimate
 
 
+def _mapped_sums(inputs: ConfusionInputs, slope: float, intercept: float) -> tuple[float, float]:
+    """Return the expected churners among the predicted churners and among the others, with the
+    probabilities mapped through a calibration (from the kept log-odds, else their histograms)."""
+    import numpy as np
+
+    from churnlib.stats import sigmoid
+
+    if inputs.kept is not None:
+        log_odds = np.concatenate([part for part, _ in inputs.kept]) if inputs.kept else np.empty(0)
+        predicted = np.concatenate([part for _, part in inputs.kept]) if inputs.kept else np.empty(0, dtype=bool)
+        q = sigmoid(slope * log_odds + intercept)
+        return float(q[predicted].sum()), float(q[~predicted].sum())
+    centres = np.arange(len(inputs.histograms[0])) * LOG_ODDS_STEP - LOG_ODDS_RANGE
+    q = sigmoid(slope * centres + intercept)
+    return tuple(float(q @ inputs.histograms[group]) if inputs.histograms[group] is not None else 0.0
+                 for group in (1, 0))
+
+
 def _ratio(numerator: float, denominator: float) -> float | None:
     return None if denominator <= 0 else numerator / denominator
 
@@ -282,19 +311,21 @@ class ScoringModel:
     predictor: Any
     schema: Any
     threshold: float
+    calibration: Any  # churnlib.stats.Calibration: what its probabilities mean, for the estimate
 
     @property
     def release_id(self) -> str:
         return self.model.release_id
 
     @classmethod
-    def of(cls, model: LoadedModel) -> "ScoringModel":
+    def of(cls, model: LoadedModel, deployment_folder: Path | None = None) -> "ScoringModel":
         from churnlib.dataset import FrozenSchema
         from churnlib.pipeline import checked_predictor, model_threshold
 
         schema = FrozenSchema.from_dict(model.metadata["schema"])
         return cls(model=model, predictor=checked_predictor(model, schema), schema=schema,
-                   threshold=model_threshold(model.metadata))
+                   threshold=model_threshold(model.metadata),
+                   calibration=release_calibration(model, deployment_folder))
 
 
 @dataclass
@@ -599,7 +630,7 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
         "unseen_categories": unseen,
         "reasons_unavailable": totals.get("reasons_unavailable"),
         "ignored_columns": customers.ignored_columns,
-        "estimate": estimate_performance(inputs, covariance=calibration_uncertainty(scorer.model.metadata)),
+        "estimate": estimate_performance(inputs, calibration=scorer.calibration),
         "seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -629,7 +660,7 @@ def score_customer_files(config: Config, work: CustomerWork, model: LoadedModel)
     A file that is not a valid customer file is rejected with its reason (logged, in the record) and
     the others go on; it is not read again until its content or the deployed release changes.
     """
-    scorer = ScoringModel.of(model)
+    scorer = ScoringModel.of(model, config.paths.deployment)
     outreach = Outreach(config.outreach)
     result: dict[str, Any] = {"files": [], "rejected": [{"name": r["name"], "reason": r["reason"]} for r in work.rejected]}
     record = work.record
@@ -687,7 +718,7 @@ def _score_customers_on_demand(config: Config, args) -> int:
         logger.critical("--output %s is the customer file itself; the input is never modified", output)
         return 1
     try:
-        summary = write_risk_list(source, output, ScoringModel.of(model), target=config.schema.target,
+        summary = write_risk_list(source, output, ScoringModel.of(model, config.paths.deployment), target=config.schema.target,
                                   reasons=args.reasons if args.reasons is not None else config.risk_lists.reasons,
                                   outreach=Outreach(config.outreach), scored_at=utc_now())
     except ScoringError as exc:

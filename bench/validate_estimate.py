@@ -35,15 +35,10 @@ sys.path.insert(0, str(ROOT))
 from bench_api import build_project  # noqa: E402  (this folder is on the path when run as a script)
 from churnlib.dataset import FrozenSchema  # noqa: E402
 from churnlib.modelstore import load_deployed  # noqa: E402
-from churnlib.pipeline import (  # noqa: E402
-    batch_from_frame,
-    calibration_check,
-    checked_predictor,
-    model_threshold,
-    predicted_classes,
-)
+from churnlib.pipeline import batch_from_frame, checked_predictor, model_threshold, predicted_classes  # noqa: E402
+from churnlib.stats import calibration_check  # noqa: E402
 from samples.generate import HEADER, make_customers  # noqa: E402
-from scoring import ConfusionInputs, calibration_uncertainty, estimate_performance  # noqa: E402
+from scoring import ConfusionInputs, estimate_performance, release_calibration  # noqa: E402
 
 
 def deploy(root: Path, algorithm: str) -> Path:
@@ -66,14 +61,14 @@ def coverage(deployment: Path, drift: str, files: int, rows: int) -> tuple[int, 
     model = load_deployed(deployment)
     schema = FrozenSchema.from_dict(model.metadata["schema"])
     predictor = checked_predictor(model, schema)
-    threshold, covariance = model_threshold(model.metadata), calibration_uncertainty(model.metadata)
+    threshold, calibration = model_threshold(model.metadata), release_calibration(model)
     inside, errors, widths = 0, [], []
     for index in range(files):
         frame = labelled(90_000 + index, rows, drift)
         probabilities = predictor.probabilities(batch_from_frame(frame, schema))
         inputs = ConfusionInputs(threshold=threshold)
         inputs.add(probabilities)
-        estimate = estimate_performance(inputs, covariance=covariance)
+        estimate = estimate_performance(inputs, calibration=calibration)
         realised = f1_score(frame["exited"], predicted_classes(probabilities, threshold))
         low, high = estimate["f1_ci"]
         inside += low <= realised <= high

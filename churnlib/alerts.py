@@ -8,10 +8,10 @@ A deploy is a notice of its own, one per deploy.
 
 | event | condition (key) | observed by | active when |
 |---|---|---|---|
-| ``drift`` | ``drift:score``, ``drift:features`` | a tick that ran that check | the check found drift |
+| ``drift`` | ``drift:score``, ``drift:features`` | a tick that ran that check | the check found drift, until a check finds none, or a deploy (or a new normal) answers it |
 | ``refused`` | ``refused`` | a tick that judged new rows or trained | the policy refused the retrained model |
 | ``tick_failed`` | ``tick_failed`` | every tick that held the lock | the tick failed |
-| ``file_rejected`` | ``file_rejected:<file name>`` | a tick that read or refused that file | it was rejected (clears once a file of that name is accepted) |
+| ``file_rejected`` | ``file_rejected:<file name>``, ``file_rejected:customers/<file name>`` | a tick that read or refused that file (labelled, or of customers to score) | it was rejected (clears once a file of that name is accepted or scored) |
 | ``api_down`` | ``api_down`` | a deploy that called the API | the API did not answer (once it has answered after an earlier deploy), answered with errors, or did not serve the new release |
 | ``deployed`` | (a notice per deploy) | a deploy | always |
 
@@ -204,6 +204,16 @@ def observations(run: dict[str, Any], *, api_expected: bool = True) -> tuple[lis
         seen.append(Observation(f"file_rejected:{accepted['name']}", "file_rejected", False,
                                 f"{accepted['name']} accepted now",
                                 f"{accepted.get('rows_added')} rows added", {"name": accepted["name"]}))
+    # Files of current customers too: the retention team waits for their lists.
+    scoring = run.get("scoring") or {}
+    for rejected in scoring.get("rejected", []):
+        seen.append(Observation(f"file_rejected:customers/{rejected['name']}", "file_rejected", True,
+                                f"customer file rejected: {rejected['name']}", rejected.get("reason", ""),
+                                dict(rejected)))
+    for scored in scoring.get("files", []):
+        seen.append(Observation(f"file_rejected:customers/{scored['name']}", "file_rejected", False,
+                                f"customer file {scored['name']} scored now", f"{scored.get('rows')} rows scored",
+                                {"name": scored["name"]}))
     api = run.get("api")
     if isinstance(api, dict) and api.get("running") is not None:
         release = run.get("deployed_release_after")
@@ -252,6 +262,13 @@ def transitions(run: dict[str, Any], active: dict[str, Any], *, events: tuple[st
         if item.event in events:
             alerts.append(Alert(item.key, item.event, NOTICE, item.title, item.text, item.fields,
                                 project=project, host=host))
+    # Drift that a deploy answered (or that was accepted as the new normal) is over: the deployed
+    # notice says so, and the next drift starts a new alert. Cleared without an alert of its own.
+    answered = [r for r in run.get("retrain_reason") or [] if r in ("score_drop", "feature_drift")]
+    if answered and (run.get("deployed_release_after") or run.get("new_normal")):
+        for reason, key in (("score_drop", "drift:score"), ("feature_drift", "drift:features")):
+            if reason in answered:
+                active.pop(key, None)
     return alerts, active
 
 

@@ -512,7 +512,10 @@ def read_customer_file(handle: Any, *, name: str, schema: FrozenSchema, target: 
     names = _header(raw_names, name)
     missing = [c for c in schema.feature_columns if c not in names]
     if missing:
-        raise DatasetError(f"{name}: feature column(s) missing: {', '.join(missing)}")
+        hint = _delimiter_hint(raw_names[0]) if len(raw_names) == 1 else None
+        raise DatasetError(f"{name}: feature column(s) missing: {', '.join(missing)}"
+                           + (f"; the header is one column, the file seems to use {hint} as delimiter "
+                              "(only ',' is read)" if hint else ""))
     known = set(schema.id_columns) | set(schema.feature_columns)
     ignored = [c for c in names if c not in known]
     id_names = {normal: raw for normal, raw in zip(names, raw_names) if normal in schema.id_columns}

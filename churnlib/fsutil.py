@@ -159,6 +159,15 @@ def read_json(path: Path, default: Any = None, *, if_damaged: str | None = None)
         raise StateFileError(f"{path}: not valid JSON{where}; {advice}") from None
 
 
+def read_json_or_none(path: Path) -> Any:
+    """Return the JSON in ``path``, or None when it is missing, unreadable or not JSON: for views that
+    show what the pipeline last wrote and must not fail because it is being rewritten or was damaged."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
 def append_line(path: Path, line: str) -> None:
     """Append one line to a log-like file with a single write, and fsync it (cut back if the write fails)."""
     with naming_write_errors(path, "append to"):

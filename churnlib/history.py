@@ -21,14 +21,14 @@ import html
 import json
 import os
 import time
-from calendar import timegm
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from churnlib.clock import utc_now
+from churnlib.alerts import STATE_FILE
+from churnlib.clock import stamp_seconds, utc_now
 from churnlib.config import Config
-from churnlib.fsutil import atomic_write_text, read_json
+from churnlib.fsutil import atomic_write_text, read_json, read_json_or_none
 from churnlib.modelstore import METADATA_FILE, RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
 from churnlib.runlog import RUNS_FILE
 
@@ -64,7 +64,8 @@ class History:
 
 
 def _is_idle(line: bytes) -> bool:
-    return any(f'"decision":"{decision}"'.encode() in line for decision in IDLE_DECISIONS)
+    # An otherwise idle tick that scored customer files did work: its line has a "scoring" key.
+    return any(f'"decision":"{decision}"'.encode() in line for decision in IDLE_DECISIONS) and b'"scoring":' not in line
 
 
 def read_recent_runs(path: Path, *, limit: int = MAX_TICKS) -> tuple[list[dict[str, Any]], dict[str, Any] | None, int, bool]:
@@ -140,10 +141,7 @@ def read_releases(deployment_folder: Path) -> tuple[list[dict[str, Any]], str | 
 def read_history(config: Config, *, limit: int = MAX_TICKS) -> History:
     ticks, last, skipped, complete = read_recent_runs(config.paths.logs / RUNS_FILE, limit=limit)
     releases, current = read_releases(config.paths.deployment)
-    try:
-        active = (read_json(config.paths.logs / "alert_state.json") or {}).get("active", {})
-    except ValueError:
-        active = {}
+    active = (read_json_or_none(config.paths.logs / STATE_FILE) or {}).get("active", {})
     return History(ticks=ticks, last_tick=last, idle_ticks_skipped=skipped, complete=complete,
                    releases=releases, current_release=current, active_alerts=active)
 
@@ -153,15 +151,6 @@ def read_history(config: Config, *, limit: int = MAX_TICKS) -> History:
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
-
-
-def _seconds(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    try:
-        return float(timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        return None
 
 
 class TimeAxis:
@@ -254,7 +243,7 @@ def _legend(items: list[tuple[str, str]], y: float = 14) -> tuple[list[str], flo
 
 
 def _when(tick: dict[str, Any]) -> float | None:
-    return _seconds(tick.get("started_at"))
+    return stamp_seconds(tick.get("started_at"))
 
 
 # --- the plots --------------------------------------------------------------------------------------
@@ -284,7 +273,7 @@ def plot_scores(ticks: list[dict[str, Any]], axis: TimeAxis) -> str | None:
     legend = [('<circle r="4.5" fill="#1d2430"/>', "score on the new rows"),
               ('<circle r="4.5" fill="#d73027"/>', "flagged as a drop"),
               ('<line x1="-7" x2="7" stroke="#1d2430" stroke-width="1.5" transform="rotate(90)"/>', "95% interval"),
-              ('<line x1="-7" x2="7" stroke="#2f6fd6" stroke-width="2"/>', "expected (deploy-time) score"),
+              ('<line x1="-7" x2="7" stroke="#2f6fd6" stroke-width="2"/>', "expected score on those rows"),
               ('<line x1="-7" x2="7" stroke="#d73027" stroke-width="2" stroke-dasharray="3 2"/>', f"alarm threshold ({alarm_name})")]
     parts, top = _legend(legend)
     bottom = top + 200
@@ -447,21 +436,12 @@ def plot_timeline(ticks: list[dict[str, Any]], axis: TimeAxis) -> str:
 
 
 def _estimate_value(estimate: Any) -> tuple[float | None, list | None, str]:
-    """Return (value, interval, what) of a scored file's estimate, whatever shape the run line gives it."""
-    if isinstance(estimate, (int, float)):
-        return float(estimate), None, "estimate"
-    if not isinstance(estimate, dict):
+    """Return (value, interval, what) of a scored file's label-free estimate (the risk lists'
+    ``{"f1": 0.61, "f1_ci": [0.55, 0.66], ...}``)."""
+    if not isinstance(estimate, dict) or not isinstance(estimate.get("f1"), (int, float)):
         return None, None, ""
-    for key in ("value", "expected", "estimate", "score"):
-        if isinstance(estimate.get(key), (int, float)):
-            interval = estimate.get("ci") or estimate.get("interval")
-            return float(estimate[key]), interval if isinstance(interval, list) else None, str(estimate.get("metric", key))
-    # The risk lists' shape: {"f1": 0.61, "f1_ci": [0.55, 0.66], "precision": ..., ...}
-    for metric in ("f1", "precision", "recall", "accuracy", "roc_auc"):
-        if isinstance(estimate.get(metric), (int, float)):
-            interval = estimate.get(f"{metric}_ci")
-            return float(estimate[metric]), interval if isinstance(interval, list) else None, f"estimated {metric}"
-    return None, None, ""
+    interval = estimate.get("f1_ci")
+    return float(estimate["f1"]), interval if isinstance(interval, list) else None, "estimated f1"
 
 
 def plot_scoring_estimates(ticks: list[dict[str, Any]], axis: TimeAxis) -> str | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from calendar import timegm
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,29 +35,21 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from churnlib.config import Config
-from churnlib.fsutil import read_json
+from churnlib.alerts import OUTBOX_FILE, STATE_FILE
+from churnlib.clock import stamp_seconds
+from churnlib.config import METRICS, Config
+from churnlib.fsutil import read_json_or_none
 from churnlib.ingested import RECORD_FILE
 from churnlib.modelstore import METADATA_FILE, POINTER_FILE, RELEASES_FOLDER, SCORE_DETAILS_FILE
-from churnlib.runlog import RUNS_FILE, Decision
+from churnlib.runlog import LATEST_DRIFT_FILE, RUNS_FILE, Decision
 from churnlib.serving import FileCache
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "<unmatched>"  # requests for no route share one label: a scanner must not create thousands
-SCORE_KEYS = ("f1", "precision", "recall", "accuracy", "roc_auc")
 # Finer than the library's default at the low end: a single-record prediction takes a few milliseconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 __all__ = ["ApiMetrics", "CONTENT_TYPE_LATEST", "MULTIPROCESS_ENV"]
-
-
-def _seconds(stamp: Any) -> float | None:
-    if not isinstance(stamp, str) or len(stamp) < 19:
-        return None
-    try:
-        return float(timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        return None
 
 
 def _number(value: Any) -> float | None:
@@ -86,25 +77,18 @@ class PipelineCollector:
         self.pointer = FileCache(deployment / POINTER_FILE, lambda: self._release(deployment))
         self.runs = FileCache(logs / RUNS_FILE, lambda: _last_lines(logs / RUNS_FILE))
         self.record = FileCache(config.paths.ingested / RECORD_FILE,
-                                lambda: self._quiet(config.paths.ingested / RECORD_FILE))
-        self.drift = FileCache(logs / "latest_drift.json", lambda: self._quiet(logs / "latest_drift.json"))
-        self.alerts = FileCache(logs / "alert_state.json", lambda: self._quiet(logs / "alert_state.json"))
-        self.outbox = FileCache(logs / "alerts_outbox.json", lambda: self._quiet(logs / "alerts_outbox.json"))
-
-    @staticmethod
-    def _quiet(path: Path) -> Any:
-        try:
-            return read_json(path)
-        except (OSError, ValueError):
-            return None
+                                lambda: read_json_or_none(config.paths.ingested / RECORD_FILE))
+        self.drift = FileCache(logs / LATEST_DRIFT_FILE, lambda: read_json_or_none(logs / LATEST_DRIFT_FILE))
+        self.alerts = FileCache(logs / STATE_FILE, lambda: read_json_or_none(logs / STATE_FILE))
+        self.outbox = FileCache(logs / OUTBOX_FILE, lambda: read_json_or_none(logs / OUTBOX_FILE))
 
     def _release(self, deployment: Path) -> dict[str, Any] | None:
-        pointer = self._quiet(deployment / POINTER_FILE)
+        pointer = read_json_or_none(deployment / POINTER_FILE)
         if not isinstance(pointer, dict) or not isinstance(pointer.get("current"), str):
             return None
         folder = deployment / RELEASES_FOLDER / pointer["current"]
-        return {"pointer": pointer, "metadata": self._quiet(folder / METADATA_FILE) or {},
-                "scores": self._quiet(folder / SCORE_DETAILS_FILE) or {}}
+        return {"pointer": pointer, "metadata": read_json_or_none(folder / METADATA_FILE) or {},
+                "scores": read_json_or_none(folder / SCORE_DETAILS_FILE) or {}}
 
     def describe(self) -> Iterable:
         return []  # collected at scrape time only; nothing to check at registration
@@ -132,18 +116,18 @@ class PipelineCollector:
         pointer, metadata, scores = release["pointer"], release["metadata"], release["scores"]
         info.add_metric([pointer["current"], str(metadata.get("algorithm", ""))], 1)
         yield info
-        deployed_at = _seconds(pointer.get("switched_at"))
+        deployed_at = stamp_seconds(pointer.get("switched_at"))
         yield self._gauge("churn_release_deployed_timestamp_seconds",
                           "When the deployment pointer was switched to the current release (Unix time).", deployed_at)
         yield self._gauge("churn_release_age_seconds", "Seconds since the current release was deployed.",
                           None if deployed_at is None else max(0.0, time.time() - deployed_at))
         yield self._gauge("churn_release_trained_timestamp_seconds", "When the current release was trained (Unix time).",
-                          _seconds(metadata.get("trained_at")))
+                          stamp_seconds(metadata.get("trained_at")))
         yield self._gauge("churn_release_training_rows", "Rows the current release was trained on.",
                           _number((metadata.get("training_data") or {}).get("rows")))
         test_score = GaugeMetricFamily("churn_release_test_score", "The current release's scores on the test data, "
                                        "computed at deploy time.", labels=["metric"])
-        for key in SCORE_KEYS:
+        for key in METRICS:
             if _number(scores.get(key)) is not None:
                 test_score.add_metric([key], scores[key])
         yield test_score
@@ -152,7 +136,7 @@ class PipelineCollector:
                       last_checked: dict[str, Any] | None):
         last = last or {}
         yield self._gauge("churn_last_tick_timestamp_seconds", "When the last tick started (Unix time).",
-                          _seconds(last.get("started_at")))
+                          stamp_seconds(last.get("started_at")))
         yield self._gauge("churn_last_tick_duration_seconds", "How long the last tick took.", _number(last.get("seconds")))
         decision = GaugeMetricFamily("churn_last_tick_decision", "1 for the last tick's decision, 0 for the others.",
                                      labels=["decision"])
@@ -163,16 +147,16 @@ class PipelineCollector:
         work = last_work or {}
         yield self._gauge("churn_last_work_tick_timestamp_seconds",
                           "When the last tick that did work (not nothing_new) started (Unix time).",
-                          _seconds(work.get("started_at")))
+                          stamp_seconds(work.get("started_at")))
         check = (last_checked or {}).get("score_drift") or {}
         checked = bool(check.get("checked"))
         yield self._gauge("churn_last_check_timestamp_seconds", "When the tick that last checked the deployed "
                           "model's score on new rows started (Unix time).",
-                          _seconds((last_checked or {}).get("started_at")))
+                          stamp_seconds((last_checked or {}).get("started_at")))
         metric = str(check.get("metric", ""))
         for name, key, documentation in (
             ("churn_last_check_score", "new_score", "The deployed model's score on the last checked batch of new rows."),
-            ("churn_last_check_expected_score", "baseline", "The score expected of it (the deploy-time baseline)."),
+            ("churn_last_check_expected_score", "baseline", "The score expected of it on those rows (the deploy-time score under score_drift.method deploy_time)."),
             ("churn_last_check_alarm_threshold", "alarm_below", "The score under which that batch would raise the alarm."),
         ):
             yield self._gauge(name, documentation, _number(check.get(key)) if checked else None, {"metric": metric})

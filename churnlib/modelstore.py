@@ -152,6 +152,13 @@ def read_pointer(deployment_folder: Path) -> dict | None:
     return pointer
 
 
+def read_normal(deployment_folder: Path, release_id: str) -> dict | None:
+    """Return the new normal a later tick accepted for a release (its drift reference and calibration), or None."""
+    path = deployment_folder / NORMAL_FOLDER / f"{release_id}.json"
+    return read_json(path, if_damaged="delete it (and its .reference.csv) to go back to the release's own "
+                                      "drift reference and calibration")
+
+
 def release_folder(deployment_folder: Path, release_id: str) -> Path:
     return deployment_folder / RELEASES_FOLDER / release_id
 

@@ -22,7 +22,7 @@ back into their feature, the intercept as the base value: exact. XGBoost: its ow
 value equal the log-odds (``Contributions.log_odds``); ``reason_texts`` phrases them for people:
 ``lastmonth_activity = 2 (raises risk, +0.84)``.
 
-Calibration (``calibration_check``, ``recalibrated``): whether the probabilities mean what they say
+Calibration (``recalibrated``; the check is ``churnlib.stats.calibration_check``): whether the probabilities mean what they say
 on held-out labelled rows (Cox's test: the logistic fit of the labels on the log-odds has slope 1 and
 intercept 0), and, when they do not, the release recalibrated by that fit (Platt scaling of the
 log-odds, ``Recalibrated``); and how precisely those rows pin the calibration down (``covariance``,
@@ -59,6 +59,7 @@ from churnlib.columns import normalise_column_name, shown
 from churnlib.config import LOGISTIC_DEFAULTS, XGBOOST_DEFAULTS, ModelSettings
 from churnlib.dataset import MISSING_CATEGORY, MISSING_TOKENS, FrozenSchema
 from churnlib.errors import ChurnError, ConfigError
+from churnlib.stats import sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -153,12 +154,6 @@ def model_threshold(metadata: dict[str, Any]) -> float:
     return float(metadata.get("decision_threshold", metadata.get("threshold", THRESHOLD)))
 
 
-def _sigmoid(log_odds: np.ndarray) -> np.ndarray:
-    # exp(-z) overflows to inf for z < -709: the probability is then 0.0, which is right.
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-log_odds))
-
-
 def classifier_log_odds(classifier: Any, encoded: np.ndarray) -> np.ndarray:
     """Return a fitted classifier's log-odds of churn for the encoded matrix it sees."""
     if isinstance(classifier, Recalibrated):
@@ -196,11 +191,12 @@ class Recalibrated(ClassifierMixin, BaseEstimator):
         return self.slope * classifier_log_odds(self.classifier, encoded) + self.intercept
 
     def predict_proba(self, encoded: np.ndarray) -> np.ndarray:
-        churn = _sigmoid(self.log_odds(encoded))
+        churn = sigmoid(self.log_odds(encoded))
         return np.column_stack([1.0 - churn, churn])
 
     def predict(self, encoded: np.ndarray) -> np.ndarray:
-        return self.classes_[(self.predict_proba(encoded)[:, 1] > THRESHOLD).astype(np.int64)]
+        """The classifier's own decisions: recalibration moves the probabilities, never the classes."""
+        return self.classifier.predict(encoded)
 
 
 def recalibrated(pipeline: Any, slope: float, intercept: float) -> Any:
@@ -218,96 +214,6 @@ def pipeline_log_odds(pipeline: Any, frame: Any, schema: FrozenSchema) -> np.nda
     """Return each row's log-odds of churn, computed by the pipeline's own steps."""
     encoded = pipeline[:-1].transform(frame[list(schema.feature_columns)])
     return classifier_log_odds(pipeline.steps[-1][1], encoded)
-
-
-# --- calibration: checked on held-out labelled rows at deploy time ------------------------------
-
-CALIBRATION_ALPHA = 0.05
-CALIBRATION_MIN_ROWS = 30
-
-
-def _logistic_fit(log_odds: np.ndarray, labels: np.ndarray) -> tuple[float, float, float] | None:
-    """Return (slope, intercept, log-likelihood) of the logistic regression of labels on log-odds,
-    by Newton's method; None when it does not converge (the classes are separated)."""
-    design = np.column_stack([log_odds, np.ones_like(log_odds)])
-    params = np.array([1.0, 0.0])
-
-    def log_likelihood(p: np.ndarray) -> float:
-        eta = design @ p
-        return float(np.sum(labels * eta - np.logaddexp(0.0, eta)))
-
-    current = log_likelihood(params)
-    for _ in range(100):
-        probabilities = _sigmoid(design @ params)
-        gradient = design.T @ (labels - probabilities)
-        hessian = (design * (probabilities * (1 - probabilities))[:, None]).T @ design
-        try:
-            step = np.linalg.solve(hessian, gradient)
-        except np.linalg.LinAlgError:
-            return None
-        scale = 1.0
-        while scale > 1e-6:  # halve the step until the likelihood does not fall
-            candidate = params + scale * step
-            value = log_likelihood(candidate)
-            if value >= current - 1e-12:
-                break
-            scale /= 2
-        else:
-            return None
-        params, previous, current = candidate, current, value
-        if abs(current - previous) < 1e-10 and np.max(np.abs(scale * step)) < 1e-8:
-            break
-    if not np.all(np.isfinite(params)) or np.max(np.abs(params)) > 1e3:
-        return None
-    return float(params[0]), float(params[1]), current
-
-
-def calibration_check(log_odds: np.ndarray, labels: np.ndarray, *, alpha: float = CALIBRATION_ALPHA) -> dict[str, Any]:
-    """Return whether the probabilities sigmoid(log_odds) are calibrated on these labelled rows.
-
-    Cox's test: the logistic regression of the labels on the log-odds, P(y=1) = sigmoid(slope * z +
-    intercept), against slope 1 and intercept 0 (a likelihood-ratio test, chi-square with 2 degrees
-    of freedom). ``passed`` is False when the p-value is below ``alpha``: the probabilities are off
-    (too confident, too timid, or shifted), and ``slope``/``intercept`` are the fix. Under calibrated
-    probabilities the check fails with probability ``alpha`` (tests/test_estimate.py measures it).
-    """
-    from scipy.stats import chi2
-
-    log_odds = np.asarray(log_odds, dtype=float)
-    labels = np.asarray(labels, dtype=float)
-    probabilities = _sigmoid(log_odds)
-    check: dict[str, Any] = {
-        "method": "Cox: logistic fit of the labels on the log-odds, likelihood-ratio test of slope 1, intercept 0",
-        "rows": int(len(labels)), "positives": int(labels.sum()),
-        "expected_positives": round(float(probabilities.sum()), 4), "alpha": alpha, "checked": False,
-        "passed": True,
-    }
-    if len(labels) < CALIBRATION_MIN_ROWS or labels.min() == labels.max():
-        check["reason"] = (f"{len(labels)} labelled rows{'' if len(labels) < CALIBRATION_MIN_ROWS else ' of one class'}: "
-                           f"calibration not checked (needs {CALIBRATION_MIN_ROWS} rows of both classes)")
-        return check
-    fit = _logistic_fit(log_odds, labels)
-    if fit is None:
-        check["reason"] = "the labels are separated by the log-odds: calibration cannot be fitted, not checked"
-        return check
-    slope, intercept, fitted = fit
-    null = float(np.sum(labels * log_odds - np.logaddexp(0.0, log_odds)))
-    statistic = max(0.0, 2.0 * (fitted - null))
-    p_value = float(chi2.sf(statistic, 2))
-    # How well these rows pin the calibration down: the covariance of (slope, intercept) were the
-    # probabilities calibrated (the inverse Fisher information at slope 1, intercept 0).
-    design = np.column_stack([log_odds, np.ones_like(log_odds)])
-    information = (design * (probabilities * (1 - probabilities))[:, None]).T @ design
-    try:
-        covariance = np.linalg.inv(information).tolist()
-    except np.linalg.LinAlgError:
-        covariance = None
-    check.update(checked=True, slope=slope, intercept=intercept, statistic=round(statistic, 4),
-                 p_value=p_value, passed=bool(p_value >= alpha), covariance=covariance)
-    check["reason"] = (f"slope {slope:.3f}, intercept {intercept:+.3f} on {len(labels)} rows "
-                       f"({check['positives']} churned, {check['expected_positives']:.1f} expected): p={p_value:.2g} "
-                       f"{'>=' if check['passed'] else '<'} alpha {alpha}")
-    return check
 
 
 # --- reasons in words ------------------------------------------------------------------------------
@@ -873,7 +779,7 @@ class FastPredictor:
                 raise self._too_large(row, np.argmax(np.abs(terms[row])))
             if self.slope != 1.0 or self.shift != 0.0:
                 z = self.slope * z + self.shift
-        return _sigmoid(z)
+        return sigmoid(z)
 
     def explain(self, batch: Batch) -> Contributions:
         """Return each feature's contribution to each row's log-odds (see Contributions).

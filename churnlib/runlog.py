@@ -16,6 +16,8 @@ from churnlib.fsutil import append_line
 from churnlib.errors import in_step
 
 RUNS_FILE = "runs.jsonl"
+LATEST_DRIFT_FILE = "latest_drift.json"  # the drift table of the latest check
+DIAGNOSTICS_FILE = "diagnostics.json"  # the latest diagnostics
 
 
 class Decision(str, Enum):

@@ -126,23 +126,26 @@ def auc_estimate(auc: float, positives: int, negatives: int) -> Estimate:
 # --- calibration: what the model's probabilities mean ------------------------------------------
 
 
-def _log_odds(probabilities: np.ndarray) -> np.ndarray:
+def log_odds(probabilities: np.ndarray) -> np.ndarray:
+    """Return log(p / (1 - p)), probabilities of exactly 0 or 1 held 1e-12 inside."""
     p = np.clip(np.asarray(probabilities, dtype=float), 1e-12, 1 - 1e-12)
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    from scipy.special import expit
-
-    return expit(z)
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Return 1 / (1 + exp(-z)), without overflow warnings (exp(-z) is inf below -709: 0.0 is right)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(churn) = sigmoid(slope * log-odds + intercept), fitted on out-of-sample labelled rows.
+    """What a model's probabilities mean: P(churn) = sigmoid(slope * log-odds + intercept), and how sure
+    that is.
 
-    ``covariance`` is the fit's (Laplace) covariance of (slope, intercept): how sure the map is.
-    The identity map (slope 1, intercept 0, no uncertainty) means "take the model at its word".
+    ``covariance`` is the uncertainty of a correction (slope', intercept') around (1, 0) applied after
+    that map (the check's covariance, ``calibration_check``): draws compose the two. The identity
+    (slope 1, intercept 0, no uncertainty) means "take the model at its word".
     """
 
     slope: float = 1.0
@@ -151,38 +154,19 @@ class Calibration:
     rows: int = 0
 
     def apply(self, probabilities: np.ndarray) -> np.ndarray:
-        return _sigmoid(self.slope * _log_odds(probabilities) + self.intercept)
+        return sigmoid(self.slope * log_odds(probabilities) + self.intercept)
 
     def draws(self, count: int, rng: np.random.Generator) -> np.ndarray:
-        """Return ``count`` (slope, intercept) pairs drawn from the fit's uncertainty."""
-        mean = np.array([self.slope, self.intercept])
+        """Return ``count`` (slope, intercept) pairs of the map, drawn from its uncertainty."""
         covariance = np.asarray(self.covariance, dtype=float)
         if not covariance.any():
-            return np.tile(mean, (count, 1))
-        return rng.multivariate_normal(mean, covariance, size=count, method="cholesky")
-
-    def check(self) -> dict[str, Any]:
-        """Return whether the model was calibrated where the map was fitted: slope 1 and intercept 0
-        inside their 95% intervals."""
-        se = np.sqrt(np.maximum(np.diag(np.asarray(self.covariance, dtype=float)), 0.0))
-        slope_ok = abs(self.slope - 1) <= 1.96 * se[0] if se[0] else self.slope == 1
-        intercept_ok = abs(self.intercept) <= 1.96 * se[1] if se[1] else self.intercept == 0
-        return {"calibrated": bool(slope_ok and intercept_ok), "slope": self.slope, "intercept": self.intercept,
-                "slope_ci": [self.slope - 1.96 * se[0], self.slope + 1.96 * se[0]],
-                "intercept_ci": [self.intercept - 1.96 * se[1], self.intercept + 1.96 * se[1]], "rows": self.rows}
+            return np.tile([self.slope, self.intercept], (count, 1))
+        correction = rng.multivariate_normal([1.0, 0.0], covariance, size=count, method="eigh")
+        return np.column_stack([correction[:, 0] * self.slope, correction[:, 0] * self.intercept + correction[:, 1]])
 
     def to_dict(self) -> dict[str, Any]:
         return {"slope": self.slope, "intercept": self.intercept, "covariance": [list(r) for r in self.covariance],
                 "rows": self.rows}
-
-    @classmethod
-    def from_check(cls, check: dict[str, Any] | None) -> "Calibration":
-        """Return the calibration of a release's served probabilities from its deploy-time check
-        (``churnlib.pipeline.calibration_check``): taken at their word (they passed the check, or were
-        recalibrated until they did), as sure as the check's rows could make it (its covariance)."""
-        if not check or not check.get("checked") or not check.get("covariance"):
-            return cls(rows=int((check or {}).get("rows", 0)))
-        return cls(covariance=tuple(tuple(float(v) for v in row) for row in check["covariance"]), rows=int(check["rows"]))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Calibration":
@@ -192,28 +176,118 @@ class Calibration:
                    covariance=tuple(tuple(float(v) for v in row) for row in data["covariance"]),
                    rows=int(data.get("rows", 0)))
 
+    @classmethod
+    def from_check(cls, check: dict[str, Any] | None) -> "Calibration":
+        """Return the calibration of a release's served probabilities from its deploy-time check
+        (``calibration_check``): taken at their word (they passed the check, or were recalibrated
+        until they did), as sure as the check's rows could make it (its covariance)."""
+        if not check or not check.get("checked") or not check.get("covariance"):
+            return cls(rows=int((check or {}).get("rows", 0)))
+        return cls(covariance=tuple(tuple(float(v) for v in row) for row in check["covariance"]), rows=int(check["rows"]))
 
-def fit_calibration(labels: np.ndarray, probabilities: np.ndarray) -> Calibration:
-    """Return the logistic (Platt) map of the log-odds fitted by maximum likelihood, with its covariance.
+    @classmethod
+    def learnt(cls, labels: np.ndarray, probabilities: np.ndarray) -> tuple["Calibration", dict[str, Any]]:
+        """Return the calibration that the labels show for these probabilities (the check's fit, as sure
+        as its rows make it), and the check itself; the identity when the check could not be made."""
+        z = log_odds(probabilities)
+        check = calibration_check(z, labels)
+        if not check["checked"]:
+            return cls(rows=int(len(labels))), check
+        after = calibration_check(check["slope"] * z + check["intercept"], labels)
+        covariance = after.get("covariance") or ((0.0, 0.0), (0.0, 0.0))
+        return cls(slope=check["slope"], intercept=check["intercept"],
+                   covariance=tuple(tuple(float(v) for v in row) for row in covariance), rows=int(len(labels))), check
 
-    Fewer than 20 rows, or one class only: the identity (nothing to learn a map from).
-    """
-    labels = np.asarray(labels, dtype=float)
-    if len(labels) < 20 or labels.min() == labels.max():
-        return Calibration(rows=int(len(labels)))
-    design = np.column_stack([_log_odds(probabilities), np.ones(len(labels))])
-    weights = np.array([1.0, 0.0])
-    for _ in range(100):  # Newton-Raphson on the log-likelihood, with a small ridge for separable data
-        fitted = _sigmoid(design @ weights)
-        hessian = (design * (fitted * (1 - fitted))[:, None]).T @ design + 1e-6 * np.eye(2)
-        step = np.linalg.solve(hessian, design.T @ (labels - fitted) - 1e-6 * weights)
-        weights = weights + step
-        if np.max(np.abs(step)) < 1e-10:
+
+# --- the calibration check: Cox's test on labelled rows the model was not trained on ---------------
+
+CALIBRATION_ALPHA = 0.05
+CALIBRATION_MIN_ROWS = 30
+
+
+def _logistic_fit(log_odds: np.ndarray, labels: np.ndarray) -> tuple[float, float, float] | None:
+    """Return (slope, intercept, log-likelihood) of the logistic regression of labels on log-odds,
+    by Newton's method; None when it does not converge (the classes are separated)."""
+    design = np.column_stack([log_odds, np.ones_like(log_odds)])
+    params = np.array([1.0, 0.0])
+
+    def log_likelihood(p: np.ndarray) -> float:
+        eta = design @ p
+        return float(np.sum(labels * eta - np.logaddexp(0.0, eta)))
+
+    current = log_likelihood(params)
+    for _ in range(100):
+        probabilities = sigmoid(design @ params)
+        gradient = design.T @ (labels - probabilities)
+        hessian = (design * (probabilities * (1 - probabilities))[:, None]).T @ design
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            return None
+        scale = 1.0
+        while scale > 1e-6:  # halve the step until the likelihood does not fall
+            candidate = params + scale * step
+            value = log_likelihood(candidate)
+            if value >= current - 1e-12:
+                break
+            scale /= 2
+        else:
+            return None
+        params, previous, current = candidate, current, value
+        if abs(current - previous) < 1e-10 and np.max(np.abs(scale * step)) < 1e-8:
             break
-    fitted = _sigmoid(design @ weights)
-    covariance = np.linalg.inv((design * (fitted * (1 - fitted))[:, None]).T @ design + 1e-6 * np.eye(2))
-    return Calibration(slope=float(weights[0]), intercept=float(weights[1]),
-                       covariance=tuple(tuple(float(v) for v in row) for row in covariance), rows=int(len(labels)))
+    if not np.all(np.isfinite(params)) or np.max(np.abs(params)) > 1e3:
+        return None
+    return float(params[0]), float(params[1]), current
+
+
+def calibration_check(log_odds: np.ndarray, labels: np.ndarray, *, alpha: float = CALIBRATION_ALPHA) -> dict[str, Any]:
+    """Return whether the probabilities sigmoid(log_odds) are calibrated on these labelled rows.
+
+    Cox's test: the logistic regression of the labels on the log-odds, P(y=1) = sigmoid(slope * z +
+    intercept), against slope 1 and intercept 0 (a likelihood-ratio test, chi-square with 2 degrees
+    of freedom). ``passed`` is False when the p-value is below ``alpha``: the probabilities are off
+    (too confident, too timid, or shifted), and ``slope``/``intercept`` are the fix. Under calibrated
+    probabilities the check fails with probability ``alpha`` (tests/test_estimate.py measures it).
+    """
+    from scipy.stats import chi2
+
+    log_odds = np.asarray(log_odds, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    probabilities = sigmoid(log_odds)
+    check: dict[str, Any] = {
+        "method": "Cox: logistic fit of the labels on the log-odds, likelihood-ratio test of slope 1, intercept 0",
+        "rows": int(len(labels)), "positives": int(labels.sum()),
+        "expected_positives": round(float(probabilities.sum()), 4), "alpha": alpha, "checked": False,
+        "passed": True,
+    }
+    if len(labels) < CALIBRATION_MIN_ROWS or labels.min() == labels.max():
+        check["reason"] = (f"{len(labels)} labelled rows{'' if len(labels) < CALIBRATION_MIN_ROWS else ' of one class'}: "
+                           f"calibration not checked (needs {CALIBRATION_MIN_ROWS} rows of both classes)")
+        return check
+    fit = _logistic_fit(log_odds, labels)
+    if fit is None:
+        check["reason"] = "the labels are separated by the log-odds: calibration cannot be fitted, not checked"
+        return check
+    slope, intercept, fitted = fit
+    null = float(np.sum(labels * log_odds - np.logaddexp(0.0, log_odds)))
+    statistic = max(0.0, 2.0 * (fitted - null))
+    p_value = float(chi2.sf(statistic, 2))
+    # How well these rows pin the calibration down: the covariance of (slope, intercept) were the
+    # probabilities calibrated (the inverse Fisher information at slope 1, intercept 0).
+    design = np.column_stack([log_odds, np.ones_like(log_odds)])
+    information = (design * (probabilities * (1 - probabilities))[:, None]).T @ design
+    try:
+        covariance = np.linalg.inv(information).tolist()
+    except np.linalg.LinAlgError:
+        covariance = None
+    check.update(checked=True, slope=slope, intercept=intercept, statistic=round(statistic, 4),
+                 p_value=p_value, passed=bool(p_value >= alpha), covariance=covariance)
+    check["reason"] = (f"slope {slope:.3f}, intercept {intercept:+.3f} on {len(labels)} rows "
+                       f"({check['positives']} churned, {check['expected_positives']:.1f} expected): p={p_value:.2g} "
+                       f"{'>=' if check['passed'] else '<'} alpha {alpha}")
+    return check
+
 
 
 # --- what a batch should score, before any label is read --------------------------------------
@@ -228,9 +302,7 @@ class ExpectedScore:
     """The metric a batch is expected to score under the calibrated probabilities.
 
     ``value`` with its 95% interval (``low``, ``high``: how sure the calibration is), and draws of
-    what the batch could realise with labels drawn from those probabilities: its metric
-    (``predictive``) and how well the labels fit the probabilities (``fit``: log-likelihood minus
-    its expectation under the calibration draw it was made with).
+    the metric the batch could realise with labels drawn from those probabilities (``predictive``).
     """
 
     metric: str
@@ -239,10 +311,6 @@ class ExpectedScore:
     high: float
     rows: int
     predictive: np.ndarray
-    fit: np.ndarray
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "value": self.value, "ci": [self.low, self.high], "rows": self.rows}
 
 
 def expected_score_of(probabilities: np.ndarray, predicted: np.ndarray, metric: str, calibration: Calibration,
@@ -258,10 +326,9 @@ def expected_score_of(probabilities: np.ndarray, predicted: np.ndarray, metric: 
     probabilities = np.asarray(probabilities, dtype=float)
     predicted = np.asarray(predicted).astype(bool)
     rng = _rng("expected", seed if seed is not None else (len(probabilities), float(probabilities.sum())))
-    log_odds = _log_odds(probabilities)
     positives, negatives = int(predicted.sum()), int((~predicted).sum())
     order = np.concatenate([np.flatnonzero(predicted), np.flatnonzero(~predicted)])
-    log_odds = log_odds[order]  # predicted churners first: the first ``positives`` rows
+    z_raw = log_odds(probabilities)[order]  # predicted churners first: the first ``positives`` rows
     observed = None if labels is None else np.asarray(labels, dtype=float)[order]
     exact = len(probabilities) <= EXACT_SIMULATION_ROWS
     # Large batches: fewer calibration draws (each costs a pass over every row; and with many rows
@@ -270,10 +337,10 @@ def expected_score_of(probabilities: np.ndarray, predicted: np.ndarray, metric: 
     calibration_draws = CALIBRATION_DRAWS if exact else (CALIBRATION_DRAWS // 3 if len(probabilities) <= 100_000
                                                          else CALIBRATION_DRAWS // 10)
     label_draws = LABEL_DRAWS if exact else 1_200 // calibration_draws
-    means, predictive, fit, beaten = [], [], [], 0
+    means, predictive, beaten = [], [], 0
     for slope, intercept in calibration.draws(calibration_draws, rng):
-        z = slope * log_odds + intercept
-        q = _sigmoid(z)
+        z = slope * z_raw + intercept
+        q = sigmoid(z)
         tp_mean, fn_mean = float(q[:positives].sum()), float(q[positives:].sum())
         means.append(float(metric_from_rates(np.array([negatives - fn_mean, positives - tp_mean, fn_mean, tp_mean]),
                                              metric)))
@@ -287,14 +354,13 @@ def expected_score_of(probabilities: np.ndarray, predicted: np.ndarray, metric: 
             tp = np.clip(np.round(rng.normal(tp_mean, np.sqrt(variance[:positives].sum()), label_draws)), 0, positives)
             fn = np.clip(np.round(rng.normal(fn_mean, np.sqrt(variance[positives:].sum()), label_draws)), 0, negatives)
             draws = rng.normal(0.0, np.sqrt(float(variance @ (z * z))), label_draws)
-        fit.append(draws)
         if observed is not None:
             beaten += int(np.count_nonzero(draws <= float(observed @ z) - expected_fit))
         cells = np.column_stack([negatives - fn, positives - tp, fn, tp]).astype(float)
         predictive.append(metric_from_rates(cells, metric))
     low, high = np.quantile(means, [0.025, 0.975])
     expected = ExpectedScore(metric=metric, value=float(np.mean(means)), low=float(low), high=float(high),
-                             rows=len(probabilities), predictive=np.concatenate(predictive), fit=np.concatenate(fit))
+                             rows=len(probabilities), predictive=np.concatenate(predictive))
     total = calibration_draws * label_draws
     return expected, (None if observed is None else float((beaten + 1) / (total + 1)))
 
@@ -508,12 +574,3 @@ def pool_sources(sources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"sources": sources, "counts": counts, "rows": int(sum(counts)), "roc_auc": auc,
             "positives": sum(source["positives"] for source in sources),
             "negatives": sum(source["negatives"] for source in sources)}
-
-
-def expected_score(expected: dict[str, Any], metric: str) -> Estimate:
-    """Return the expected score of a metric, with its interval, from a pooled expectation."""
-    if metric == "roc_auc":
-        if expected.get("roc_auc") is None:
-            return Estimate(metric, None, None, None, int(expected.get("rows", 0)))
-        return auc_estimate(expected["roc_auc"], expected["positives"], expected["negatives"])
-    return estimate(expected["counts"], metric)

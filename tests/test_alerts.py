@@ -153,6 +153,19 @@ def test_a_condition_alerts_when_it_starts_and_once_when_it_clears_not_while_it_
     assert active == {}
 
 
+def test_drift_a_deploy_answered_is_over_without_an_alert_of_its_own():
+    answered = run_line("retrained_deployed", data_drift=FEATURE_DRIFT, retrain_reason=["feature_drift"],
+                        deployed_release_after="r2", policy={"metric": "f1", "reason": "policy x"},
+                        candidate={"scores": {"f1": 0.6, "rows": 300}})
+    again = run_line("retrained_refused", data_drift=FEATURE_DRIFT, retrain_reason=["feature_drift"],
+                     policy={"metric": "f1", "reason": "policy x"}, candidate={"scores": {"f1": 0.5, "rows": 300}})
+    raised, active = replay([answered, run_line(), again])
+    assert raised[0] == [("drift:features", "started"), ("deployed:r2", "notice")]
+    assert raised[1] == []  # the idle tick after: nothing active, nothing to clear
+    assert ("drift:features", "started") in raised[2]  # drift again: a new alert
+    assert "drift:features" in active
+
+
 def test_a_failing_tick_alerts_once_and_the_first_tick_that_succeeds_clears_it():
     failed = run_line("failed", reason="ingesteddata/ingestion_record.json: not valid JSON")
     raised, _ = replay([failed, failed, failed, run_line(), run_line()])
@@ -374,3 +387,12 @@ def test_a_refused_model_alerts_with_both_scores(deployed, webhook):
     [alert] = webhook.bodies
     assert (alert["event"], alert["status"], alert["title"]) == ("refused", "started", "a retrained model was refused")
     assert "policy better" in alert["text"] and alert["fields"]["candidate"] > 0 and alert["fields"]["deployed"] > 0
+
+
+def test_a_rejected_customer_file_alerts_once_and_clears_when_it_is_scored():
+    rejected = run_line(scoring={"files": [], "rejected": [{"name": "today.csv", "reason": "binary data"}]})
+    scored = run_line(scoring={"files": [{"name": "today.csv", "rows": 10}], "rejected": []})
+    raised, active = replay([rejected, rejected, scored])
+    assert raised == [[("file_rejected:customers/today.csv", "started")], [],
+                      [("file_rejected:customers/today.csv", "cleared")]]
+    assert active == {}

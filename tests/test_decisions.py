@@ -103,9 +103,12 @@ def test_changed_model_settings_retrain_once_without_new_data(deployed):
     assert deployed.tick() == 0
     run = deployed.last_run()
     assert run["retrain_reason"] == ["config_changed"], run["reason"]
-    assert run["decision"] in ("retrained_deployed", "retrained_refused")
     assert "changed model settings in config.json" in run["reason"]
-    assert run["challenge"]["held_out_rows"] == 100
+    # The champion was trained on every ingested row: none is left to judge the two on fairly, so the
+    # test data judges them, and says so. C=0.01 makes a worse model there: refused.
+    assert "challenge" not in run and run["policy"]["evaluate_on"] == "testdata"
+    assert "judged on the test data instead" in deployed.log()
+    assert run["decision"] == "retrained_refused" and run["policy"]["allowed"] is False
     # Tried once: whatever the policy said, the next tick does not train again for the same settings.
     assert deployed.tick() == 0
     assert deployed.last_run()["decision"] == "nothing_new"
@@ -200,3 +203,35 @@ def test_roc_auc_as_the_metric_checks_and_compares_on_roc_auc(deployed):
     assert run["score_drift"]["new_score"] < 0.5 < run["score_drift"]["baseline"]
     assert run["challenge"]["metric"] == "roc_auc" and run["challenge"]["difference"] > 0.3
     assert run["decision"] == "retrained_deployed", run["reason"]
+
+
+def test_the_test_data_is_pooled_when_it_agrees_and_reported_when_it_is_from_another_world(deployed):
+    """The two-sided check of the test data against the calibration learnt from the held-out rows:
+    seeded trials where it agrees (declared so in at least 90 of 100), and where its world differs."""
+    import numpy as np
+
+    from churnlib.modelstore import load_deployed
+    from training import expectation
+
+    model = load_deployed(deployed.deployment)
+    settings = deployed.config().model
+    rng = np.random.default_rng(11)
+
+    def trials(shift: float) -> int:
+        agreed = 0
+        for _ in range(100):
+            held = rng.beta(1.2, 3.0, 200)
+            test = rng.beta(1.2, 3.0, 300)
+            moved = 1 / (1 + np.exp(-(np.log(test / (1 - test)) + shift)))
+            _, check, _, _ = expectation(model.pipeline, None, None, settings, metric="f1",
+                                         held_out=(rng.random(200) < held, held),
+                                         test=(rng.random(300) < moved, test))
+            agreed += check["testdata_check"]["agrees"]
+            if check["testdata_check"]["agrees"]:
+                assert [s["source"] for s in check["sources"]] == ["held_out", "testdata"]
+            else:
+                assert [s["source"] for s in check["sources"]] == ["held_out"]
+        return agreed
+
+    assert trials(0.0) >= 90
+    assert trials(1.0) <= 40

@@ -180,6 +180,7 @@ def test_a_deployed_model_without_decision_state_judges_all_rows(deployed):
 
 
 def test_small_batches_wait_until_the_checks_have_enough_rows(deployed):
+    deployed.write_config(base_config(deployment={"policy": "always"}))
     later = (SAMPLE_LATER / "dataset3.csv").read_text().splitlines()
     header, rows = later[0], later[1:]
     for part in range(3):  # 3 x 15 rows of drifted data: too few for a check alone
@@ -195,9 +196,12 @@ def test_small_batches_wait_until_the_checks_have_enough_rows(deployed):
     # 30 rows were enough at the second file; the third starts a new wait
     decisions = [r["decision"] for r in deployed.runs()]
     assert decisions[-1] == "waiting_for_rows" and deployed.last_run()["pending_rows"] == 15, decisions
-    drifted = next(r for r in deployed.runs() if r["decision"].startswith("retrained"))
+    assert "retrained_deployed" in decisions, decisions
+    drifted = next(r for r in deployed.runs() if r["decision"] == "retrained_deployed")
     assert drifted["data_drift"]["new_rows"] == 30 and drifted["pending_rows"] == 30
     assert "feature_drift" in drifted["retrain_reason"]
+    # judged fairly: on the 30 new rows alone, which the deployed model never saw
+    assert drifted["challenge"]["held_out_rows"] == 30
 
 
 def test_an_api_that_is_not_http_does_not_fail_the_tick(deployed):

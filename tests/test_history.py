@@ -39,18 +39,21 @@ def test_intervals_alarm_threshold_and_scoring_estimates_are_drawn_when_the_run_
             "score_drift": {"checked": True, "drift": False, "metric": "f1", "new_score": 0.61,
                             "new_score_ci": [0.52, 0.70], "baseline": 0.64, "baseline_ci": [0.60, 0.68],
                             "alarm_below": 0.49, "rows": 200},
-            "scoring": {"files": [{"name": "customers.csv", "rows": 900,
-                                   "estimate": {"metric": "precision_at_k", "value": 0.42, "ci": [0.38, 0.47]}},
-                                  {"name": "more.csv", "rows": 500,  # the risk lists' shape (issue 9)
+            "scoring": {"files": [{"name": "customers.csv", "rows": 900,  # the risk lists' estimate
+                                   "estimate": {"f1": 0.42, "f1_ci": [0.38, 0.47], "precision": 0.4,
+                                                "precision_ci": [0.3, 0.5]}},
+                                  {"name": "more.csv", "rows": 500,
                                    "estimate": {"f1": 0.61, "f1_ci": [0.55, 0.66], "precision": 0.5,
-                                                "precision_ci": [0.4, 0.6]}}]}}
+                                                "precision_ci": [0.4, 0.6]}},
+                                  {"name": "unknown.csv", "rows": 10, "estimate": None}]}}
     with open(deployed.logs / "runs.jsonl", "a") as handle:
         handle.write(json.dumps(line) + "\n")
     write_dashboard(deployed.config())
     text = page(deployed)
     assert "alarm threshold (alarm_below)" in text
     assert 'aria-label="estimated performance of scored files"' in text
-    assert "customers.csv: precision_at_k 0.420" in text and "more.csv: estimated f1 0.610" in text
+    assert "customers.csv: estimated f1 0.420" in text and "more.csv: estimated f1 0.610" in text
+    assert "unknown.csv" not in text
     assert text.count('stroke="#1d2430" stroke-width="1.5"/>') >= 1  # the new score's interval bar
 
 

@@ -9,8 +9,8 @@ from churnlib.stats import (
     confusion_counts,
     drop_test,
     estimate,
+    calibration_check,
     expected_score_of,
-    fit_calibration,
     metric_from_rates,
     paired_counts,
     wilson_interval,
@@ -51,18 +51,27 @@ def test_the_wilson_interval_equals_known_values():
     assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
 
 
-def test_calibration_recovers_a_known_map_and_says_when_a_model_is_off():
+def test_a_learnt_calibration_recovers_a_known_map_and_the_check_says_when_a_model_is_off():
     rng = np.random.default_rng(1)
     raw = rng.uniform(0.02, 0.98, 40_000)
     truth = _sigmoid(0.7 * _logit(raw) + 0.3)
-    fitted = fit_calibration(rng.random(len(raw)) < truth, raw)
-    se = np.sqrt(np.diag(fitted.covariance))
-    assert abs(fitted.slope - 0.7) < 4 * se[0] and abs(fitted.intercept - 0.3) < 4 * se[1]
-    assert fitted.check()["calibrated"] is False
-    calibrated = fit_calibration(rng.random(len(raw)) < raw, raw)
-    assert calibrated.check()["calibrated"] is True
-    assert np.allclose(Calibration.from_dict(fitted.to_dict()).apply(raw), fitted.apply(raw))
-    assert fit_calibration(np.ones(50), raw[:50]) == Calibration(rows=50)  # one class: nothing to learn
+    learnt, check = Calibration.learnt(rng.random(len(raw)) < truth, raw)
+    se = np.sqrt(np.diag(learnt.covariance))
+    assert abs(learnt.slope - 0.7) < 4 * 0.7 * se[0] and abs(learnt.intercept - 0.3) < 0.05
+    assert check["checked"] and check["passed"] is False
+    assert np.allclose(learnt.apply(raw), truth, atol=0.02)
+    _, calibrated = Calibration.learnt(rng.random(len(raw)) < raw, raw)
+    assert calibrated["passed"] is True
+    assert Calibration.from_dict(learnt.to_dict()) == learnt
+    assert Calibration.learnt(np.ones(50), raw[:50])[0] == Calibration(rows=50)  # one class: nothing to learn
+
+
+def test_calibration_draws_compose_the_map_with_its_uncertainty():
+    calibration = Calibration(slope=2.0, intercept=0.5, covariance=((0.01, 0.0), (0.0, 0.0)))
+    draws = calibration.draws(20_000, np.random.default_rng(2))
+    assert np.mean(draws[:, 0]) == pytest.approx(2.0, abs=0.01) and np.std(draws[:, 0]) == pytest.approx(0.2, abs=0.01)
+    assert np.allclose(draws[:, 1], 0.5 * draws[:, 0] / 2.0)  # the correction scales the whole map
+    assert (Calibration().draws(3, np.random.default_rng(0)) == [[1.0, 0.0]] * 3).all()
 
 
 def test_the_expected_score_is_exact_when_the_probabilities_are_certain():
@@ -76,7 +85,9 @@ def test_the_score_check_alarms_in_about_alpha_of_batches_when_nothing_changed(r
     """A decision rule is a test: under no change it must alarm at its stated rate (here alpha 0.1,
     no effect floor, 300 seeded batches), and a changed rule must make it alarm."""
     rng = np.random.default_rng(rows)
-    calibration = fit_calibration(*(lambda p: (rng.random(len(p)) < p, p))(rng.beta(1.2, 3.0, 5_000)))
+    # What a release keeps: the deploy-time check on 5,000 rows it was not trained on.
+    fitted = rng.beta(1.2, 3.0, 5_000)
+    calibration = Calibration.from_check(calibration_check(np.log(fitted / (1 - fitted)), rng.random(5_000) < fitted))
     alarms = changed = 0
     for _ in range(200):
         probabilities = rng.beta(1.2, 3.0, rows)
