@@ -48,9 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from churnlib.cli import run_script, script_parser
-from churnlib.alerts import OUTBOX_FILE
 from churnlib.clock import stamp_seconds, utc_now
-from churnlib.history import DASHBOARD_FILE
 from churnlib.config import Config, DeploymentSettings, ModelSettings, ScoreDriftSettings, model_fingerprint
 from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
 from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
@@ -67,7 +65,8 @@ from churnlib.modelstore import (
     sha256_file,
 )
 from churnlib.risklists import CustomerWork, find_customer_files, load_scoring_record, save_scoring_record
-from churnlib.runlog import DRIFT_REASONS, LATEST_DRIFT_FILE, Decision, RetrainReason, append_run
+from churnlib.runlog import (DASHBOARD_FILE, DRIFT_REASONS, LATEST_DRIFT_FILE, OUTBOX_FILE, Decision, RetrainReason,
+                             append_run)
 from ingestion import Scan, check_schema_matches_config, scan_source
 
 logger = logging.getLogger(Path(__file__).stem)

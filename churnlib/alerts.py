@@ -36,11 +36,11 @@ from typing import Any
 from churnlib.clock import utc_now
 from churnlib.config import AlertSettings, Config, EmailSettings, WebhookSettings
 from churnlib.fsutil import atomic_write_json, read_json
+from churnlib.runlog import OUTBOX_FILE
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "alert_state.json"
-OUTBOX_FILE = "alerts_outbox.json"
 # An outbox that cannot be delivered for weeks must not grow without end: past this many items the
 # oldest are dropped, with a warning naming them.
 MAX_OUTBOX_ITEMS = 500

@@ -30,9 +30,8 @@ from churnlib.clock import stamp_seconds, utc_now
 from churnlib.config import Config
 from churnlib.fsutil import atomic_write_text, read_json, read_json_or_none
 from churnlib.modelstore import METADATA_FILE, RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
-from churnlib.runlog import RUNS_FILE
+from churnlib.runlog import DASHBOARD_FILE, RUNS_FILE
 
-DASHBOARD_FILE = "dashboard.html"
 MAX_TICKS = 500  # ticks that did work, newest first; older ones stay in runs.jsonl
 IDLE_DECISIONS = ("nothing_new", "lock_held")
 BLOCK = 64 * 1024

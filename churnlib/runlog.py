@@ -18,6 +18,8 @@ from churnlib.errors import in_step
 RUNS_FILE = "runs.jsonl"
 LATEST_DRIFT_FILE = "latest_drift.json"  # the drift table of the latest check
 DIAGNOSTICS_FILE = "diagnostics.json"  # the latest diagnostics
+DASHBOARD_FILE = "dashboard.html"  # the history page (churnlib.history)
+OUTBOX_FILE = "alerts_outbox.json"  # alerts not yet delivered (churnlib.alerts)
 
 
 class Decision(str, Enum):
