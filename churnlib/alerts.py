@@ -8,7 +8,7 @@ A deploy is a notice of its own, one per deploy.
 
 | event | condition (key) | observed by | active when |
 |---|---|---|---|
-| ``drift`` | ``drift:score``, ``drift:features`` | a tick that ran that check | the check found drift, until a check finds none, or a deploy (or a new normal) answers it |
+| ``drift`` | ``drift:score``, ``drift:features`` | a tick that ran that check | the check found drift, until a check finds none, or a deploy (or a new normal) answers it (cleared then with ``answered_by``; found and answered on one tick: one alert, with ``answered_by``) |
 | ``refused`` | ``refused`` | a tick that judged new rows or trained | the policy refused the retrained model |
 | ``tick_failed`` | ``tick_failed`` | every tick that held the lock | the tick failed |
 | ``file_rejected`` | ``file_rejected:<file name>``, ``file_rejected:customers/<file name>`` | a tick that read or refused that file (labelled, or of customers to score) | it was rejected (clears once a file of that name is accepted or scored) |
@@ -36,11 +36,10 @@ from typing import Any
 from churnlib.clock import utc_now
 from churnlib.config import AlertSettings, Config, EmailSettings, WebhookSettings
 from churnlib.fsutil import atomic_write_json, read_json
-from churnlib.runlog import OUTBOX_FILE
+from churnlib.runlog import ALERT_STATE_FILE, OUTBOX_FILE
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "alert_state.json"
 # An outbox that cannot be delivered for weeks must not grow without end: past this many items the
 # oldest are dropped, with a warning naming them.
 MAX_OUTBOX_ITEMS = 500
@@ -262,13 +261,29 @@ def transitions(run: dict[str, Any], active: dict[str, Any], *, events: tuple[st
         if item.event in events:
             alerts.append(Alert(item.key, item.event, NOTICE, item.title, item.text, item.fields,
                                 project=project, host=host))
-    # Drift that a deploy answered (or that was accepted as the new normal) is over: the deployed
-    # notice says so, and the next drift starts a new alert. Cleared without an alert of its own.
+    # Drift that a deploy answered (or that was accepted as the new normal) is over, and the next drift
+    # starts a new alert. Drift found on an earlier tick gets its "cleared" alert now, saying what
+    # answered it; drift found and answered on this tick says so in its own alert, with
+    # ``fields["answered_by"]``, instead of a second message: no "cleared" alert follows it.
     answered = [r for r in run.get("retrain_reason") or [] if r in ("score_drop", "feature_drift")]
-    if answered and (run.get("deployed_release_after") or run.get("new_normal")):
+    release = run.get("deployed_release_after")
+    if answered and (release or run.get("new_normal")):
+        how = f"release {release} deployed" if release else "the new rows accepted as the new normal"
+        by = release or "new_normal"
         for reason, key in (("score_drop", "drift:score"), ("feature_drift", "drift:features")):
-            if reason in answered:
-                active.pop(key, None)
+            before = active.pop(key, None) if reason in answered else None
+            if before is None:
+                continue
+            started_now = [a for a in alerts if a.key == key and a.status == STARTED]
+            if started_now:
+                started_now[0].text = f"{started_now[0].text}\nAnswered on this tick: {how}.".lstrip()
+                started_now[0].fields["answered_by"] = by
+                continue
+            lasted = f"{before.get('ticks', 1)} tick(s) since {before.get('since')}"
+            alerts.append(Alert(key, "drift", CLEARED, f"cleared: {before.get('title')}",
+                                f"answered: {how} (it lasted {lasted}).",
+                                {"since": before.get("since"), "ticks": before.get("ticks"), "answered_by": by},
+                                project=project, host=host))
     return alerts, active
 
 
@@ -441,9 +456,9 @@ def write_outbox(log_folder: Path, items: list[dict[str, Any]]) -> None:
 
 def read_state(log_folder: Path) -> dict[str, Any]:
     try:
-        state = read_json(log_folder / STATE_FILE) or {}
+        state = read_json(log_folder / ALERT_STATE_FILE) or {}
     except ValueError:
-        logger.error("%s: not valid JSON; starting with no active conditions", log_folder / STATE_FILE)
+        logger.error("%s: not valid JSON; starting with no active conditions", log_folder / ALERT_STATE_FILE)
         state = {}
     return {"active": dict(state.get("active", {})), "api_answered": bool(state.get("api_answered"))}
 
@@ -500,7 +515,7 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
         # The outbox first, then the state: a crash in between sends an alert twice, never loses one.
         write_outbox(logs, items)
     if active != state["active"] or api_answered != state["api_answered"]:
-        atomic_write_json(logs / STATE_FILE, {"active": active, "api_answered": api_answered, "updated_at": utc_now()})
+        atomic_write_json(logs / ALERT_STATE_FILE, {"active": active, "api_answered": api_answered, "updated_at": utc_now()})
     if not items:
         return outcome
     unknown = [item for item in items if item["channel"] not in channels]

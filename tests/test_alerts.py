@@ -153,7 +153,7 @@ def test_a_condition_alerts_when_it_starts_and_once_when_it_clears_not_while_it_
     assert active == {}
 
 
-def test_drift_a_deploy_answered_is_over_without_an_alert_of_its_own():
+def test_drift_a_deploy_answered_on_the_same_tick_is_one_alert_that_says_so():
     answered = run_line("retrained_deployed", data_drift=FEATURE_DRIFT, retrain_reason=["feature_drift"],
                         deployed_release_after="r2", policy={"metric": "f1", "reason": "policy x"},
                         candidate={"scores": {"f1": 0.6, "rows": 300}})
@@ -164,6 +164,26 @@ def test_drift_a_deploy_answered_is_over_without_an_alert_of_its_own():
     assert raised[1] == []  # the idle tick after: nothing active, nothing to clear
     assert ("drift:features", "started") in raised[2]  # drift again: a new alert
     assert "drift:features" in active
+    alerts, _ = transitions(answered, {}, events=("drift",), started_at="t0")
+    assert [(a.key, a.status) for a in alerts] == [("drift:features", "started")]
+    assert alerts[0].fields["answered_by"] == "r2" and "Answered on this tick: release r2 deployed" in alerts[0].text
+
+
+def test_drift_that_lasted_until_a_deploy_answered_it_gets_a_cleared_alert_naming_the_release():
+    refused = run_line("retrained_refused", data_drift=FEATURE_DRIFT, retrain_reason=["feature_drift"],
+                       policy={"metric": "f1", "reason": "policy x"}, candidate={"scores": {"f1": 0.5, "rows": 300}})
+    deployed = run_line("retrained_deployed", data_drift=FEATURE_DRIFT, retrain_reason=["feature_drift"],
+                        deployed_release_after="r3", policy={"metric": "f1", "reason": "policy x"},
+                        candidate={"scores": {"f1": 0.6, "rows": 300}})
+    active, raised = {}, []
+    for index, line in enumerate([refused, deployed, run_line("no_drift", data_drift=NO_FEATURE_DRIFT)]):
+        found, active = transitions(line, active, events=("drift",), started_at=f"t{index}")
+        raised.append(found)
+    assert [(a.key, a.status) for a in raised[0]] == [("drift:features", "started")]
+    assert [(a.key, a.status) for a in raised[1]] == [("drift:features", "cleared")]
+    cleared = raised[1][0]
+    assert cleared.fields["answered_by"] == "r3" and "release r3 deployed" in cleared.text
+    assert cleared.fields["since"] == "t0" and raised[2] == [] and active == {}
 
 
 def test_a_failing_tick_alerts_once_and_the_first_tick_that_succeeds_clears_it():
