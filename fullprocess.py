@@ -256,8 +256,7 @@ def due_retrains(config: Config, metadata: dict[str, Any] | None, record: dict[s
     if deployed != wanted and tried.get("settings") != wanted:
         reasons.append(RetrainReason.CONFIG_CHANGED)
     schedule = config.schedule
-    trained_rows = (metadata.get("window") or {}).get("last_row", (metadata.get("training_data") or {}).get("rows", 0))
-    since_rows = max(trained_rows, tried.get("rows", 0))
+    since_rows = max(trained_until(metadata), tried.get("rows", 0))
     since_seconds = min(_seconds_since(metadata.get("trained_at")), _seconds_since(tried.get("at")) if tried else math.inf)
     if (schedule.every_rows and record["rows"] - since_rows >= schedule.every_rows) or \
             (schedule.every_days and since_seconds >= schedule.every_days * 86400):
@@ -627,7 +626,10 @@ def challenge(config: Config, frame, schema, *, judged_rows: int, champion, cham
     from training import train_model
 
     unseen = len(frame) - champion_last_row
-    held = min(hold_out_size(len(frame), judged_rows, config.deployment), unseen)
+    # At least as many rows as a check needs (``holdout_min_rows`` may be set lower), at most the
+    # rows the champion never saw and half of all rows.
+    held = min(max(hold_out_size(len(frame), judged_rows, config.deployment), rows_needed(config)),
+               unseen, len(frame) // 2)
     if held < rows_needed(config):
         return None
     train_rows = len(frame) - held
@@ -692,7 +694,8 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     from churnlib.ingested import read_ingested_data
     from churnlib.pipeline import checked_predictor, churn_probabilities, model_threshold
     from deployment import deploy_release
-    from diagnostics import DIAGNOSTICS_FILE, run_diagnostics
+    from churnlib.runlog import DIAGNOSTICS_FILE
+    from diagnostics import run_diagnostics
     from reporting import REPORT_FILE, build_report
     from scoring import metrics_from_predictions, read_test_data, write_scores
     from training import expectation, save_trained, train_model
@@ -717,8 +720,9 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                           champion_last_row=trained_until(deployed.metadata))
         if trial is None:
             unseen = len(frame) - trained_until(deployed.metadata)
-            logger.info("only %d ingested row(s) are rows release %s was not trained on, fewer than %d: the "
-                        "challenger is judged on the test data instead", unseen, deployed.release_id,
+            logger.info("too few rows to hold out: %d of the %d ingested row(s) are rows release %s was not "
+                        "trained on, and at least %d (at most half of all rows) are needed: the challenger is "
+                        "judged on the test data instead", unseen, len(frame), deployed.release_id,
                         rows_needed(config))
     if trial is not None:
         outcome.challenge = trial.to_json()

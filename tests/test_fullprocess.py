@@ -206,6 +206,19 @@ def test_small_batches_wait_until_the_checks_have_enough_rows(deployed):
     assert drifted["challenge"]["held_out_rows"] == 30
 
 
+def test_a_low_holdout_minimum_still_holds_out_as_many_rows_as_a_check_needs(deployed):
+    # holdout_min_rows 10 is allowed, but a check needs 30 rows: 30 new rows are held out and judge
+    # the challenger, rather than the test data for want of 10.
+    deployed.write_config(base_config(deployment={"policy": "always", "holdout_min_rows": 10}))
+    later = (SAMPLE_LATER / "dataset3.csv").read_text().splitlines()
+    deployed.add_source("small.csv", "\n".join([later[0], *later[1:31]]) + "\n")
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["decision"] == "retrained_deployed", run["reason"]
+    assert run["challenge"]["held_out_rows"] == 30 and run["policy"]["evaluate_on"] == "held_out"
+    assert "judged on the test data instead" not in deployed.log()
+
+
 def test_an_api_that_is_not_http_does_not_fail_the_tick(deployed):
     import socket
     import threading
