@@ -166,15 +166,21 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return {"slope": self.slope, "intercept": self.intercept, "covariance": [list(r) for r in self.covariance],
-                "rows": self.rows}
+                "covariance_of": "correction", "rows": self.rows}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Calibration":
         if not data:
             return cls()
-        return cls(slope=float(data["slope"]), intercept=float(data["intercept"]),
-                   covariance=tuple(tuple(float(v) for v in row) for row in data["covariance"]),
-                   rows=int(data.get("rows", 0)))
+        slope, intercept = float(data["slope"]), float(data["intercept"])
+        covariance = np.asarray(data["covariance"], dtype=float)
+        if data.get("covariance_of") != "correction" and covariance.any() and slope != 0:
+            # Written before the marker: the covariance of (slope, intercept) themselves. A correction
+            # (c0, c1) maps to (c0 * slope, c0 * intercept + c1), so its covariance is J^-1 C J^-T.
+            inverse = np.linalg.inv(np.array([[slope, 0.0], [intercept, 1.0]]))
+            covariance = inverse @ covariance @ inverse.T
+        return cls(slope=slope, intercept=intercept,
+                   covariance=tuple(tuple(float(v) for v in row) for row in covariance), rows=int(data.get("rows", 0)))
 
     @classmethod
     def from_check(cls, check: dict[str, Any] | None) -> "Calibration":

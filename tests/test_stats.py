@@ -66,6 +66,18 @@ def test_a_learnt_calibration_recovers_a_known_map_and_the_check_says_when_a_mod
     assert Calibration.learnt(np.ones(50), raw[:50])[0] == Calibration(rows=50)  # one class: nothing to learn
 
 
+def test_a_calibration_stored_before_the_format_marker_draws_the_same_maps():
+    # New-normal files written before "covariance_of" held the covariance of (slope, intercept)
+    # themselves: read back, their draws spread as that covariance says, not slope times wider.
+    absolute = np.array([[0.04, 0.01], [0.01, 0.09]])
+    old = {"slope": 2.0, "intercept": 0.5, "covariance": absolute.tolist(), "rows": 300}
+    draws = Calibration.from_dict(old).draws(40_000, np.random.default_rng(3))
+    assert np.allclose(draws.mean(axis=0), [2.0, 0.5], atol=0.01)
+    assert np.allclose(np.cov(draws.T), absolute, atol=0.004)
+    again = Calibration.from_dict(Calibration.from_dict(old).to_dict())
+    assert again == Calibration.from_dict(old)
+
+
 def test_calibration_draws_compose_the_map_with_its_uncertainty():
     calibration = Calibration(slope=2.0, intercept=0.5, covariance=((0.01, 0.0), (0.0, 0.0)))
     draws = calibration.draws(20_000, np.random.default_rng(2))
