@@ -22,7 +22,8 @@ A retrain is due when either check alarms. Sections:
   and covariate drift (the customers changed: true F1 0.08 lower). Each trial batch is judged by
   one of 20 deployments (each trained on its own 4,000 rows, scored on its own 1,000 test rows),
   so the rates include how the deploy-time figures themselves vary. Two 95% intervals: Wilson over
-  the trials, and a bootstrap over the deployments (batches judged by one deployment share its
+  the trials, and one over the deployments (Wilson on the effective number of trials that the
+  deployments' spread of rates gives, the design effect; batches judged by one deployment share its
   calibration, so when a few deployments account for the alarms, the second is the honest one).
 - iranian: the same on the Iranian files: no drift (batches from the 350 rows of file 0 a model did
   not see: batches of one deployment overlap, so read the interval over deployments) and the
@@ -151,15 +152,19 @@ def deployment_interval(retrains: np.ndarray, trials: np.ndarray) -> tuple[float
     """95% Wilson interval of the retrain rate on the effective number of trials: batches judged by
     one deployment share its calibration and reference, so they are not independent. The design
     effect comes from how the deployments' rates spread (the ratio estimator's cluster variance);
-    with no alarm (or all alarms) it cannot be measured, and the number of deployments is used (cautious)."""
+    with no alarm (or all alarms) it cannot be measured, and the number of deployments is used (cautious);
+    alarms spread exactly evenly over the deployments have no design effect."""
     used = trials > 0
     retrains, trials = retrains[used], trials[used]
     total, k = int(trials.sum()), len(trials)
     rate = retrains.sum() / total
     variance = k / (k - 1) * float(np.sum((retrains - rate * trials) ** 2)) / total ** 2 if k > 1 else 0.0
-    effective = float(k) if variance == 0 else min(float(total), max(float(k), rate * (1 - rate) / variance))
     if rate in (0.0, 1.0):
-        effective = float(k)
+        effective = float(k)  # the spread cannot be measured: as few trials as there are deployments
+    elif variance == 0:
+        effective = float(total)  # alarms spread exactly evenly: no design effect
+    else:
+        effective = min(float(total), max(float(k), rate * (1 - rate) / variance))
     return wilson_interval(rate * effective, effective)
 
 
