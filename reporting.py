@@ -583,7 +583,7 @@ def build_report(
 
 
 def _main(config: Config, args) -> int:
-    from diagnostics import DIAGNOSTICS_FILE
+    from churnlib.runlog import DIAGNOSTICS_FILE
     from scoring import metrics_from_predictions
 
     if args.history:

@@ -19,7 +19,7 @@
    (``estimate_performance``): from the probabilities alone, the expected confusion matrix and hence
    the expected F1, precision and recall, with intervals for what the labels, once known, will show.
    It relies on the probabilities being calibrated (checked at deploy time on held-out labelled
-   rows, ``churnlib.pipeline.calibration_check``) and on the relation between features and churn
+   rows, ``churnlib.stats.calibration_check``) and on the relation between features and churn
    being the one the model learnt: it follows covariate drift, and cannot see concept drift.
 
 Heavy libraries (pandas, scikit-learn) are imported inside the functions that need them: the cron
@@ -267,7 +267,7 @@ def estimate_performance(inputs: ConfusionInputs, *, calibration=None, simulatio
                           "matrix": [[round(expected_tn, 2), round(expected_fp, 2)],
                                      [round(expected_fn, 2), round(expected_tp, 2)]]},
         threshold=inputs.threshold, confidence=confidence, simulations=simulations,
-        calibration_uncertainty="included (deploy-time check)" if covariance is not None else
+        calibration_uncertainty=f"included (learnt on {calibration.rows} labelled rows)" if covariance is not None else
         "not known (the release has no calibration check): the intervals hold the labels' sampling error only",
         method=f"confidence-based performance estimation (expected confusion matrix; {method})",
     )

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from churnlib.alerts import STATE_FILE
 from churnlib.clock import stamp_seconds, utc_now
 from churnlib.config import Config
 from churnlib.fsutil import atomic_write_text, read_json, read_json_or_none
 from churnlib.modelstore import METADATA_FILE, RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
-from churnlib.runlog import DASHBOARD_FILE, RUNS_FILE
+from churnlib.runlog import ALERT_STATE_FILE, DASHBOARD_FILE, RUNS_FILE
 
 MAX_TICKS = 500  # ticks that did work, newest first; older ones stay in runs.jsonl
 IDLE_DECISIONS = ("nothing_new", "lock_held")
@@ -140,7 +139,7 @@ def read_releases(deployment_folder: Path) -> tuple[list[dict[str, Any]], str | 
 def read_history(config: Config, *, limit: int = MAX_TICKS) -> History:
     ticks, last, skipped, complete = read_recent_runs(config.paths.logs / RUNS_FILE, limit=limit)
     releases, current = read_releases(config.paths.deployment)
-    active = (read_json_or_none(config.paths.logs / STATE_FILE) or {}).get("active", {})
+    active = (read_json_or_none(config.paths.logs / ALERT_STATE_FILE) or {}).get("active", {})
     return History(ticks=ticks, last_tick=last, idle_ticks_skipped=skipped, complete=complete,
                    releases=releases, current_release=current, active_alerts=active)
 

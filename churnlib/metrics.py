@@ -35,13 +35,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from churnlib.alerts import OUTBOX_FILE, STATE_FILE
 from churnlib.clock import stamp_seconds
 from churnlib.config import METRICS, Config
 from churnlib.fsutil import read_json_or_none
 from churnlib.ingested import RECORD_FILE
 from churnlib.modelstore import METADATA_FILE, POINTER_FILE, RELEASES_FOLDER, SCORE_DETAILS_FILE
-from churnlib.runlog import LATEST_DRIFT_FILE, RUNS_FILE, Decision
+from churnlib.runlog import ALERT_STATE_FILE, LATEST_DRIFT_FILE, OUTBOX_FILE, RUNS_FILE, Decision
 from churnlib.serving import FileCache
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -79,7 +78,7 @@ class PipelineCollector:
         self.record = FileCache(config.paths.ingested / RECORD_FILE,
                                 lambda: read_json_or_none(config.paths.ingested / RECORD_FILE))
         self.drift = FileCache(logs / LATEST_DRIFT_FILE, lambda: read_json_or_none(logs / LATEST_DRIFT_FILE))
-        self.alerts = FileCache(logs / STATE_FILE, lambda: read_json_or_none(logs / STATE_FILE))
+        self.alerts = FileCache(logs / ALERT_STATE_FILE, lambda: read_json_or_none(logs / ALERT_STATE_FILE))
         self.outbox = FileCache(logs / OUTBOX_FILE, lambda: read_json_or_none(logs / OUTBOX_FILE))
 
     def _release(self, deployment: Path) -> dict[str, Any] | None:
@@ -146,7 +145,7 @@ class PipelineCollector:
         yield decision
         work = last_work or {}
         yield self._gauge("churn_last_work_tick_timestamp_seconds",
-                          "When the last tick that did work (not nothing_new) started (Unix time).",
+                          "When the last tick that did work (more than find nothing new) started (Unix time).",
                           stamp_seconds(work.get("started_at")))
         check = (last_checked or {}).get("score_drift") or {}
         checked = bool(check.get("checked"))

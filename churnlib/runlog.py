@@ -20,6 +20,7 @@ LATEST_DRIFT_FILE = "latest_drift.json"  # the drift table of the latest check
 DIAGNOSTICS_FILE = "diagnostics.json"  # the latest diagnostics
 DASHBOARD_FILE = "dashboard.html"  # the history page (churnlib.history)
 OUTBOX_FILE = "alerts_outbox.json"  # alerts not yet delivered (churnlib.alerts)
+ALERT_STATE_FILE = "alert_state.json"  # the alert conditions active now (churnlib.alerts)
 
 
 class Decision(str, Enum):
