@@ -140,7 +140,10 @@ def deploy_release(
             raise
         fsync_dir(releases)
     pointer = read_pointer(deployment_folder)
-    kept = [] if pointer is None else [rid for rid in pointer["releases"] if rid != release_id]
+    # The release serving until now comes right after the new one, wherever a rollback had left it
+    # in the list: a rollback returns to it, and the count keeps it before releases rolled away from.
+    kept = [] if pointer is None else [pointer["current"], *(r for r in pointer["releases"] if r != pointer["current"])]
+    kept = [rid for rid in kept if rid != release_id]
     write_pointer(deployment_folder, release_id, [release_id, *kept][:keep_releases], action="deploy")
     logger.info("deployed release %s (pointer %s switched)", release_id, deployment_folder / POINTER_FILE)
     prune_releases(deployment_folder)
@@ -204,8 +207,8 @@ def _releases_on_disk(deployment_folder: Path) -> list[str]:
 def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str | None, str]:
     """Point the deployment at another kept release; return (from, to).
 
-    Without ``to``, the newest release deployed before the current one whose model passes its
-    hash check is chosen. With ``to``, any kept release: older (back) or newer (forward, after a
+    Without ``to``, the release that served before the current one (the next in the list; the
+    newest one listed after it whose model passes its hash check) is chosen. With ``to``, any kept release: older (back) or newer (forward, after a
     rollback). When the pointer itself is damaged, ``to`` may name any release folder: the pointer
     is written anew, listing the release folders on disk.
     """

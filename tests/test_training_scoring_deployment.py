@@ -204,7 +204,28 @@ def test_rollback_works_both_ways_and_keeps_every_release_listed(ingested):
     ids.append(train_score(ingested))
     deploy(ingested)  # a deploy after a rollback deletes nothing that is kept
     assert sorted(p.name for p in (ingested.deployment / "releases").iterdir()) == sorted(ids)
-    assert ingested.pointer()["releases"] == [ids[3], ids[2], ids[1], ids[0]]
+    # the release that was serving comes right after the new one: a rollback returns to it, not to
+    # the releases the user had rolled away from
+    assert ingested.pointer()["releases"] == [ids[3], ids[0], ids[2], ids[1]]
+    back = run_script("deployment.py", "--config", config, "--rollback")
+    assert back.returncode == 0 and f"rolled back: {ids[3]} -> {ids[0]}" in back.stdout, back.stdout + back.stderr
+
+
+def test_a_deploy_after_a_rollback_keeps_the_release_that_was_serving(ingested):
+    ids = []
+    for seed in (1, 2):
+        ingested.write_config(base_config(deployment={"keep_releases": 2}, model={"random_seed": seed, "params": {"C": seed}}))
+        ids.append(train_score(ingested))
+        deploy(ingested)
+    config = str(ingested.config_path)
+    assert run_script("deployment.py", "--config", config, "--rollback").returncode == 0  # ids[1] was bad
+    ingested.write_config(base_config(deployment={"keep_releases": 2}, model={"random_seed": 3, "params": {"C": 3}}))
+    ids.append(train_score(ingested))
+    deploy(ingested)
+    kept = sorted(p.name for p in (ingested.deployment / "releases").iterdir())
+    assert kept == sorted([ids[2], ids[0]])  # the good release stays; the one rolled away from goes
+    back = run_script("deployment.py", "--config", config, "--rollback")
+    assert back.returncode == 0 and ingested.pointer()["current"] == ids[0], back.stderr
 
 
 def test_pruning_never_deletes_the_current_release(ingested):
@@ -221,10 +242,11 @@ def test_pruning_never_deletes_the_current_release(ingested):
     deployment.prune_releases(ingested.deployment)
     kept = sorted(p.name for p in (ingested.deployment / "releases").iterdir())
     assert current in kept and len(kept) == 2
-    # the current release is kept even when it is older than every release the count keeps
-    assert run_script("deployment.py", "--config", str(ingested.config_path), "--rollback", "--to", ids[1]).returncode == 0
+    # the current release is kept even when it is older than every release the count keeps (the
+    # deploy kept ids[0], which served before it, and let ids[1], rolled away from, go)
+    assert run_script("deployment.py", "--config", str(ingested.config_path), "--rollback", "--to", ids[0]).returncode == 0
     deployment.prune_releases(ingested.deployment, keep_releases=1)
-    assert (ingested.deployment / "releases" / ids[1]).exists()
+    assert (ingested.deployment / "releases" / ids[0]).exists()
 
 
 def test_rollback_to_a_named_release_works_when_the_pointer_is_damaged(ingested):
