@@ -4,8 +4,8 @@
 - ``roc_curve.png``, ``pr_curve.png`` and ``calibration.png``: ROC and precision-recall curves and
   the reliability diagram on the test data;
 - ``report.html``, one self-contained file (plots embedded; under 1 MB): the decision that produced
-  the release; the metrics with 95% intervals (Wilson for proportions, a seeded bootstrap for F1 and
-  ROC AUC) and a plain warning when the test data is too small for them to say much; the plots;
+  the release; the metrics with 95% intervals (the posterior of the confusion counts for F1,
+  precision, recall and accuracy, Hanley and McNeil's standard error for ROC AUC) and a plain warning when the test data is too small for them to say much; the plots;
   the training data's class balance; the model's coefficients or importances; the reference and
   new distributions of the drifted and the most important features side by side; the drift table;
   the ingested data's statistics (categories with churn rates). Library versions are in the
@@ -38,6 +38,7 @@ from churnlib.fsutil import atomic_write_bytes, read_json
 from churnlib.modelstore import MANIFEST_FILE, checked_reference_sample, load_deployed, load_model
 from churnlib.errors import in_step
 from churnlib.pipeline import churn_probabilities, model_threshold
+from churnlib.runlog import RetrainReason
 
 logger = logging.getLogger(Path(__file__).stem)
 
@@ -69,20 +70,20 @@ WIDE_INTERVAL = 0.2
 AUC_MIN_CLASS_ROWS = 10
 
 
-def metric_intervals(labels: np.ndarray, probabilities: np.ndarray, scores: dict[str, Any]) -> dict[str, tuple[float, float] | None]:
-    """Return a 95% interval for each metric, as the score check computes them (``churnlib.stats``):
-    the equal-tailed posterior of the confusion counts for F1, precision, recall and accuracy; Hanley
-    and McNeil's standard error for ROC AUC (none below AUC_MIN_CLASS_ROWS rows of a class)."""
-    from churnlib.pipeline import predicted_classes
-    from churnlib.stats import CONFUSION_METRICS, auc_estimate, confusion_counts, estimate
+def metric_intervals(scores: dict[str, Any]) -> dict[str, tuple[float, float] | None]:
+    """Return a 95% interval for each metric of ``scores`` (``scoring.metrics_from_predictions``), as
+    the score check computes them (``churnlib.stats``): the equal-tailed posterior of the scores' own
+    confusion counts (at the release's threshold) for F1, precision, recall and accuracy; Hanley and
+    McNeil's standard error for ROC AUC (none below AUC_MIN_CLASS_ROWS rows of a class)."""
+    from churnlib.stats import CONFUSION_METRICS, auc_estimate, estimate
 
-    labels = np.asarray(labels).astype(bool)
-    counts = confusion_counts(labels, predicted_classes(probabilities))
+    (tn, fp), (fn, tp) = scores["confusion_matrix"]["matrix"]
+    counts = [tn, fp, fn, tp]
     intervals: dict[str, tuple[float, float] | None] = {}
     for metric in CONFUSION_METRICS:
         found = estimate(counts, metric)
         intervals[metric] = None if found.low is None else (found.low, found.high)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
+    positives, negatives = fn + tp, tn + fp
     intervals["roc_auc"] = None
     if scores.get("roc_auc") is not None and min(positives, negatives) >= AUC_MIN_CLASS_ROWS:
         found = auc_estimate(scores["roc_auc"], positives, negatives)
@@ -405,7 +406,8 @@ def render_html(
             before = f"<span>previous release {_fmt(previous_scores[key], '.3f')}</span>"
         parts.append(f"<div class='metric'><span>{label}</span><b>{_fmt(scores.get(key), '.3f')}</b>{span}{before}</div>")
     parts.append(f"</div><p class='muted'>{_e(scores['rows'])} test rows, {_e(scores['positives'])} churners; "
-                 "a customer is predicted to churn when its probability is above 0.5. Intervals as the score check "
+                 f"a customer is predicted to churn when its probability is above {scores.get('threshold', 0.5):g}. "
+                 "Intervals as the score check "
                  "computes them: the 95% posterior of the confusion counts for F1, precision, recall and accuracy, "
                  "Hanley and McNeil's standard error for ROC AUC.</p>")
     parts.append("<div class='plots'>")
@@ -440,9 +442,9 @@ def render_html(
 
     parts.append("<h2>Drift of the data that led here</h2>")
     if not drift:
-        why = {"cold_start": "at the cold start", "schema_changed": "because the data's columns changed",
-               "config_changed": "because the model settings in config.json changed",
-               "schedule": "on the schedule"}
+        why = {RetrainReason.COLD_START: "at the cold start", RetrainReason.SCHEMA_CHANGED: "because the data's columns changed",
+               RetrainReason.CONFIG_CHANGED: "because the model settings in config.json changed",
+               RetrainReason.SCHEDULE: "on the schedule"}
         reasons = [why[r] for r in metadata.get("retrain_reason") or [] if r in why]
         said = " and ".join(reasons) if reasons else "at the cold start or by hand"
         parts.append(f"<p class='muted'>No drift test led here: this release was trained {_e(said)}.</p>")
@@ -560,7 +562,7 @@ def build_report(
         PR_FILE: plot_precision_recall(labels, probabilities),
         CALIBRATION_FILE: plot_calibration(labels, probabilities),
     }
-    intervals = metric_intervals(labels, probabilities, scores)
+    intervals = metric_intervals(scores)
     extra: dict[str, bytes] = {}
     schema = FrozenSchema.from_dict(metadata["schema"]) if pipeline is not None or comparison is not None else None
     weights = feature_weights(pipeline, schema) if pipeline is not None else None

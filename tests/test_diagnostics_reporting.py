@@ -136,7 +136,7 @@ def test_metric_intervals_cover_the_scores_and_shrink_with_more_rows():
         from scoring import metrics_from_predictions
 
         scores = metrics_from_predictions(labels, probabilities)
-        intervals = reporting.metric_intervals(labels, probabilities, scores)
+        intervals = reporting.metric_intervals(scores)
         for key in ("f1", "roc_auc", "accuracy", "precision", "recall"):
             low, high = intervals[key]
             assert low <= scores[key] <= high, key
