@@ -55,8 +55,6 @@ ACCEPT_COMMAND = "python ingestion.py --accept-changes"
 HOW_TO_RESOLVE = (f"restore it from a backup, or accept the data as it is now with `{ACCEPT_COMMAND}` "
                   "(README: \"Changed outside the pipeline\")")
 
-logger = logging.getLogger(__name__)
-
 
 class IngestedDataError(ChurnError):
     """The ingested data does not match its record: it was changed outside the pipeline."""

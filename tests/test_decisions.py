@@ -164,6 +164,15 @@ def test_a_refused_classic_retrain_is_tried_again_by_the_next_drift(deployed):
     run = deployed.last_run()
     assert run["decision"] == "retrained_refused" and "new_normal" not in run
     assert not (deployed.deployment / "normal").exists() or not any((deployed.deployment / "normal").iterdir())
+    # The next batch of the same shifted customers is measured against the same old reference: the
+    # drift is found again and the retrain tried again.
+    deployed.add_source("later2.csv", batch(31, drifted=True))
+    assert deployed.tick() == 0
+    again = deployed.last_run()
+    assert again["data_drift"]["drift"] and again["data_drift"]["new_rows"] == 300, again["reason"]
+    assert again["data_drift"]["release_id"] == run["deployed_release_before"]
+    assert "feature_drift" in again["retrain_reason"] and again["decision"] == "retrained_refused"
+    assert "new_normal" not in again
 
 
 def test_data_re_ingested_with_other_columns_retrains_a_model_for_them(deployed):

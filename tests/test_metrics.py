@@ -52,7 +52,11 @@ def test_the_metrics_of_the_api_and_the_pipeline_by_the_test_client(client, depl
     release = deployed.pointer()["current"]
     assert value(metrics, "churn_release_info", release_id=release, algorithm="logistic_regression") == 1
     assert value(metrics, "churn_api_workers_serving", release_id=release) == 1
-    assert 0 <= value(metrics, "churn_release_age_seconds") < 3600
+    from churnlib.clock import stamp_seconds
+
+    deployed_at = stamp_seconds(deployed.pointer()["switched_at"])
+    assert value(metrics, "churn_release_deployed_timestamp_seconds") == pytest.approx(deployed_at)
+    assert 0 <= value(metrics, "churn_release_age_seconds") <= time.time() - deployed_at + 1
     assert value(metrics, "churn_last_tick_decision", decision="cold_start") == 1
     assert value(metrics, "churn_last_tick_decision", decision="failed") == 0
     assert value(metrics, "churn_ingested_rows") == 790
