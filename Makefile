@@ -13,7 +13,7 @@ help:
 	@echo "make test         the test suite"
 	@echo "make serve        the API under gunicorn on 127.0.0.1:8000 (gunicorn.conf.py)"
 	@echo "make crontab      print the crontab line for this checkout"
-	@echo "make bench        the ingestion, API, risk-list, history-page and decision benchmarks"
+	@echo "make bench        the ingestion, API, risk-list and history-page benchmarks (the decision ones: bench/README.md)"
 	@echo "make sample-data  rewrite the shipped sample data (samples/generate.py)"
 	@echo "make reset        delete pipeline state (ingesteddata, models, deployment, logs, predictions); sourcedata/ and scoringdata/ stay"
 
