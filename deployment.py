@@ -322,16 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--list", action="store_true",
                         help="list the kept releases, newest deploy first, * marking the current one")
     action.add_argument("--rollback", action="store_true",
-                        help="switch to the release deployed before the current one (or, with --to, to any kept release)")
+                        help="switch to the release that served before the current one (or, with --to, to any kept release)")
     parser.add_argument("--to", metavar="RELEASE_ID",
                         help="with --rollback: the kept release to switch to, older or newer than the current one "
                              "(also when current.json is damaged: then any release folder)")
     args = parser.parse_args(argv)
     if args.to and not args.rollback:
         parser.error("--to needs --rollback")
-    # --list and --rollback are incident tools: they need only where the releases are.
+    # --list and --rollback are incident tools: they need only where the releases are. A deploy, like
+    # every other step, refuses a config with any error.
     return run_script(parser, argv, "deployment", _main, lock=lambda args: not args.list,
-                      needs=lambda args: ("paths",) if args.list or args.rollback else ("paths", "deployment"))
+                      needs=lambda args: ("paths",) if args.list or args.rollback else None)
 
 
 if __name__ == "__main__":

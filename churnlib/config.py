@@ -189,15 +189,6 @@ def _folder(value: Any) -> str:
     return _string(value)
 
 
-def _optional_env_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = _string(value)
-    if not text.replace("_", "a").isalnum() or text[0].isdigit():
-        raise ValueError(f"must name an environment variable (letters, digits, _), got {value!r}")
-    return text
-
-
 def _url(value: Any) -> str:
     text = _string(value)
     if not text.startswith(("http://", "https://")):
@@ -335,7 +326,7 @@ class ApiSettings:
     max_request_bytes: int = setting(10 * 1024 * 1024, _integer(1024))
     max_records: int = setting(10_000, _integer(1))
     reload_interval_seconds: float = setting(1.0, _number(0.05, 60.0))
-    token_env: str | None = setting(None, _optional_env_name)
+    token_env: str | None = setting(None, _env_name)
     unknown_categories: str = setting("warn", _choice(UNKNOWN_CATEGORY_ACTIONS))
 
 

@@ -68,6 +68,7 @@ def test_column_names_in_the_config_are_normalised_like_data_headers(tmp_path):
         ({"deployment": {"keep_releases": 1}}, "deployment.keep_releases: must be >= 2, got 1"),
         ({"api": {"url": "localhost:8000"}}, "api.url: must start with http:// or https://"),
         ({"api": {"unknown_categories": "ignore"}}, "api.unknown_categories: must be one of warn, reject"),
+        ({"api": {"token_env": "ÉTOKEN"}}, "api.token_env: must name an environment variable (letters, digits, _)"),
         ({"model": {"threshold": 1}}, "model.threshold: must be a number in (0, 1), got 1"),
         ({"outreach": {"contact_cost": 5}}, "outreach.customer_value: required when the outreach section is present"),
         ({"outreach": {"customer_value": 100, "contact_cost": -1}}, "outreach.contact_cost: must be zero or more"),
@@ -205,6 +206,17 @@ def test_incident_tools_work_when_a_section_they_do_not_need_is_broken(deployed,
         assert len(warning) == 1, result.stderr
         assert "ignored" in warning[0] and str(deployed.config_path) in warning[0]
     assert "ignored" in (deployed.logs / f"{args[0].removesuffix('.py')}.log").read_text()
+
+
+def test_a_deploy_by_hand_refuses_a_config_with_any_error(deployed):
+    config = json.loads(deployed.config_path.read_text())
+    config["drift"] = {**config.get("drift", {}), "alpha": 5}
+    deployed.write_config(config)
+    before = deployed.pointer()
+    result = run_script("deployment.py", "--config", str(deployed.config_path))
+    assert result.returncode == 2, result.stderr
+    assert "drift.alpha" in result.stderr and "ignored" not in result.stderr
+    assert deployed.pointer() == before
 
 
 def test_an_incident_tool_still_refuses_a_broken_section_it_needs(deployed):
