@@ -49,7 +49,7 @@ from typing import Any
 
 from churnlib.cli import run_script, script_parser
 from churnlib.clock import stamp_seconds, utc_now
-from churnlib.config import Config, DeploymentSettings, ModelSettings, ScoreDriftSettings, model_fingerprint
+from churnlib.config import Config, DeploymentSettings, ScoreDriftSettings, model_fingerprint
 from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
 from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
 from churnlib.ingested import DECISION_STATE_FILE, check_ingested_data, load_record, save_record
@@ -504,7 +504,6 @@ POLICY_SLACK = 1e-9
 # A smaller (more recent) training window is chosen over a larger one only when it does
 # significantly better on the held-out rows: more data wins unless the world changed.
 WINDOW_ALPHA = 0.05
-MIN_WINDOW_ROWS = 100
 
 
 def policy_allows(candidate: float, deployed: float | None, settings: DeploymentSettings, *,
@@ -536,23 +535,6 @@ def hold_out_size(total_rows: int, judged_rows: int, settings: DeploymentSetting
     return min(size, total_rows // 2)
 
 
-def candidate_windows(rows: int, judged_rows: int, settings: ModelSettings) -> list[tuple[str, int]]:
-    """Return the training windows to try, as (name, first row), largest first, over ``rows`` rows.
-
-    ``judged_rows`` are the newest of them: the rows whose check called for the retrain.
-    """
-    if settings.training_window == "all":
-        return [("all", 0)]
-    if settings.training_window == "recent":
-        return [(f"newest {min(settings.recent_rows, rows)} rows", max(0, rows - settings.recent_rows))]
-    windows = [("all", 0)]
-    if MIN_WINDOW_ROWS <= settings.recent_rows < rows:
-        windows.append((f"newest {settings.recent_rows} rows", rows - settings.recent_rows))
-    if MIN_WINDOW_ROWS <= judged_rows < min(rows, settings.recent_rows):
-        windows.append((f"the {judged_rows} rows that were judged", rows - judged_rows))
-    return windows
-
-
 @dataclass
 class Challenge:
     """Champion and challenger on the newest rows, and the challenger's training window."""
@@ -582,7 +564,7 @@ def _pick_window(config: Config, frame, schema, windows: list[tuple[str, int]], 
     slice the held-out rows never take part in), and what each window scored there."""
     from churnlib.pipeline import churn_probabilities
     from churnlib.stats import paired_comparison
-    from training import train_model
+    from training import MIN_WINDOW_ROWS, train_model
 
     if len(windows) == 1:
         return windows[0], []
@@ -623,7 +605,7 @@ def challenge(config: Config, frame, schema, *, judged_rows: int, champion, cham
     """
     from churnlib.pipeline import churn_probabilities, frame_probabilities
     from churnlib.stats import paired_comparison
-    from training import train_model
+    from training import candidate_windows, train_model
 
     unseen = len(frame) - champion_last_row
     # At least as many rows as a check needs (``holdout_min_rows`` may be set lower), at most the
@@ -698,7 +680,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     from diagnostics import run_diagnostics
     from reporting import REPORT_FILE, build_report
     from scoring import metrics_from_predictions, read_test_data, write_scores
-    from training import expectation, save_trained, train_model
+    from training import candidate_windows, expectation, save_trained, train_model
 
     started = time.perf_counter()
     record = load_record(config.paths.ingested)

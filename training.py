@@ -264,6 +264,27 @@ def expectation(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema, model_
     return deployed, check, expected, decision_threshold
 
 
+# The smallest training window tried: fewer rows than this fit noise.
+MIN_WINDOW_ROWS = 100
+
+
+def candidate_windows(rows: int, judged_rows: int, settings: ModelSettings) -> list[tuple[str, int]]:
+    """Return the training windows to try, as (name, first row), largest first, over ``rows`` rows.
+
+    ``judged_rows`` are the newest of them: the rows whose check called for the retrain.
+    """
+    if settings.training_window == "all":
+        return [("all", 0)]
+    if settings.training_window == "recent":
+        return [(f"newest {min(settings.recent_rows, rows)} rows", max(0, rows - settings.recent_rows))]
+    windows = [("all", 0)]
+    if MIN_WINDOW_ROWS <= settings.recent_rows < rows:
+        windows.append((f"newest {settings.recent_rows} rows", rows - settings.recent_rows))
+    if MIN_WINDOW_ROWS <= judged_rows < min(rows, settings.recent_rows):
+        windows.append((f"the {judged_rows} rows that were judged", rows - judged_rows))
+    return windows
+
+
 @in_step("training")
 def train_and_save(
     frame: pd.DataFrame,
@@ -275,14 +296,22 @@ def train_and_save(
     model_folder: Path,
     metric: str = "f1",
     test: pd.DataFrame | None = None,
+    window: tuple[str, int] = ("all", 0),
 ) -> dict[str, Any]:
-    """Fit the model on all of ``frame``, write it with its metadata and drift reference; return the metadata.
+    """Fit the model on ``frame`` from the ``window``'s first row (name, first row: all of it by
+    default), write it with its metadata and drift reference; return the metadata.
 
     Its calibration (checked, and fixed when it fails) and expected scores come from its
     predictions on ``test`` (labelled rows it was not trained on), else from out-of-fold predictions.
     """
     from churnlib.pipeline import churn_probabilities
 
+    window_name, window_first = window
+    rows = len(frame)
+    if window_first:
+        frame = frame.iloc[window_first:]
+        fingerprint = {**fingerprint, "rows": int(len(frame)), "class_counts": {
+            str(k): int(v) for k, v in frame[schema.target].value_counts().sort_index().items()}}
     started = time.perf_counter()
     pipeline = train_model(frame, schema, model_settings)
     seconds = time.perf_counter() - started
@@ -291,7 +320,7 @@ def train_and_save(
     pipeline, calibration, expected, decision_threshold = expectation(pipeline, frame, schema, model_settings,
                                                                       metric=metric, test=test)
     extra = {"calibration": calibration, "expected": expected, "decision_threshold": decision_threshold,
-             "window": {"kind": "all", "first_row": 0, "last_row": int(len(frame))}}
+             "window": {"kind": window_name, "first_row": int(window_first), "last_row": int(rows)}}
     return save_trained(pipeline, schema=schema, fingerprint=fingerprint, model_settings=model_settings,
                         reference=frame, reference_size=reference_size, model_folder=model_folder,
                         seconds=seconds, extra=extra)
@@ -312,6 +341,9 @@ def _main(config: Config, args) -> int:
         model_folder=config.paths.models,
         metric=config.score_drift.metric,
         test=test,
+        # model.training_window: `recent` trains on the newest rows; `auto` needs a deployed model to
+        # judge windows against (fullprocess.py), so by hand it trains on all history, like `all`.
+        window=candidate_windows(len(frame), 0, config.model)[0],
     )
     print(f"trained release {metadata['release_id']} -> {config.paths.models}")
     return 0

@@ -47,6 +47,16 @@ def test_training_writes_model_metadata_and_a_bounded_reference_sample(ingested)
     assert load_model(project.models).release_id == metadata["release_id"]
 
 
+def test_training_by_hand_keeps_to_a_recent_training_window(ingested):
+    ingested.write_config(base_config(model={"algorithm": "logistic_regression", "training_window": "recent",
+                                             "recent_rows": 200}))
+    result = run_script("training.py", "--config", str(ingested.config_path))
+    assert result.returncode == 0, result.stderr
+    metadata = json.loads((ingested.models / "trainedmodel.json").read_text())
+    assert metadata["window"] == {"kind": "newest 200 rows", "first_row": 590, "last_row": 790}
+    assert metadata["training_data"]["rows"] == 200 and sum(metadata["training_data"]["class_counts"].values()) == 200
+
+
 @pytest.mark.parametrize("algorithm", ["logistic_regression", "xgboost"])
 def test_the_same_data_gives_the_same_model(ingested, algorithm):
     first = train(ingested, algorithm=algorithm, random_seed=3)
