@@ -204,10 +204,11 @@ def expectation(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema, model_
     """Return what a model fitted on ``frame`` is to be deployed as and expected to keep.
 
     Learnt from the model's own predictions on labelled rows it was not trained on: the held-out
-    newest rows (``held_out``: labels and probabilities), and the test data (``test``), pooled when
-    it agrees with them; at a cold start the test data alone. Only when neither has 30 rows of both
-    classes, out-of-fold predictions on ``frame`` stand in (other models' predictions, a little
-    worse than the model's own: a last resort). Returns the pipeline to deploy (recalibrated when its
+    newest rows (``held_out``: labels and probabilities) whenever there are any, with the test data
+    (``test``) pooled in when it agrees with them; without held-out rows (a cold start, a retrain
+    judged on the test data) the test data alone, when it has 30 rows of both classes; else
+    out-of-fold predictions on ``frame`` (other models' predictions, a little worse than the
+    model's own: a last resort). Returns the pipeline to deploy (recalibrated when its
     probabilities fail the check, see ``calibrate``), the calibration record (the check, its sources,
     how sure it is), the expected scores (pooled confusion counts) and the decision threshold on the
     deployed probabilities' scale. A test set that disagrees with the newest rows (from another time

@@ -207,8 +207,10 @@ class Subsection:
 
     cls: type
 
-    def __call__(self, value: Any) -> Any:  # only the loader calls it, through _section
-        raise NotImplementedError
+    def __call__(self, value: Any) -> Any:
+        # Never called: the loader sees a Subsection and reads the value as a section of its own
+        # (``_section``). Here only so that a Subsection stands where every other key has its check.
+        raise NotImplementedError("a Subsection is read by _section, not called")
 
 
 def setting(default: Any, check: Callable[[Any], Any], *, key: str | None = None) -> Any:

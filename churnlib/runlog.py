@@ -34,8 +34,8 @@ class Decision(str, Enum):
     COLD_START = "cold_start"              # no model deployed yet: the first one was trained and deployed
     SCHEMA_CHANGED = "schema_changed"      # the deployed model's columns differ from the data's: retrained
     NO_DRIFT = "no_drift"                  # checked: no score drop and no feature drift; the release stays
-    RETRAINED_DEPLOYED = "retrained_deployed"  # drift found, a new model trained and deployed
-    RETRAINED_REFUSED = "retrained_refused"    # drift found, a new model trained, refused by the policy
+    RETRAINED_DEPLOYED = "retrained_deployed"  # a retrain was due (retrain_reason), a new model trained and deployed
+    RETRAINED_REFUSED = "retrained_refused"    # a retrain was due, a new model trained, refused by the policy
     FAILED = "failed"                      # the tick could not finish; the reason says why
 
     def __str__(self) -> str:
