@@ -181,9 +181,11 @@ class FileCache:
             signature = None
         with self._lock:
             if signature != self._signature:
-                self._signature = signature
                 version = self.version() if self.version else signature
                 if version != self._version:
+                    # Remembered only once computed: a read that failed is tried again next time,
+                    # and says again why it failed, instead of leaving None behind.
                     self._value = self.compute()
                     self._version = version
+                self._signature = signature
             return self._value

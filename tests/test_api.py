@@ -414,3 +414,23 @@ def test_the_threshold_setting_decides_the_class_in_replies_and_scores(tmp_path)
     release = project.pointer()["current"]
     scores = json.loads((project.deployment / "releases" / release / "latestscore.json").read_text())
     assert scores["threshold"] == 0.3
+
+
+def test_a_cached_read_that_failed_is_tried_again_not_remembered_as_nothing(tmp_path):
+    from churnlib.serving import FileCache
+
+    path = tmp_path / "record.json"
+    path.write_text("{}")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("record.json: not valid JSON")
+        return {"rows": 3}
+
+    cache = FileCache(path, compute)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        cache.get()
+    assert cache.get() == {"rows": 3}  # the same file: read again, since the first read failed
+    assert cache.get() == {"rows": 3} and len(calls) == 2  # and now remembered
