@@ -439,6 +439,11 @@ def accept_changes(ingested_folder: Path, log_folder: Path) -> dict[str, Any]:
                            "source": f"the data accepted as it was at {now}"}]
     record["data_signature"] = data_signature(path, len(canonical))
     record.setdefault("accepted_changes", []).append(summary)
+    # The column statistics of the data as accepted, first: the record below commits them with it,
+    # so that the API answers /summarystats from them without reading the data.
+    statistics = ingested_data.merge_statistics(ingested_data.empty_statistics(schema),
+                                                ingested_data.batch_statistics(frame, schema))
+    ingested_data.save_statistics(statistics, ingested_folder, data_version=record["data_version"])
     save_record(record, ingested_folder, log_folder)
     state = read_json(ingested_folder / DECISION_STATE_FILE, if_damaged="delete it, then accept again")
     if isinstance(state, dict) and "evaluated_rows" in state:

@@ -119,6 +119,11 @@ def test_accepting_rows_added_by_hand_makes_them_new_rows_for_the_next_tick(depl
     result = accept(deployed)
     assert result.returncode == 0, result.stderr
     assert "830 rows (the record had 790)" in result.stdout
+    # the column statistics the API answers from follow the data as accepted, with no worker reading it
+    from churnlib.ingested import load_record, load_statistics
+
+    statistics = load_statistics(deployed.ingested, load_record(deployed.ingested))
+    assert statistics is not None and statistics["rows"] == 830
     assert deployed.tick() == 0
     run = deployed.last_run()
     assert run["decision"] in ("no_drift", "retrained_deployed", "retrained_refused"), run["reason"]
