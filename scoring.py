@@ -459,6 +459,25 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
     return ScoredLines.of(list(map(",".join, zip(*columns))), probabilities, numbers)
 
 
+def _write_run_lines(handle, lines: list[str]) -> bool:
+    """Write lines to a run file, one per physical line; return whether line breaks inside a quoted
+    cell (an id or a category spelt with one) had to be written as NUL, which no accepted file holds."""
+    text = "".join(lines)
+    escaped = text.count("\n") != len(lines)
+    if escaped:
+        text = "".join(line[:-1].replace("\n", "\0") + "\n" for line in lines)
+    handle.write(text)
+    return escaped
+
+
+def _read_run_lines(handle, count: int, escaped: bool) -> list[str]:
+    """Read ``count`` lines written by _write_run_lines (the handle opened with newline="\n")."""
+    import itertools
+
+    lines = list(itertools.islice(handle, count))
+    return [line.replace("\0", "\n") for line in lines] if escaped else lines
+
+
 @dataclass
 class Run:
     """A sorted run of a risk list on disk: its lines, and its keys and row numbers (binary)."""
@@ -466,13 +485,14 @@ class Run:
     lines: Path
     keys: Path
     count: int
+    escaped: bool = False  # line breaks inside cells written as NUL (_write_run_lines)
 
     @classmethod
     def write(cls, folder: Path, part: ScoredLines) -> "Run":
         name = f"run-{os.urandom(8).hex()}"
         run = cls(lines=folder / f"{name}.csv", keys=folder / f"{name}.keys", count=len(part.lines))
         with open(run.lines, "w", encoding="utf-8", newline="") as handle:
-            handle.write("".join(part.lines.tolist()))
+            run.escaped = _write_run_lines(handle, part.lines.tolist())
         with open(run.keys, "wb") as handle:
             part.keys.tofile(handle)
             part.rows.tofile(handle)
@@ -499,11 +519,10 @@ MAX_RUNS = 200  # more are merged into one first (open files stay few)
 
 def _merged_blocks(runs: list[Run]):
     """Yield the runs merged, a block at a time, as ScoredLines (memory: MERGE_BLOCK rows per run)."""
-    import itertools
-
     import numpy as np
 
-    handles = [open(run.lines, encoding="utf-8", newline="") for run in runs]
+    # Only "\n" ends a line: a "\r" inside a quoted cell stays in its line.
+    handles = [open(run.lines, encoding="utf-8", newline="\n") for run in runs]
     try:
         starts = [0] * len(runs)
         heads = [run.block(0, MERGE_BLOCK) for run in runs]
@@ -524,7 +543,7 @@ def _merged_blocks(runs: list[Run]):
                     continue
                 taken_keys.append(keys[:count])
                 taken_rows.append(rows[:count])
-                lines.append(np.array(list(itertools.islice(handles[index], count)), dtype=object))
+                lines.append(np.array(_read_run_lines(handles[index], count, runs[index].escaped), dtype=object))
                 starts[index] += count
                 heads[index] = runs[index].block(starts[index], MERGE_BLOCK)
             yield ScoredLines.sorted([ScoredLines(lines=part, keys=keys, rows=rows)
@@ -544,7 +563,7 @@ def _spill(runs: list[Run], folder: Path, part: ScoredLines) -> None:
     keys_parts, rows_parts = [], []
     with open(merged.lines, "w", encoding="utf-8", newline="") as handle:
         for block in _merged_blocks(runs):
-            handle.write("".join(block.lines.tolist()))
+            merged.escaped |= _write_run_lines(handle, block.lines.tolist())
             keys_parts.append(block.keys)
             rows_parts.append(block.rows)
     with open(merged.keys, "wb") as handle:  # keys first, then rows: written in two passes of the blocks

@@ -226,6 +226,28 @@ def test_a_list_larger_than_memory_is_sorted_on_disk_exactly_as_in_memory(deploy
     assert {p.name for p in lists.iterdir()} == {"memory.csv", "disk.csv"}  # no run files left
 
 
+def test_line_breaks_inside_quoted_cells_survive_the_sort_on_disk(deployed, tmp_path, monkeypatch):
+    import csv
+
+    rows = [[f"c{i}\nline two" if i % 3 == 0 else (f"c{i}\r\nx" if i % 3 == 1 else f"c{i}"), i, 10 * i, 3,
+             "basic\nplus" if i % 5 == 0 else "basic"] for i in range(60)]
+    source = tmp_path / "breaks.csv"
+    with open(source, "w", newline="") as handle:
+        csv.writer(handle).writerows([CUSTOMER_HEADER, *rows])
+    scorer = scoring.ScoringModel.of(load_deployed(deployed.deployment))
+    common = dict(target="exited", reasons=3, outreach=scoring.Outreach(None), scored_at="now")
+    in_memory, on_disk = tmp_path / "memory.csv", tmp_path / "disk.csv"
+    scoring.write_risk_list(source, in_memory, scorer, **common)
+    monkeypatch.setattr(scoring, "MERGE_BLOCK", 5)
+    monkeypatch.setattr(scoring, "MAX_RUNS", 3)
+    scoring.write_risk_list(source, on_disk, scorer, chunk_rows=7, run_rows=8, **common)
+    assert on_disk.read_bytes() == in_memory.read_bytes()
+    with open(on_disk, newline="", encoding="utf-8") as handle:
+        parsed = list(csv.DictReader(handle))
+    assert len(parsed) == 60 and [int(r["rank"]) for r in parsed] == list(range(1, 61))
+    assert {r["corporation"] for r in parsed} == {row[0] for row in rows}
+
+
 def test_a_bad_row_far_into_a_file_rejects_it_and_leaves_no_list_or_temporary_file(deployed, tmp_path):
     rows = [[f"c{i}", i, 10 * i, 3, "basic"] for i in range(300)]
     rows[250][2] = "n/a?"
