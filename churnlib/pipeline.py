@@ -976,7 +976,13 @@ def checked_predictor(model: Any, schema: FrozenSchema | None = None, reference:
                        "sample (allowed %g); serving it through predict_proba", release, difference,
                        FAST_PATH_TOLERANCE)
         return PipelinePredictor(model.pipeline, schema, "its fast path differs from predict_proba")
-    excess = reasons_excess(fast, model.pipeline, reference, schema)
+    try:
+        excess = reasons_excess(fast, model.pipeline, reference, schema)
+    except Exception as exc:  # as above: reasons unchecked are reasons not given; the predictions still are
+        logger.warning("release %s: its reasons could not be checked (%s); its predictions are served without "
+                       "reasons", release, exc)
+        fast.reasons_problem = f"its reasons could not be checked ({exc})"
+        return fast
     if not excess <= 1.0:
         logger.warning("release %s: contributions plus base value differ from the log-odds by %.3g times the "
                        "allowed rounding on its reference sample; its predictions are served without reasons",

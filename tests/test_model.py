@@ -43,6 +43,25 @@ def test_a_fast_path_that_disagrees_by_more_than_1e9_is_replaced_by_predict_prob
     assert "differs from predict_proba by up to 2e-09" in caplog.text
 
 
+def test_reasons_that_cannot_be_checked_are_not_given_but_the_release_is_still_served(deployed, monkeypatch, caplog):
+    model = load_deployed(deployed.deployment)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("pred_contribs failed")
+
+    monkeypatch.setattr(model_module, "reasons_excess", broken)
+    with caplog.at_level(logging.WARNING):
+        predictor = checked_predictor(model)
+    assert isinstance(predictor, FastPredictor) and predictor.fast
+    assert "its reasons could not be checked (pred_contribs failed)" in caplog.text
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    test = read_test_data(deployed.root / "testdata", settings=deployed.config().schema, schema=schema)
+    batch = batch_from_frame(test, schema)
+    assert np.allclose(predictor.probabilities(batch), model.pipeline.predict_proba(test[list(schema.feature_columns)])[:, 1])
+    with pytest.raises(model_module.ReasonsUnavailable, match="could not be checked"):
+        predictor.explain(batch)
+
+
 def _release_with_an_extra_step(project):
     """Replace the deployed release's model by one with log1p inserted before the scaler; return
     that model's predict_proba on the test data, and the test data."""
