@@ -2,7 +2,7 @@
 
     gunicorn --config gunicorn.conf.py wsgi:app        # what `make serve` runs
 
-Routes (every reply to GET and POST is JSON, errors ``{"error": "..."}`` with a 4xx status; an
+Routes (every reply to GET and POST is JSON but /metrics' Prometheus text, errors ``{"error": "..."}`` with a 4xx status; an
 OPTIONS request gets Flask's own empty reply with an ``Allow`` header):
 
 - ``POST /prediction``: churn predictions of the deployed model. Records as JSON (one object,

@@ -42,6 +42,7 @@ from churnlib.fsutil import (
     fsync_dir,
     read_json,
     remove_stale_temporaries,
+    sha256_file,
     temporary_path_for,
     write_bytes_synced,
 )
@@ -60,7 +61,6 @@ from churnlib.modelstore import (
     load_model,
     read_pointer,
     release_folder,
-    sha256_file,
 )
 from churnlib.ingested import INGESTED_LIST_FILE, RECORD_FILE
 

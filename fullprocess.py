@@ -51,7 +51,14 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import stamp_seconds, utc_now
 from churnlib.config import Config, DeploymentSettings, ScoreDriftSettings, model_fingerprint
 from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
-from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
+from churnlib.fsutil import (
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    remove_stale_temporaries,
+    sha256_bytes,
+    sha256_file,
+)
 from churnlib.ingested import DECISION_STATE_FILE, check_ingested_data, load_record, save_record
 from churnlib.modelstore import (
     NORMAL_FOLDER,
@@ -61,8 +68,6 @@ from churnlib.modelstore import (
     read_normal,
     read_pointer,
     release_folder,
-    sha256_bytes,
-    sha256_file,
 )
 from churnlib.risklists import CustomerWork, find_customer_files, load_scoring_record, save_scoring_record
 from churnlib.runlog import (DASHBOARD_FILE, DRIFT_REASONS, LATEST_DRIFT_FILE, OUTBOX_FILE, Decision, RetrainReason,

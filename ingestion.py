@@ -39,6 +39,7 @@ from churnlib.cli import run_script, script_parser
 from churnlib.config import Config, ConfigError, SchemaSettings
 from churnlib.columns import shown_name
 from churnlib.errors import in_step
+from churnlib.fsutil import sha256_bytes
 from churnlib.sourcefiles import open_regular, scan_csv_folder, signature, unreadable_reason
 from churnlib.ingested import (
     HASHES_FILE,
@@ -262,7 +263,7 @@ def ingest_files(
             logger.info("%s: cannot be read now (%s), will try again next tick", source.name, exc.strerror or exc)
             result.deferred.append(source.name)
             continue
-        if len(data) != source.size or size_after != source.size or hashlib.sha256(data).hexdigest() != source.sha256:
+        if len(data) != source.size or size_after != source.size or sha256_bytes(data) != source.sha256:
             logger.info("%s: changed while being read (still being written?), will try again next tick", source.name)
             result.deferred.append(source.name)
             continue
@@ -435,7 +436,7 @@ def accept_changes(ingested_folder: Path, log_folder: Path) -> dict[str, Any]:
                "bytes": len(canonical), "rewritten_in_canonical_form": rewritten,
                "duplicate_rows": int(len(hashes) - len(np.unique(hashes)))}
     record.update(rows=len(lines), bytes=len(canonical), data_version=record["data_version"] + 1)
-    record["segments"] = [{"start": 0, "end": len(canonical), "sha256": hashlib.sha256(canonical).hexdigest(),
+    record["segments"] = [{"start": 0, "end": len(canonical), "sha256": sha256_bytes(canonical),
                            "source": f"the data accepted as it was at {now}"}]
     record["data_signature"] = data_signature(path, len(canonical))
     record.setdefault("accepted_changes", []).append(summary)

@@ -22,8 +22,8 @@
    rows, ``churnlib.stats.calibration_check``) and on the relation between features and churn
    being the one the model learnt: it follows covariate drift, and cannot see concept drift.
 
-Heavy libraries (pandas, scikit-learn) are imported inside the functions that need them: the cron
-job's no-new-data tick looks for customer files through this module and imports none of them.
+Heavy libraries (pandas, scikit-learn) are imported inside the functions that need them. The cron
+job's no-new-data tick looks for customer files through ``churnlib.risklists``, not this module.
 """
 
 from __future__ import annotations

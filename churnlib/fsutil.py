@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,25 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from churnlib.errors import StateFileError, StorageError
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Return the hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_stream(handle: BinaryIO) -> str:
+    """Return the hex SHA-256 of what is left in an open binary file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1024 * 1024), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex SHA-256 of a file."""
+    with open(path, "rb") as handle:
+        return sha256_stream(handle)
 
 TMP_MARKER = ".tmp-"
 _TMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")

@@ -26,7 +26,6 @@ Nothing is lost by a mistake made on these files by hand:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -38,7 +37,14 @@ from typing import Any
 from churnlib.clock import utc_now
 from churnlib.columns import shown_name
 from churnlib.errors import ChurnError
-from churnlib.fsutil import append_bytes_synced, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from churnlib.fsutil import (
+    append_bytes_synced,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    sha256_bytes,
+)
 
 logger = logging.getLogger("ingestion")  # what it logs belongs to the ingestion step
 
@@ -121,10 +127,6 @@ def load_record(ingested_folder: Path) -> dict[str, Any]:
 # --- appending rows, and telling the pipeline's own uncommitted bytes from changes made by hand ---
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def data_signature(path: Path, committed: int) -> dict[str, Any]:
     """Return the cheap signs of finaldata.csv as the pipeline left it: size, mtime, SHA-256 of the last 64 KiB."""
     with open(path, "rb") as handle:
@@ -132,7 +134,7 @@ def data_signature(path: Path, committed: int) -> dict[str, Any]:
         start = max(0, committed - TAIL_BYTES)
         handle.seek(start)
         tail = handle.read(committed - start)
-    return {"bytes": committed, "mtime_ns": st.st_mtime_ns, "tail_sha256": _sha256(tail)}
+    return {"bytes": committed, "mtime_ns": st.st_mtime_ns, "tail_sha256": sha256_bytes(tail)}
 
 
 def append_rows(ingested_folder: Path, record: dict[str, Any], data: bytes, hashes: bytes, *, source: str) -> None:
@@ -160,7 +162,7 @@ def append_rows(ingested_folder: Path, record: dict[str, Any], data: bytes, hash
         clear_intent(ingested_folder)
         raise
     record.setdefault("segments", []).append(
-        {"start": start, "end": start + len(data), "sha256": _sha256(data), "source": source})
+        {"start": start, "end": start + len(data), "sha256": sha256_bytes(data), "source": source})
     record["data_signature"] = data_signature(ingested_folder / DATA_FILE, start + len(data))
 
 
@@ -219,7 +221,7 @@ def _changed_segments(path: Path, segments: list[dict[str, Any]], committed: int
             if segment["start"] != position:
                 changed.append(f"bytes {position:,}-{segment['start']:,} (not written by the pipeline)")
             handle.seek(segment["start"])
-            if _sha256(handle.read(segment["end"] - segment["start"])) != segment["sha256"]:
+            if sha256_bytes(handle.read(segment["end"] - segment["start"])) != segment["sha256"]:
                 changed.append(f"bytes {segment['start']:,}-{segment['end']:,} (the rows from {segment['source']})")
             position = segment["end"]
     if position != committed:
@@ -258,7 +260,7 @@ def check_ingested_data(ingested_folder: Path, record: dict[str, Any]) -> bool:
         # A record written before these checks existed: take the data as it is, once.
         with open(data, "rb") as handle:
             whole = handle.read(record["bytes"])
-        record["segments"] = [{"start": 0, "end": len(whole), "sha256": _sha256(whole), "source": "earlier ingests"}]
+        record["segments"] = [{"start": 0, "end": len(whole), "sha256": sha256_bytes(whole), "source": "earlier ingests"}]
         record["data_signature"] = data_signature(data, record["bytes"])
         logger.info("%s: checksums recorded for the first time", DATA_FILE)
         return True
@@ -325,7 +327,6 @@ def read_ingested_data(ingested_folder: Path, record: dict[str, Any] | None = No
     the data version it reports belong together). Raises NoIngestedData before the first ingest.
     """
     from churnlib.dataset import read_canonical_csv
-    from churnlib.modelstore import sha256_bytes
 
     record = load_record(ingested_folder) if record is None else record
     schema = frozen_schema(record)

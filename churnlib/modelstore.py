@@ -10,14 +10,13 @@ The deployed release is named by one pointer file, ``<deployment folder>/current
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from churnlib.errors import ChurnError
-from churnlib.fsutil import atomic_write_bytes, atomic_write_json, read_json
+from churnlib.fsutil import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file
 
 MODEL_FILE = "trainedmodel.pkl"
 METADATA_FILE = "trainedmodel.json"
@@ -45,19 +44,6 @@ class LoadedModel:
     @property
     def release_id(self) -> str:
         return self.metadata["release_id"]
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model(pipeline: Any, metadata: dict, folder: Path) -> dict:

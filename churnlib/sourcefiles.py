@@ -12,7 +12,6 @@ the cron job's no-new-data tick runs it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pwd
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from churnlib.columns import shown_name
+from churnlib.fsutil import sha256_stream
 
 
 class NotARegularFile(OSError):
@@ -63,12 +63,9 @@ def open_regular(path: Path) -> BinaryIO:
 
 
 def file_sha256(path: Path) -> str:
-    """Return the hex SHA-256 of a regular file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """Return the hex SHA-256 of a regular file (a FIFO or device is refused, not read)."""
     with open_regular(path) as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_stream(handle)
 
 
 def unreadable_reason(st: os.stat_result) -> str:
