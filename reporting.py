@@ -33,6 +33,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config
+from churnlib.columns import MISSING_CATEGORY
 from churnlib.dataset import FrozenSchema, read_canonical_csv, read_labelled_folder
 from churnlib.fsutil import atomic_write_bytes, read_json
 from churnlib.modelstore import MANIFEST_FILE, checked_reference_sample, load_deployed, load_model
@@ -282,7 +283,7 @@ def plot_distributions(features: list[str], schema: FrozenSchema, reference: Any
             # Categories, and numbers with a handful of values (a 0/1 flag): bars of each value's share.
             def shares(column):
                 values = column if not few_values else column.map(lambda v: v if v != v else f"{v:g}")
-                return values.fillna("(missing)").astype(str).value_counts(normalize=True)
+                return values.fillna(MISSING_CATEGORY).astype(str).value_counts(normalize=True)
 
             ref, cur = shares(reference[feature]), shares(new[feature])
             categories = list((ref.add(cur, fill_value=0)).sort_values(ascending=False).index[:MAX_CATEGORIES_PLOTTED])

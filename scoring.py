@@ -38,7 +38,7 @@ from typing import Any
 
 from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
-from churnlib.columns import shown_name
+from churnlib.columns import MISSING_CATEGORY, shown_name
 from churnlib.config import Config, OutreachSettings, SchemaSettings
 from churnlib.errors import ChurnError
 from churnlib.fsutil import atomic_write_json, atomic_write_text, atomic_writer, temporary_path_for
@@ -429,7 +429,7 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
     probabilities = scorer.predictor.probabilities(batch)
     for _row, column, value in scorer.predictor.unseen_categories(batch):
         counts = unseen.setdefault(column, {})
-        key = "(missing)" if value is None else str(value)
+        key = MISSING_CATEGORY if value is None else str(value)
         counts[key] = counts.get(key, 0) + 1
     inputs.add(probabilities)
     values = outreach.values(probabilities)

@@ -7,6 +7,9 @@ import os
 import re
 import unicodedata
 
+# A missing category is a category of its own, for the model and for the drift tests alike, and is
+# shown as this in reasons, lists and statistics.
+MISSING_CATEGORY = "(missing)"
 _NON_WORD = re.compile(r"[\W_]+")
 SHOWN_CHARS = 40
 # Characters that would break a line of the logs or of the readable record.

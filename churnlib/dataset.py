@@ -26,8 +26,6 @@ from churnlib.errors import ChurnError
 
 # Cells that mean "missing" in a numeric column (compared lower-cased, after stripping).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
-# A missing category is a category of its own, for the model and for the drift tests alike.
-MISSING_CATEGORY = "(missing)"
 MAX_CELL_CHARS = 10_000
 # Column names are copied into the record and the logs, and every column costs pandas time even
 # when it is ignored: a header past these limits is a broken or hostile file, not a wide table.

@@ -19,7 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from churnlib.config import DriftSettings
-from churnlib.dataset import MISSING_CATEGORY, FrozenSchema
+from churnlib.columns import MISSING_CATEGORY
+from churnlib.dataset import FrozenSchema
 
 KS_EXACT_MAX_ROWS = 300
 

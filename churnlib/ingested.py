@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from churnlib.clock import utc_now
-from churnlib.columns import shown_name
+from churnlib.columns import MISSING_CATEGORY, shown_name
 from churnlib.errors import ChurnError
 from churnlib.fsutil import (
     append_bytes_synced,
@@ -383,7 +383,6 @@ SKETCH_RELATIVE_ACCURACY = 0.01
 SKETCH_MAX_BUCKETS = 4_096
 MAX_CATEGORIES = 1_000
 OTHER_CATEGORY = "(other)"
-MISSING_CATEGORY_NAME = "(missing)"  # as churnlib.dataset.MISSING_CATEGORY, without importing pandas here
 
 
 def empty_statistics(schema) -> dict[str, Any]:
@@ -498,7 +497,7 @@ def batch_statistics(frame, schema) -> dict[str, Any]:
         categories: dict[str, list[int]] = {}
         texts = frame[column].tolist()
         for text, label in zip(texts, target.tolist()):
-            name = text if isinstance(text, str) else MISSING_CATEGORY_NAME
+            name = text if isinstance(text, str) else MISSING_CATEGORY
             counts = categories.setdefault(name, [0, 0])
             counts[0] += 1
             counts[1] += label

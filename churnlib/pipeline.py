@@ -55,9 +55,9 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from churnlib.columns import normalise_column_name, shown
+from churnlib.columns import MISSING_CATEGORY, normalise_column_name, shown
 from churnlib.config import LOGISTIC_DEFAULTS, XGBOOST_DEFAULTS, ModelSettings
-from churnlib.dataset import MISSING_CATEGORY, MISSING_TOKENS, FrozenSchema
+from churnlib.dataset import MISSING_TOKENS, FrozenSchema
 from churnlib.errors import ChurnError, ConfigError
 from churnlib.stats import sigmoid
 
@@ -218,12 +218,10 @@ def pipeline_log_odds(pipeline: Any, frame: Any, schema: FrozenSchema) -> np.nda
 
 # --- reasons in words ------------------------------------------------------------------------------
 
-MISSING_SHOWN = "(missing)"
-
 
 def _number_text(value: float) -> str:
     if math.isnan(value):
-        return MISSING_SHOWN
+        return MISSING_CATEGORY
     if value == math.floor(value) and abs(value) < 2.0**53:
         return str(int(value))
     return format(value, ".6g")
@@ -247,7 +245,7 @@ def shown_values(batch: Batch, schema: FrozenSchema) -> np.ndarray:
             shown[:, position] = _texts_of(batch.numeric[:, numeric_at[column]], _number_text)
         else:
             values = batch.categorical[categorical_at[column]]
-            shown[:, position] = [MISSING_SHOWN if value is None else value for value in values]
+            shown[:, position] = [MISSING_CATEGORY if value is None else value for value in values]
     return shown
 
 
