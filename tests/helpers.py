@@ -30,6 +30,7 @@ SHARED_DATASETS = next((folder for folder in (ROOT.parent / "shared" / "datasets
 UDACITY = SHARED_DATASETS / "udacity-course"
 # A closed port on loopback: the dependency check's PyPI look-ups fail at once, no test needs the network.
 OFFLINE_PYPI = "http://127.0.0.1:9"
+RECORD = {"lastmonth_activity": 12, "lastyear_activity": 300, "number_of_employees": 9, "plan": "basic"}
 SAMPLE_HEADER = ["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees", "plan", "exited"]
 
 
@@ -200,3 +201,28 @@ def start_gunicorn(config_path, port, workers=2, env=None):
         time.sleep(0.2)
     process.terminate()
     raise RuntimeError("gunicorn did not answer /health within 60 s")
+
+
+def release_with_an_extra_step(project):
+    """Replace the deployed release's model by one with log1p inserted before the scaler; return
+    that model's predict_proba on the test data, and the test data."""
+    import numpy as np
+    from sklearn.preprocessing import FunctionTransformer
+
+    from churnlib.dataset import FrozenSchema
+    from churnlib.ingested import read_ingested_data
+    from churnlib.modelstore import load_deployed, save_model
+    from churnlib.pipeline import NUMERIC, PREPROCESS, build_pipeline
+    from scoring import read_test_data
+
+    config = project.config()
+    model = load_deployed(project.deployment)
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    pipeline = build_pipeline(schema, config.model)
+    numeric = dict((name, steps) for name, steps, _ in pipeline.named_steps[PREPROCESS].transformers)[NUMERIC]
+    numeric.steps.insert(1, ("log", FunctionTransformer(np.log1p)))
+    frame, _, _ = read_ingested_data(project.ingested)
+    pipeline.fit(frame[list(schema.feature_columns)], frame[schema.target].to_numpy())
+    save_model(pipeline, model.metadata, model.folder)
+    test = read_test_data(project.root / "testdata", settings=config.schema, schema=schema)
+    return pipeline.predict_proba(test[list(schema.feature_columns)])[:, 1], test

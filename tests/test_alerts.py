@@ -15,16 +15,10 @@ import pytest
 
 from churnlib.alerts import transitions
 from churnlib.config import ALERT_EVENTS
-from helpers import ROOT, SAMPLE_LATER, base_config, batch
+from helpers import ROOT, SAMPLE_LATER, base_config, batch, free_port
 
 
 # --- real receivers, started and stopped by the tests ------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Webhook:

@@ -391,9 +391,9 @@ def test_a_client_that_asks_for_mlflows_reply_shape_gets_it(client):
 
 
 def test_a_release_served_through_predict_proba_answers_without_reasons_and_says_why(deployed):
-    from test_model import _release_with_an_extra_step
+    from helpers import release_with_an_extra_step
 
-    _release_with_an_extra_step(deployed)
+    release_with_an_extra_step(deployed)
     client = create_app(deployed.config_path).test_client()
     reply = client.post("/prediction?reasons=3", json=RECORD)
     assert reply.status_code == 200

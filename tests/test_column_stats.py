@@ -10,7 +10,7 @@ import pytest
 import ingestion
 from app import create_app
 from churnlib import ingested
-from helpers import UDACITY, base_config, batch, csv_text, make_project
+from helpers import SAMPLE_HEADER, UDACITY, base_config, batch, csv_text, make_project
 
 
 def statistics(project):
@@ -30,7 +30,7 @@ def test_the_udacity_course_figures_come_out_as_the_course_gives_them(tmp_path):
 
 
 def test_statistics_kept_file_by_file_equal_those_of_the_whole_data(tmp_path):
-    header = ["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees", "plan", "exited"]
+    header = SAMPLE_HEADER
     rng = np.random.default_rng(3)
     project = make_project(tmp_path / "p", sources=())
     for index in range(4):

@@ -16,8 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from helpers import SAMPLE_LATER, base_config
-from test_server import RECORD, free_port, request, start_gunicorn
+from helpers import RECORD, SAMPLE_LATER, base_config, free_port, request, start_gunicorn
 
 
 @pytest.fixture

@@ -11,16 +11,15 @@ from churnlib import pipeline as model_module
 from churnlib.config import section_settings
 from churnlib.dataset import FrozenSchema
 from churnlib.ingested import read_ingested_data
-from churnlib.modelstore import load_deployed, save_model
+from churnlib.modelstore import load_deployed
 from churnlib.pipeline import (
-    NUMERIC,
-    PREPROCESS,
     FastPredictor,
     PipelinePredictor,
     batch_from_frame,
     build_pipeline,
     checked_predictor,
 )
+from helpers import release_with_an_extra_step
 from scoring import read_test_data
 
 
@@ -62,26 +61,8 @@ def test_reasons_that_cannot_be_checked_are_not_given_but_the_release_is_still_s
         predictor.explain(batch)
 
 
-def _release_with_an_extra_step(project):
-    """Replace the deployed release's model by one with log1p inserted before the scaler; return
-    that model's predict_proba on the test data, and the test data."""
-    from sklearn.preprocessing import FunctionTransformer
-
-    config = project.config()
-    model = load_deployed(project.deployment)
-    schema = FrozenSchema.from_dict(model.metadata["schema"])
-    pipeline = build_pipeline(schema, config.model)
-    numeric = dict((name, steps) for name, steps, _ in pipeline.named_steps[PREPROCESS].transformers)[NUMERIC]
-    numeric.steps.insert(1, ("log", FunctionTransformer(np.log1p)))
-    frame, _, _ = read_ingested_data(project.ingested)
-    pipeline.fit(frame[list(schema.feature_columns)], frame[schema.target].to_numpy())
-    save_model(pipeline, model.metadata, model.folder)
-    test = read_test_data(project.root / "testdata", settings=config.schema, schema=schema)
-    return pipeline.predict_proba(test[list(schema.feature_columns)])[:, 1], test
-
-
 def test_an_extra_pipeline_step_is_served_through_predict_proba_by_the_api(deployed, caplog):
-    expected, test = _release_with_an_extra_step(deployed)
+    expected, test = release_with_an_extra_step(deployed)
     release = deployed.pointer()["current"]
     client = create_app(deployed.config_path).test_client()
     records = json.loads(test.drop(columns=["exited"]).to_json(orient="records"))
@@ -96,7 +77,7 @@ def test_an_extra_pipeline_step_is_served_through_predict_proba_by_the_api(deplo
 def test_the_numeric_check_alone_catches_an_extra_step(deployed, monkeypatch, caplog):
     """Without the shape check, the replayed arithmetic is off by far more than 1e-9, and the
     comparison on the reference sample is what refuses the fast path."""
-    _release_with_an_extra_step(deployed)
+    release_with_an_extra_step(deployed)
     model = load_deployed(deployed.deployment)
     schema = FrozenSchema.from_dict(model.metadata["schema"])
     monkeypatch.setattr(model_module, "_expect", lambda condition, what: None)

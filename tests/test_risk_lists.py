@@ -335,9 +335,9 @@ def test_the_folders_are_created_when_missing(deployed):
 
 
 def test_a_release_without_reasons_still_gets_its_list_and_says_why(deployed):
-    from test_model import _release_with_an_extra_step
+    from helpers import release_with_an_extra_step
 
-    _release_with_an_extra_step(deployed)
+    release_with_an_extra_step(deployed)
     drop_customers(deployed)
     assert deployed.tick() == 0
     rows = read_list(deployed)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, SAMPLE_LATER, free_port, request, run_script, start_gunicorn
+from helpers import RECORD, ROOT, SAMPLE_LATER, free_port, request, run_script, start_gunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,6 @@ def server(deployed):
     process.wait(timeout=30)
 
 
-RECORD = {"lastmonth_activity": 12, "lastyear_activity": 300, "number_of_employees": 9, "plan": "basic"}
 
 
 def test_gunicorn_serves_predictions_and_picks_up_a_redeploy(server, deployed):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SAMPLE_LATER, base_config, free_port, request, start_gunicorn
+from helpers import RECORD, SAMPLE_LATER, base_config, free_port, request, start_gunicorn
 
 pytestmark = pytest.mark.slow
 
-RECORD = {"lastmonth_activity": 12, "lastyear_activity": 300, "number_of_employees": 9, "plan": "basic"}
+
 SLOW_CONNECTIONS = 64
 
 
