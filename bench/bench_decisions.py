@@ -34,8 +34,9 @@ A retrain is due when either check alarms. Sections:
   (training window all history, challengers judged on testdata/).
 - timing: the checks on a 10,000-row batch whose features drift (default against scipy's automatic
   KS method, which picks its exact distribution at that size).
-- tick: the wall time of one tick that ingests and checks 1,000,000 new rows; with
-  ``--baseline-rev REV``, the same tick with the code at REV in the same run.
+- tick: the wall time of one tick that ingests and checks 1,000,000 new rows, and of a tick with
+  nothing new, against the same ticks with the code at ``--baseline-rev`` (default 5c88a0c, the
+  code before this benchmark's rules), the versions taking turns; medians.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+BASELINE_REV = "5c88a0c"  # the code before issue 7: the classic decision rules
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -381,7 +385,9 @@ def section_timing(quick: bool) -> None:
 
 
 def timed_tick(code: Path, config: Path) -> tuple[float, dict]:
-    env = {**os.environ, "CHURN_PYPI_URL": "http://127.0.0.1:9"}
+    # As cron runs it: Python's bytecode cache written and used (an environment may turn it off).
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["CHURN_PYPI_URL"] = "http://127.0.0.1:9"
     started = time.perf_counter()
     subprocess.run([sys.executable, str(code / "fullprocess.py"), "--config", str(config), "--no-api"], env=env,
                    check=True, capture_output=True)
@@ -389,9 +395,11 @@ def timed_tick(code: Path, config: Path) -> tuple[float, dict]:
     return seconds, json.loads((config.parent / "logs" / "runs.jsonl").read_text().splitlines()[-1])
 
 
-def section_tick(quick: bool, baseline_rev: str | None) -> None:
+def section_tick(quick: bool, baseline_rev: str | None, rounds: int) -> None:
     rows = 100_000 if quick else 1_000_000
-    print(f"\n== tick: one cron tick that ingests and checks {rows:,} new rows (no drift), wall time")
+    idle_runs = 5 if quick else 15
+    print(f"\n== tick: wall time of one cron tick that ingests and checks {rows:,} new rows (no drift), median of "
+          f"{rounds} interleaved round(s); and of a tick with nothing new, median of {idle_runs} interleaved runs")
     trees = [("this checkout", ROOT)]
     scratch = Path(tempfile.mkdtemp(prefix="bench-tick-"))
     if baseline_rev:
@@ -399,22 +407,50 @@ def section_tick(quick: bool, baseline_rev: str | None) -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline), baseline_rev],
                        check=True, capture_output=True)
         trees.append((f"baseline {baseline_rev}", baseline))
+    else:
+        print("(no --baseline-rev: absolute figures only, which on a shared machine mean little)")
     rng = np.random.default_rng(11)
     start, test, big = World().frame(4000, rng), World().frame(1000, rng), to_csv(World().frame(rows, rng))
+    busy: dict[str, list[float]] = {label: [] for label, _ in trees}
+    idle: dict[str, list[float]] = {label: [] for label, _ in trees}
+    last_run: dict[str, dict] = {}
+
+    def fresh_project(label: str, round_index: int) -> Path:
+        root = scratch / f"{label.replace(' ', '_')}-{round_index}" / "project"
+        (root / "sourcedata").mkdir(parents=True)
+        (root / "testdata").mkdir()
+        (root / "sourcedata" / "start.csv").write_text(to_csv(start))
+        (root / "testdata" / "testdata.csv").write_text(to_csv(test))
+        (root / "config.json").write_text(json.dumps({"schema": {"target": TARGET, "id_columns": ["customer_id"]},
+                                                      "api": {"url": "http://127.0.0.1:9"}}))
+        return root
+
     try:
-        for label, code in trees:
-            root = scratch / label.replace(" ", "_") / "project"
-            (root / "sourcedata").mkdir(parents=True)
-            (root / "testdata").mkdir()
-            (root / "sourcedata" / "start.csv").write_text(to_csv(start))
-            (root / "testdata" / "testdata.csv").write_text(to_csv(test))
-            (root / "config.json").write_text(json.dumps({"schema": {"target": TARGET, "id_columns": ["customer_id"]},
-                                                          "api": {"url": "http://127.0.0.1:9"}}))
-            timed_tick(code, root / "config.json")
-            (root / "sourcedata" / "big.csv").write_text(big)
-            seconds, run = timed_tick(code, root / "config.json")
-            print(f"{label:>28}: {seconds:6.1f} s  (decision {run['decision']}; ingestion {run['timings'].get('ingestion')} s, "
-                  f"checks {run['timings'].get('checks')} s)", flush=True)
+        projects = {}
+        for round_index in range(rounds):  # the versions take turns, so that a noisy minute hits both
+            for label, code in trees:
+                root = fresh_project(label, round_index)
+                timed_tick(code, root / "config.json")  # the cold start
+                (root / "sourcedata" / "big.csv").write_text(big)
+                seconds, last_run[label] = timed_tick(code, root / "config.json")
+                busy[label].append(seconds)
+                projects[label] = root
+                if round_index + 1 < rounds:
+                    shutil.rmtree(root.parent)
+        for _ in range(idle_runs):
+            for label, code in trees:
+                seconds, run = timed_tick(code, projects[label] / "config.json")
+                assert run["decision"] == "nothing_new", run["decision"]
+                idle[label].append(seconds)
+        for label, _code in trees:
+            run = last_run[label]
+            print(f"{label:>28}: {statistics.median(busy[label]):6.1f} s  (decision {run['decision']}; ingestion "
+                  f"{run['timings'].get('ingestion')} s, checks {run['timings'].get('checks')} s in the last round); "
+                  f"nothing new: {statistics.median(idle[label]):.3f} s", flush=True)
+        if baseline_rev:
+            this, base = trees[0][0], trees[1][0]
+            print(f"{'ratio to the baseline':>28}: {statistics.median(busy[this]) / statistics.median(busy[base]):.2f}x "
+                  f"(ingest and check), {statistics.median(idle[this]) / statistics.median(idle[base]):.2f}x (nothing new)")
     finally:
         if baseline_rev:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(scratch / "baseline")],
@@ -427,8 +463,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer trials and sizes")
     parser.add_argument("--sections", default="rates,iranian,persistent,timing,tick",
                         help="comma-separated: rates, iranian, persistent, timing, tick")
-    parser.add_argument("--baseline-rev", metavar="REV",
-                        help="tick section: also time the tick with the code at this git revision (a temporary worktree)")
+    parser.add_argument("--baseline-rev", metavar="REV", default=BASELINE_REV,
+                        help="tick section: also time the ticks with the code at this git revision, in a temporary "
+                             f"worktree, interleaved (default {BASELINE_REV}, the code before the decision rules; "
+                             "'' for none)")
+    parser.add_argument("--rounds", type=int, default=3, help="tick section: interleaved rounds of the big tick (3)")
     args = parser.parse_args()
     import logging
 
@@ -436,7 +475,7 @@ def main() -> int:
     started = time.perf_counter()
     print(f"machine: {os.cpu_count()} cores; {'quick' if args.quick else 'full'} run")
     sections = {"rates": section_rates, "iranian": section_iranian, "persistent": section_persistent,
-                "timing": section_timing, "tick": lambda quick: section_tick(quick, args.baseline_rev)}
+                "timing": section_timing, "tick": lambda quick: section_tick(quick, args.baseline_rev or None, args.rounds)}
     for name in args.sections.split(","):
         sections[name.strip()](args.quick)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
