@@ -30,6 +30,7 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.config import Config, ConfigError, ModelSettings
 from churnlib.dataset import FrozenSchema, canonical_lines, header_line
+from churnlib.decisions import candidate_windows
 from churnlib.errors import ChurnError, in_step
 from churnlib.fsutil import atomic_write_text
 from churnlib.ingested import read_ingested_data
@@ -263,27 +264,6 @@ def expectation(pipeline: Any, frame: pd.DataFrame, schema: FrozenSchema, model_
     if testdata_check is not None:
         check["testdata_check"] = testdata_check
     return deployed, check, expected, decision_threshold
-
-
-# The smallest training window tried: fewer rows than this fit noise.
-MIN_WINDOW_ROWS = 100
-
-
-def candidate_windows(rows: int, judged_rows: int, settings: ModelSettings) -> list[tuple[str, int]]:
-    """Return the training windows to try, as (name, first row), largest first, over ``rows`` rows.
-
-    ``judged_rows`` are the newest of them: the rows whose check called for the retrain.
-    """
-    if settings.training_window == "all":
-        return [("all", 0)]
-    if settings.training_window == "recent":
-        return [(f"newest {min(settings.recent_rows, rows)} rows", max(0, rows - settings.recent_rows))]
-    windows = [("all", 0)]
-    if MIN_WINDOW_ROWS <= settings.recent_rows < rows:
-        windows.append((f"newest {settings.recent_rows} rows", rows - settings.recent_rows))
-    if MIN_WINDOW_ROWS <= judged_rows < min(rows, settings.recent_rows):
-        windows.append((f"the {judged_rows} rows that were judged", rows - judged_rows))
-    return windows
 
 
 @in_step("training")

@@ -119,7 +119,7 @@ def deploy(train: pd.DataFrame, test: pd.DataFrame, schema: FrozenSchema, settin
 
 def decisions(deployment: Deployment, batch: pd.DataFrame) -> dict[str, tuple[bool, bool]]:
     """Return, for each rule, (score check alarmed, feature tests alarmed) on one batch."""
-    from fullprocess import check_score
+    from churnlib.decisions import check_score
 
     labels = batch[deployment.schema.target].to_numpy()
     probabilities = deployment.probabilities(batch)
@@ -352,7 +352,7 @@ def section_timing(quick: bool) -> None:
     from scipy import stats
 
     import churnlib.drift as drift_module
-    from fullprocess import check_score
+    from churnlib.decisions import check_score
 
     print("\n== timing: the checks on a 10,000-row batch whose features drift (median of 5)")
     rng = np.random.default_rng(9)

@@ -3,9 +3,9 @@
 import pytest
 
 from churnlib.config import DeploymentSettings, section_settings
+from churnlib.decisions import policy_allows
 from churnlib.drift import adjust_p_values
 from churnlib.runlog import Decision
-from fullprocess import policy_allows
 from helpers import ROOT
 
 P_VALUES = [0.01, 0.04, 0.03, 0.005]

@@ -1,0 +1,333 @@
+"""The decision rules of a tick: the score check, the training window, challenger against champion,
+the deployment policy and the new normal.
+
+``fullprocess.py`` orchestrates a tick and calls these; the statistics they rest on are in
+``churnlib.stats`` (the score check's test, the paired comparison) and ``churnlib.drift`` (the
+feature tests). Nothing heavy is imported at module level: ``fullprocess.py`` imports this module
+on the no-new-data tick. The functions that train or score import ``training`` and ``scoring``
+when called, as ``fullprocess.py`` did.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from churnlib.clock import utc_now
+from churnlib.config import Config, DeploymentSettings, ModelSettings, ScoreDriftSettings
+from churnlib.errors import ChurnError
+from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_file
+from churnlib.modelstore import NORMAL_FOLDER, SCORE_DETAILS_FILE, read_normal
+from churnlib.runlog import RetrainReason
+
+
+class DecisionError(ChurnError):
+    """A decision that cannot be made on this data; the message says why."""
+
+
+def rows_needed(config: Config) -> int:
+    """Return how many new rows the score and drift checks need before either runs."""
+    return max(config.score_drift.min_rows, config.drift.min_rows)
+
+
+def release_expectations(deployment_folder: Path, deployed, schema):
+    """Return what the deployed release is expected to show: the calibration of its probabilities (a
+    churnlib.stats.Calibration) and its expected scores, its drift reference sample, and the new
+    normal that replaced them when a shift was accepted (or None)."""
+    from churnlib.dataset import read_canonical_csv
+    from churnlib.modelstore import checked_reference_sample
+    from scoring import release_calibration
+
+    normal = read_normal(deployment_folder, deployed.release_id)
+    calibration = release_calibration(deployed, deployment_folder)
+    expected = deployed.metadata.get("expected") or legacy_expected(deployed.folder)
+    reference_path = checked_reference_sample(deployed.folder, deployed.metadata)
+    if normal:
+        expected = normal.get("expected") or expected
+        if normal.get("reference"):
+            reference_path = deployment_folder / NORMAL_FOLDER / normal["reference"]["file"]
+            try:
+                actual = sha256_file(reference_path)
+            except FileNotFoundError:
+                actual = None
+            if actual != normal["reference"]["sha256"]:
+                raise DecisionError(f"{reference_path}: missing or its SHA-256 does not match {deployed.release_id}.json; "
+                                    "delete both files to go back to the release's own drift reference")
+    return calibration, expected, read_canonical_csv(reference_path, schema), normal
+
+
+def legacy_expected(folder: Path) -> dict[str, Any] | None:
+    """Return the expectation of a release made before expected scores were kept: its test-data scores."""
+    from churnlib.stats import pool_sources
+
+    scores = read_json(folder / SCORE_DETAILS_FILE) or {}
+    matrix = (scores.get("confusion_matrix") or {}).get("matrix")
+    if not matrix:
+        return None
+    (tn, fp), (fn, tp) = matrix
+    return pool_sources([{"source": "testdata", "rows": tn + fp + fn + tp, "counts": [tn, fp, fn, tp],
+                          "roc_auc": scores.get("roc_auc"), "positives": fn + tp, "negatives": tn + fp}])
+
+
+def classic_score_check(check: dict[str, Any], deploy_time: dict[str, Any], labels, probabilities,
+                        settings: ScoreDriftSettings, threshold: float) -> dict[str, Any]:
+    """The classic rule (``score_drift.method: deploy_time``): the score on the new rows against the score on
+    the test data at deploy time, two exact numbers; a drop of more than max_drop is drift."""
+    from scoring import metrics_from_predictions
+
+    baseline = deploy_time.get(settings.metric)
+    if baseline is None:
+        check["reason"] = f"the deployed release has no {settings.metric} score on the test data"
+        return check
+    scores = metrics_from_predictions(labels, probabilities, threshold=threshold)
+    new_score = scores[settings.metric]
+    if new_score is None:
+        check["reason"] = f"{settings.metric} is undefined on the new rows (one class only)"
+        return check
+    drop = baseline - new_score
+    check.update(checked=True, drift=bool(drop > settings.max_drop), method="deploy_time", new_score=new_score,
+                 baseline=baseline, drop=drop, alarm_below=baseline - settings.max_drop, scores_on_new_rows=scores)
+    check["reason"] = (f"{settings.metric} {new_score:.4f} on {len(labels)} new rows vs {baseline:.4f} at deploy time: "
+                       f"drop {drop:+.4f} {'>' if check['drift'] else '<='} max_drop {settings.max_drop}")
+    return check
+
+
+def check_score(calibration, expected: dict[str, Any] | None, labels, probabilities, settings: ScoreDriftSettings,
+                *, threshold: float = 0.5, deploy_time: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the score check: the deployed model's score on the new rows against the score its calibrated
+    probabilities (``calibration``, a churnlib.stats.Calibration) say these rows should reach, both with
+    their uncertainty; a drift (alarm) only for a significant drop of at least max_drop. A customer is
+    predicted to churn above ``threshold``, the release's."""
+    from churnlib.pipeline import predicted_classes
+    from churnlib.stats import auc_drop_test, drop_test, roc_auc
+    from scoring import metrics_from_predictions
+
+    metric = settings.metric
+    check: dict[str, Any] = {"metric": metric, "rows": int(len(labels)), "alpha": settings.alpha,
+                             "max_drop": settings.max_drop, "checked": False, "drift": False}
+    if len(labels) < settings.min_rows:
+        check["reason"] = f"{len(labels)} new rows, fewer than score_drift.min_rows={settings.min_rows}"
+        return check
+    if settings.method == "deploy_time":
+        return classic_score_check(check, deploy_time or {}, labels, probabilities, settings, threshold)
+    if metric == "roc_auc":
+        if len(set(labels.tolist())) < 2:
+            check["reason"] = "the new rows hold one class only; ROC AUC is not defined"
+            return check
+        if not expected or expected.get("roc_auc") is None:
+            check["reason"] = "the deployed release has no expected ROC AUC to compare with"
+            return check
+        positives = int(labels.sum())
+        test = auc_drop_test(roc_auc(labels, probabilities), (positives, len(labels) - positives),
+                             expected["roc_auc"], (expected["positives"], expected["negatives"]),
+                             alpha=settings.alpha, max_drop=settings.max_drop)
+        check["method"] = "against the expected ROC AUC of out-of-sample predictions (Hanley-McNeil)"
+    else:
+        test = drop_test(labels, probabilities, predicted_classes(probabilities, threshold), metric, calibration,
+                         alpha=settings.alpha, max_drop=settings.max_drop)
+        check["method"] = ("against the score the calibrated probabilities expect on the same rows"
+                           + ("" if calibration.rows else " (no calibration check kept: taken at their word)"))
+    check.update(
+        checked=True, drift=test.alarm, new_score=test.new.value, new_score_ci=[test.new.low, test.new.high],
+        baseline=test.expected.value, baseline_ci=[test.expected.low, test.expected.high],
+        baseline_rows=test.expected.rows, drop=test.drop, drop_ci=[test.drop_low, test.drop_high],
+        p_value=test.p_value, p_metric=test.p_metric, p_fit=test.p_fit, alarm_below=test.alarm_below,
+        scores_on_new_rows=metrics_from_predictions(labels, probabilities, threshold=threshold),
+    )
+    check["reason"] = (f"{metric} {test.new.text()} on {len(labels)} new rows vs expected "
+                       f"{test.expected.value:.3f} ({test.expected.low:.2f}-{test.expected.high:.2f}): {test.verdict()}")
+    return check
+
+
+# --- the training window, challenger against champion, the policy, the new normal ---------
+
+# The smallest training window tried: fewer rows than this fit noise.
+MIN_WINDOW_ROWS = 100
+
+
+def candidate_windows(rows: int, judged_rows: int, settings: ModelSettings) -> list[tuple[str, int]]:
+    """Return the training windows to try, as (name, first row), largest first, over ``rows`` rows.
+
+    ``judged_rows`` are the newest of them: the rows whose check called for the retrain.
+    """
+    if settings.training_window == "all":
+        return [("all", 0)]
+    if settings.training_window == "recent":
+        return [(f"newest {min(settings.recent_rows, rows)} rows", max(0, rows - settings.recent_rows))]
+    windows = [("all", 0)]
+    if MIN_WINDOW_ROWS <= settings.recent_rows < rows:
+        windows.append((f"newest {settings.recent_rows} rows", rows - settings.recent_rows))
+    if MIN_WINDOW_ROWS <= judged_rows < min(rows, settings.recent_rows):
+        windows.append((f"the {judged_rows} rows that were judged", rows - judged_rows))
+    return windows
+
+
+
+# Scores and tolerances are decimals that floats hold inexactly (0.7 - 0.1 < 0.6): a candidate
+# exactly at the boundary is judged as a person reading the log would judge it.
+POLICY_SLACK = 1e-9
+# A smaller (more recent) training window is chosen over a larger one only when it does
+# significantly better on the held-out rows: more data wins unless the world changed.
+WINDOW_ALPHA = 0.05
+
+
+def policy_allows(candidate: float, deployed: float | None, settings: DeploymentSettings, *,
+                  judged_on: str | None = None) -> tuple[bool, str]:
+    """Return whether the deployment policy lets the candidate replace the deployed model, and why.
+
+    ``judged_on`` ("held_out" or "testdata") is where both were scored; by default what
+    ``deployment.evaluate_on`` asks for.
+    """
+    where = "held-out" if (judged_on or settings.evaluate_on) == "held_out" else "test-data"
+    if deployed is None:
+        return True, "no deployed model to compare with"
+    if settings.policy == "always":
+        return True, "policy always"
+    if settings.policy == "not_worse":
+        allowed = candidate >= deployed - settings.tolerance - POLICY_SLACK
+        relation = ">=" if allowed else "<"
+        return allowed, (f"policy not_worse on {where} rows: candidate {settings.metric} {candidate:.4f} {relation} "
+                         f"deployed {deployed:.4f} - tolerance {settings.tolerance}")
+    allowed = candidate > deployed + settings.tolerance + POLICY_SLACK
+    relation = ">" if allowed else "<="
+    return allowed, (f"policy better on {where} rows: candidate {settings.metric} {candidate:.4f} {relation} "
+                     f"deployed {deployed:.4f} + tolerance {settings.tolerance}")
+
+
+def hold_out_size(total_rows: int, judged_rows: int, settings: DeploymentSettings) -> int:
+    """Return how many of the newest rows are held out to judge champion and challenger on."""
+    size = max(settings.holdout_min_rows, round(settings.holdout_share * judged_rows))
+    return min(size, total_rows // 2)
+
+
+@dataclass
+class Challenge:
+    """Champion and challenger on the newest rows, and the challenger's training window."""
+
+    held_out: int
+    window: tuple[str, int]
+    windows: list[dict[str, Any]]
+    challenger: Any  # the fitted pipeline
+    challenger_seconds: float
+    challenger_probabilities: Any
+    comparison: Any  # churnlib.stats.Comparison
+
+    def to_json(self) -> dict[str, Any]:
+        return {"held_out_rows": self.held_out, "window": self.window[0], "windows_tried": self.windows,
+                **self.comparison.to_dict()}
+
+
+def trained_until(metadata: dict[str, Any]) -> int:
+    """Return the row of the ingested data where a release's training window ends (rows after it, it never saw)."""
+    window = metadata.get("window") or {}
+    return int(window.get("last_row", (metadata.get("training_data") or {}).get("rows", 0)))
+
+
+def _pick_window(config: Config, frame, schema, windows: list[tuple[str, int]], train_rows: int,
+                 judged_rows: int) -> tuple[tuple[str, int], list[dict[str, Any]]]:
+    """Return the training window to use, chosen on the newest rows before ``train_rows`` (a selection
+    slice the held-out rows never take part in), and what each window scored there."""
+    from churnlib.pipeline import churn_probabilities
+    from churnlib.stats import paired_comparison
+    from training import train_model
+
+    if len(windows) == 1:
+        return windows[0], []
+    select = hold_out_size(train_rows, judged_rows, config.deployment)
+    end = train_rows - select
+    chosen_rows = frame.iloc[end:train_rows]
+    labels = chosen_rows[schema.target].to_numpy()
+    fitted = []
+    for window in windows:
+        rows = frame.iloc[window[1]:end]
+        if len(rows) >= MIN_WINDOW_ROWS and rows[schema.target].nunique() == 2:
+            fitted.append((window, churn_probabilities(train_model(rows, schema, config.model), chosen_rows, schema)))
+    if not fitted:
+        return windows[0], []
+    largest = fitted[0][1]  # all of it: the window every other is measured against
+    chosen, best, tried = fitted[0][0], None, []
+    for window, probabilities in fitted:
+        versus = paired_comparison(labels, largest, probabilities, config.deployment.metric, config.model.threshold)
+        best = versus.champion if best is None else best
+        row = {"window": window[0], "first_row": window[1], "selection_rows": int(select), "score": versus.challenger}
+        if probabilities is not largest:
+            row.update(versus_largest=versus.difference, p_value=versus.p_value)
+            # A smaller, more recent window wins only when it does significantly better than all of it.
+            if versus.p_value < WINDOW_ALPHA and versus.challenger > best:
+                chosen, best = window, versus.challenger
+        tried.append(row)
+    return chosen, tried
+
+
+def challenge(config: Config, frame, schema, *, judged_rows: int, champion, champion_threshold: float,
+              champion_last_row: int) -> Challenge | None:
+    """Train a challenger without the newest rows and compare it with the champion (a predictor, churn
+    above ``champion_threshold``) on those held-out rows, paired; None when there are too few rows the
+    champion was not trained on (after ``champion_last_row``) to judge it fairly.
+
+    The training window is chosen first, on the newest rows before the held-out ones, so that the
+    held-out rows judge (and later calibrate) a model that was not picked for doing well on them.
+    """
+    from churnlib.pipeline import churn_probabilities, frame_probabilities
+    from churnlib.stats import paired_comparison
+    from training import train_model
+
+    unseen = len(frame) - champion_last_row
+    # At least as many rows as a check needs (``holdout_min_rows`` may be set lower), at most the
+    # rows the champion never saw and half of all rows.
+    held = min(max(hold_out_size(len(frame), judged_rows, config.deployment), rows_needed(config)),
+               unseen, len(frame) // 2)
+    if held < rows_needed(config):
+        return None
+    train_rows = len(frame) - held
+    judged_before = max(0, judged_rows - held)
+    windows = [w for w in candidate_windows(train_rows, judged_before, config.model)
+               if frame.iloc[w[1]:train_rows][schema.target].nunique() == 2]
+    if not windows:
+        raise DecisionError(f"no training window before the {held} held-out rows holds both classes")
+    window, tried = _pick_window(config, frame, schema, windows, train_rows, judged_before)
+    held_out = frame.iloc[train_rows:]
+    started = time.perf_counter()
+    challenger = train_model(frame.iloc[window[1]:train_rows], schema, config.model)
+    seconds = time.perf_counter() - started
+    probabilities = churn_probabilities(challenger, held_out, schema)
+    comparison = paired_comparison(held_out[schema.target].to_numpy(), frame_probabilities(champion, held_out, schema),
+                                   probabilities, config.deployment.metric, champion_threshold, config.model.threshold)
+    return Challenge(held_out=held, window=window, windows=tried, challenger=challenger, challenger_seconds=seconds,
+                     challenger_probabilities=probabilities, comparison=comparison)
+
+
+def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list[str], predictor) -> dict[str, Any]:
+    """Make the judged rows the deployed release's new normal: its drift reference (after feature drift)
+    and its expected score (after a score drop), because a retrain could not do better on them."""
+    from churnlib.dataset import canonical_lines, header_line
+    from churnlib.pipeline import frame_probabilities, model_threshold
+    from churnlib.stats import Calibration, pool_sources, score_source
+    from training import reference_sample
+
+    folder = config.paths.deployment / NORMAL_FOLDER
+    path = folder / f"{deployed.release_id}.json"
+    normal = read_normal(config.paths.deployment, deployed.release_id) or {"release_id": deployed.release_id}
+    normal.update(at=utc_now(), reasons=[str(r) for r in reasons], rows=int(len(judged)))
+    if RetrainReason.FEATURE_DRIFT in reasons:
+        sample = reference_sample(judged, config.drift.reference_sample_size, config.model.random_seed)
+        text = header_line(schema) + "\n" + "".join(f"{line}\n" for line in canonical_lines(sample, schema))
+        name = f"{deployed.release_id}.reference.csv"
+        atomic_write_text(folder / name, text)
+        normal["reference"] = {"file": name, "rows": int(len(sample)), "sha256": sha256_bytes(text.encode())}
+    if RetrainReason.SCORE_DROP in reasons:
+        labels = judged[schema.target].to_numpy()
+        probabilities = frame_probabilities(predictor, judged, schema)
+        calibration, check = Calibration.learnt(labels, probabilities)
+        normal["calibration"] = {**calibration.to_dict(), "sources": [{"source": "new_normal", "rows": len(labels)}],
+                                 "check": check}
+        normal["expected"] = pool_sources([score_source("new_normal", labels, probabilities,
+                                                        model_threshold(deployed.metadata))])
+    atomic_write_json(path, normal)
+    summary = {"release_id": deployed.release_id, "rows": int(len(judged)), "reasons": normal["reasons"],
+               "reference_rows": (normal.get("reference") or {}).get("rows")}
+    if normal.get("calibration"):
+        summary["calibration"] = {k: normal["calibration"][k] for k in ("slope", "intercept", "rows")}
+    return summary
