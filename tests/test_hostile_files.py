@@ -3,7 +3,7 @@
 Each kind is either ingested correctly or rejected with a reason that names the problem (column,
 row, line, byte), in ``ingesteddata/ingestion_record.json`` and ``logs/ingestion_record.txt``; the
 good files of the same tick still go in; a rejected file is not tried again until it changes; and
-nothing crashes or hangs. ``HOSTILE_KINDS`` counts the kinds covered (the README quotes it):
+nothing crashes or hangs. ``HOSTILE_KINDS`` counts the kinds covered (docs/reliability.md quotes it):
 ``CONTENT_KINDS`` below, one parametrized case each, plus one test per folder-level kind (symlinks,
 FIFOs, folders, files that grow, vanish or cannot be read, unprintable names), each registered with
 ``@kind``.
@@ -626,4 +626,4 @@ HOSTILE_KINDS = len(CONTENT_KINDS) + len(FILESYSTEM_KINDS)
 
 
 def test_the_count_of_hostile_kinds_is_the_one_the_readme_quotes():
-    assert HOSTILE_KINDS == 50, "a kind was added or removed: update this number and the README's"
+    assert HOSTILE_KINDS == 50, "a kind was added or removed: update this number and docs/reliability.md's"
