@@ -35,7 +35,7 @@ HEADER = ",".join(SAMPLE_HEADER)
 GOOD_FIRST = ("a_good.csv", [["a", "10", "100", "5", "basic", "1"], ["b", "20", "200", "6", "premium", "0"]])
 GOOD_LAST = ("z_good.csv", [["z", "30", "300", "7", "basic", "0"], ["y", "40", "400", "8", "premium", "1"]])
 GOOD_ROWS = GOOD_FIRST[1] + GOOD_LAST[1]
-HOSTILE = "m_hostile.csv"  # sorts between the good files: a reject must not stop the files after it
+HOSTILE = "m_hostile.csv"  # taken between the good files: a reject must not stop the files after it
 MB = 1024 * 1024
 
 
@@ -175,8 +175,10 @@ def ingest(project: Project):
 
 
 def add_good_files(project: Project) -> None:
-    for name, rows in (GOOD_FIRST, GOOD_LAST):
-        project.add_source(name, text(HEADER, *(",".join(row) for row in rows)))
+    """Write the good files, dated so that a file written later is taken between them (oldest first)."""
+    for (name, rows), modified in ((GOOD_FIRST, 946_684_800), (GOOD_LAST, 4_102_444_800)):  # 2000, 2100
+        path = project.add_source(name, text(HEADER, *(",".join(row) for row in rows)))
+        os.utime(path, (modified, modified))
 
 
 def final_rows(project: Project) -> list[list[str]]:
