@@ -15,7 +15,8 @@ NAMED_DOCUMENT = re.compile(r"`([\w./-]+\.md)`")
 
 
 def documents() -> list:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+            *sorted((ROOT / "examples").glob("*/README.md")), ROOT / "bench" / "README.md"]
 
 
 def links(markdown: str) -> list[str]:
