@@ -11,10 +11,11 @@ CRON_SCHEDULE ?= */10 * * * *
 help:
 	@echo "make run          one pipeline tick (python fullprocess.py) on the data in sourcedata/"
 	@echo "make test         the test suite"
-	@echo "make serve        the API under gunicorn on 127.0.0.1:8000 (gunicorn.conf.py)"
+	@echo "make serve        the API under gunicorn at api.url of config.json or \$$CHURN_CONFIG (default 127.0.0.1:8000)"
 	@echo "make crontab      print the crontab line for this checkout"
 	@echo "make bench        the ingestion, API, risk-list and history-page benchmarks (the decision ones: bench/README.md)"
 	@echo "make sample-data  rewrite the shipped sample data (samples/generate.py)"
+	@echo "make check-sample-data  check the shipped sample data against samples/generate.py"
 	@echo "make reset        delete pipeline state (ingesteddata, models, deployment, logs, predictions); sourcedata/ and scoringdata/ stay"
 
 $(VENV)/.runtime: requirements.txt

@@ -164,7 +164,7 @@ def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[s
     """Return how far into the ingested data decisions are complete (rows and bytes), and the last retrain."""
     path = ingested_folder / DECISION_STATE_FILE
     advice = ("delete it: the next tick then checks every ingested row against the deployed model once "
-              "(README: \"Damaged state files\")")
+              "(docs/operations.md: \"Damaged state files\")")
     state = read_json(path, if_damaged=f"it was damaged (a full disk, or an edit by hand?); {advice}") or {}
     try:
         rows, size = int(state.get("evaluated_rows", 0)), int(state.get("evaluated_bytes", 0))

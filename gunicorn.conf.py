@@ -36,7 +36,7 @@ bind = os.environ.get("CHURN_API_BIND", f"{_url.hostname}:{_url.port or 80}")
 # slowly (or never finishes it) holds one thread, not the worker, and a worker's main loop keeps
 # telling the master it is alive, so slow clients neither stop other requests nor get workers
 # killed. A worker absorbs up to `threads` - 1 such clients at once, even if all land on it; more
-# need a buffering reverse proxy in front (README: "Slow clients"). Idle threads cost nothing:
+# need a buffering reverse proxy in front (docs/api.md: "Slow clients"). Idle threads cost nothing:
 # the pool starts them as requests need them.
 workers = int(os.environ.get("CHURN_API_WORKERS", "2"))
 worker_class = "gthread"

@@ -217,7 +217,7 @@ def setting(default: Any, check: Callable[[Any], Any], *, key: str | None = None
     """Declare one config key: its default (as config.json would hold it) and its check.
 
     ``key`` is its name in config.json when that differs from the attribute's (``paths``). The
-    README's table of keys lists the same keys and defaults (a test keeps the two equal).
+    table of keys in docs/configuration.md lists the same keys and defaults (a test keeps the two equal).
     """
     return field(metadata={"default": default, "check": check, "key": key})
 

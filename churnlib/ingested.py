@@ -59,7 +59,7 @@ RECORD_FORMAT = 1
 TAIL_BYTES = 64 * 1024
 ACCEPT_COMMAND = "python ingestion.py --accept-changes"
 HOW_TO_RESOLVE = (f"restore it from a backup, or accept the data as it is now with `{ACCEPT_COMMAND}` "
-                  "(README: \"Changed outside the pipeline\")")
+                  "(docs/operations.md: \"Changed outside the pipeline\")")
 
 
 class IngestedDataError(ChurnError):

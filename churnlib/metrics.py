@@ -13,7 +13,7 @@ Two kinds, both in the standard exposition format:
   the last tick's time, duration and decision, the last score check and drift test; the ingested
   data's size; the alert conditions active and the alerts waiting to be sent.
 
-Every metric is listed, with its meaning, in the README (section "Prometheus metrics").
+Every metric is listed, with its meaning, in docs/api.md (section "Prometheus metrics").
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ class FoundFile:
     size: int
     sha256: str
     hashed: bool  # read by this scan: new, or changed since the last look
+    modified_ns: int  # the file's modification time: files are taken oldest first
 
 
 @dataclass
@@ -109,7 +110,8 @@ def scan_csv_folder(folder: Path, record: dict[str, Any], *, reject: Reject, log
                     kind: str = "folder") -> FolderScan:
     """Return the CSV files in ``folder`` (named ``kind`` in errors) with their SHA-256; note other entries in ``record``.
 
-    A file whose signature is unchanged since the last scan is not read; any other file is hashed.
+    The files come oldest modification time first, then by name. A file whose signature is unchanged
+    since the last scan is not read; any other file is hashed.
     Entries that are gone are dropped from the record.
     """
     scan = FolderScan()
@@ -184,7 +186,10 @@ def scan_csv_folder(folder: Path, record: dict[str, Any], *, reject: Reject, log
                 continue
             record["seen"][name] = {"signature": file_signature, "sha256": sha256}
             scan.record_changed = hashed = True
-        scan.files.append(FoundFile(name=name, path=path, size=st.st_size, sha256=sha256, hashed=hashed))
+        scan.files.append(FoundFile(name=name, path=path, size=st.st_size, sha256=sha256, hashed=hashed,
+                                    modified_ns=st.st_mtime_ns))
+    # Oldest first, so that feb.csv dropped after jan.csv holds the newer rows whatever the names; ties by name.
+    scan.files.sort(key=lambda found: (found.modified_ns, found.name))
     for key in ("seen", "ignored"):
         for name in list(record[key]):
             if name not in present:

@@ -62,10 +62,10 @@ def test_always_allows_and_a_first_model_needs_no_comparison():
     assert policy_allows(0.1, None, settings("better", 0.5))[0] is True
 
 
-def test_the_readme_lists_exactly_the_decisions_a_run_line_can_hold():
+def test_the_docs_list_exactly_the_decisions_a_run_line_can_hold():
     import re
 
-    readme = (ROOT / "README.md").read_text()
-    listed = re.search(r"^\| `runs.jsonl` \| one JSON line per tick: `decision` \(([^)]*)\)", readme, re.MULTILINE)
-    assert listed, "the README's runs.jsonl row lists the decisions in brackets"
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    listed = re.search(r"^\| `runs.jsonl` \| one JSON line per tick: `decision` \(([^)]*)\)", operations, re.MULTILINE)
+    assert listed, "docs/operations.md's runs.jsonl row lists the decisions in brackets"
     assert set(re.findall(r"`([a-z_]+)`", listed.group(1))) == {decision.value for decision in Decision}

@@ -3,7 +3,7 @@
 The estimate is validated the way its users will meet it: on labelled files whose labels are hidden,
 the realised F1 must land inside the estimate's interval about as often as its confidence says,
 without drift and under covariate drift (the customers change, what drives churn does not). Under
-concept drift it cannot, and a test shows that too: the README says so.
+concept drift it cannot, and a test shows that too: docs/risk-lists.md says so.
 """
 
 import numpy as np

@@ -3,7 +3,7 @@
 Each kind is either ingested correctly or rejected with a reason that names the problem (column,
 row, line, byte), in ``ingesteddata/ingestion_record.json`` and ``logs/ingestion_record.txt``; the
 good files of the same tick still go in; a rejected file is not tried again until it changes; and
-nothing crashes or hangs. ``HOSTILE_KINDS`` counts the kinds covered (the README quotes it):
+nothing crashes or hangs. ``HOSTILE_KINDS`` counts the kinds covered (docs/reliability.md quotes it):
 ``CONTENT_KINDS`` below, one parametrized case each, plus one test per folder-level kind (symlinks,
 FIFOs, folders, files that grow, vanish or cannot be read, unprintable names), each registered with
 ``@kind``.
@@ -35,7 +35,7 @@ HEADER = ",".join(SAMPLE_HEADER)
 GOOD_FIRST = ("a_good.csv", [["a", "10", "100", "5", "basic", "1"], ["b", "20", "200", "6", "premium", "0"]])
 GOOD_LAST = ("z_good.csv", [["z", "30", "300", "7", "basic", "0"], ["y", "40", "400", "8", "premium", "1"]])
 GOOD_ROWS = GOOD_FIRST[1] + GOOD_LAST[1]
-HOSTILE = "m_hostile.csv"  # sorts between the good files: a reject must not stop the files after it
+HOSTILE = "m_hostile.csv"  # taken between the good files: a reject must not stop the files after it
 MB = 1024 * 1024
 
 
@@ -175,8 +175,10 @@ def ingest(project: Project):
 
 
 def add_good_files(project: Project) -> None:
-    for name, rows in (GOOD_FIRST, GOOD_LAST):
-        project.add_source(name, text(HEADER, *(",".join(row) for row in rows)))
+    """Write the good files, dated so that a file written later is taken between them (oldest first)."""
+    for (name, rows), modified in ((GOOD_FIRST, 946_684_800), (GOOD_LAST, 4_102_444_800)):  # 2000, 2100
+        path = project.add_source(name, text(HEADER, *(",".join(row) for row in rows)))
+        os.utime(path, (modified, modified))
 
 
 def final_rows(project: Project) -> list[list[str]]:
@@ -626,4 +628,4 @@ HOSTILE_KINDS = len(CONTENT_KINDS) + len(FILESYSTEM_KINDS)
 
 
 def test_the_count_of_hostile_kinds_is_the_one_the_readme_quotes():
-    assert HOSTILE_KINDS == 50, "a kind was added or removed: update this number and the README's"
+    assert HOSTILE_KINDS == 50, "a kind was added or removed: update this number and docs/reliability.md's"

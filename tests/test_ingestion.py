@@ -117,6 +117,25 @@ def test_the_same_content_under_another_name_is_not_ingested_twice(project):
     assert "copy.csv: same content as the already ingested dataset1.csv" in project.log("ingestion")
 
 
+def test_files_arriving_together_are_taken_oldest_first_then_by_name(empty_project):
+    """feb.csv sorts before jan.csv by name, but jan.csv is older: its rows must come first (count as older)."""
+    import os
+
+    project = empty_project
+    jan = project.add_source("jan.csv", GOOD)
+    feb = project.add_source("feb.csv", GOOD.replace("a,10", "f,12").replace("b,20", "g,22"))
+    b_tie = project.add_source("b_tie.csv", GOOD.replace("a,10", "y,13"))
+    a_tie = project.add_source("a_tie.csv", GOOD.replace("a,10", "x,14"))
+    day = 86_400 * 10**9
+    os.utime(jan, ns=(day, day))
+    os.utime(feb, ns=(2 * day, 2 * day))
+    for same_time in (b_tie, a_tie):
+        os.utime(same_time, ns=(3 * day, 3 * day))
+    result = ingest(project)
+    assert [f["name"] for f in result.accepted] == ["jan.csv", "feb.csv", "a_tie.csv", "b_tie.csv"]
+    assert finaldata(project)["corporation"].tolist() == ["a", "b", "f", "g", "x", "y"]  # b repeats: dropped
+
+
 def test_ingestion_reads_only_new_files(project, monkeypatch):
     ingest(project)
     read = []
