@@ -180,3 +180,49 @@ def test_a_five_row_test_file_gets_a_plain_warning_instead_of_a_bare_roc_auc(tmp
     assert re.search(r"ROC AUC</span><b>[0-9.]+</b><span>no interval: too few rows</span>", page)
     accuracy = re.search(r"accuracy</span><b>[0-9.]+</b><span>95% CI ([0-9.]+)-([0-9.]+)</span>", page)
     assert float(accuracy.group(2)) - float(accuracy.group(1)) > 0.5
+
+
+def test_a_category_value_that_reads_as_mathtext_is_drawn_as_given_and_the_cold_start_deploys(project):
+    # "$x^$" is a legal category value; matplotlib's mathtext parser raised on it in the weights and
+    # distribution plots, so the cold start never deployed and every later retrain failed.
+    project.add_source("odd.csv", "corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan,exited\n"
+                                  "odd1,10,200,5,$x^$,1\nodd2,12,180,4,$\\frac{1}{0}$,0\n")
+    assert project.tick() == 0
+    run = project.last_run()
+    assert run["decision"] == "cold_start" and "report_error" not in run
+    release = project.pointer()["current"]
+    page = (project.deployment / "releases" / release / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 6  # the weights and distributions plots included
+
+
+def test_plots_draw_text_from_the_data_literally():
+    weights = {"kind": "coefficient", "columns": [{"column": "plan_$x^$", "feature": "plan", "weight": 0.5},
+                                                  {"column": "plan_$\\sqrt{$", "feature": "plan", "weight": -0.2}]}
+    assert reporting.plot_weights(weights).startswith(b"\x89PNG")
+    assert reporting.plot_confusion_matrix([[1, 2], [3, 4]], title="Release $a_$ on the test data").startswith(b"\x89PNG")
+
+
+def test_a_report_that_cannot_be_built_never_stops_the_deploy_and_is_logged_and_alerted(project, monkeypatch):
+    def broken_report(**_):
+        raise RuntimeError("the plotting library broke")
+
+    monkeypatch.setattr(reporting, "build_report", broken_report)
+    # A webhook on a closed port: the alert waits in the outbox, where the test can read it.
+    project.write_config({**json.loads(project.config_path.read_text()),
+                          "alerts": {"webhook": {"url": "http://127.0.0.1:9/hook"}}})
+    assert project.tick() == 0
+    run = project.last_run()
+    assert run["decision"] == "cold_start" and run["deployed_release_after"] == project.pointer()["current"]
+    assert run["report_error"] == "RuntimeError: the plotting library broke" and "report" not in run
+    release_folder = project.deployment / "releases" / run["deployed_release_after"]
+    assert (release_folder / "diagnostics.json").exists() and not (release_folder / "report.html").exists()
+    log = project.log()
+    assert (f"the report of release {run['deployed_release_after']} was not built: RuntimeError: the plotting "
+            "library broke; the release is deployed without it") in log
+    assert "Report: not built (RuntimeError: the plotting library broke)" in log
+    state = json.loads((project.logs / "alert_state.json").read_text())
+    assert "report_failed" in state["active"]
+    outbox = json.loads((project.logs / "alerts_outbox.json").read_text())
+    titles = [item["alert"]["title"] for item in outbox["items"]]
+    assert f"the report of release {run['deployed_release_after']} was not built" in titles
+

@@ -1,0 +1,28 @@
+"""Values shown to people, one way everywhere: text escaped for HTML, numbers rounded for reading.
+
+The history page, the release report and the alerts show the same figures; these two helpers are
+the only place that decides how. Standard library only (the history page is written by ticks that
+import no pandas).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+MISSING = "n/a"
+
+
+def html_text(value: Any) -> str:
+    """Return ``value`` as text safe inside HTML or SVG, in an element or a quoted attribute (None: empty)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def number(value: Any, spec: str = ".3f", *, missing: str = MISSING) -> str:
+    """Return a number formatted by ``spec`` (0.7472899222005991 -> "0.747"), ``missing`` for None,
+    and any other value as its text (a figure a run line holds as a string, say)."""
+    if value is None:
+        return missing
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return str(value)
