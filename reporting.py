@@ -291,6 +291,16 @@ MAX_CATEGORIES_PLOTTED = 8
 FEW_VALUES = 10  # a numeric feature with at most this many distinct values is drawn as bars, not a histogram
 
 
+def tails_note(reference: np.ndarray, new: np.ndarray, low: float, high: float) -> str:
+    """Return the line under a histogram cut at the 1st and 99th percentile of both samples: the range
+    drawn and the share of each sample outside it."""
+    def outside(values: np.ndarray) -> str:
+        return f"{np.mean((values < low) | (values > high)):.1%}" if len(values) else "n/a"
+
+    return (f"drawn: {low:,.4g} to {high:,.4g} (1st-99th percentile); beyond it: {outside(reference)} of grey, "
+            f"{outside(new)} of orange")
+
+
 @_literal_text
 def plot_distributions(features: list[str], schema: FrozenSchema, reference: Any, new: Any, *,
                        reference_label: str, new_label: str, effects: dict[str, str]) -> bytes:
@@ -324,10 +334,14 @@ def plot_distributions(features: list[str], schema: FrozenSchema, reference: Any
             if high <= low:
                 low, high = both.min() - 0.5, both.max() + 0.5
             edges = np.linspace(low, high, 25)
-            axes.hist(np.clip(ref, low, high), bins=edges, density=True, color="#9aa5b1", alpha=0.8, label=reference_label)
-            axes.hist(np.clip(cur, low, high), bins=edges, density=True, histtype="step", linewidth=2,
+            # The tails beyond the 1st and 99th percentile are left out, not piled into the edge bins
+            # (which drew spikes that are not in the data), and the axis says how much was left out.
+            axes.hist(ref[(ref >= low) & (ref <= high)], bins=edges, density=True, color="#9aa5b1", alpha=0.8,
+                      label=reference_label)
+            axes.hist(cur[(cur >= low) & (cur <= high)], bins=edges, density=True, histtype="step", linewidth=2,
                       color="#f28e2b", label=new_label)
             axes.set_ylabel("density", fontsize=8)
+            axes.set_xlabel(tails_note(ref, cur, low, high), fontsize=7, color="#5a6475")
             axes.tick_params(labelsize=8)
         axes.set_title(f"{feature}  {effects.get(feature, '')}", fontsize=9)
         if index == 0:

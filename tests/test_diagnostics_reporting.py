@@ -226,3 +226,16 @@ def test_a_report_that_cannot_be_built_never_stops_the_deploy_and_is_logged_and_
     titles = [item["alert"]["title"] for item in outbox["items"]]
     assert f"the report of release {run['deployed_release_after']} was not built" in titles
 
+
+
+def test_a_histogram_cut_at_the_percentiles_says_how_much_of_each_sample_it_left_out():
+    rng = np.random.default_rng(3)
+    reference = np.concatenate([rng.normal(50, 5, 970), np.full(30, 5_000.0)])  # 3% far out on the right
+    new = rng.normal(50, 5, 500)
+    low, high = np.percentile(np.concatenate([reference, new]), [1, 99])
+    note = reporting.tails_note(reference, new, low, high)
+    beyond_reference = np.mean((reference < low) | (reference > high))
+    beyond_new = np.mean((new < low) | (new > high))
+    assert note == (f"drawn: {low:,.4g} to {high:,.4g} (1st-99th percentile); beyond it: {beyond_reference:.1%} of grey, "
+                    f"{beyond_new:.1%} of orange")
+    assert beyond_reference > beyond_new  # the far tail is said, not piled into the last bar
