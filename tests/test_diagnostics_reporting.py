@@ -239,3 +239,26 @@ def test_a_histogram_cut_at_the_percentiles_says_how_much_of_each_sample_it_left
     assert note == (f"drawn: {low:,.4g} to {high:,.4g} (1st-99th percentile); beyond it: {beyond_reference:.1%} of grey, "
                     f"{beyond_new:.1%} of orange")
     assert beyond_reference > beyond_new  # the far tail is said, not piled into the last bar
+
+
+def test_the_printed_tables_stay_aligned_whatever_the_length_of_a_name():
+    result = {"release_id": "r1", "generated_at": "t", "ingested_rows": 2,
+              "predictions": {"dataset": "testdata", "rows": 2, "values": [0, 1]},
+              "summary_statistics": {"a_numeric_column_with_a_rather_long_name": {"mean": 1.0, "median": 2.0, "std": 0.5},
+                                     "x": {"mean": 10.0, "median": 20.0, "std": 5.0}},
+              "missing_data": {"a_numeric_column_with_a_rather_long_name": 0.0, "x": 0.25},
+              "timings": {"ingestion_seconds": 1, "ingestion_at": "t", "training_seconds": 1, "trained_at": "t"},
+              "dependencies": [{"package": "pandas", "required": "3.1.1", "installed": "3.1.1", "latest": "3.1.1",
+                                "outdated": False},
+                               {"package": "prometheus_client", "required": "0.26.0", "installed": "0.26.0",
+                                "latest": "latest unknown", "outdated": False},
+                               {"package": "numpy", "required": "2.4.6", "installed": "2.4.5", "latest": "2.5.0",
+                                "outdated": True}],
+              "drift": None}
+    text = diagnostics.format_diagnostics(result)
+    table = text.split("Dependencies (requirements.txt):\n")[1].splitlines()[:4]
+    for header in ("required", "installed", "latest"):  # each column starts where its header does
+        column = table[0].index(header)
+        assert all(line[column - 1] == " " and line[column] != " " for line in table), table
+    stats = text.split("rows):\n")[1].splitlines()[:3]
+    assert len({line.index(".") + line[line.index("."):].index(" ") for line in stats[1:]}) == 1  # mean right-aligned
