@@ -36,6 +36,7 @@ from typing import Any
 
 from churnlib.clock import utc_now
 from churnlib.config import AlertSettings, Config, EmailSettings, WebhookSettings
+from churnlib.display import number
 from churnlib.fsutil import atomic_write_json, read_json
 from churnlib.runlog import ALERT_STATE_FILE, OUTBOX_FILE
 
@@ -90,7 +91,7 @@ class Observation:
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
-    return "n/a" if value is None else format(value, spec) if isinstance(value, (int, float)) else str(value)
+    return number(value, spec)
 
 
 def _interval(values: Any) -> str:

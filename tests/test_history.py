@@ -187,3 +187,14 @@ def test_the_last_tick_card_says_it_is_the_last_tick_that_did_work():
     assert "<span>its decision</span><b>retrained_deployed</b>" in text
     assert "<span>newest tick when written</span><b>2026-12-03 04:00:00 (nothing_new)</b>" in text
     assert "Ticks that find nothing new do not rewrite this page" in text
+
+
+def test_the_one_escape_and_number_format_of_the_pages():
+    import html
+
+    from churnlib.display import html_text, number
+
+    for value in ('<img src=x onerror="alert(1)">', "a & b's", None, 0.5, "$x^$"):
+        assert html_text(value) == html.escape("" if value is None else str(value), quote=True)
+    assert number(0.7472899222005991) == "0.747" and number(None) == "n/a" and number(12, ",.0f") == "12"
+    assert number(True) == "True" and number("0.5") == "0.5"  # not a number: shown as it is
