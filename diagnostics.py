@@ -34,6 +34,7 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.config import PROJECT_ROOT, Config
 from churnlib.dataset import FrozenSchema, read_labelled_folder
+from churnlib.display import number
 from churnlib.fsutil import atomic_write_json, read_json_or_none
 from churnlib.runlog import DIAGNOSTICS_FILE, LATEST_DRIFT_FILE
 from churnlib.ingested import ingested_statistics, load_record
@@ -190,6 +191,19 @@ def run_diagnostics(
     return result
 
 
+def text_table(headers: list[str], rows: list[list[str]], *, right: frozenset[int] = frozenset(),
+               indent: str = "  ") -> list[str]:
+    """Return the lines of a plain-text table whose columns are as wide as their widest cell (a package
+    or feature name longer than usual keeps the columns aligned); columns in ``right`` right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return indent + "  ".join(f"{str(c):>{w}}" if i in right else f"{str(c):<{w}}"
+                                 for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
+
+
 def format_diagnostics(result: dict[str, Any]) -> str:
     """Return the diagnostics as readable text."""
     lines = [f"Diagnostics of release {result['release_id']} at {result['generated_at']}", ""]
@@ -197,11 +211,11 @@ def format_diagnostics(result: dict[str, Any]) -> str:
     churners = sum(predictions["values"])
     lines.append(f"Predictions on {predictions['dataset']}: {predictions['rows']} rows, {churners} predicted to churn")
     lines += ["", f"Summary statistics of the ingested data ({result['ingested_rows']} rows):"]
-    lines.append(f"  {'column':<28} {'mean':>14} {'median':>14} {'std':>14}")
+    rows = []
     for column, stats in result["summary_statistics"].items():
-        cells = ["" if stats[k] is None else f"{stats[k]:.4f}" for k in ("mean", "median", "std")]
-        approximate = "" if stats.get("median_exact", True) else "  (median within 1%)"
-        lines.append(f"  {column:<28} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14}{approximate}")
+        cells = [number(stats[k], ".4f", missing="") for k in ("mean", "median", "std")]
+        rows.append([column, *cells, "" if stats.get("median_exact", True) else " (median within 1%)"])
+    lines += text_table(["column", "mean", "median", "std", ""], rows, right=frozenset({1, 2, 3}))
     for column, stats in (result.get("categorical") or {}).items():
         lines += ["", f"  {column} (categorical): {'category':<20} {'rows':>10} {'churn rate':>11}"]
         for category in stats["categories"][:MAX_CATEGORIES_SHOWN]:
@@ -210,15 +224,16 @@ def format_diagnostics(result: dict[str, Any]) -> str:
         if len(stats["categories"]) > MAX_CATEGORIES_SHOWN:
             lines.append(f"  {'':<{len(column) + 16}}... {len(stats['categories']) - MAX_CATEGORIES_SHOWN} more")
     lines += ["", "Missing data (share of rows):"]
-    lines += [f"  {column:<28} {share:>8.2%}" for column, share in result["missing_data"].items()]
+    lines += text_table(["column", "missing"], [[column, f"{share:.2%}"] for column, share in result["missing_data"].items()],
+                        right=frozenset({1}))
     timings = result["timings"]
     lines += ["", "Timings:",
               f"  last ingestion: {timings['ingestion_seconds']} s (at {timings['ingestion_at']})",
               f"  training of the deployed model: {timings['training_seconds']} s (at {timings['trained_at']})"]
-    lines += ["", "Dependencies (requirements.txt):", f"  {'package':<16} {'required':<12} {'installed':<12} latest"]
-    for dep in result["dependencies"]:
-        flag = "  <- outdated" if dep["outdated"] else ""
-        lines.append(f"  {dep['package']:<16} {dep['required'] or '-':<12} {dep['installed'] or 'missing':<12} {dep['latest']}{flag}")
+    lines += ["", "Dependencies (requirements.txt):"]
+    lines += text_table(["package", "required", "installed", "latest", ""],
+                        [[dep["package"], dep["required"] or "-", dep["installed"] or "missing", dep["latest"],
+                          " <- outdated" if dep["outdated"] else ""] for dep in result["dependencies"]])
     drift = result["drift"]
     lines += ["", "Drift of the latest ingest:"]
     if not drift:
@@ -226,12 +241,11 @@ def format_diagnostics(result: dict[str, Any]) -> str:
     elif not drift.get("tested"):
         lines.append(f"  not tested: {drift.get('reason')}")
     else:
-        lines.append(f"  {'feature':<28} {'test':<5} {'statistic':>10} {'effect':>8} {'p (adj.)':>10}  drifted")
-        for row in drift["features"]:
-            stat = "" if row["statistic"] is None else f"{row['statistic']:.4f}"
-            effect = "" if row["effect"] is None else f"{row['effect']:.3f}"
-            p_adj = "" if row["p_adjusted"] is None else f"{row['p_adjusted']:.2e}"
-            lines.append(f"  {row['feature']:<28} {row['test']:<5} {stat:>10} {effect:>8} {p_adj:>10}  {'YES' if row['drifted'] else 'no'}")
+        rows = [[row["feature"], row["test"], number(row["statistic"], ".4f", missing=""),
+                 number(row["effect"], ".3f", missing=""), number(row["p_adjusted"], ".2e", missing=""),
+                 "YES" if row["drifted"] else "no"] for row in drift["features"]]
+        lines += text_table(["feature", "test", "statistic", "effect", "p (adj.)", "drifted"], rows,
+                            right=frozenset({2, 3, 4}))
     return "\n".join(lines) + "\n"
 
 

@@ -104,6 +104,7 @@ class TickOutcome:
     new_normal: dict[str, Any] | None = None
     deployed_release_after: str | None = None
     report: str | None = None
+    report_error: str | None = None  # the deploy went on without its report
     api: dict[str, Any] | None = None
     scoring: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -153,7 +154,8 @@ class TickOutcome:
         if self.decision is Decision.RETRAINED_REFUSED:
             return logging.WARNING, self.reason
         if self.deployed_release_after:
-            return logging.INFO, f"deployed release {self.deployed_release_after}: {self.reason}. Report: {self.report}"
+            report = self.report or f"not built ({self.report_error})"
+            return logging.INFO, f"deployed release {self.deployed_release_after}: {self.reason}. Report: {report}"
         return logging.INFO, self.reason
 
 
@@ -517,11 +519,18 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     )
     decision_record = {"decision": decision.value, "reason": f"{reason}; {why}", "at": utc_now(),
                        "data_drift": drift, "score_drift": outcome.score_drift, "challenge": outcome.challenge}
-    report = build_report(metadata=metadata, scores=scores, labels=test_labels, probabilities=test_probabilities,
-                          drift=drift, diagnostics=diagnostics, decision=decision_record,
-                          previous_scores=deployed_scores, pipeline=model,
-                          comparison=report_comparison(config, deployed, frame.iloc[len(frame) - judged_rows:]
-                                                       if judged_rows else None, final_frame, test, schema))
+    try:
+        report = build_report(metadata=metadata, scores=scores, labels=test_labels, probabilities=test_probabilities,
+                              drift=drift, diagnostics=diagnostics, decision=decision_record,
+                              previous_scores=deployed_scores, pipeline=model,
+                              comparison=report_comparison(config, deployed, frame.iloc[len(frame) - judged_rows:]
+                                                           if judged_rows else None, final_frame, test, schema))
+    except Exception as exc:  # a view: its failure is logged and alerted, and never stops the deploy
+        logger.debug("%s", "".join(traceback.format_exception(exc)))
+        report = {}
+        outcome.report_error = describe_error(exc, config_label=config.label)
+        logger.error("the report of release %s was not built: %s; the release is deployed without it (run "
+                     "reporting.py to build it again)", metadata["release_id"], outcome.report_error)
     extra = {**report, DIAGNOSTICS_FILE: (json.dumps(diagnostics, indent=2) + "\n").encode()}
     outcome.timings["diagnostics_and_report"] = round(time.perf_counter() - started, 3)
     release_id = deploy_release(config.paths.models, config.paths.deployment, ingested_folder=config.paths.ingested,
@@ -531,7 +540,8 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     outcome.decision = decision
     outcome.reason = decision_record["reason"]
     outcome.deployed_release_after = release_id
-    outcome.report = str(config.paths.deployment / RELEASES_FOLDER / release_id / REPORT_FILE)
+    if report:
+        outcome.report = str(config.paths.deployment / RELEASES_FOLDER / release_id / REPORT_FILE)
     return last_retrain
 
 

@@ -19,13 +19,14 @@ the model folder.
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -34,6 +35,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config
 from churnlib.columns import MISSING_CATEGORY
+from churnlib.display import html_text, number
 from churnlib.dataset import FrozenSchema, read_canonical_csv, read_labelled_folder
 from churnlib.fsutil import atomic_write_bytes, read_json
 from churnlib.modelstore import MANIFEST_FILE, checked_reference_sample, load_deployed, load_model
@@ -56,6 +58,22 @@ def _png(figure: Figure) -> bytes:
     # Fixed metadata keeps the bytes the same for the same figure; bbox "tight" keeps axis labels in.
     figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.12)
     return buffer.getvalue()
+
+
+# Text from the data (category values, feature names, release ids) is drawn as given: "$x^$" is a
+# legal category value, and matplotlib would read it as mathtext (and raise on it). Ours has none.
+LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False, "axes.formatter.use_mathtext": False}
+
+
+def _literal_text(plot: Any) -> Any:
+    """Decorate a plot function so that every text of its figure (drawn when it is saved) is literal."""
+
+    @functools.wraps(plot)
+    def wrapper(*args: Any, **kwargs: Any) -> bytes:
+        with matplotlib.rc_context(LITERAL_TEXT):
+            return plot(*args, **kwargs)
+
+    return wrapper
 
 
 PLOT_SIZE = (5.0, 4.0)  # inches at 100 dpi: two plots side by side fill the page's width
@@ -111,6 +129,7 @@ def small_data_warning(scores: dict[str, Any], intervals: dict[str, Any]) -> str
 # --- plots ---------------------------------------------------------------------------------------
 
 
+@_literal_text
 def plot_confusion_matrix(matrix: list[list[int]], *, title: str) -> bytes:
     """Return a PNG of the 2 x 2 confusion matrix (rows actual, columns predicted)."""
     values = np.asarray(matrix)
@@ -132,6 +151,7 @@ def plot_confusion_matrix(matrix: list[list[int]], *, title: str) -> bytes:
     return _png(figure)
 
 
+@_literal_text
 def plot_roc(labels: np.ndarray, probabilities: np.ndarray, *, auc: float | None) -> bytes:
     """Return a PNG of the ROC curve."""
     figure = Figure(figsize=PLOT_SIZE)
@@ -148,6 +168,7 @@ def plot_roc(labels: np.ndarray, probabilities: np.ndarray, *, auc: float | None
     return _png(figure)
 
 
+@_literal_text
 def plot_precision_recall(labels: np.ndarray, probabilities: np.ndarray) -> bytes:
     """Return a PNG of the precision-recall curve, with the base rate for reference."""
     figure = Figure(figsize=PLOT_SIZE)
@@ -182,6 +203,7 @@ def calibration_bins(labels: np.ndarray, probabilities: np.ndarray) -> list[dict
     return bins
 
 
+@_literal_text
 def plot_calibration(labels: np.ndarray, probabilities: np.ndarray) -> bytes:
     """Return a PNG of the reliability diagram: observed churn rate against predicted probability, per bin."""
     figure = Figure(figsize=PLOT_SIZE)
@@ -241,6 +263,7 @@ def feature_weights(pipeline: Any, schema: FrozenSchema) -> dict[str, Any] | Non
 MAX_WEIGHTS_SHOWN = 15
 
 
+@_literal_text
 def plot_weights(weights: dict[str, Any]) -> bytes:
     """Return a PNG bar chart of the largest coefficients (signed) or importances."""
     columns = sorted(weights["columns"], key=lambda c: -abs(c["weight"]))[:MAX_WEIGHTS_SHOWN][::-1]
@@ -268,6 +291,17 @@ MAX_CATEGORIES_PLOTTED = 8
 FEW_VALUES = 10  # a numeric feature with at most this many distinct values is drawn as bars, not a histogram
 
 
+def tails_note(reference: np.ndarray, new: np.ndarray, low: float, high: float) -> str:
+    """Return the line under a histogram cut at the 1st and 99th percentile of both samples: the range
+    drawn and the share of each sample outside it."""
+    def outside(values: np.ndarray) -> str:
+        return f"{np.mean((values < low) | (values > high)):.1%}" if len(values) else "n/a"
+
+    return (f"drawn: {low:,.4g} to {high:,.4g} (1st-99th percentile); beyond it: {outside(reference)} of grey, "
+            f"{outside(new)} of orange")
+
+
+@_literal_text
 def plot_distributions(features: list[str], schema: FrozenSchema, reference: Any, new: Any, *,
                        reference_label: str, new_label: str, effects: dict[str, str]) -> bytes:
     """Return one PNG of small panels, a feature each: the reference and the new distribution side by side."""
@@ -300,10 +334,14 @@ def plot_distributions(features: list[str], schema: FrozenSchema, reference: Any
             if high <= low:
                 low, high = both.min() - 0.5, both.max() + 0.5
             edges = np.linspace(low, high, 25)
-            axes.hist(np.clip(ref, low, high), bins=edges, density=True, color="#9aa5b1", alpha=0.8, label=reference_label)
-            axes.hist(np.clip(cur, low, high), bins=edges, density=True, histtype="step", linewidth=2,
+            # The tails beyond the 1st and 99th percentile are left out, not piled into the edge bins
+            # (which drew spikes that are not in the data), and the axis says how much was left out.
+            axes.hist(ref[(ref >= low) & (ref <= high)], bins=edges, density=True, color="#9aa5b1", alpha=0.8,
+                      label=reference_label)
+            axes.hist(cur[(cur >= low) & (cur <= high)], bins=edges, density=True, histtype="step", linewidth=2,
                       color="#f28e2b", label=new_label)
             axes.set_ylabel("density", fontsize=8)
+            axes.set_xlabel(tails_note(ref, cur, low, high), fontsize=7, color="#5a6475")
             axes.tick_params(labelsize=8)
         axes.set_title(f"{feature}  {effects.get(feature, '')}", fontsize=9)
         if index == 0:
@@ -315,16 +353,12 @@ def plot_distributions(features: list[str], schema: FrozenSchema, reference: Any
 # --- the page ------------------------------------------------------------------------------------
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+_e = html_text
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, (int, float)):
-        return format(value, spec)
-    return _e(value)
+    """Return a figure for the page: rounded by ``spec``, "n/a" when missing, escaped."""
+    return html_text(number(value, spec))
 
 
 def _img(png: bytes, alt: str) -> str:

@@ -9,6 +9,14 @@ times ``churnlib.history.write_dashboard`` on each (the median of ``--repeat`` r
 process, imports paid). Baseline in the same run: the same page built after reading and parsing
 every line of the run log. For scale, the wall time of a no-new-data tick (a fresh interpreter,
 as cron runs it).
+
+    python bench/bench_dashboard.py --pages /tmp/pages
+
+writes, instead of timing, the pages to look at: the history page after 1, 10 and 200 ticks that
+did work (``dashboard-<n>.html``; the real lines first, then copies of them at uneven intervals,
+some a few seconds apart as a tick run by hand after a cron tick is, idle ticks after the last) and
+the report of the release served (``report.html``). Open them in a browser, or take screenshots
+with ``chromium --headless --screenshot``.
 """
 
 from __future__ import annotations
@@ -44,8 +52,44 @@ def build_project(folder: Path):
     assert project.tick() == 0
     project.add_source("more.csv", batch(7, 25))
     assert project.tick() == 0
+    project.add_source("broken.csv", "a;b\n1;2\n")
+    (project.root / "scoringdata").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "samples" / "customers" / "customers.csv", project.root / "scoringdata" / "customers.csv")
+    assert project.tick() == 0
     assert project.tick() == 0
     return project
+
+
+PAGE_TICKS = (1, 10, 200)
+
+
+def page_log(path: Path, real_lines: list[dict], ticks: int) -> None:
+    """Write a run log of ``ticks`` ticks that did work: the real lines (seconds apart, as a test
+    runs them), then copies of them 10 to 40 minutes apart with every seventh a few seconds after
+    the one before; three idle ticks after the last."""
+    work = [line for line in real_lines if line["decision"] not in history.IDLE_DECISIONS]
+    idle = next(line for line in real_lines if line["decision"] == "nothing_new")
+    lines = [dict(line) for line in work[:ticks]]
+    when = history.stamp_seconds(lines[-1]["started_at"])
+    for index in range(len(lines), ticks):
+        when += 7 if index % 7 == 0 else 600 * (1 + index % 4)
+        lines.append({**work[index % len(work)], "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))})
+    for _ in range(3):
+        when += 600
+        lines.append({**idle, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))})
+    path.write_text("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+
+
+def write_pages(project, out: Path) -> None:
+    config = project.config()
+    real_lines = project.runs()
+    out.mkdir(parents=True, exist_ok=True)
+    for ticks in PAGE_TICKS:
+        page_log(config.paths.logs / RUNS_FILE, real_lines, ticks)
+        shutil.copy(history.write_dashboard(config), out / f"dashboard-{ticks}.html")
+    release = project.pointer()["current"]
+    shutil.copy(config.paths.deployment / "releases" / release / "report.html", out / "report.html")
+    print(f"wrote {', '.join(f'dashboard-{n}.html' for n in PAGE_TICKS)} and report.html to {out}")
 
 
 def synthetic_log(path: Path, real_lines: list[dict], ticks: int, work_share: float) -> None:
@@ -92,6 +136,7 @@ def idle_tick_seconds(project, repeat: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--pages", type=Path, metavar="FOLDER", help="write the pages to look at into FOLDER; no timing")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
     try:
@@ -99,6 +144,9 @@ def main() -> int:
         from churnlib.logsetup import close_logging
 
         close_logging()
+        if args.pages:
+            write_pages(project, args.pages)
+            return 0
         config = project.config()
         real_lines = project.runs()
         log = config.paths.logs / RUNS_FILE

@@ -11,6 +11,7 @@ A deploy is a notice of its own, one per deploy.
 | ``drift`` | ``drift:score``, ``drift:features`` | a tick that ran that check | the check found drift, until a check finds none, or a deploy (or a new normal) answers it (cleared then with ``answered_by``; found and answered on one tick: one alert, with ``answered_by``) |
 | ``refused`` | ``refused`` | a tick that judged new rows or trained | the policy refused the retrained model |
 | ``tick_failed`` | ``tick_failed`` | every tick that held the lock | the tick failed |
+| ``tick_failed`` | ``report_failed`` | a deploy | the release was deployed without its report (building it failed) |
 | ``file_rejected`` | ``file_rejected:<file name>``, ``file_rejected:customers/<file name>`` | a tick that read or refused that file (labelled, or of customers to score) | it was rejected (clears once a file of that name is accepted or scored) |
 | ``api_down`` | ``api_down`` | a deploy that called the API | the API did not answer (once it has answered after an earlier deploy), answered with errors, or did not serve the new release |
 | ``deployed`` | (a notice per deploy) | a deploy | always |
@@ -35,6 +36,7 @@ from typing import Any
 
 from churnlib.clock import utc_now
 from churnlib.config import AlertSettings, Config, EmailSettings, WebhookSettings
+from churnlib.display import number
 from churnlib.fsutil import atomic_write_json, read_json
 from churnlib.runlog import ALERT_STATE_FILE, OUTBOX_FILE
 
@@ -89,7 +91,7 @@ class Observation:
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
-    return "n/a" if value is None else format(value, spec) if isinstance(value, (int, float)) else str(value)
+    return number(value, spec)
 
 
 def _interval(values: Any) -> str:
@@ -194,7 +196,15 @@ def observations(run: dict[str, Any], *, api_expected: bool = True) -> tuple[lis
         figures["release"] = run["deployed_release_after"]
         notices.append(Observation(f"deployed:{run['deployed_release_after']}", "deployed", True,
                                    f"deployed release {run['deployed_release_after']} ({decision})",
-                                   f"{text}.\n{run.get('reason', '')}\nReport: {run.get('report')}", figures))
+                                   f"{text}.\n{run.get('reason', '')}\n"
+                                   f"Report: {run.get('report') or 'not built (' + str(run.get('report_error')) + ')'}", figures))
+        # The report is a view: a deploy goes on without it, and says so until a deploy builds one again.
+        failed = run.get("report_error")
+        seen.append(Observation("report_failed", "tick_failed", bool(failed),
+                                f"the report of release {run['deployed_release_after']} was not built" if failed
+                                else f"the report of release {run['deployed_release_after']} was built",
+                                f"{failed}\nThe release is deployed; run reporting.py to build its report." if failed
+                                else "", {"release": run["deployed_release_after"], "error": failed}))
     ingest = run.get("ingest") or {}
     for rejected in ingest.get("rejected", []):
         seen.append(Observation(f"file_rejected:{rejected['name']}", "file_rejected", True,

@@ -17,7 +17,6 @@ ingested per file. Standard library only, so a tick pays no import of numpy or m
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
@@ -27,6 +26,7 @@ from typing import Any, Iterable
 
 from churnlib.clock import stamp_seconds, utc_now
 from churnlib.config import Config
+from churnlib.display import html_text, number
 from churnlib.fsutil import atomic_write_text, read_json, read_json_or_none
 from churnlib.modelstore import METADATA_FILE, RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
 from churnlib.runlog import ALERT_STATE_FILE, DASHBOARD_FILE, RUNS_FILE
@@ -147,8 +147,12 @@ def read_history(config: Config, *, limit: int = MAX_TICKS) -> History:
 # --- SVG helpers ----------------------------------------------------------------------------------
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+_e = html_text
+
+# Steps of the time axis, in seconds: round clock times whatever the span.
+TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+              2 * 86400, 7 * 86400, 14 * 86400, 28 * 86400, 91 * 86400, 182 * 86400, 364 * 86400)
+MIN_TIME_PAD = 30.0  # seconds either side of the ticks: one tick, or a burst of ticks, sits inside an axis
 
 
 class TimeAxis:
@@ -157,17 +161,22 @@ class TimeAxis:
     def __init__(self, times: Iterable[float]):
         times = [t for t in times if t is not None]
         low, high = (min(times), max(times)) if times else (0.0, 1.0)
-        pad = max((high - low) * 0.04, 1.0)
+        pad = max((high - low) * 0.04, MIN_TIME_PAD)
         self.low, self.high = low - pad, high + pad
 
     def x(self, t: float) -> float:
         return LEFT + (t - self.low) / (self.high - self.low) * PLOT_WIDTH
 
-    def labels(self, count: int = 6) -> list[tuple[float, str]]:
+    def labels(self, count: int = 8) -> list[tuple[float, str]]:
+        """Return (x, label) at round UTC times (every 10 s, 5 min, 2 h, 1 day, ...), about ``count`` of them."""
         span = self.high - self.low
-        fmt = "%H:%M:%S" if span < 3600 * 2 else "%m-%d %H:%M" if span < 86400 * 4 else "%Y-%m-%d"
-        return [(self.x(self.low + span * (i + 0.5) / count), time.strftime(fmt, time.gmtime(self.low + span * (i + 0.5) / count)))
-                for i in range(count)]
+        step = next((s for s in TIME_STEPS if span / s <= count), TIME_STEPS[-1])
+        first = -(-self.low // step) * step  # the first multiple of the step inside the axis
+        times = [first + i * step for i in range(int((self.high - first) // step) + 1)]
+        one_day = time.gmtime(self.low)[:3] == time.gmtime(self.high)[:3]
+        fmt = ("%H:%M:%S" if step < 60 else "%H:%M" if one_day and step < 86400
+               else "%m-%d %H:%M" if step < 86400 else "%Y-%m-%d")
+        return [(self.x(t), time.strftime(fmt, time.gmtime(t))) for t in times]
 
 
 def _svg(height: int, body: list[str], label: str) -> str:
@@ -220,9 +229,9 @@ def _value_axis(low: float, high: float, top: float, bottom: float, *, fmt: str 
     return parts, y
 
 
-def _legend(items: list[tuple[str, str]], y: float = 14) -> tuple[list[str], float]:
+def _legend(items: list[tuple[str, str]], y: float = 14, *, heading: str = "") -> tuple[list[str], float]:
     """Return a legend (a marker drawn at 0,0 and a label per item) wrapped into rows from ``y`` down,
-    and the y at which the plot under it may start."""
+    under ``heading`` put left of its first row, and the y at which the plot under it may start."""
     rows: list[list[tuple[float, str, str]]] = [[]]
     x = LEFT
     for marker, label in items:
@@ -232,7 +241,7 @@ def _legend(items: list[tuple[str, str]], y: float = 14) -> tuple[list[str], flo
             x = LEFT
         rows[-1].append((x, marker, label))
         x += width
-    parts = []
+    parts = [f'<text x="{LEFT - 6}" y="{y + 4}" text-anchor="end" fill="#5a6475">{_e(heading)}</text>'] if heading else []
     for index, row in enumerate(rows):
         for x, marker, label in row:
             parts.append(f'<g transform="translate({x:.1f},{y + index * 17})">{marker}</g>')
@@ -245,6 +254,12 @@ def _when(tick: dict[str, Any]) -> float | None:
 
 
 # --- the plots --------------------------------------------------------------------------------------
+
+
+def _interval_text(interval: Any) -> str:
+    if isinstance(interval, list) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval):
+        return f" (95% interval {number(interval[0])}-{number(interval[1])})"
+    return ""
 
 
 def plot_scores(ticks: list[dict[str, Any]], axis: TimeAxis) -> str | None:
@@ -297,8 +312,10 @@ def plot_scores(ticks: list[dict[str, Any]], axis: TimeAxis) -> str | None:
             parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y(interval[0]):.1f}" y2="{y(interval[1]):.1f}" '
                          f'stroke="#1d2430" stroke-width="1.5"/>')
         colour = "#d73027" if check.get("drift") else "#1d2430"
-        tip = (f"{tick.get('started_at')}: {check.get('metric')} {check['new_score']:.3f} on {check.get('rows')} new rows; "
-               f"expected {check.get('baseline')}; {check.get('reason', '')}")
+        tip = (f"{tick.get('started_at')}: {check.get('metric')} {number(check['new_score'])}"
+               f"{_interval_text(check.get('new_score_ci'))} on {check.get('rows')} new rows; expected "
+               f"{number(check.get('baseline'))}{_interval_text(check.get('baseline_ci'))}"
+               + (f", alarm below {number(threshold)}" if threshold is not None else "") + f"; {check.get('reason', '')}")
         parts.append(f'<circle cx="{x:.1f}" cy="{y(check["new_score"]):.1f}" r="4.5" fill="{colour}"><title>{_e(tip)}</title></circle>')
     return _svg(bottom + 30, parts, "score on each checked batch")
 
@@ -317,6 +334,22 @@ def _heat_colour(effect: float | None) -> str:
             red, green, blue = (a + (b - a) * share for a, b in zip(low_colour, high_colour))
             return f"rgb({red:.0f},{green:.0f},{blue:.0f})"
     return "rgb(165,15,21)"
+
+
+def column_labels(stamps: list[Any]) -> list[str]:
+    """Return a label per column (batch) from its tick's stamp: to the minute, to the second where two
+    columns would read the same, and numbered where two ticks share a second; each label unique."""
+    def cut(stamp: Any, end: int) -> str:
+        return str(stamp or "?")[5:end].replace("T", " ")
+
+    minutes = [cut(stamp, 16) for stamp in stamps]
+    labels = [cut(stamp, 19) if minutes.count(minute) > 1 else minute for stamp, minute in zip(stamps, minutes)]
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if labels.count(label) == 1 else f"{label} #{seen[label]}")
+    return unique
 
 
 def plot_drift_heatmap(ticks: list[dict[str, Any]]) -> str | None:
@@ -346,19 +379,24 @@ def plot_drift_heatmap(ticks: list[dict[str, Any]]) -> str | None:
             effect = row.get("effect") if row else None
             tip = (f"{tick.get('started_at')} {feature}: "
                    + ("not tested" if row is None else
-                      f"{'D' if row.get('test') == 'ks' else 'V'}={effect if effect is None else round(effect, 3)}, "
-                      f"p_adj={row.get('p_adjusted')}{', drifted' if row.get('drifted') else ''}"))
+                      f"{'D' if row.get('test') == 'ks' else 'V'} = {number(effect)}, "
+                      f"corrected p = {number(row.get('p_adjusted'), '.2g')}{', drifted' if row.get('drifted') else ''}"))
             parts.append(f'<rect x="{x:.1f}" y="{y}" width="{max(cell_width - 1, 1):.1f}" height="{cell_height - 1}" '
                          f'fill="{_heat_colour(effect)}"><title>{_e(tip)}</title></rect>')
             if row and row.get("drifted"):
                 parts.append(f'<circle cx="{x + cell_width / 2:.1f}" cy="{y + cell_height / 2 - 0.5}" '
                              f'r="{min(4.0, cell_width / 3):.1f}" fill="#1d2430"/>')
     bottom = top + len(shown) * cell_height
-    step = max(1, len(tested) // 6)
-    for column in range(0, len(tested), step):
-        x = LEFT + (column + 0.5) * cell_width
-        parts.append(f'<text x="{x:.1f}" y="{bottom + 15}" text-anchor="middle" fill="#5a6475">'
-                     f'{_e((tested[column].get("started_at") or "")[5:16].replace("T", " "))}</text>')
+    labels = column_labels([tick.get("started_at") for tick in tested])
+    step = max(1, -(-(7 * max(len(label) for label in labels) + 12) // cell_width))  # no label overlaps the next
+    right_edge = float("-inf")
+    for column in range(0, len(tested), int(step)):
+        half = 3.5 * len(labels[column])  # kept under the plot, not under the feature names
+        x = min(max(LEFT + (column + 0.5) * cell_width, LEFT + half), LEFT + PLOT_WIDTH - half)
+        if x - half < right_edge + 12:
+            continue
+        right_edge = x + half
+        parts.append(f'<text x="{x:.1f}" y="{bottom + 15}" text-anchor="middle" fill="#5a6475">{_e(labels[column])}</text>')
     legend_y = 14
     for index, effect in enumerate((0.0, 0.1, 0.2, 0.3, 0.4, 0.5)):
         parts.append(f'<rect x="{LEFT + index * 34}" y="{legend_y - 8}" width="32" height="12" fill="{_heat_colour(effect)}" '
@@ -379,6 +417,32 @@ def _policy_score(tick: dict[str, Any], key: str) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
+class ReleaseLabels:
+    """Places release-id labels next to their points, right or left, above or below, where a label
+    overlaps no other label and no point; a label with no such place is left out (and counted)."""
+
+    CHAR_WIDTH, HEIGHT = 6.1, 11.0  # font-size 10, digits and capitals
+
+    def __init__(self, top: float, bottom: float, obstacles: list[tuple[float, float, float, float]]):
+        self.top, self.bottom = top, bottom
+        self.boxes = list(obstacles)
+        self.left_out = 0
+
+    def place(self, x: float, y: float, text: str) -> list[str]:
+        width = self.CHAR_WIDTH * len(text)
+        for start in (x + 7, x - 7 - width):
+            for baseline in (y - 7, y + 15):
+                box = (start, baseline - self.HEIGHT + 2, start + width, baseline + 2)
+                if box[0] < LEFT or box[2] > WIDTH - RIGHT or box[1] < self.top or box[3] > self.bottom:
+                    continue
+                if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in self.boxes):
+                    continue
+                self.boxes.append(box)
+                return [f'<text x="{start:.1f}" y="{baseline:.1f}" font-size="10" fill="#1d2430">{_e(text)}</text>']
+        self.left_out += 1
+        return []
+
+
 def plot_timeline(ticks: list[dict[str, Any]], axis: TimeAxis) -> str:
     """Decisions on one time line, and every model trained: the candidate's and the deployed model's test scores."""
     trained = [t for t in ticks if _policy_score(t, "candidate") is not None and _when(t)]
@@ -386,41 +450,67 @@ def plot_timeline(ticks: list[dict[str, Any]], axis: TimeAxis) -> str:
     for tick in ticks:
         if tick.get("decision") not in used:
             used.append(tick.get("decision"))
-    legend = [(f'<circle r="5" fill="{DECISION_COLOURS["retrained_deployed"]}"/>', "trained, deployed"),
-              (f'<circle r="5" fill="white" stroke="{DECISION_COLOURS["retrained_refused"]}" stroke-width="2"/>', "trained, refused"),
-              ('<rect x="-4" y="-4" width="8" height="8" fill="#9aa5b1"/>', "deployed model on the same test data")]
-    legend += [(f'<rect x="-3" y="-7" width="6" height="14" fill="{DECISION_COLOURS.get(d, "#1d2430")}"/>', str(d))
-               for d in used]
-    parts, top = _legend(legend)
+    # A model trained is drawn in its tick's decision colour, filled when it was deployed: the legend
+    # has an entry for every colour and fill drawn (the cold start's blue included).
+    kinds = []
+    for tick in trained:
+        kind = (tick.get("decision"), bool(tick.get("deployed_release_after")))
+        if kind not in kinds:
+            kinds.append(kind)
+    legend = []
+    for decision, deployed_now in kinds:
+        colour = DECISION_COLOURS.get(decision, "#1d2430")
+        fill = colour if deployed_now else "white"
+        legend.append((f'<circle r="5" fill="{fill}" stroke="{colour}" stroke-width="2"/>',
+                       f"model trained, {'deployed' if deployed_now else 'not deployed'} ({decision})"))
+    if any(_policy_score(t, "deployed_on_test") is not None for t in trained):
+        legend.append(('<rect x="-4" y="-4" width="8" height="8" fill="#9aa5b1"/>', "deployed model on the same test data"))
+    parts, top = _legend(legend) if legend else ([], 14.0)
+    lane_legend, top = _legend([(f'<rect x="-3" y="-7" width="6" height="14" fill="{DECISION_COLOURS.get(d, "#1d2430")}"/>',
+                                 str(d)) for d in used], y=top + 4, heading="decisions:")
+    parts += lane_legend
     bottom = top + 150
+    lane = bottom + 30
+    parts += _time_grid(axis, top, lane + 12)  # first, so that points and labels are drawn over it
     if trained:
         values = [v for t in trained for v in (_policy_score(t, "candidate"), _policy_score(t, "deployed_on_test")) if v is not None]
         low, high = max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.05)
         metric = (trained[-1].get("policy") or {}).get("metric", "f1")
         grid, y = _value_axis(low, high, top, bottom, title=f"{metric} on the test data")
         parts += grid
+        points = [(axis.x(_when(t)), y(_policy_score(t, "candidate")), _policy_score(t, "deployed_on_test"))
+                  for t in trained]
+        obstacles = [(x - 6, cy - 6, x + 6, cy + 6) for x, cy, _ in points]
+        obstacles += [(x - 5, y(d) - 5, x + 5, y(d) + 5) for x, _, d in points if d is not None]
+        obstacles += [(x - 1, min(cy, y(d)), x + 1, max(cy, y(d))) for x, cy, d in points if d is not None]
+        labels = ReleaseLabels(top, bottom, obstacles)
+        placed: list[str] = []
+        for tick in reversed(trained):  # the newest releases first: they matter most when labels crowd
+            if tick.get("deployed_release_after"):
+                placed += labels.place(axis.x(_when(tick)), y(_policy_score(tick, "candidate")),
+                                       str((tick.get("candidate") or {}).get("release_id", "")))
         for tick in trained:
             x = axis.x(_when(tick))
             candidate, deployed = _policy_score(tick, "candidate"), _policy_score(tick, "deployed_on_test")
             if deployed is not None:
                 parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y(deployed):.1f}" y2="{y(candidate):.1f}" stroke="#9aa5b1"/>')
-                before = f"release {tick.get('deployed_release_before')} on the same test data: {deployed:.4f}"
+                before = f"release {tick.get('deployed_release_before')} on the same test data: {number(deployed)}"
                 parts.append(f'<rect x="{x - 4:.1f}" y="{y(deployed) - 4:.1f}" width="8" height="8" fill="#9aa5b1">'
                              f'<title>{_e(before)}</title></rect>')
             deployed_now = bool(tick.get("deployed_release_after"))
             colour = DECISION_COLOURS.get(tick.get("decision"), "#1d2430")
             release = (tick.get("candidate") or {}).get("release_id", "")
-            tip = f"{tick.get('started_at')} {tick.get('decision')}: candidate {release} {candidate:.4f}; {tick.get('reason', '')}"
+            tip = f"{tick.get('started_at')} {tick.get('decision')}: candidate {release} {number(candidate)}; {tick.get('reason', '')}"
             fill = colour if deployed_now else "white"
             parts.append(f'<circle cx="{x:.1f}" cy="{y(candidate):.1f}" r="5.5" fill="{fill}" stroke="{colour}" stroke-width="2">'
                          f'<title>{_e(tip)}</title></circle>')
-            if deployed_now:  # the label on the left of points near the right edge, so it stays on the page
-                anchor, dx = ("end", -7) if x > WIDTH - RIGHT - 110 else ("start", 7)
-                parts.append(f'<text x="{x + dx:.1f}" y="{y(candidate) - 7:.1f}" font-size="10" fill="#1d2430" '
-                             f'text-anchor="{anchor}">{_e(release[:16])}</text>')
+        parts += placed
+        if labels.left_out:
+            parts.append(f'<text x="{LEFT + PLOT_WIDTH}" y="{bottom + 12}" text-anchor="end" font-size="10" fill="#5a6475">'
+                         f'{labels.left_out} release label(s) left out where they would overlap: hover a point, or see '
+                         f'the releases table</text>')
     else:
         parts.append(f'<text x="{LEFT}" y="{(top + bottom) / 2}" fill="#5a6475">no model trained in these ticks</text>')
-    lane = bottom + 26
     parts.append(f'<text x="{LEFT - 6}" y="{lane + 4}" text-anchor="end" fill="#1d2430">decisions</text>')
     for tick in ticks:
         when = _when(tick)
@@ -429,7 +519,6 @@ def plot_timeline(ticks: list[dict[str, Any]], axis: TimeAxis) -> str:
         colour = DECISION_COLOURS.get(tick.get("decision"), "#1d2430")
         parts.append(f'<rect x="{axis.x(when) - 3:.1f}" y="{lane - 7}" width="6" height="14" fill="{colour}">'
                      f'<title>{_e(str(tick.get("started_at")) + " " + str(tick.get("decision")) + ": " + str(tick.get("reason", "")))}</title></rect>')
-    parts += _time_grid(axis, top, lane + 12)
     return _svg(lane + 34, parts, "decisions and releases")
 
 
@@ -473,6 +562,10 @@ def plot_scoring_estimates(ticks: list[dict[str, Any]], axis: TimeAxis) -> str |
     return _svg(bottom + 30, parts, "estimated performance of scored files")
 
 
+REJECTED_MARK = ('<path d="M-4,-4L4,4M-4,4L4,-4" stroke="#d73027" stroke-width="2.2"/>'
+                 '<rect x="-5" y="-5" width="10" height="10" fill="transparent"/>')
+
+
 def plot_rows_ingested(ticks: list[dict[str, Any]], axis: TimeAxis) -> str | None:
     """Rows added per accepted file (duplicates stacked on top), and rejected files, on the time axis."""
     files = []
@@ -490,25 +583,26 @@ def plot_rows_ingested(ticks: list[dict[str, Any]], axis: TimeAxis) -> str | Non
         return None
     legend = [('<rect x="-4" y="-5" width="8" height="10" fill="#2f6fd6"/>', "rows added"),
               ('<rect x="-4" y="-5" width="8" height="10" fill="#9ecae1"/>', "duplicates dropped"),
-              ('<text x="0" y="4" text-anchor="middle" fill="#d73027" font-weight="bold">×</text>', "file rejected")]
+              (REJECTED_MARK, "file rejected (0 rows)")]
     parts, top = _legend(legend)
     bottom = top + 150
     high = max(max(added + duplicates for _, _, added, duplicates, _ in files), 1)
     grid, y = _value_axis(0, high * 1.05, top, bottom, fmt=",.0f", title="rows")
     parts += grid + _time_grid(axis, top, bottom)
+    bar = min(8.0, max(2.0, PLOT_WIDTH / len(files) / 1.5))  # narrower bars when many files crowd the axis
     offsets: dict[float, int] = {}
     for when, name, added, duplicates, rejected in files:
         index = offsets.get(when, 0)
         offsets[when] = index + 1
-        x = axis.x(when) - 4 + index * 9
-        if rejected is not None:
-            parts.append(f'<text x="{x + 4:.1f}" y="{bottom - 4}" text-anchor="middle" fill="#d73027" font-weight="bold">'
-                         f'×<title>{_e(f"{name} rejected: {rejected}")}</title></text>')
+        x = axis.x(when) - bar / 2 + index * (bar + 1)
+        if rejected is not None:  # centred on the zero line: a rejected file added no rows
+            parts.append(f'<g transform="translate({x + bar / 2:.1f},{y(0):.1f})">{REJECTED_MARK}'
+                         f'<title>{_e(f"{name} rejected: {rejected}")}</title></g>')
             continue
-        parts.append(f'<rect x="{x:.1f}" y="{y(added):.1f}" width="8" height="{bottom - y(added):.1f}" fill="#2f6fd6">'
-                     f'<title>{_e(f"{name}: {added:,} rows added, {duplicates:,} duplicates")}</title></rect>')
+        parts.append(f'<rect x="{x:.1f}" y="{y(added):.1f}" width="{bar:.1f}" height="{bottom - y(added):.1f}" '
+                     f'fill="#2f6fd6"><title>{_e(f"{name}: {added:,} rows added, {duplicates:,} duplicates")}</title></rect>')
         if duplicates:
-            parts.append(f'<rect x="{x:.1f}" y="{y(added + duplicates):.1f}" width="8" '
+            parts.append(f'<rect x="{x:.1f}" y="{y(added + duplicates):.1f}" width="{bar:.1f}" '
                          f'height="{y(added) - y(added + duplicates):.1f}" fill="#9ecae1"/>')
     return _svg(bottom + 30, parts, "rows ingested per file")
 
@@ -525,7 +619,7 @@ h1{font-size:1.45em;margin-bottom:.1em}h2{font-size:1.12em;margin:1.6em 0 .3em;b
 .alert{background:#fdecea;border-left:4px solid #d73027;padding:.5em 1em;margin:.4em 0}
 .ok{background:#eaf6ee;border-left:4px solid #1a9850;padding:.5em 1em;margin:.4em 0}
 table{border-collapse:collapse;font-size:.88em;width:100%}th,td{border:1px solid #dde2ea;padding:.25em .5em;text-align:left;vertical-align:top}
-th{background:#f3f5f8}td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.9em}
+th{background:#f3f5f8}td.n{text-align:right;font-variant-numeric:tabular-nums}td.when{white-space:nowrap}code{font-size:.9em}
 svg{display:block;margin:.3em 0;max-width:100%;height:auto}
 """
 
@@ -546,16 +640,22 @@ def render_dashboard(history: History, *, project: str, generated_at: str | None
              f"<p class='sub'>Written {_e(generated_at or utc_now())} from logs/runs.jsonl and the kept releases: "
              f"{'the last ' if not history.complete else ''}{len(ticks)} tick(s) that did work"
              f"{'' if history.complete else ' (older ones are in runs.jsonl)'}; the {history.idle_ticks_skipped} idle "
-             f"tick(s) between them (nothing new) are not drawn.</p>"]
+             f"tick(s) between them (nothing new) are not drawn. Times are UTC.</p>"]
     parts.append("<div class='cards'>")
     parts.append(_card("release served", history.current_release or "none yet"))
     if current:
         metric_scores = current["scores"]
-        parts.append(_card("its F1 on the test data", "n/a" if metric_scores.get("f1") is None else f"{metric_scores['f1']:.3f}"))
-        parts.append(_card("trained", (current.get("trained_at") or "")[:16].replace("T", " ")))
-    parts.append(_card("last tick", f"{(last.get('started_at') or 'never')[:19].replace('T', ' ')}"))
-    parts.append(_card("its decision", last.get("decision", "-")))
-    parts.append("</div>")
+        parts.append(_card("its F1 on the test data", number(metric_scores.get("f1"))))
+        parts.append(_card("trained", _stamp(current.get("trained_at"))[:16]))
+    # Only ticks that did work rewrite this page: the last of them is what it can promise to show.
+    worked = ticks[-1] if ticks else None
+    parts.append(_card("last tick that did work", _stamp(worked.get("started_at")) if worked else "none yet"))
+    parts.append(_card("its decision", worked.get("decision") if worked else "-"))
+    newest_idle = last and last is not worked and last.get("started_at") != (worked or {}).get("started_at")
+    if newest_idle:
+        parts.append(_card("newest tick when written", f"{_stamp(last.get('started_at'))} ({last.get('decision')})"))
+    parts.append("</div><p class='muted'>Ticks that find nothing new do not rewrite this page; logs/fullprocess.log "
+                 "(and the API's /metrics) has the newest tick.</p>")
     if history.active_alerts:
         for key, condition in sorted(history.active_alerts.items()):
             parts.append(f"<div class='alert'><b>{_e(condition.get('title', key))}</b> since {_e(condition.get('since'))} "
@@ -593,7 +693,7 @@ def render_dashboard(history: History, *, project: str, generated_at: str | None
         for release in reversed(history.releases):
             scores = release["scores"]
             mark = " (served)" if release["release_id"] == history.current_release else ""
-            cells = [f"<code>{_e(release['release_id'])}</code>{mark}", _e((release.get("trained_at") or "")[:19]),
+            cells = [f"<code>{_e(release['release_id'])}</code>{mark}", _e(_stamp(release.get("trained_at"))),
                      _e(release.get("algorithm")), f"<td class=n>{_e(release.get('training_rows'))}",
                      f"<td class=n>{_fmt(scores.get('f1'))}", f"<td class=n>{_fmt(scores.get('roc_auc'))}",
                      f"<td class=n>{_e(scores.get('rows'))}"]
@@ -604,7 +704,7 @@ def render_dashboard(history: History, *, project: str, generated_at: str | None
                      "<th>decision</th><th>reason</th></tr></thead><tbody>")
         for tick in reversed(ticks[-RECENT_ROWS:]):
             reason = str(tick.get("reason", ""))
-            parts.append(f"<tr><td>{_e((tick.get('started_at') or '')[:19])}</td><td>{_e(tick.get('decision'))}</td>"
+            parts.append(f"<tr><td class='when'>{_e(_stamp(tick.get('started_at')))}</td><td>{_e(tick.get('decision'))}</td>"
                          f"<td>{_e(reason[:400])}{'…' if len(reason) > 400 else ''}</td></tr>")
         parts.append("</tbody></table>")
     parts.append("</body></html>\n")
@@ -612,7 +712,12 @@ def render_dashboard(history: History, *, project: str, generated_at: str | None
 
 
 def _fmt(value: Any) -> str:
-    return "n/a" if not isinstance(value, (int, float)) else f"{value:.3f}"
+    return number(value if isinstance(value, (int, float)) else None)
+
+
+def _stamp(stamp: Any) -> str:
+    """Return a run line's stamp as the page shows it: 2026-12-03 06:06:24."""
+    return str(stamp or "")[:19].replace("T", " ")
 
 
 def write_dashboard(config: Config) -> Path:

@@ -180,3 +180,85 @@ def test_a_five_row_test_file_gets_a_plain_warning_instead_of_a_bare_roc_auc(tmp
     assert re.search(r"ROC AUC</span><b>[0-9.]+</b><span>no interval: too few rows</span>", page)
     accuracy = re.search(r"accuracy</span><b>[0-9.]+</b><span>95% CI ([0-9.]+)-([0-9.]+)</span>", page)
     assert float(accuracy.group(2)) - float(accuracy.group(1)) > 0.5
+
+
+def test_a_category_value_that_reads_as_mathtext_is_drawn_as_given_and_the_cold_start_deploys(project):
+    # "$x^$" is a legal category value; matplotlib's mathtext parser raised on it in the weights and
+    # distribution plots, so the cold start never deployed and every later retrain failed.
+    project.add_source("odd.csv", "corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan,exited\n"
+                                  "odd1,10,200,5,$x^$,1\nodd2,12,180,4,$\\frac{1}{0}$,0\n")
+    assert project.tick() == 0
+    run = project.last_run()
+    assert run["decision"] == "cold_start" and "report_error" not in run
+    release = project.pointer()["current"]
+    page = (project.deployment / "releases" / release / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 6  # the weights and distributions plots included
+
+
+def test_plots_draw_text_from_the_data_literally():
+    weights = {"kind": "coefficient", "columns": [{"column": "plan_$x^$", "feature": "plan", "weight": 0.5},
+                                                  {"column": "plan_$\\sqrt{$", "feature": "plan", "weight": -0.2}]}
+    assert reporting.plot_weights(weights).startswith(b"\x89PNG")
+    assert reporting.plot_confusion_matrix([[1, 2], [3, 4]], title="Release $a_$ on the test data").startswith(b"\x89PNG")
+
+
+def test_a_report_that_cannot_be_built_never_stops_the_deploy_and_is_logged_and_alerted(project, monkeypatch):
+    def broken_report(**_):
+        raise RuntimeError("the plotting library broke")
+
+    monkeypatch.setattr(reporting, "build_report", broken_report)
+    # A webhook on a closed port: the alert waits in the outbox, where the test can read it.
+    project.write_config({**json.loads(project.config_path.read_text()),
+                          "alerts": {"webhook": {"url": "http://127.0.0.1:9/hook"}}})
+    assert project.tick() == 0
+    run = project.last_run()
+    assert run["decision"] == "cold_start" and run["deployed_release_after"] == project.pointer()["current"]
+    assert run["report_error"] == "RuntimeError: the plotting library broke" and "report" not in run
+    release_folder = project.deployment / "releases" / run["deployed_release_after"]
+    assert (release_folder / "diagnostics.json").exists() and not (release_folder / "report.html").exists()
+    log = project.log()
+    assert (f"the report of release {run['deployed_release_after']} was not built: RuntimeError: the plotting "
+            "library broke; the release is deployed without it") in log
+    assert "Report: not built (RuntimeError: the plotting library broke)" in log
+    state = json.loads((project.logs / "alert_state.json").read_text())
+    assert "report_failed" in state["active"]
+    outbox = json.loads((project.logs / "alerts_outbox.json").read_text())
+    titles = [item["alert"]["title"] for item in outbox["items"]]
+    assert f"the report of release {run['deployed_release_after']} was not built" in titles
+
+
+
+def test_a_histogram_cut_at_the_percentiles_says_how_much_of_each_sample_it_left_out():
+    rng = np.random.default_rng(3)
+    reference = np.concatenate([rng.normal(50, 5, 970), np.full(30, 5_000.0)])  # 3% far out on the right
+    new = rng.normal(50, 5, 500)
+    low, high = np.percentile(np.concatenate([reference, new]), [1, 99])
+    note = reporting.tails_note(reference, new, low, high)
+    beyond_reference = np.mean((reference < low) | (reference > high))
+    beyond_new = np.mean((new < low) | (new > high))
+    assert note == (f"drawn: {low:,.4g} to {high:,.4g} (1st-99th percentile); beyond it: {beyond_reference:.1%} of grey, "
+                    f"{beyond_new:.1%} of orange")
+    assert beyond_reference > beyond_new  # the far tail is said, not piled into the last bar
+
+
+def test_the_printed_tables_stay_aligned_whatever_the_length_of_a_name():
+    result = {"release_id": "r1", "generated_at": "t", "ingested_rows": 2,
+              "predictions": {"dataset": "testdata", "rows": 2, "values": [0, 1]},
+              "summary_statistics": {"a_numeric_column_with_a_rather_long_name": {"mean": 1.0, "median": 2.0, "std": 0.5},
+                                     "x": {"mean": 10.0, "median": 20.0, "std": 5.0}},
+              "missing_data": {"a_numeric_column_with_a_rather_long_name": 0.0, "x": 0.25},
+              "timings": {"ingestion_seconds": 1, "ingestion_at": "t", "training_seconds": 1, "trained_at": "t"},
+              "dependencies": [{"package": "pandas", "required": "3.1.1", "installed": "3.1.1", "latest": "3.1.1",
+                                "outdated": False},
+                               {"package": "prometheus_client", "required": "0.26.0", "installed": "0.26.0",
+                                "latest": "latest unknown", "outdated": False},
+                               {"package": "numpy", "required": "2.4.6", "installed": "2.4.5", "latest": "2.5.0",
+                                "outdated": True}],
+              "drift": None}
+    text = diagnostics.format_diagnostics(result)
+    table = text.split("Dependencies (requirements.txt):\n")[1].splitlines()[:4]
+    for header in ("required", "installed", "latest"):  # each column starts where its header does
+        column = table[0].index(header)
+        assert all(line[column - 1] == " " and line[column] != " " for line in table), table
+    stats = text.split("rows):\n")[1].splitlines()[:3]
+    assert len({line.index(".") + line[line.index("."):].index(" ") for line in stats[1:]}) == 1  # mean right-aligned

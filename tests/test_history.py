@@ -85,3 +85,116 @@ def test_the_page_of_an_empty_project_says_there_is_nothing_yet(empty_project):
     empty_project.logs.mkdir()
     write_dashboard(empty_project.config())
     assert "No tick has done any work yet" in page(empty_project)
+
+
+# --- what the pictures say (issue 15 item 5), on run lines made for each case -----------------------
+
+
+def deploy_line(started_at, release, decision="retrained_deployed", *, score=0.7, before=0.65, rejected=()):
+    return {"started_at": started_at, "decision": decision, "reason": f"{decision} because 0.7472899222005991",
+            "deployed_release_after": release, "deployed_release_before": None if decision == "cold_start" else "r0",
+            "candidate": {"release_id": release, "scores": {"f1": score}}, "policy": {"metric": "f1"},
+            **({} if decision == "cold_start" else {"deployed_on_test": {"release_id": "r0", "scores": {"f1": before}}}),
+            "score_drift": {"checked": True, "drift": False, "metric": "f1", "new_score": 0.7472899222005991,
+                            "new_score_ci": [0.6912345678, 0.8012345678], "baseline": 0.7234567891,
+                            "baseline_ci": [0.6834567891, 0.7634567891], "alarm_below": 0.6123456789, "rows": 300},
+            "data_drift": {"tested": True, "features": [{"feature": "plan", "test": "chi2", "effect": 0.123456789,
+                                                         "p_adjusted": 0.000123456789, "drifted": False}]},
+            "ingest": {"accepted": [{"name": "a.csv", "rows_added": 400}],
+                       "rejected": [{"name": name, "reason": "no target column"} for name in rejected]}}
+
+
+def render(lines, last=None):
+    from churnlib.history import History, render_dashboard
+
+    work = [line for line in lines if line["decision"] not in ("nothing_new", "lock_held")]
+    return render_dashboard(History(work, last or lines[-1], 0, True, [], None, {}), project="p",
+                            generated_at="2026-12-03T03:00:00Z")
+
+
+def svg(page_text, label):
+    return re.search(rf'<svg[^>]*aria-label="{label}".*?</svg>', page_text, re.S).group(0)
+
+
+def test_time_axis_ticks_fall_at_round_times():
+    from churnlib.clock import stamp_seconds
+    from churnlib.history import TimeAxis
+
+    for first, last, step in (("2026-12-03T02:27:19Z", "2026-12-03T02:33:10Z", 60),
+                              ("2026-12-03T02:27:19Z", "2026-12-03T02:27:41Z", 5),
+                              ("2026-12-03T02:27:19Z", "2026-12-03T09:01:07Z", 3600),
+                              ("2026-12-01T02:27:19Z", "2026-12-09T11:01:07Z", 86400)):
+        axis = TimeAxis([stamp_seconds(first), stamp_seconds(last)])
+        labels = axis.labels()
+        assert 3 <= len(labels) <= 8
+        for x, _ in labels:  # each label sits at a whole multiple of the step
+            seconds = axis.low + (x - axis.x(axis.low)) / (axis.x(axis.high) - axis.x(axis.low)) * (axis.high - axis.low)
+            assert abs(seconds / step - round(seconds / step)) < 1e-6, (first, last, labels)
+
+
+def test_heat_map_columns_each_have_their_own_label():
+    lines = [deploy_line(stamp, f"r{i}") for i, stamp in enumerate(
+        ["2026-12-03T02:27:19Z", "2026-12-03T02:27:48Z", "2026-12-03T02:27:48Z", "2026-12-03T02:29:00Z"])]
+    heat_map = svg(render(lines), "feature drift heat map")
+    labels = re.findall(r'fill="#5a6475">([^<]+)</text>', heat_map)
+    assert labels == ["12-03 02:27:19", "12-03 02:27:48 #1", "12-03 02:27:48 #2", "12-03 02:29"]
+
+
+def test_release_labels_of_releases_close_in_time_do_not_overlap_and_the_legend_has_every_colour_drawn():
+    from churnlib.history import DECISION_COLOURS, ReleaseLabels
+
+    lines = [deploy_line("2026-12-03T02:00:00Z", "20261203T020000Z-aaaaaaaa", "cold_start", score=0.65),
+             deploy_line("2026-12-03T02:00:20Z", "20261203T020020Z-bbbbbbbb", score=0.66),
+             deploy_line("2026-12-03T02:00:40Z", "20261203T020040Z-cccccccc", score=0.655),
+             deploy_line("2026-12-03T05:00:00Z", "20261203T050000Z-dddddddd", score=0.7)]
+    timeline = svg(render(lines), "decisions and releases")
+    labels = re.findall(r'<text x="([\d.]+)" y="([\d.]+)" font-size="10" fill="#1d2430">(\d{8}T\d{6}Z-\w+)</text>', timeline)
+    boxes = [(float(x), float(y) - 9, float(x) + ReleaseLabels.CHAR_WIDTH * len(text), float(y) + 2)
+             for x, y, text in labels]
+    assert len(boxes) >= 3
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), labels
+    left_out = 4 - len(labels)
+    assert (f"{left_out} release label(s) left out" in timeline) == (left_out > 0)
+    # The cold start's point is blue: the legend says what blue means.
+    assert f'<circle r="5" fill="{DECISION_COLOURS["cold_start"]}"' in timeline
+    assert "model trained, deployed (cold_start)" in timeline
+
+
+def test_hover_texts_show_rounded_numbers():
+    text = render([deploy_line("2026-12-03T02:00:00Z", "r1")])
+    titles = " ".join(re.findall(r"<title>(.*?)</title>", text, re.S))
+    assert "0.747" in titles and "0.723" in titles
+    # Every figure to at most 4 significant digits, but the one the tick's reason text itself holds.
+    unrounded = [n for n in re.findall(r"\d+\.\d+", titles)
+                 if len(n.replace(".", "").lstrip("0")) > 4 and n != "0.7472899222005991"]
+    assert unrounded == []
+    assert "corrected p = 0.00012" in titles
+
+
+def test_a_rejected_file_is_marked_at_zero_rows():
+    rows = svg(render([deploy_line("2026-12-03T02:00:00Z", "r1", rejected=("bad.csv",))]), "rows ingested per file")
+    zero = re.search(r'<line x1="[\d.]+" y1="([\d.]+)" x2="[\d.]+" y2="[\d.]+" stroke="#eef1f5"/><text [^>]*>0</text>', rows)
+    mark = re.search(r'<g transform="translate\([\d.]+,([\d.]+)\)"><path [^>]*/><rect [^>]*/><title>bad.csv rejected', rows)
+    assert zero and mark and mark.group(1) == zero.group(1)
+
+
+def test_the_last_tick_card_says_it_is_the_last_tick_that_did_work():
+    idle = {"started_at": "2026-12-03T04:00:00Z", "decision": "nothing_new", "reason": "nothing new"}
+    text = render([deploy_line("2026-12-03T02:00:00Z", "r1"), idle])
+    assert "<span>last tick that did work</span><b>2026-12-03 02:00:00</b>" in text
+    assert "<span>its decision</span><b>retrained_deployed</b>" in text
+    assert "<span>newest tick when written</span><b>2026-12-03 04:00:00 (nothing_new)</b>" in text
+    assert "Ticks that find nothing new do not rewrite this page" in text
+
+
+def test_the_one_escape_and_number_format_of_the_pages():
+    import html
+
+    from churnlib.display import html_text, number
+
+    for value in ('<img src=x onerror="alert(1)">', "a & b's", None, 0.5, "$x^$"):
+        assert html_text(value) == html.escape("" if value is None else str(value), quote=True)
+    assert number(0.7472899222005991) == "0.747" and number(None) == "n/a" and number(12, ",.0f") == "12"
+    assert number(True) == "True" and number("0.5") == "0.5"  # not a number: shown as it is
