@@ -167,6 +167,10 @@ BAD_FILES = [
     ("semicolon.csv", b"corporation;lastmonth_activity;plan\na;1;basic\n", "feature column(s) missing"),
     ("infinite.csv", b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan\na,inf,2,3,basic\n",
      "value(s) are infinite"),
+    ("short.csv", b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan\na,1,2,3,basic\n"
+                  b"shortrow,10,200\nc,1,2,3,basic\n", "row 2 has 3 fields, the header has 5"),
+    ("cut.csv", b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan\na,1,2,3,basic\nb,1,2",
+     "row 2 has 3 fields, the header has 5"),
     ("hugecell.csv", b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan\n"
                      + b"a" * 20_000 + b",1,2,3,basic\n", "a value of 20,000 characters"),
 ]
@@ -260,6 +264,20 @@ def test_a_bad_row_far_into_a_file_rejects_it_and_leaves_no_list_or_temporary_fi
         scoring.write_risk_list(source, output, scorer, target="exited", reasons=3, outreach=scoring.Outreach(None),
                                 scored_at="now", chunk_rows=40, run_rows=100)
     assert not output.parent.exists() or list(output.parent.iterdir()) == []
+
+
+def test_a_short_row_far_into_a_file_rejects_it_in_whichever_chunk_it_falls(deployed, tmp_path):
+    rows = [[f"c{i}", i, 10 * i, 3, "basic" if i % 7 else '"basic,\nplus"'] for i in range(300)]
+    lines = [",".join(map(str, row)) for row in rows]
+    lines[250] = "c250,250,2500"
+    source = tmp_path / "short_late.csv"
+    source.write_text("\r\n".join([",".join(CUSTOMER_HEADER), *lines[:100], "", " , ,", *lines[100:]]))
+    scorer = scoring.ScoringModel.of(load_deployed(deployed.deployment))
+    for chunk_rows in (40, 1000):
+        with pytest.raises(scoring.ScoringError, match=r"short_late.csv: row 251 has 3 fields, the header has 5"):
+            scoring.write_risk_list(source, tmp_path / "list.csv", scorer, target="exited", reasons=3,
+                                    outreach=scoring.Outreach(None), scored_at="now", chunk_rows=chunk_rows)
+    assert not (tmp_path / "list.csv").exists()
 
 
 def test_outreach_marks_the_customers_whose_call_is_worth_its_cost(deployed):
