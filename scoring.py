@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -369,6 +370,25 @@ def _csv_fields(texts: list[str]) -> list[str]:
     return ['"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text for text in texts]
 
 
+# OWASP's CSV injection guidance: a cell starting with one of these is a formula to Excel or
+# LibreOffice. Such a text cell gets a single quote in front (shown, not evaluated); dropping the
+# first character of a cell that starts with "'" followed by one of them gives the id back.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def neutralised(texts: list[str]) -> list[str]:
+    """Return text cells with a ``'`` in front of each that a spreadsheet would read as a formula.
+
+    A plain number (``-5``, ``+3.5``, ``-1e3``) is left as it is: a spreadsheet reads it as that
+    number, never as a formula, and an id such as ``-5`` stays the id.
+    """
+    if not any(text[:1] in FORMULA_STARTS for text in texts):
+        return texts
+    return ["'" + text if text[:1] in FORMULA_STARTS and text and not _PLAIN_NUMBER.fullmatch(text) else text
+            for text in texts]
+
+
 def _fixed(values, digits: int) -> list[str]:
     """Return numbers in [0, 1] as text with ``digits`` decimals (built from integers, in numpy: fast)."""
     import numpy as np
@@ -440,7 +460,7 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
     numbers = np.arange(chunk.first_row, chunk.first_row + rows)
     columns = []
     for column in id_names:
-        columns.append(_csv_fields(frame[column].fillna("").tolist()))
+        columns.append(_csv_fields(neutralised(frame[column].fillna("").tolist())))
     columns += [list(map(str, numbers.tolist())), _fixed(probabilities, 6),
                 list(map({True: "yes", False: "no"}.__getitem__, contact.tolist()))]
     if values is not None:
@@ -619,8 +639,8 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
                     runs_folder.mkdir(parents=True, exist_ok=True)
                     _spill(runs, runs_folder, ScoredLines.sorted(held))
                     held = []
-        header = ",".join(_csv_fields(list_columns(customers.id_names, reasons,
-                                                   outreach=outreach.settings is not None))) + "\n"
+        header = ",".join(_csv_fields(neutralised(list_columns(customers.id_names, reasons,
+                                                              outreach=outreach.settings is not None)))) + "\n"
         with atomic_writer(output) as out:
             out.write(header.encode("utf-8"))
             if runs:

@@ -1,6 +1,7 @@
 """Risk lists: customer files dropped into scoringdata/ become ranked lists with reasons in predictions/."""
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -278,6 +279,43 @@ def test_a_short_row_far_into_a_file_rejects_it_in_whichever_chunk_it_falls(depl
             scoring.write_risk_list(source, tmp_path / "list.csv", scorer, target="exited", reasons=3,
                                     outreach=scoring.Outreach(None), scored_at="now", chunk_rows=chunk_rows)
     assert not (tmp_path / "list.csv").exists()
+
+
+FORMULA_IDS = ['=HYPERLINK("http://127.0.0.1/x?"&A1,"click me")', "+1+1", "-2+3+cmd|' /C calc'!A0", "@SUM(1,1)",
+               "\t=2+2", "=1,2", "-", "+44 20 7946 0000"]
+PLAIN_NUMBER_IDS = ["-5", "+3.5", "-1e3", "42"]
+
+
+def assert_no_cell_is_a_formula(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    for row in rows:
+        for cell in row:
+            assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r") or cell in PLAIN_NUMBER_IDS, (cell, row)
+    return rows
+
+
+def test_ids_and_the_id_header_a_spreadsheet_would_evaluate_are_neutralised_and_recoverable(deployed, tmp_path):
+    ids = FORMULA_IDS + PLAIN_NUMBER_IDS
+    content = io.StringIO()
+    csv.writer(content).writerows([["=Corporation", *CUSTOMER_HEADER[1:]],
+                                   *[[i, 10 * n, 100, 3, "basic"] for n, i in enumerate(ids)]])
+    content = content.getvalue()
+    drop_customers(deployed, "formulas.csv", content)
+    assert deployed.tick() == 0
+    lists = {"tick": deployed.root / "predictions" / "formulas.risk.csv", "on demand": tmp_path / "on_demand.csv"}
+    result = run_script("scoring.py", "--config", str(deployed.config_path), "--customers",
+                        str(deployed.root / "scoringdata" / "formulas.csv"), "--output", str(lists["on demand"]))
+    assert result.returncode == 0, result.stderr
+    for path in lists.values():
+        header, *rows = assert_no_cell_is_a_formula(path)
+        assert header[1] == "'=Corporation"
+        shown_ids = [row[1] for row in rows]
+        # Recoverable: a cell that starts with ' and then a formula character lost only that quote.
+        recovered = [cell[1:] if cell[:1] == "'" and cell[1:2] in "=+-@\t\r" else cell for cell in shown_ids]
+        expected = [i.strip() for i in ids]  # the cells of a file are read stripped
+        assert sorted(recovered) == sorted(expected)
+        assert set(PLAIN_NUMBER_IDS) <= set(shown_ids)
 
 
 def test_outreach_marks_the_customers_whose_call_is_worth_its_cost(deployed):
