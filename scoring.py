@@ -472,7 +472,7 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
             totals["reasons_unavailable"] = str(exc)
             texts = []
         else:
-            texts = reason_texts(contributions, shown_values(batch, scorer.schema),
+            texts = reason_texts(contributions, shown_values(batch, scorer.schema, chunk.texts),
                                  top_reasons(contributions, reasons), quoted=True)
         columns += texts + [[""] * rows] * (reasons - len(texts))  # fewer features than reasons asked for
     columns.append([suffix] * rows)

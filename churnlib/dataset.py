@@ -553,6 +553,7 @@ class CustomerChunk:
 
     frame: pd.DataFrame
     first_row: int
+    texts: dict[str, np.ndarray] = field(default_factory=dict)  # numeric column -> each cell's text, as in the file
 
 
 @dataclass
@@ -634,7 +635,8 @@ def read_customer_file(handle: Any, *, name: str, schema: FrozenSchema, target: 
             typed = _typed_columns(cells, schema, name=name, rows=rows, first_row=next_row, fast=True)
             present = {c: typed[c] for c in schema.id_columns if c in id_names}
             present.update((c, typed[c]) for c in schema.feature_columns)
-            yield CustomerChunk(frame=pd.DataFrame(present), first_row=next_row)
+            yield CustomerChunk(frame=pd.DataFrame(present), first_row=next_row,
+                                texts={c: cells[c] for c in schema.numeric_columns})
             next_row += rows
         if next_row == 1:
             raise DatasetError(f"{name}: header only, no data rows")

@@ -318,6 +318,27 @@ def test_ids_and_the_id_header_a_spreadsheet_would_evaluate_are_neutralised_and_
         assert set(PLAIN_NUMBER_IDS) <= set(shown_ids)
 
 
+def test_reasons_show_numbers_as_the_file_gave_them_and_contributions_in_a_bounded_width(deployed, tmp_path):
+    source = tmp_path / "numbers.csv"
+    source.write_text(csv_text(CUSTOMER_HEADER, [["a", "117.30", "1e300", 3, "basic"], ["b", "0050", 10, "", "basic"],
+                                                 ["c", "1" + "0" * 30, "-2.50E+01", 3, "basic"]]))
+    scorer = scoring.ScoringModel.of(load_deployed(deployed.deployment))
+    output = tmp_path / "list.csv"
+    scoring.write_risk_list(source, output, scorer, target="exited", reasons=4, outreach=scoring.Outreach(None),
+                            scored_at="now")
+    with open(output, newline="") as handle:
+        rows = {row["corporation"]: row for row in csv.DictReader(handle)}
+    reasons = {key: " | ".join(row[f"reason_{n}"] for n in range(1, 5)) for key, row in rows.items()}
+    assert "lastmonth_activity = 117.30 (" in reasons["a"] and "lastyear_activity = 1e300 (" in reasons["a"]
+    assert "lastmonth_activity = 0050 (" in reasons["b"] and "number_of_employees = (missing) (" in reasons["b"]
+    # A number's own text past 24 characters is shown as the number.
+    assert "lastmonth_activity = 1e+30 (" in reasons["c"] and "lastyear_activity = -2.50E+01 (" in reasons["c"]
+    for row in rows.values():
+        for n in range(1, 5):
+            amount = row[f"reason_{n}"].rsplit(", ", 1)[1].rstrip(")")
+            assert len(amount) <= 10 and float(amount) == float(amount), row
+
+
 def test_outreach_marks_the_customers_whose_call_is_worth_its_cost(deployed):
     deployed.write_config(base_config(outreach={"customer_value": 1000, "contact_cost": 100, "success_rate": 0.3}))
     drop_customers(deployed)
