@@ -339,6 +339,30 @@ def test_reasons_show_numbers_as_the_file_gave_them_and_contributions_in_a_bound
             assert len(amount) <= 10 and float(amount) == float(amount), row
 
 
+def test_many_distinct_unseen_categories_keep_the_summary_and_the_run_line_small(deployed, monkeypatch):
+    monkeypatch.setattr(scoring, "UNSEEN_TRACKED", 300, raising=False)  # pruned after each chunk below: counts become lower bounds
+    rows = [[f"c{i}", 5, 50, 2, f"plan-{i}-" + "x" * 150] for i in range(20_000)]
+    rows += [[f"e{i}", 5, 50, 2, "enterprise"] for i in range(40)] + [[f"b{i}", 5, 50, 2, "Basic"] for i in range(7)]
+    drop_customers(deployed, "many.csv", csv_text(CUSTOMER_HEADER, rows))
+    assert deployed.tick() == 0
+    run_line = (deployed.root / "logs" / "runs.jsonl").read_text().splitlines()[-1]
+    assert len(run_line) < 10_000
+    [scored] = json.loads(run_line)["scoring"]["files"]
+    summary = json.loads((deployed.root / "predictions" / "many.risk.json").read_text())
+    for kept in (scored, summary):
+        plans = kept["unseen_categories"]["plan"]
+        assert len(plans) == 20 and list(plans)[:2] == ["enterprise", "Basic"] and plans["enterprise"] == 40
+        assert all(len(value) <= 100 for value in plans)
+        rest = kept["unseen_categories_rest"]["plan"]
+        assert rest["rows"] == 20_047 - sum(plans.values()) and rest["values_counted"] == "about"
+        assert 20_002 - 20 - 300 <= rest["values"] <= 20_002
+        assert kept["unseen_near_matches"] == {"plan": {"Basic": "basic"}}
+    assert os.path.getsize(deployed.root / "predictions" / "many.risk.json") < 20_000
+    log = deployed.log("scoring")
+    assert "plan 'enterprise' (40), 'Basic' (7; did you mean 'basic'?)" in log
+    assert f"and about {20_002 - 5:,} other value(s) in {20_047 - 40 - 7 - 3:,} row(s)" in log
+
+
 def test_outreach_marks_the_customers_whose_call_is_worth_its_cost(deployed):
     deployed.write_config(base_config(outreach={"customer_value": 1000, "contact_cost": 100, "success_rate": 0.3}))
     drop_customers(deployed)
