@@ -286,7 +286,7 @@ def find_work(config: Config) -> Work:
     for folder in (config.paths.scoring, config.paths.predictions):
         folder.mkdir(parents=True, exist_ok=True)
     customers = find_customer_files(config.paths.scoring, load_scoring_record(config.paths.predictions),
-                                    pointer["current"] if pointer else None)
+                                    pointer["current"] if pointer else None, predictions_folder=config.paths.predictions)
     return Work(record=record, scan=scan, pointer=pointer,
                 evaluated_rows=state["evaluated_rows"], evaluated_bytes=state["evaluated_bytes"],
                 rows_needed=rows_needed(config), customers=customers, last_retrain=state["last_retrain"],
@@ -887,9 +887,11 @@ def score_customers(config: Config, outcome: TickOutcome, found: CustomerWork, *
         if not customers.pending:
             if customers.record_changed:
                 save_scoring_record(customers.record, config.paths.predictions)
-            if customers.rejected:
+            if customers.rejected or found.stale:
                 outcome.scoring = {"files": [], "rejected": [{"name": r["name"], "reason": r["reason"]}
                                                              for r in customers.rejected]}
+                if found.stale:
+                    outcome.scoring["stale"] = found.stale
             return
         from churnlib.modelstore import load_deployed
         from scoring import score_customer_files
@@ -898,6 +900,8 @@ def score_customers(config: Config, outcome: TickOutcome, found: CustomerWork, *
         logger.info("scoring %d customer file(s) with release %s: %s", len(customers.pending), pointer["current"],
                     ", ".join(source.name for source in customers.pending))
         outcome.scoring = score_customer_files(config, customers, load_deployed(config.paths.deployment))
+        if found.stale:
+            outcome.scoring["stale"] = found.stale
         outcome.timings["scoring"] = round(time.perf_counter() - started, 3)
     except Exception as exc:
         if outcome.error is None:

@@ -363,6 +363,65 @@ def test_many_distinct_unseen_categories_keep_the_summary_and_the_run_line_small
     assert f"and about {20_002 - 5:,} other value(s) in {20_047 - 40 - 7 - 3:,} row(s)" in log
 
 
+def test_two_files_whose_names_differ_in_case_never_share_one_list(deployed):
+    drop_customers(deployed, "team.CSV", csv_text(CUSTOMER_HEADER, [["upper", 5, 50, 2, "basic"]]))
+    drop_customers(deployed, "team.csv", csv_text(CUSTOMER_HEADER, [["lower1", 5, 50, 2, "basic"],
+                                                                    ["lower2", 6, 60, 2, "basic"]]))
+    assert deployed.tick() == 0
+    scoring_run = deployed.last_run()["scoring"]
+    assert [f["name"] for f in scoring_run["files"]] == ["team.CSV"]  # the first by name
+    [rejected] = scoring_run["rejected"]
+    assert rejected["name"] == "team.csv" and "its list would be team.risk.csv, which is team.CSV's" in rejected["reason"]
+    assert [r["corporation"] for r in read_list(deployed, "team")] == ["upper"]
+    assert "rejected team.csv: its list would be team.risk.csv" in deployed.log("scoring")
+    # Said once, not on every tick.
+    assert deployed.tick() == 0 and "scoring" not in deployed.last_run()
+    (deployed.root / "scoringdata" / "team.CSV").unlink()
+    assert deployed.tick() == 0
+    assert [f["name"] for f in deployed.last_run()["scoring"]["files"]] == ["team.csv"]
+    assert [r["corporation"] for r in read_list(deployed, "team")] == ["lower1", "lower2"]
+
+
+def test_a_list_whose_customer_file_is_gone_is_moved_aside_with_a_log_line_not_left_stale(deployed):
+    drop_customers(deployed)
+    drop_customers(deployed, "gone.csv", csv_text(CUSTOMER_HEADER, [["g", 5, 50, 2, "basic"]]))
+    predictions = deployed.root / "predictions"
+    predictions.mkdir(exist_ok=True)
+    (predictions / "from_an_old_release.risk.csv").write_text("rank,corporation\n1,old\n")
+    (predictions / "notes.txt").write_text("the team's own file")
+    assert deployed.tick() == 0
+    (deployed.root / "scoringdata" / "gone.csv").unlink()
+    assert deployed.tick() == 0
+    assert {p.name for p in predictions.iterdir()} == {"customers.risk.csv", "customers.risk.json", "notes.txt",
+                                                        "scoring_record.json", "stale"}
+    assert {p.name for p in (predictions / "stale").iterdir()} == {"from_an_old_release.risk.csv", "gone.risk.csv",
+                                                                   "gone.risk.json"}
+    assert (predictions / "stale" / "gone.risk.csv").read_text().count("\n") == 2
+    log = deployed.log("scoring")
+    assert "moved predictions/gone.risk.csv to predictions/stale/: its customer file is no longer" in log
+    assert "moved predictions/from_an_old_release.risk.csv to predictions/stale/" in log
+    stale = [entry["name"] for entry in deployed.last_run()["scoring"]["stale"]]
+    assert stale == ["gone.risk.csv", "gone.risk.json"]
+    assert deployed.tick() == 0 and "scoring" not in deployed.last_run()
+
+
+def test_the_scoring_record_keeps_one_rejection_per_file_still_there(deployed):
+    folder = deployed.root / "scoringdata"
+    for i in range(30):
+        drop_customers(deployed, f"bad{i}.csv", "corporation,plan\nx,basic\n")
+    assert deployed.tick() == 0
+    for version in range(3):  # changed three times, still bad
+        drop_customers(deployed, "bad0.csv", f"corporation,plan\nx{version},basic\n")
+        assert deployed.tick() == 0
+    record = json.loads((deployed.root / "predictions" / "scoring_record.json").read_text())
+    assert sorted(r["name"] for r in record["rejected"]) == sorted(f"bad{i}.csv" for i in range(30))
+    for i in range(30):
+        (folder / f"bad{i}.csv").unlink()
+    assert deployed.tick() == 0
+    record = json.loads((deployed.root / "predictions" / "scoring_record.json").read_text())
+    assert record["rejected"] == []
+
+
 def test_outreach_marks_the_customers_whose_call_is_worth_its_cost(deployed):
     deployed.write_config(base_config(outreach={"customer_value": 1000, "contact_cost": 100, "success_rate": 0.3}))
     drop_customers(deployed)
