@@ -50,7 +50,7 @@ from typing import Any
 from churnlib.cli import run_script, script_parser
 from churnlib.clock import stamp_seconds, utc_now
 from churnlib.config import Config, DeploymentSettings, ScoreDriftSettings, model_fingerprint
-from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
+from churnlib.errors import ChurnError, StateFileError, StorageError, describe_error, in_step
 from churnlib.fsutil import (
     atomic_write_json,
     atomic_write_text,
@@ -902,6 +902,10 @@ def score_customers(config: Config, outcome: TickOutcome, found: CustomerWork, *
         outcome.scoring = score_customer_files(config, customers, load_deployed(config.paths.deployment))
         if found.stale:
             outcome.scoring["stale"] = found.stale
+        if outcome.scoring.get("failed"):  # the lists that were made are kept, and in the run line
+            failed = StorageError("; ".join(failure["reason"] for failure in outcome.scoring["failed"]))
+            failed.step = "scoring"
+            raise failed
         outcome.timings["scoring"] = round(time.perf_counter() - started, 3)
     except Exception as exc:
         if outcome.error is None:

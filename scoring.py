@@ -41,7 +41,7 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.columns import MISSING_CATEGORY, shown, shown_name
 from churnlib.config import Config, OutreachSettings, SchemaSettings
-from churnlib.errors import ChurnError
+from churnlib.errors import ChurnError, StorageError
 from churnlib.fsutil import atomic_write_json, atomic_write_text, atomic_writer, temporary_path_for
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
 from churnlib.errors import in_step
@@ -685,7 +685,7 @@ def _write_ranked(out, blocks) -> int:
 
 def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target: str, reasons: int,
                     outreach: Outreach, scored_at: str, name: str | None = None,
-                    chunk_rows: int = CHUNK_ROWS, run_rows: int = RUN_ROWS) -> dict[str, Any]:
+                    chunk_rows: int = CHUNK_ROWS, run_rows: int | None = None) -> dict[str, Any]:
     """Score the customers in ``source`` into the ranked list ``output`` (replaced atomically); return its summary.
 
     Raises ScoringError (and writes nothing) when the file is not a valid customer file. The
@@ -696,6 +696,7 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
     from churnlib.dataset import DatasetError, read_customer_file
 
     name = name or source.name
+    run_rows = run_rows or RUN_ROWS
     started = time.perf_counter()
     unseen = UnseenTally(known_categories(scorer.predictor, scorer.schema))
     inputs = ConfusionInputs(threshold=scorer.threshold)
@@ -703,6 +704,7 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
     runs: list[Run] = []
     held: list[ScoredLines] = []
     runs_folder = temporary_path_for(output)
+    doing = ""  # what is being written, for an error (a full disk) to name
     try:
         with open_regular(source) as handle:
             customers = read_customer_file(handle, name=name, schema=scorer.schema, target=target,
@@ -713,11 +715,14 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
                                          outreach=outreach, suffix=suffix, unseen=unseen, inputs=inputs,
                                          totals=totals))
                 if sum(len(part.lines) for part in held) >= run_rows:
+                    doing = f"sorting the list on disk (more than {run_rows:,} rows) in {runs_folder}"
                     runs_folder.mkdir(parents=True, exist_ok=True)
                     _spill(runs, runs_folder, ScoredLines.sorted(held))
                     held = []
+                    doing = ""
         header = ",".join(_csv_fields(neutralised(list_columns(customers.id_names, reasons,
                                                               outreach=outreach.settings is not None)))) + "\n"
+        doing = f"writing the list {output}"
         with atomic_writer(output) as out:
             out.write(header.encode("utf-8"))
             if runs:
@@ -728,6 +733,12 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
                 rows = _write_ranked(out, [ScoredLines.sorted(held)] if held else [])
     except DatasetError as exc:
         raise ScoringError(str(exc)) from None
+    except OSError as exc:
+        if not doing or isinstance(exc, StorageError):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise StorageError(f"{name}: {doing}: {exc.strerror or exc}{where}", errno=exc.errno,
+                           path=exc.filename) from exc
     finally:
         if runs_folder.exists():
             for path in runs_folder.iterdir():
@@ -818,6 +829,11 @@ def score_customer_files(config: Config, work: CustomerWork, model: LoadedModel)
             continue
         except FileNotFoundError:
             logger.info("%s: vanished before it could be scored", source.name)
+            continue
+        except StorageError as exc:  # a full disk: not the file's fault; it is tried again on the next tick
+            logger.error("scoring %s failed: %s; the other files go on, this one is tried again next tick",
+                         shown_name(source.name), str(exc).removeprefix(f"{source.name}: "))
+            result.setdefault("failed", []).append({"name": source.name, "reason": str(exc)})
             continue
         summary["list"] = os.path.relpath(output, config.root)
         atomic_write_json(output.with_name(output.name.removesuffix(LIST_SUFFIX) + SUMMARY_SUFFIX), summary)

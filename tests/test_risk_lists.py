@@ -1,6 +1,7 @@
 """Risk lists: customer files dropped into scoringdata/ become ranked lists with reasons in predictions/."""
 
 import csv
+import errno
 import io
 import json
 import os
@@ -420,6 +421,35 @@ def test_the_scoring_record_keeps_one_rejection_per_file_still_there(deployed):
     assert deployed.tick() == 0
     record = json.loads((deployed.root / "predictions" / "scoring_record.json").read_text())
     assert record["rejected"] == []
+
+
+def test_a_full_disk_while_sorting_on_disk_names_the_step_and_file_and_the_other_files_go_on(deployed, monkeypatch):
+    drop_customers(deployed, "a_first.csv")
+    drop_customers(deployed, "b_big.csv")
+    drop_customers(deployed, "c_last.csv")
+    monkeypatch.setattr(scoring, "RUN_ROWS", 200)  # these 500-row files are sorted on disk
+    real_write = scoring.Run.write
+
+    def disk_full_for_b(folder, part):
+        if "b_big" in folder.name:
+            raise OSError(errno.ENOSPC, "No space left on device")  # what a write to a full disk raises
+        return real_write(folder, part)
+
+    monkeypatch.setattr(scoring.Run, "write", staticmethod(disk_full_for_b))
+    assert deployed.tick() == 1
+    run = deployed.last_run()
+    assert run["decision"] == "failed"
+    assert "scoring: b_big.csv: sorting the list on disk (more than 200 rows) in " in run["reason"]
+    assert "No space left on device" in run["reason"]
+    assert [f["name"] for f in run["scoring"]["files"]] == ["a_first.csv", "c_last.csv"]
+    assert [f["name"] for f in run["scoring"]["failed"]] == ["b_big.csv"]
+    predictions = deployed.root / "predictions"
+    assert {p.name for p in predictions.iterdir()} == {"a_first.risk.csv", "a_first.risk.json", "c_last.risk.csv",
+                                                        "c_last.risk.json", "scoring_record.json"}
+    assert "scoring b_big.csv failed: sorting the list on disk" in deployed.log("scoring")
+    monkeypatch.setattr(scoring.Run, "write", staticmethod(real_write))  # space again: the next tick makes it
+    assert deployed.tick() == 0
+    assert [f["name"] for f in deployed.last_run()["scoring"]["files"]] == ["b_big.csv"]
 
 
 def test_outreach_marks_the_customers_whose_call_is_worth_its_cost(deployed):
