@@ -54,7 +54,7 @@ from churnlib.clock import stamp_seconds, utc_now
 from churnlib.config import Config, model_fingerprint
 from churnlib.decisions import (WINDOW_ALPHA, accept_new_normal, challenge, check_score, policy_allows,
                                 release_expectations, rows_needed, trained_until)
-from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
+from churnlib.errors import ChurnError, StateFileError, StorageError, describe_error, in_step
 from churnlib.fsutil import atomic_write_json, read_json, remove_stale_temporaries
 from churnlib.ingested import DECISION_STATE_FILE, check_ingested_data, load_record, save_record
 from churnlib.modelstore import (
@@ -279,7 +279,7 @@ def find_work(config: Config) -> Work:
     for folder in (config.paths.scoring, config.paths.predictions):
         folder.mkdir(parents=True, exist_ok=True)
     customers = find_customer_files(config.paths.scoring, load_scoring_record(config.paths.predictions),
-                                    pointer["current"] if pointer else None)
+                                    pointer["current"] if pointer else None, predictions_folder=config.paths.predictions)
     return Work(record=record, scan=scan, pointer=pointer,
                 evaluated_rows=state["evaluated_rows"], evaluated_bytes=state["evaluated_bytes"],
                 rows_needed=rows_needed(config), customers=customers, last_retrain=state["last_retrain"],
@@ -610,9 +610,11 @@ def score_customers(config: Config, outcome: TickOutcome, found: CustomerWork, *
         if not customers.pending:
             if customers.record_changed:
                 save_scoring_record(customers.record, config.paths.predictions)
-            if customers.rejected:
+            if customers.rejected or found.stale:
                 outcome.scoring = {"files": [], "rejected": [{"name": r["name"], "reason": r["reason"]}
                                                              for r in customers.rejected]}
+                if found.stale:
+                    outcome.scoring["stale"] = found.stale
             return
         from churnlib.modelstore import load_deployed
         from scoring import score_customer_files
@@ -621,6 +623,12 @@ def score_customers(config: Config, outcome: TickOutcome, found: CustomerWork, *
         logger.info("scoring %d customer file(s) with release %s: %s", len(customers.pending), pointer["current"],
                     ", ".join(source.name for source in customers.pending))
         outcome.scoring = score_customer_files(config, customers, load_deployed(config.paths.deployment))
+        if found.stale:
+            outcome.scoring["stale"] = found.stale
+        if outcome.scoring.get("failed"):  # the lists that were made are kept, and in the run line
+            failed = StorageError("; ".join(failure["reason"] for failure in outcome.scoring["failed"]))
+            failed.step = "scoring"
+            raise failed
         outcome.timings["scoring"] = round(time.perf_counter() - started, 3)
     except Exception as exc:
         if outcome.error is None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,9 +39,9 @@ from typing import Any
 
 from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
-from churnlib.columns import MISSING_CATEGORY, shown_name
+from churnlib.columns import MISSING_CATEGORY, shown, shown_name
 from churnlib.config import Config, OutreachSettings, SchemaSettings
-from churnlib.errors import ChurnError
+from churnlib.errors import ChurnError, StorageError
 from churnlib.fsutil import atomic_write_json, atomic_write_text, atomic_writer, temporary_path_for
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
 from churnlib.errors import in_step
@@ -369,6 +370,25 @@ def _csv_fields(texts: list[str]) -> list[str]:
     return ['"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text for text in texts]
 
 
+# OWASP's CSV injection guidance: a cell starting with one of these is a formula to Excel or
+# LibreOffice. Such a text cell gets a single quote in front (shown, not evaluated); dropping the
+# first character of a cell that starts with "'" followed by one of them gives the id back.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def neutralised(texts: list[str]) -> list[str]:
+    """Return text cells with a ``'`` in front of each that a spreadsheet would read as a formula.
+
+    A plain number (``-5``, ``+3.5``, ``-1e3``) is left as it is: a spreadsheet reads it as that
+    number, never as a formula, and an id such as ``-5`` stays the id.
+    """
+    if not any(text[:1] in FORMULA_STARTS for text in texts):
+        return texts
+    return ["'" + text if text[:1] in FORMULA_STARTS and text and not _PLAIN_NUMBER.fullmatch(text) else text
+            for text in texts]
+
+
 def _fixed(values, digits: int) -> list[str]:
     """Return numbers in [0, 1] as text with ``digits`` decimals (built from integers, in numpy: fast)."""
     import numpy as np
@@ -408,8 +428,88 @@ class ScoredLines:
         return cls(lines=np.concatenate([part.lines for part in parts])[order], keys=keys[order], rows=rows[order])
 
 
+UNSEEN_SHOWN = 20  # unseen values per column in a summary and a run line: the most frequent
+UNSEEN_TRACKED = 1_000  # unseen values per column counted while a file is read (memory stays bounded)
+UNSEEN_CHARS = 100  # a longer value is counted cut to this many characters (ending "...")
+
+
+class UnseenTally:
+    """Categories never seen in training, per column: the most frequent values and a count of the rest.
+
+    Memory and output stay bounded whatever a file holds (a million distinct plan values once made
+    a 17 MB run line): counts are exact while a column has at most UNSEEN_TRACKED distinct unseen
+    values; past that only the most frequent are kept after each chunk, their counts are lower
+    bounds and the number of other values is an estimate (a value dropped and seen again counts
+    twice). The rows with an unseen value are always counted exactly.
+    """
+
+    def __init__(self, known: dict[str, set[str]] | None = None):
+        self.counts: dict[str, dict[str, int]] = {}
+        self.rows: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}  # distinct values pruned from the count (a lower bound)
+        self.known = known or {}
+
+    def add(self, unseen: list[tuple[int, str, str | None]]) -> None:
+        """Count one chunk's unseen values: (row, column, value) as predictors return them."""
+        import heapq
+        from collections import Counter
+
+        chunk: dict[str, Counter] = {}
+        for _row, column, value in unseen:
+            chunk.setdefault(column, Counter())[MISSING_CATEGORY if value is None else shown(str(value), UNSEEN_CHARS)] += 1
+        for column, values in chunk.items():
+            counts = self.counts.setdefault(column, {})
+            for value, count in values.items():
+                counts[value] = counts.get(value, 0) + count
+            self.rows[column] = self.rows.get(column, 0) + values.total()
+            if len(counts) > UNSEEN_TRACKED:
+                kept = heapq.nlargest(UNSEEN_TRACKED, counts.items(), key=lambda item: item[1])
+                self.dropped[column] = self.dropped.get(column, 0) + len(counts) - len(kept)
+                self.counts[column] = dict(kept)
+
+    def most_frequent(self) -> dict[str, dict[str, int]]:
+        """Return each column's UNSEEN_SHOWN most frequent unseen values with their counts (ties by value)."""
+        return {column: dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:UNSEEN_SHOWN])
+                for column, counts in self.counts.items()}
+
+    def rest(self) -> dict[str, dict[str, Any]]:
+        """Return, per column with more unseen values than shown, how many other values and rows there are."""
+        rest = {}
+        for column, shown in self.most_frequent().items():
+            other_values = len(self.counts[column]) - len(shown) + self.dropped.get(column, 0)
+            if other_values:
+                rest[column] = {"values": other_values, "rows": self.rows[column] - sum(shown.values()),
+                                "values_counted": "about" if self.dropped.get(column) else "exactly"}
+        return rest
+
+    def near_matches(self) -> dict[str, dict[str, str]]:
+        """Return the shown unseen values that equal a category seen in training but for case and spacing.
+
+        Categories are compared exactly, as the model learnt them ("Basic" is not "basic"), unlike
+        column names and labels: two spellings may be two categories in a user's data. A near match
+        is named so that a typo in a file is seen.
+        """
+        matches: dict[str, dict[str, str]] = {}
+        for column, shown in self.most_frequent().items():
+            known = {" ".join(category.casefold().split()): category for category in self.known.get(column, ())}
+            for value in shown:
+                near = known.get(" ".join(value.casefold().split()))
+                if near is not None and value != MISSING_CATEGORY:
+                    matches.setdefault(column, {})[value] = near
+        return matches
+
+
+def known_categories(predictor: Any, schema: Any) -> dict[str, set[str]]:
+    """Return the categories the predictor's model saw in training, per column (empty when it cannot tell)."""
+    index = getattr(predictor, "category_index", None)  # the fast path: category -> encoded column
+    if index is not None:
+        return {column: {c for c in lookup if c is not None} for column, lookup in zip(schema.categorical_columns, index)}
+    known = getattr(predictor, "known_categories", None) or {}
+    return {column: {c for c in categories if c is not None} for column, categories in known.items()}
+
+
 def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reasons: int, outreach: Outreach,
-                 suffix: str, unseen: dict[str, dict[str, int]], inputs: ConfusionInputs,
+                 suffix: str, unseen: UnseenTally, inputs: ConfusionInputs,
                  totals: dict[str, float]) -> ScoredLines:
     """Score one chunk of a customer file; return its lines sorted by risk, and update the totals."""
     import numpy as np
@@ -427,10 +527,7 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
     rows = len(frame)
     batch = batch_from_frame(frame, scorer.schema)
     probabilities = scorer.predictor.probabilities(batch)
-    for _row, column, value in scorer.predictor.unseen_categories(batch):
-        counts = unseen.setdefault(column, {})
-        key = MISSING_CATEGORY if value is None else str(value)
-        counts[key] = counts.get(key, 0) + 1
+    unseen.add(scorer.predictor.unseen_categories(batch))
     inputs.add(probabilities)
     values = outreach.values(probabilities)
     contact = values > 0 if values is not None else predicted_classes(probabilities, scorer.threshold).astype(bool)
@@ -440,7 +537,7 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
     numbers = np.arange(chunk.first_row, chunk.first_row + rows)
     columns = []
     for column in id_names:
-        columns.append(_csv_fields(frame[column].fillna("").tolist()))
+        columns.append(_csv_fields(neutralised(frame[column].fillna("").tolist())))
     columns += [list(map(str, numbers.tolist())), _fixed(probabilities, 6),
                 list(map({True: "yes", False: "no"}.__getitem__, contact.tolist()))]
     if values is not None:
@@ -452,7 +549,7 @@ def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reaso
             totals["reasons_unavailable"] = str(exc)
             texts = []
         else:
-            texts = reason_texts(contributions, shown_values(batch, scorer.schema),
+            texts = reason_texts(contributions, shown_values(batch, scorer.schema, chunk.texts),
                                  top_reasons(contributions, reasons), quoted=True)
         columns += texts + [[""] * rows] * (reasons - len(texts))  # fewer features than reasons asked for
     columns.append([suffix] * rows)
@@ -588,7 +685,7 @@ def _write_ranked(out, blocks) -> int:
 
 def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target: str, reasons: int,
                     outreach: Outreach, scored_at: str, name: str | None = None,
-                    chunk_rows: int = CHUNK_ROWS, run_rows: int = RUN_ROWS) -> dict[str, Any]:
+                    chunk_rows: int = CHUNK_ROWS, run_rows: int | None = None) -> dict[str, Any]:
     """Score the customers in ``source`` into the ranked list ``output`` (replaced atomically); return its summary.
 
     Raises ScoringError (and writes nothing) when the file is not a valid customer file. The
@@ -599,13 +696,15 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
     from churnlib.dataset import DatasetError, read_customer_file
 
     name = name or source.name
+    run_rows = run_rows or RUN_ROWS
     started = time.perf_counter()
-    unseen: dict[str, dict[str, int]] = {}
+    unseen = UnseenTally(known_categories(scorer.predictor, scorer.schema))
     inputs = ConfusionInputs(threshold=scorer.threshold)
     totals: dict[str, Any] = {"to_contact": 0, "expected_value": 0.0}
     runs: list[Run] = []
     held: list[ScoredLines] = []
     runs_folder = temporary_path_for(output)
+    doing = ""  # what is being written, for an error (a full disk) to name
     try:
         with open_regular(source) as handle:
             customers = read_customer_file(handle, name=name, schema=scorer.schema, target=target,
@@ -616,11 +715,14 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
                                          outreach=outreach, suffix=suffix, unseen=unseen, inputs=inputs,
                                          totals=totals))
                 if sum(len(part.lines) for part in held) >= run_rows:
+                    doing = f"sorting the list on disk (more than {run_rows:,} rows) in {runs_folder}"
                     runs_folder.mkdir(parents=True, exist_ok=True)
                     _spill(runs, runs_folder, ScoredLines.sorted(held))
                     held = []
-        header = ",".join(_csv_fields(list_columns(customers.id_names, reasons,
-                                                   outreach=outreach.settings is not None))) + "\n"
+                    doing = ""
+        header = ",".join(_csv_fields(neutralised(list_columns(customers.id_names, reasons,
+                                                              outreach=outreach.settings is not None)))) + "\n"
+        doing = f"writing the list {output}"
         with atomic_writer(output) as out:
             out.write(header.encode("utf-8"))
             if runs:
@@ -631,6 +733,12 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
                 rows = _write_ranked(out, [ScoredLines.sorted(held)] if held else [])
     except DatasetError as exc:
         raise ScoringError(str(exc)) from None
+    except OSError as exc:
+        if not doing or isinstance(exc, StorageError):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise StorageError(f"{name}: {doing}: {exc.strerror or exc}{where}", errno=exc.errno,
+                           path=exc.filename) from exc
     finally:
         if runs_folder.exists():
             for path in runs_folder.iterdir():
@@ -646,12 +754,35 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
         "contact_rule": outreach.describe(scorer.threshold),
         "to_contact": totals["to_contact"],
         "expected_value": round(totals["expected_value"], 2) if outreach.settings is not None else None,
-        "unseen_categories": unseen,
+        "unseen_categories": unseen.most_frequent(),
+        "unseen_categories_rest": unseen.rest(),
+        "unseen_near_matches": unseen.near_matches(),
         "reasons_unavailable": totals.get("reasons_unavailable"),
         "ignored_columns": customers.ignored_columns,
         "estimate": estimate_performance(inputs, calibration=scorer.calibration),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _describe_unseen(summary: dict[str, Any], shown_values: int = 5) -> str:
+    """Return the unseen categories of a list's summary for its log line: the most frequent few per column."""
+    unseen = summary["unseen_categories"]
+    if not unseen:
+        return ""
+    rest = summary.get("unseen_categories_rest") or {}
+    near = summary.get("unseen_near_matches") or {}
+    parts = []
+    for column, values in unseen.items():
+        items = list(values.items())
+        texts = [f"{shown(v)!r} ({n}" + (f"; did you mean {shown(near[column][v])!r}?" if v in near.get(column, {}) else "")
+                 + ")" for v, n in items[:shown_values]]
+        others = len(items[shown_values:]) + rest.get(column, {}).get("values", 0)
+        if others:
+            rows = sum(n for _v, n in items[shown_values:]) + rest.get(column, {}).get("rows", 0)
+            about = "about " if rest.get(column, {}).get("values_counted") == "about" else ""
+            texts.append(f"and {about}{others:,} other value(s) in {rows:,} row(s)")
+        parts.append(f"{column} {', '.join(texts)}")
+    return "; categories never seen in training, scored as unknown: " + ", ".join(parts)
 
 
 def describe_list(summary: dict[str, Any]) -> str:
@@ -661,10 +792,7 @@ def describe_list(summary: dict[str, Any]) -> str:
     ci = estimate.get("f1_ci")
     expected = "" if f1 is None else (f"; estimated F1 {f1:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
     value = "" if summary["expected_value"] is None else f", expected value {summary['expected_value']:,.2f}"
-    unseen = summary["unseen_categories"]
-    unseen_text = ("; categories never seen in training, scored as unknown: " + ", ".join(
-        f"{column} {', '.join(f'{v!r} ({n})' for v, n in sorted(values.items())[:5])}"
-        for column, values in unseen.items())) if unseen else ""
+    unseen_text = _describe_unseen(summary)
     missing = f"; without reasons: {summary['reasons_unavailable']}" if summary.get("reasons_unavailable") else ""
     return (f"scored {summary['input']}: {summary['rows']} rows with release {summary['release_id']} -> "
             f"{summary['list']}; {summary['to_contact']} to contact{value}{expected}{unseen_text}{missing}")
@@ -702,6 +830,11 @@ def score_customer_files(config: Config, work: CustomerWork, model: LoadedModel)
         except FileNotFoundError:
             logger.info("%s: vanished before it could be scored", source.name)
             continue
+        except StorageError as exc:  # a full disk: not the file's fault; it is tried again on the next tick
+            logger.error("scoring %s failed: %s; the other files go on, this one is tried again next tick",
+                         shown_name(source.name), str(exc).removeprefix(f"{source.name}: "))
+            result.setdefault("failed", []).append({"name": source.name, "reason": str(exc)})
+            continue
         summary["list"] = os.path.relpath(output, config.root)
         atomic_write_json(output.with_name(output.name.removesuffix(LIST_SUFFIX) + SUMMARY_SUFFIX), summary)
         record["rejected"] = [r for r in record["rejected"] if r["name"] != source.name]
@@ -717,7 +850,9 @@ def score_customer_files(config: Config, work: CustomerWork, model: LoadedModel)
             "estimate": {key: estimate[key] for key in ("f1", "f1_ci", "precision", "precision_ci", "recall",
                                                          "recall_ci", "accuracy", "accuracy_ci", "expected_churners",
                                                          "predicted_churners")},
-            "unseen_categories": summary["unseen_categories"], "seconds": summary["seconds"],
+            "unseen_categories": summary["unseen_categories"],
+            **{key: summary[key] for key in ("unseen_categories_rest", "unseen_near_matches") if summary[key]},
+            "seconds": summary["seconds"],
         })
     if work.record_changed:
         save_scoring_record(record, config.paths.predictions)

@@ -235,14 +235,27 @@ def _texts_of(values: np.ndarray, form) -> np.ndarray:
     return np.array([form(value) for value in distinct.tolist()], dtype=object)[inverse.reshape(-1)]
 
 
-def shown_values(batch: Batch, schema: FrozenSchema) -> np.ndarray:
-    """Return the batch's feature values as people read them (rows x features, text), as they came in."""
+SHOWN_NUMBER_CHARS = 24  # a number's own text longer than this is shown as the number, in 6 digits
+
+
+def shown_values(batch: Batch, schema: FrozenSchema, texts: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Return the batch's feature values as people read them (rows x features, text), as they came in.
+
+    ``texts``: for numeric columns, each value's text in its file (a CSV file's "117.30" is shown
+    as 117.30, not 117.3), unless it is longer than SHOWN_NUMBER_CHARS; a missing value is (missing).
+    """
     numeric_at = {c: j for j, c in enumerate(schema.numeric_columns)}
     categorical_at = {c: j for j, c in enumerate(schema.categorical_columns)}
     shown = np.empty((len(batch), len(schema.feature_columns)), dtype=object)
     for position, column in enumerate(schema.feature_columns):
         if column in numeric_at:
-            shown[:, position] = _texts_of(batch.numeric[:, numeric_at[column]], _number_text)
+            numbers = batch.numeric[:, numeric_at[column]]
+            shown[:, position] = _texts_of(numbers, _number_text)
+            if texts is not None and column in texts:
+                own = np.asarray(texts[column], dtype=object)
+                fits = ~np.isnan(numbers) & (np.fromiter(map(len, own.tolist()), dtype=np.int64, count=len(own))
+                                             <= SHOWN_NUMBER_CHARS)
+                shown[fits, position] = own[fits]
         else:
             values = batch.categorical[categorical_at[column]]
             shown[:, position] = [MISSING_CATEGORY if value is None else value for value in values]
@@ -250,7 +263,8 @@ def shown_values(batch: Batch, schema: FrozenSchema) -> np.ndarray:
 
 
 def _signed(value: float) -> str:
-    return f"{value:+.2f}"
+    """Return a contribution with its sign and two decimals, in at most 10 characters (+1.23e+300 from a million on)."""
+    return f"{value:+.2f}" if abs(value) < 1e6 else f"{value:+.2e}"
 
 
 def top_reasons(contributions: Contributions, count: int) -> np.ndarray:

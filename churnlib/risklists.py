@@ -10,7 +10,8 @@ holds which content was scored (or rejected) with which release. Scoring itself 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ SCORING_RECORD_FILE = "scoring_record.json"  # in the predictions folder: what w
 SCORING_RECORD_FORMAT = 1
 LIST_SUFFIX = ".risk.csv"
 SUMMARY_SUFFIX = ".risk.json"
+STALE_FOLDER = "stale"  # in the predictions folder: lists whose customer file is gone, kept for the user to delete
+MAX_REJECTED = 1_000  # rejected files kept in the record: the latest, of files still in the folder
 
 
 def empty_scoring_record() -> dict[str, Any]:
@@ -54,15 +57,18 @@ class CustomerWork:
 
     record: dict[str, Any]
     pending: list[FoundFile]
-    rejected: list[dict]  # refused unread by the scan (symlinks out, unreadable files)
+    rejected: list[dict]  # refused unread by the scan (symlinks out, unreadable files, a list name taken)
     record_changed: bool
+    stale: list[dict] = field(default_factory=list)  # lists moved aside this time: their customer file is gone
 
 
-def find_customer_files(scoring_folder: Path, record: dict[str, Any], release_id: str | None) -> CustomerWork:
+def find_customer_files(scoring_folder: Path, record: dict[str, Any], release_id: str | None, *,
+                        predictions_folder: Path | None = None) -> CustomerWork:
     """Return the files in ``scoring_folder`` that need scoring with ``release_id``; imports no pandas.
 
     A file needs it unless its content was scored by that release already, or rejected while that
-    release was deployed (a new release may have another schema).
+    release was deployed (a new release may have another schema). With ``predictions_folder``, the
+    lists (and summaries) there whose customer file is gone are moved to its ``stale/`` folder.
     """
     def reject_unread(name: str, reason: str, *, sha256: str | None, size: int | None) -> dict:
         entry = {"name": name, "sha256": sha256, "size": size, "reason": reason, "rejected_at": utc_now(),
@@ -78,19 +84,110 @@ def find_customer_files(scoring_folder: Path, record: dict[str, Any], release_id
         if name not in present:
             del record["scored"][name]
             changed = True
+    changed |= _bound_rejected(record)
+    files, taken = _one_file_per_list(found.files, record)
+    for source, owner in taken:
+        reason = (f"its list would be {list_name(source.name)}, which is {owner}'s (list names do not tell "
+                  f"{source.name} from {owner}); rename one of them")
+        if not any(r["name"] == source.name and r["sha256"] == source.sha256 and r["reason"] == reason
+                   for r in record["rejected"]):
+            record["rejected"] = [r for r in record["rejected"] if r["name"] != source.name]
+            entry = reject_unread(source.name, reason, sha256=source.sha256, size=source.size)
+            entry["list_of"] = owner  # not scored while the other file is there; retried once it is gone
+            found.rejected.append(entry)
+            changed = True
     pending = []
     if release_id is not None:
-        rejected = {(r["name"], r["sha256"]) for r in record["rejected"] if r.get("release_id") == release_id}
-        for source in found.files:
+        rejected = {(r["name"], r["sha256"]) for r in record["rejected"]
+                    if r.get("release_id") == release_id and "list_of" not in r}
+        for source in files:
             scored = record["scored"].get(source.name)
             if scored and scored["sha256"] == source.sha256 and scored["release_id"] == release_id:
                 continue
             if (source.name, source.sha256) in rejected:
                 continue
             pending.append(source)
-    return CustomerWork(record=record, pending=pending, rejected=found.rejected, record_changed=changed)
+    stale = [] if predictions_folder is None else move_stale_lists(predictions_folder, [f.name for f in found.files])
+    return CustomerWork(record=record, pending=pending, rejected=found.rejected, record_changed=changed or bool(stale),
+                        stale=stale)
+
+
+def move_stale_lists(predictions_folder: Path, present: list[str]) -> list[dict]:
+    """Move the lists and summaries whose customer file is no longer in the scoring folder to ``stale/``;
+    return what was moved.
+
+    Such a list is never refreshed again, yet someone may still be working from it: it is moved
+    aside, with a log line, for the user to delete, never deleted here. An older stale copy of the
+    same name is replaced (and the log says so).
+    """
+    wanted = {list_name(name) for name in present} | {summary_name(name) for name in present}
+    moved = []
+    try:
+        entries = sorted(os.scandir(predictions_folder), key=lambda e: e.name)
+    except FileNotFoundError:
+        return moved
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") or not name.endswith((LIST_SUFFIX, SUMMARY_SUFFIX)) or name in wanted:
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        stale_folder = predictions_folder / STALE_FOLDER
+        stale_folder.mkdir(exist_ok=True)
+        target = stale_folder / name
+        replaced = target.exists()
+        os.replace(entry.path, target)
+        logger.warning("moved %s/%s to %s/%s/: its customer file is no longer in the scoring folder, so the "
+                       "list is not refreshed any more%s; delete it when it is no longer needed",
+                       predictions_folder.name, shown_name(name), predictions_folder.name, STALE_FOLDER,
+                       " (an older stale copy was replaced)" if replaced else "")
+        moved.append({"name": name, "moved_to": f"{predictions_folder.name}/{STALE_FOLDER}/{name}"})
+    return moved
+
+
+def _bound_rejected(record: dict[str, Any]) -> bool:
+    """Keep the latest rejection of each file still in the folder, at most MAX_REJECTED; return whether any went."""
+    latest: dict[str, dict] = {}
+    for entry in record["rejected"]:
+        if entry["name"] in record["seen"]:  # the scan keeps exactly the names still in the folder
+            latest.pop(entry["name"], None)
+            latest[entry["name"]] = entry
+    kept = list(latest.values())[-MAX_REJECTED:]
+    if len(kept) == len(record["rejected"]):
+        return False
+    record["rejected"] = kept
+    return True
+
+
+def _one_file_per_list(files: list[FoundFile], record: dict[str, Any]) -> tuple[list[FoundFile], list[tuple[FoundFile, str]]]:
+    """Return the files that each have their list to themselves, and the others with the file whose list it is.
+
+    ``team.csv`` and ``team.CSV`` would both write ``team.risk.csv``: the file whose list it is
+    already, else the first by name, keeps it. Names are compared case-blind, as some file systems do.
+    """
+    owners: dict[str, FoundFile] = {}
+    for source in sorted(files, key=lambda f: (record["scored"].get(f.name, {}).get("list") is None, f.name)):
+        owners.setdefault(list_name(source.name).casefold(), source)
+    kept, taken = [], []
+    for source in files:
+        owner = owners[list_name(source.name).casefold()]
+        if owner is source:
+            kept.append(source)
+        else:
+            taken.append((source, owner.name))
+    return kept, taken
+
+
+def list_name(input_name: str) -> str:
+    """Return the name of the risk list of customer file ``input_name``."""
+    return Path(input_name).stem + LIST_SUFFIX
+
+
+def summary_name(input_name: str) -> str:
+    """Return the name of the summary of the risk list of customer file ``input_name``."""
+    return Path(input_name).stem + SUMMARY_SUFFIX
 
 
 def list_path(predictions_folder: Path, input_name: str) -> Path:
     """Return where the risk list of customer file ``input_name`` goes."""
-    return predictions_folder / (Path(input_name).stem + LIST_SUFFIX)
+    return predictions_folder / list_name(input_name)

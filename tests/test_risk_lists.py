@@ -1,6 +1,8 @@
 """Risk lists: customer files dropped into scoringdata/ become ranked lists with reasons in predictions/."""
 
 import csv
+import errno
+import io
 import json
 import os
 import shutil
@@ -167,6 +169,10 @@ BAD_FILES = [
     ("semicolon.csv", b"corporation;lastmonth_activity;plan\na;1;basic\n", "feature column(s) missing"),
     ("infinite.csv", b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan\na,inf,2,3,basic\n",
      "value(s) are infinite"),
+    ("short.csv", b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan\na,1,2,3,basic\n"
+                  b"shortrow,10,200\nc,1,2,3,basic\n", "row 2 has 3 fields, the header has 5"),
+    ("cut.csv", b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan\na,1,2,3,basic\nb,1,2",
+     "row 2 has 3 fields, the header has 5"),
     ("hugecell.csv", b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan\n"
                      + b"a" * 20_000 + b",1,2,3,basic\n", "a value of 20,000 characters"),
 ]
@@ -260,6 +266,190 @@ def test_a_bad_row_far_into_a_file_rejects_it_and_leaves_no_list_or_temporary_fi
         scoring.write_risk_list(source, output, scorer, target="exited", reasons=3, outreach=scoring.Outreach(None),
                                 scored_at="now", chunk_rows=40, run_rows=100)
     assert not output.parent.exists() or list(output.parent.iterdir()) == []
+
+
+def test_a_short_row_far_into_a_file_rejects_it_in_whichever_chunk_it_falls(deployed, tmp_path):
+    rows = [[f"c{i}", i, 10 * i, 3, "basic" if i % 7 else '"basic,\nplus"'] for i in range(300)]
+    lines = [",".join(map(str, row)) for row in rows]
+    lines[250] = "c250,250,2500"
+    source = tmp_path / "short_late.csv"
+    source.write_text("\r\n".join([",".join(CUSTOMER_HEADER), *lines[:100], "", " , ,", *lines[100:]]))
+    scorer = scoring.ScoringModel.of(load_deployed(deployed.deployment))
+    for chunk_rows in (40, 1000):
+        with pytest.raises(scoring.ScoringError, match=r"short_late.csv: row 251 has 3 fields, the header has 5"):
+            scoring.write_risk_list(source, tmp_path / "list.csv", scorer, target="exited", reasons=3,
+                                    outreach=scoring.Outreach(None), scored_at="now", chunk_rows=chunk_rows)
+    assert not (tmp_path / "list.csv").exists()
+
+
+FORMULA_IDS = ['=HYPERLINK("http://127.0.0.1/x?"&A1,"click me")', "+1+1", "-2+3+cmd|' /C calc'!A0", "@SUM(1,1)",
+               "\t=2+2", "=1,2", "-", "+44 20 7946 0000"]
+PLAIN_NUMBER_IDS = ["-5", "+3.5", "-1e3", "42"]
+
+
+def assert_no_cell_is_a_formula(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    for row in rows:
+        for cell in row:
+            assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r") or cell in PLAIN_NUMBER_IDS, (cell, row)
+    return rows
+
+
+def test_ids_and_the_id_header_a_spreadsheet_would_evaluate_are_neutralised_and_recoverable(deployed, tmp_path):
+    ids = FORMULA_IDS + PLAIN_NUMBER_IDS
+    content = io.StringIO()
+    csv.writer(content).writerows([["=Corporation", *CUSTOMER_HEADER[1:]],
+                                   *[[i, 10 * n, 100, 3, "basic"] for n, i in enumerate(ids)]])
+    content = content.getvalue()
+    drop_customers(deployed, "formulas.csv", content)
+    assert deployed.tick() == 0
+    lists = {"tick": deployed.root / "predictions" / "formulas.risk.csv", "on demand": tmp_path / "on_demand.csv"}
+    result = run_script("scoring.py", "--config", str(deployed.config_path), "--customers",
+                        str(deployed.root / "scoringdata" / "formulas.csv"), "--output", str(lists["on demand"]))
+    assert result.returncode == 0, result.stderr
+    for path in lists.values():
+        header, *rows = assert_no_cell_is_a_formula(path)
+        assert header[1] == "'=Corporation"
+        shown_ids = [row[1] for row in rows]
+        # Recoverable: a cell that starts with ' and then a formula character lost only that quote.
+        recovered = [cell[1:] if cell[:1] == "'" and cell[1:2] in "=+-@\t\r" else cell for cell in shown_ids]
+        expected = [i.strip() for i in ids]  # the cells of a file are read stripped
+        assert sorted(recovered) == sorted(expected)
+        assert set(PLAIN_NUMBER_IDS) <= set(shown_ids)
+
+
+def test_reasons_show_numbers_as_the_file_gave_them_and_contributions_in_a_bounded_width(deployed, tmp_path):
+    source = tmp_path / "numbers.csv"
+    source.write_text(csv_text(CUSTOMER_HEADER, [["a", "117.30", "1e300", 3, "basic"], ["b", "0050", 10, "", "basic"],
+                                                 ["c", "1" + "0" * 30, "-2.50E+01", 3, "basic"]]))
+    scorer = scoring.ScoringModel.of(load_deployed(deployed.deployment))
+    output = tmp_path / "list.csv"
+    scoring.write_risk_list(source, output, scorer, target="exited", reasons=4, outreach=scoring.Outreach(None),
+                            scored_at="now")
+    with open(output, newline="") as handle:
+        rows = {row["corporation"]: row for row in csv.DictReader(handle)}
+    reasons = {key: " | ".join(row[f"reason_{n}"] for n in range(1, 5)) for key, row in rows.items()}
+    assert "lastmonth_activity = 117.30 (" in reasons["a"] and "lastyear_activity = 1e300 (" in reasons["a"]
+    assert "lastmonth_activity = 0050 (" in reasons["b"] and "number_of_employees = (missing) (" in reasons["b"]
+    # A number's own text past 24 characters is shown as the number.
+    assert "lastmonth_activity = 1e+30 (" in reasons["c"] and "lastyear_activity = -2.50E+01 (" in reasons["c"]
+    for row in rows.values():
+        for n in range(1, 5):
+            amount = row[f"reason_{n}"].rsplit(", ", 1)[1].rstrip(")")
+            assert len(amount) <= 10 and float(amount) == float(amount), row
+
+
+def test_many_distinct_unseen_categories_keep_the_summary_and_the_run_line_small(deployed, monkeypatch):
+    monkeypatch.setattr(scoring, "UNSEEN_TRACKED", 300, raising=False)  # pruned after each chunk below: counts become lower bounds
+    rows = [[f"c{i}", 5, 50, 2, f"plan-{i}-" + "x" * 150] for i in range(20_000)]
+    rows += [[f"e{i}", 5, 50, 2, "enterprise"] for i in range(40)] + [[f"b{i}", 5, 50, 2, "Basic"] for i in range(7)]
+    drop_customers(deployed, "many.csv", csv_text(CUSTOMER_HEADER, rows))
+    assert deployed.tick() == 0
+    run_line = (deployed.root / "logs" / "runs.jsonl").read_text().splitlines()[-1]
+    assert len(run_line) < 10_000
+    [scored] = json.loads(run_line)["scoring"]["files"]
+    summary = json.loads((deployed.root / "predictions" / "many.risk.json").read_text())
+    for kept in (scored, summary):
+        plans = kept["unseen_categories"]["plan"]
+        assert len(plans) == 20 and list(plans)[:2] == ["enterprise", "Basic"] and plans["enterprise"] == 40
+        assert all(len(value) <= 100 for value in plans)
+        rest = kept["unseen_categories_rest"]["plan"]
+        assert rest["rows"] == 20_047 - sum(plans.values()) and rest["values_counted"] == "about"
+        assert 20_002 - 20 - 300 <= rest["values"] <= 20_002
+        assert kept["unseen_near_matches"] == {"plan": {"Basic": "basic"}}
+    assert os.path.getsize(deployed.root / "predictions" / "many.risk.json") < 20_000
+    log = deployed.log("scoring")
+    assert "plan 'enterprise' (40), 'Basic' (7; did you mean 'basic'?)" in log
+    assert f"and about {20_002 - 5:,} other value(s) in {20_047 - 40 - 7 - 3:,} row(s)" in log
+
+
+def test_two_files_whose_names_differ_in_case_never_share_one_list(deployed):
+    drop_customers(deployed, "team.CSV", csv_text(CUSTOMER_HEADER, [["upper", 5, 50, 2, "basic"]]))
+    drop_customers(deployed, "team.csv", csv_text(CUSTOMER_HEADER, [["lower1", 5, 50, 2, "basic"],
+                                                                    ["lower2", 6, 60, 2, "basic"]]))
+    assert deployed.tick() == 0
+    scoring_run = deployed.last_run()["scoring"]
+    assert [f["name"] for f in scoring_run["files"]] == ["team.CSV"]  # the first by name
+    [rejected] = scoring_run["rejected"]
+    assert rejected["name"] == "team.csv" and "its list would be team.risk.csv, which is team.CSV's" in rejected["reason"]
+    assert [r["corporation"] for r in read_list(deployed, "team")] == ["upper"]
+    assert "rejected team.csv: its list would be team.risk.csv" in deployed.log("scoring")
+    # Said once, not on every tick.
+    assert deployed.tick() == 0 and "scoring" not in deployed.last_run()
+    (deployed.root / "scoringdata" / "team.CSV").unlink()
+    assert deployed.tick() == 0
+    assert [f["name"] for f in deployed.last_run()["scoring"]["files"]] == ["team.csv"]
+    assert [r["corporation"] for r in read_list(deployed, "team")] == ["lower1", "lower2"]
+
+
+def test_a_list_whose_customer_file_is_gone_is_moved_aside_with_a_log_line_not_left_stale(deployed):
+    drop_customers(deployed)
+    drop_customers(deployed, "gone.csv", csv_text(CUSTOMER_HEADER, [["g", 5, 50, 2, "basic"]]))
+    predictions = deployed.root / "predictions"
+    predictions.mkdir(exist_ok=True)
+    (predictions / "from_an_old_release.risk.csv").write_text("rank,corporation\n1,old\n")
+    (predictions / "notes.txt").write_text("the team's own file")
+    assert deployed.tick() == 0
+    (deployed.root / "scoringdata" / "gone.csv").unlink()
+    assert deployed.tick() == 0
+    assert {p.name for p in predictions.iterdir()} == {"customers.risk.csv", "customers.risk.json", "notes.txt",
+                                                        "scoring_record.json", "stale"}
+    assert {p.name for p in (predictions / "stale").iterdir()} == {"from_an_old_release.risk.csv", "gone.risk.csv",
+                                                                   "gone.risk.json"}
+    assert (predictions / "stale" / "gone.risk.csv").read_text().count("\n") == 2
+    log = deployed.log("scoring")
+    assert "moved predictions/gone.risk.csv to predictions/stale/: its customer file is no longer" in log
+    assert "moved predictions/from_an_old_release.risk.csv to predictions/stale/" in log
+    stale = [entry["name"] for entry in deployed.last_run()["scoring"]["stale"]]
+    assert stale == ["gone.risk.csv", "gone.risk.json"]
+    assert deployed.tick() == 0 and "scoring" not in deployed.last_run()
+
+
+def test_the_scoring_record_keeps_one_rejection_per_file_still_there(deployed):
+    folder = deployed.root / "scoringdata"
+    for i in range(30):
+        drop_customers(deployed, f"bad{i}.csv", "corporation,plan\nx,basic\n")
+    assert deployed.tick() == 0
+    for version in range(3):  # changed three times, still bad
+        drop_customers(deployed, "bad0.csv", f"corporation,plan\nx{version},basic\n")
+        assert deployed.tick() == 0
+    record = json.loads((deployed.root / "predictions" / "scoring_record.json").read_text())
+    assert sorted(r["name"] for r in record["rejected"]) == sorted(f"bad{i}.csv" for i in range(30))
+    for i in range(30):
+        (folder / f"bad{i}.csv").unlink()
+    assert deployed.tick() == 0
+    record = json.loads((deployed.root / "predictions" / "scoring_record.json").read_text())
+    assert record["rejected"] == []
+
+
+def test_a_full_disk_while_sorting_on_disk_names_the_step_and_file_and_the_other_files_go_on(deployed, monkeypatch):
+    drop_customers(deployed, "a_first.csv")
+    drop_customers(deployed, "b_big.csv")
+    drop_customers(deployed, "c_last.csv")
+    monkeypatch.setattr(scoring, "RUN_ROWS", 200)  # these 500-row files are sorted on disk
+    real_write = scoring.Run.write
+
+    def disk_full_for_b(folder, part):
+        if "b_big" in folder.name:
+            raise OSError(errno.ENOSPC, "No space left on device")  # what a write to a full disk raises
+        return real_write(folder, part)
+
+    monkeypatch.setattr(scoring.Run, "write", staticmethod(disk_full_for_b))
+    assert deployed.tick() == 1
+    run = deployed.last_run()
+    assert run["decision"] == "failed"
+    assert "scoring: b_big.csv: sorting the list on disk (more than 200 rows) in " in run["reason"]
+    assert "No space left on device" in run["reason"]
+    assert [f["name"] for f in run["scoring"]["files"]] == ["a_first.csv", "c_last.csv"]
+    assert [f["name"] for f in run["scoring"]["failed"]] == ["b_big.csv"]
+    predictions = deployed.root / "predictions"
+    assert {p.name for p in predictions.iterdir()} == {"a_first.risk.csv", "a_first.risk.json", "c_last.risk.csv",
+                                                        "c_last.risk.json", "scoring_record.json"}
+    assert "scoring b_big.csv failed: sorting the list on disk" in deployed.log("scoring")
+    monkeypatch.setattr(scoring.Run, "write", staticmethod(real_write))  # space again: the next tick makes it
+    assert deployed.tick() == 0
+    assert [f["name"] for f in deployed.last_run()["scoring"]["files"]] == ["b_big.csv"]
 
 
 def test_outreach_marks_the_customers_whose_call_is_worth_its_cost(deployed):
