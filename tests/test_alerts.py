@@ -585,3 +585,44 @@ def test_an_outbox_over_its_bound_drops_the_oldest_once_and_says_what_waits(depl
     assert f"{MAX_OUTBOX_ITEMS} alert(s) wait in" in log
     items = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
     assert len(items) == MAX_OUTBOX_ITEMS and items[-1]["alert"]["title"] == "file rejected: broken.csv"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_webhook_that_redirects_is_a_failed_delivery_naming_the_new_address(deployed, status):
+    gets = []  # urllib followed a 301/302/303 with a GET without the alert, answered 200: "sent"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(status)
+            self.send_header("Location", "/moved/secret")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):
+            gets.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_port
+        deployed.write_config(alert_config(webhook_url=f"http://127.0.0.1:{port}/hooks/secret"))
+        deployed.add_source("broken.csv", "a;b\n1;2\n")
+        assert deployed.tick() == 0
+        result = subprocess.run([sys.executable, "fullprocess.py", "--config", str(deployed.config_path), "--test-alert"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    [item] = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
+    assert item["last_error"].startswith(f"webhook http://127.0.0.1:{port}/...: HTTP {status} ")
+    assert f"redirects to http://127.0.0.1:{port}/...; an alert is not sent on" in item["last_error"]
+    assert "secret" not in item["last_error"] and "secret" not in deployed.log()
+    assert not gets  # nothing followed the redirect
+    assert result.returncode == 1 and "webhook: sent" not in result.stdout
+    assert f"HTTP {status}" in result.stdout
