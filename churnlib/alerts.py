@@ -35,19 +35,26 @@ from pathlib import Path
 from typing import Any
 
 from churnlib.clock import utc_now
+from churnlib.columns import shown_lines, shown_name
 from churnlib.config import AlertSettings, Config, EmailSettings, WebhookSettings
 from churnlib.display import number
 from churnlib.fsutil import atomic_write_json, read_json
-from churnlib.runlog import ALERT_STATE_FILE, OUTBOX_FILE
+from churnlib.runlog import ALERT_STATE_FILE, OUTBOX_FILE, UNDELIVERABLE_FILE
 
 logger = logging.getLogger(__name__)
 
 # An outbox that cannot be delivered for weeks must not grow without end: past this many items the
 # oldest are dropped, with a warning naming them.
 MAX_OUTBOX_ITEMS = 500
+# An alert the receiver (or the mail library) refused this many times, while the channel itself
+# worked, is moved aside to logs/alerts_undeliverable.json: it must not be retried for ever.
+MAX_ITEM_FAILURES = 3
 MAX_FEATURES_LISTED = 10
 
 STARTED, CLEARED, NOTICE = "started", "cleared", "notice"
+# The key of a rejected file's condition: REJECTED + name, or REJECTED + CUSTOMERS + name for a
+# file of customers to score (the name in its shown form).
+REJECTED, CUSTOMERS = "file_rejected:", "customers/"
 
 
 @dataclass
@@ -65,14 +72,38 @@ class Alert:
     host: str = ""
     id: str = field(default_factory=lambda: os.urandom(6).hex())
 
+    def __post_init__(self) -> None:
+        # File names and cell values reach the text: a line break or an undecodable byte must neither
+        # forge a header or a log line nor make the mail library refuse the message (an outbox
+        # written by an older version included).
+        self.key, self.title = shown_name(self.key), shown_name(self.title)
+        self.text = shown_lines(self.text)
+        self.fields = _shown_values(self.fields)
+
     def full_text(self) -> str:
         return f"{self.title}\n{self.text}" if self.text else self.title
 
     def webhook_body(self) -> dict[str, Any]:
         """The JSON a webhook receives: ``text`` for Slack-style receivers, the rest for programs."""
-        return {"text": self.full_text(), "title": self.title, "event": self.event, "status": self.status,
+        return {"text": slack_escaped(self.full_text()), "title": self.title, "event": self.event, "status": self.status,
                 "condition": self.key, "at": self.at, "project": self.project, "host": self.host,
                 "id": self.id, "fields": self.fields}
+
+
+def _shown_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return shown_name(value)
+    if isinstance(value, dict):
+        return {shown_name(str(k)): _shown_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shown_values(v) for v in value]
+    return value
+
+
+def slack_escaped(text: str) -> str:
+    """Return ``text`` with ``&``, ``<`` and ``>`` escaped as Slack asks: a file name ``<!channel>.csv``
+    must not notify a whole channel, nor ``<https://...|label>`` make a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @dataclass
@@ -205,24 +236,28 @@ def observations(run: dict[str, Any], *, api_expected: bool = True) -> tuple[lis
                                 else f"the report of release {run['deployed_release_after']} was built",
                                 f"{failed}\nThe release is deployed; run reporting.py to build its report." if failed
                                 else "", {"release": run["deployed_release_after"], "error": failed}))
+    # A file name is shown in one form (churnlib.columns.shown_name) in the key, the title and the fields.
     ingest = run.get("ingest") or {}
     for rejected in ingest.get("rejected", []):
-        seen.append(Observation(f"file_rejected:{rejected['name']}", "file_rejected", True,
-                                f"file rejected: {rejected['name']}", rejected.get("reason", ""), dict(rejected)))
+        name = shown_name(rejected["name"])
+        seen.append(Observation(f"{REJECTED}{name}", "file_rejected", True,
+                                f"file rejected: {name}", rejected.get("reason", ""), {**rejected, "name": name}))
     for accepted in ingest.get("accepted", []):
-        seen.append(Observation(f"file_rejected:{accepted['name']}", "file_rejected", False,
-                                f"{accepted['name']} accepted now",
-                                f"{accepted.get('rows_added')} rows added", {"name": accepted["name"]}))
+        name = shown_name(accepted["name"])
+        seen.append(Observation(f"{REJECTED}{name}", "file_rejected", False, f"{name} accepted now",
+                                f"{accepted.get('rows_added')} rows added", {"name": name}))
     # Files of current customers too: the retention team waits for their lists.
     scoring = run.get("scoring") or {}
     for rejected in scoring.get("rejected", []):
-        seen.append(Observation(f"file_rejected:customers/{rejected['name']}", "file_rejected", True,
-                                f"customer file rejected: {rejected['name']}", rejected.get("reason", ""),
-                                dict(rejected)))
+        name = shown_name(rejected["name"])
+        seen.append(Observation(f"{REJECTED}{CUSTOMERS}{name}", "file_rejected", True,
+                                f"customer file rejected: {name}", rejected.get("reason", ""),
+                                {**rejected, "name": name}))
     for scored in scoring.get("files", []):
-        seen.append(Observation(f"file_rejected:customers/{scored['name']}", "file_rejected", False,
-                                f"customer file {scored['name']} scored now", f"{scored.get('rows')} rows scored",
-                                {"name": scored["name"]}))
+        name = shown_name(scored["name"])
+        seen.append(Observation(f"{REJECTED}{CUSTOMERS}{name}", "file_rejected", False,
+                                f"customer file {name} scored now", f"{scored.get('rows')} rows scored",
+                                {"name": name}))
     api = run.get("api")
     if isinstance(api, dict) and api.get("running") is not None:
         release = run.get("deployed_release_after")
@@ -244,10 +279,38 @@ def observations(run: dict[str, Any], *, api_expected: bool = True) -> tuple[lis
     return seen, notices
 
 
+def gone_files(active: dict[str, Any], present: dict[str, set[str]]) -> list[Observation]:
+    """Return a cleared observation for each rejected file's condition whose file is in its folder no more.
+
+    ``present`` maps "labelled" and "customers" to the shown names of the files in ``sourcedata/``
+    and ``scoringdata/``: a bad file that was deleted (or renamed) is no condition any more.
+    """
+    gone = []
+    for key in active:
+        if not key.startswith(REJECTED):
+            continue
+        name = key.removeprefix(REJECTED)
+        kind = "labelled"
+        if name.startswith(CUSTOMERS):
+            name, kind = name.removeprefix(CUSTOMERS), "customers"
+        if shown_name(name) not in present[kind]:
+            what = "customer file " if kind == "customers" else ""
+            gone.append(Observation(key, "file_rejected", False, f"{what}{shown_name(name)} is gone",
+                                    "the file was removed (or renamed)", {"name": shown_name(name)}))
+    return gone
+
+
 def transitions(run: dict[str, Any], active: dict[str, Any], *, events: tuple[str, ...], started_at: str,
-                project: str = "", host: str = "", api_expected: bool = True) -> tuple[list[Alert], dict[str, Any]]:
-    """Return the alerts a tick's run line raises against the conditions active before, and those active after."""
+                project: str = "", host: str = "", api_expected: bool = True,
+                present: dict[str, set[str]] | None = None) -> tuple[list[Alert], dict[str, Any]]:
+    """Return the alerts a tick's run line raises against the conditions active before, and those active after.
+
+    ``present``: the files in the folders now (see ``gone_files``); None leaves rejected files' conditions be.
+    """
     seen, notices = observations(run, api_expected=api_expected)
+    if present is not None:
+        observed = {item.key for item in seen}
+        seen += [item for item in gone_files(active, present) if item.key not in observed]
     active = {key: dict(value) for key, value in active.items()}
     alerts: list[Alert] = []
     for item in seen:
@@ -301,20 +364,56 @@ def transitions(run: dict[str, Any], active: dict[str, Any], *, events: tuple[st
 
 
 class DeliveryError(Exception):
-    """An alert that could not be delivered this time; the message says why."""
+    """A channel that could not deliver (the rest of) its alerts this time; the message says why."""
+
+
+class Progress:
+    """What a channel's sender did so far, reported alert by alert (thread-safe): an alert sent
+    before the channel failed or the deadline passed is recorded as sent, never sent again."""
+
+    def __init__(self, channel: str, lock: threading.Lock, sent: set[tuple[str, str]],
+                 refused: dict[tuple[str, str], str]):
+        self.channel, self._lock, self._sent, self._refused = channel, lock, sent, refused
+
+    def sent(self, alert_id: str) -> None:
+        with self._lock:
+            self._sent.add((alert_id, self.channel))
+
+    def refused(self, alert_id: str, reason: str) -> None:
+        """This alert, not the channel, failed (a header the mail library refuses, a message the server rejects)."""
+        with self._lock:
+            self._refused[(alert_id, self.channel)] = reason
 
 
 def _subject(alert: Alert) -> str:
     where = f" [{alert.project}]" if alert.project else ""
-    return f"churn{where}: {alert.title}"
+    return shown_name(f"churn{where}: {alert.title}")
 
 
-def send_emails(alerts: list[Alert], settings: EmailSettings, *, timeout: float) -> list[str]:
-    """Send each alert as one e-mail over one SMTP session; return the ids sent (raise when none could be)."""
-    import smtplib
-    import ssl
+def _email(alert: Alert, settings: EmailSettings) -> Any:
     from email.message import EmailMessage
     from email.utils import formatdate, make_msgid
+
+    message = EmailMessage()
+    message["Subject"] = _subject(alert)
+    message["From"] = settings.sender
+    message["To"] = ", ".join(settings.recipients)
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(idstring=alert.id)
+    message["X-Churn-Alert"] = shown_name(f"{alert.event}; {alert.status}; {alert.key}")
+    message.set_content(shown_lines(alert.full_text() + f"\n\n-- \n{alert.host} {alert.project}, {alert.at}\n"))
+    return message
+
+
+def send_emails(alerts: list[Alert], settings: EmailSettings, *, timeout: float, progress: Progress) -> None:
+    """Send each alert as one e-mail over one SMTP session, reporting each to ``progress``.
+
+    A message that is refused (by the mail library or by the server, for its content) is reported
+    and the others go on; a failure of the session raises DeliveryError.
+    """
+    import smtplib
+    import ssl
+    from email.errors import MessageError
 
     password = None
     if settings.user is not None:
@@ -322,40 +421,39 @@ def send_emails(alerts: list[Alert], settings: EmailSettings, *, timeout: float)
         if password is None:
             raise DeliveryError(f"environment variable {settings.password_env} (alerts.email.password_env) is not set")
     context = ssl.create_default_context()
+    where = f"SMTP {settings.host}:{settings.port}"
     try:
         if settings.security == "tls":
             session = smtplib.SMTP_SSL(settings.host, settings.port, timeout=timeout, context=context)
         else:
             session = smtplib.SMTP(settings.host, settings.port, timeout=timeout)
     except (OSError, smtplib.SMTPException) as exc:
-        raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {exc or type(exc).__name__}") from None
-    sent = []
+        raise DeliveryError(f"{where}: {exc or type(exc).__name__}") from None
+    done = 0
     try:
         if settings.security == "starttls":
             session.starttls(context=context)
         if settings.user is not None:
             session.login(settings.user, password)
         for alert in alerts:
-            message = EmailMessage()
-            message["Subject"] = _subject(alert)
-            message["From"] = settings.sender
-            message["To"] = ", ".join(settings.recipients)
-            message["Date"] = formatdate(localtime=False)
-            message["Message-ID"] = make_msgid(idstring=alert.id)
-            message["X-Churn-Alert"] = f"{alert.event}; {alert.status}; {alert.key}"
-            message.set_content(alert.full_text() + f"\n\n-- \n{alert.host} {alert.project}, {alert.at}\n")
-            session.send_message(message)
-            sent.append(alert.id)
+            try:
+                session.send_message(_email(alert, settings))
+            except (ValueError, TypeError, MessageError) as exc:  # a header or body the mail library refuses
+                progress.refused(alert.id, f"the mail library refused the message: {type(exc).__name__}: {exc}")
+            except smtplib.SMTPDataError as exc:  # the server refused this message's content; the session goes on
+                progress.refused(alert.id, f"{where} refused the message: {exc.smtp_code} "
+                                           f"{exc.smtp_error.decode('utf-8', 'replace')}")
+            else:
+                progress.sent(alert.id)
+            done += 1
     except (OSError, smtplib.SMTPException) as exc:
-        if not sent:
-            raise DeliveryError(f"SMTP {settings.host}:{settings.port}: {exc or type(exc).__name__}") from None
-        logger.warning("SMTP %s:%s: %s after %d message(s)", settings.host, settings.port, exc, len(sent))
+        after = f" after {done} message(s)" if done else ""
+        raise DeliveryError(f"{where}: {exc or type(exc).__name__}{after}") from None
     finally:
         try:
             session.quit()
         except (OSError, smtplib.SMTPException):
             session.close()
-    return sent
 
 
 def _webhook_host(url: str) -> str:
@@ -363,67 +461,88 @@ def _webhook_host(url: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/..."
+    return shown_name(f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/...")
 
 
-def send_webhooks(alerts: list[Alert], settings: WebhookSettings, *, timeout: float) -> list[str]:
-    """POST each alert as JSON to the webhook; return the ids sent (raise when the first one fails)."""
-    import urllib.error
+def _no_redirects_opener() -> Any:
     import urllib.request
 
-    sent = []
-    for alert in alerts:
+    class RefuseRedirects(urllib.request.HTTPRedirectHandler):
+        # urllib would follow a 301/302/303 with a GET without the body: the alert would be lost
+        # and counted as sent. A redirect is a failed delivery (an HTTPError) instead.
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ARG002 (urllib's signature)
+            return None
+
+    return urllib.request.build_opener(RefuseRedirects)
+
+
+def send_webhooks(alerts: list[Alert], settings: WebhookSettings, *, timeout: float, progress: Progress) -> None:
+    """POST each alert as JSON to the webhook, reporting each to ``progress``; raise DeliveryError at the first failure."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urljoin
+
+    opener = _no_redirects_opener()
+    where = f"webhook {_webhook_host(settings.url)}"
+    for done, alert in enumerate(alerts):
         body = json.dumps(alert.webhook_body()).encode("utf-8")
         request = urllib.request.Request(settings.url, data=body, method="POST",
                                          headers={"Content-Type": "application/json", "User-Agent": "churn-cron"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as reply:
+            with opener.open(request, timeout=timeout) as reply:
                 reply.read(65536)
         except urllib.error.HTTPError as exc:
             problem = f"HTTP {exc.code} {exc.reason}"
+            location = exc.headers.get("Location") if 300 <= exc.code < 400 else None
+            if location:
+                problem += (f": the receiver redirects to {_webhook_host(urljoin(settings.url, location))}; "
+                            "an alert is not sent on to a redirect: put the new address in alerts.webhook.url")
         except (OSError, ValueError) as exc:  # refused, timed out, TLS, a bad URL
             problem = str(getattr(exc, "reason", None) or exc or type(exc).__name__)
         else:
-            sent.append(alert.id)
+            progress.sent(alert.id)
             continue
-        if not sent:
-            raise DeliveryError(f"webhook {_webhook_host(settings.url)}: {problem}")
-        logger.warning("webhook %s: %s after %d alert(s)", _webhook_host(settings.url), problem, len(sent))
-        break
-    return sent
+        after = f" after {done} alert(s)" if done else ""
+        raise DeliveryError(f"{where}: {shown_name(problem)}{after}")
 
 
-def deliver(items: list[dict[str, Any]], settings: AlertSettings) -> tuple[set[tuple[str, str]], dict[str, str]]:
+@dataclass
+class Delivery:
+    """What one delivery did: the (alert id, channel) pairs sent, per channel that failed why, and per
+    (alert id, channel) refused on its own (the channel worked) why."""
+
+    sent: set[tuple[str, str]] = field(default_factory=set)
+    problems: dict[str, str] = field(default_factory=dict)
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def deliver(items: list[dict[str, Any]], settings: AlertSettings) -> Delivery:
     """Send the outbox items, each channel in its own thread, all within ``settings.timeout_seconds``.
 
-    Returns the (alert id, channel) pairs sent and, per channel that failed, why. A channel still
-    busy at the deadline is abandoned (a daemon thread, which cannot hold up the tick's exit); what
-    it sends after the deadline is sent again by a later tick rather than lost.
+    A channel still busy at the deadline is abandoned (a daemon thread, which cannot hold up the
+    tick's exit); what it had sent by then counts as sent, what it sends after is sent again by a
+    later tick rather than lost.
     """
     senders = {"email": send_emails, "webhook": send_webhooks}
     by_channel: dict[str, list[Alert]] = {}
     for item in items:
         by_channel.setdefault(item["channel"], []).append(Alert(**item["alert"]))
-    sent: set[tuple[str, str]] = set()
-    problems: dict[str, str] = {}
     lock = threading.Lock()
+    result = Delivery()
     deadline = time.monotonic() + settings.timeout_seconds
 
     def run(channel: str, alerts: list[Alert]) -> None:
+        progress = Progress(channel, lock, result.sent, result.refused)
         try:
-            done = senders[channel](alerts, getattr(settings, channel), timeout=settings.timeout_seconds)
+            senders[channel](alerts, getattr(settings, channel), timeout=settings.timeout_seconds, progress=progress)
         except DeliveryError as exc:
-            with lock:
-                problems[channel] = str(exc)
-            return
+            problem = str(exc)
         except Exception as exc:  # never let a channel's surprise reach the tick
-            with lock:
-                problems[channel] = f"{type(exc).__name__}: {exc}"
+            problem = shown_name(f"{type(exc).__name__}: {exc}")
+        else:
             return
         with lock:
-            sent.update((alert_id, channel) for alert_id in done)
-            if len(done) < len(alerts):
-                problems[channel] = f"{len(alerts) - len(done)} alert(s) not accepted"
+            result.problems[channel] = problem
 
     threads = [threading.Thread(target=run, args=(channel, alerts), name=f"alerts-{channel}", daemon=True)
                for channel, alerts in by_channel.items()]
@@ -434,8 +553,8 @@ def deliver(items: list[dict[str, Any]], settings: AlertSettings) -> tuple[set[t
     with lock:
         for thread, channel in zip(threads, by_channel):
             if thread.is_alive():
-                problems[channel] = f"no answer within alerts.timeout_seconds={settings.timeout_seconds}"
-        return set(sent), dict(problems)
+                result.problems[channel] = f"no answer within alerts.timeout_seconds={settings.timeout_seconds}"
+        return Delivery(set(result.sent), dict(result.problems), dict(result.refused))
 
 
 # --- the outbox and the state ------------------------------------------------------------------
@@ -451,17 +570,35 @@ def read_outbox(log_folder: Path) -> list[dict[str, Any]]:
     return list(outbox.get("items", []))
 
 
-def write_outbox(log_folder: Path, items: list[dict[str, Any]]) -> None:
+def _listed(items: list[dict[str, Any]], limit: int = 5) -> str:
+    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(f"{item['channel']}: {shown_name(item['alert']['title'])}" for item in items[:limit]) + more
+
+
+def write_outbox(log_folder: Path, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write the outbox, the newest MAX_OUTBOX_ITEMS items at most (dropping the oldest, with a warning);
+    return the items kept."""
     path = log_folder / OUTBOX_FILE
     if not items:
         path.unlink(missing_ok=True)
-        return
+        return []
     if len(items) > MAX_OUTBOX_ITEMS:
         dropped = items[: len(items) - MAX_OUTBOX_ITEMS]
-        logger.warning("alert outbox over %d items: dropped the %d oldest (%s)", MAX_OUTBOX_ITEMS, len(dropped),
-                       "; ".join(f"{d['channel']}: {d['alert']['title']}" for d in dropped[:5]))
         items = items[-MAX_OUTBOX_ITEMS:]
+        logger.warning("alert outbox over %d items: dropped the %d oldest, %d kept (%s)", MAX_OUTBOX_ITEMS,
+                       len(dropped), len(items), _listed(dropped))
     atomic_write_json(path, {"items": items, "updated_at": utc_now()})
+    return items
+
+
+def set_aside(log_folder: Path, items: list[dict[str, Any]]) -> None:
+    """Add items that can never be sent to logs/alerts_undeliverable.json (the newest MAX_OUTBOX_ITEMS kept)."""
+    path = log_folder / UNDELIVERABLE_FILE
+    try:
+        kept = list((read_json(path) or {}).get("items", []))
+    except ValueError:
+        kept = []
+    atomic_write_json(path, {"items": (kept + items)[-MAX_OUTBOX_ITEMS:], "updated_at": utc_now()})
 
 
 def read_state(log_folder: Path) -> dict[str, Any]:
@@ -470,7 +607,26 @@ def read_state(log_folder: Path) -> dict[str, Any]:
     except ValueError:
         logger.error("%s: not valid JSON; starting with no active conditions", log_folder / ALERT_STATE_FILE)
         state = {}
-    return {"active": dict(state.get("active", {})), "api_answered": bool(state.get("api_answered"))}
+    # Keys and titles in their shown form, also those an older version wrote with a file's raw name.
+    active = {shown_name(key): {**value, "title": shown_name(str(value.get("title", "")))}
+              for key, value in dict(state.get("active", {})).items()}
+    return {"active": active, "api_answered": bool(state.get("api_answered"))}
+
+
+def files_present(config: Config, active: dict[str, Any]) -> dict[str, set[str]] | None:
+    """Return the shown names of the files in sourcedata/ and scoringdata/, or None when no rejected
+    file's condition is active (the folders are not listed then)."""
+    if not any(key.startswith(REJECTED) for key in active):
+        return None
+    present = {}
+    for kind, folder in (("labelled", config.paths.source), ("customers", config.paths.scoring)):
+        try:
+            present[kind] = {shown_name(name) for name in os.listdir(folder)}
+        except FileNotFoundError:
+            present[kind] = set()
+        except OSError:
+            return None  # cannot tell: a condition is not cleared on a guess
+    return present
 
 
 def project_name(config: Config) -> str:
@@ -488,6 +644,7 @@ class AlertsOutcome:
     raised: list[str] = field(default_factory=list)
     sent: int = 0
     pending: int = 0
+    set_aside: int = 0
     problems: dict[str, str] = field(default_factory=dict)
 
 
@@ -509,7 +666,8 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
     state = read_state(logs)
     alerts, active = transitions(run, state["active"], events=settings.events,
                                  started_at=run.get("started_at") or utc_now(),
-                                 project=project_name(config), host="", api_expected=state["api_answered"])
+                                 project=project_name(config), host="", api_expected=state["api_answered"],
+                                 present=files_present(config, state["active"]))
     if alerts:
         host = host_name()
         for alert in alerts:
@@ -520,32 +678,52 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
         for alert in alerts:
             for channel in channels:
                 items.append({"channel": channel, "alert": asdict(alert), "attempts": 0, "queued_at": utc_now()})
-            logger.info("alert %s: %s", alert.status, alert.title)
+            logger.info("alert %s: %s", alert.status, alert.title.removeprefix(f"{CLEARED}: "))
         outcome.raised = [alert.title for alert in alerts]
         # The outbox first, then the state: a crash in between sends an alert twice, never loses one.
-        write_outbox(logs, items)
+        items = write_outbox(logs, items)
     if active != state["active"] or api_answered != state["api_answered"]:
         atomic_write_json(logs / ALERT_STATE_FILE, {"active": active, "api_answered": api_answered, "updated_at": utc_now()})
     if not items:
         return outcome
     unknown = [item for item in items if item["channel"] not in channels]
     for item in unknown:
-        logger.warning("alerts: channel %s is no longer configured; dropped: %s", item["channel"], item["alert"]["title"])
+        logger.warning("alerts: channel %s is no longer configured; dropped: %s", item["channel"],
+                       shown_name(item["alert"]["title"]))
     items = [item for item in items if item["channel"] in channels]
-    sent, problems = deliver(items, settings) if items else (set(), {})
-    remaining = []
+    delivery = deliver(items, settings) if items else Delivery()
+    remaining, hopeless = [], []
     for item in items:
-        if (item["alert"]["id"], item["channel"]) in sent:
+        pair = (item["alert"]["id"], item["channel"])
+        if pair in delivery.sent:
             continue
         item["attempts"] += 1
-        item["last_error"] = problems.get(item["channel"], "not sent")
         item["last_attempt"] = utc_now()
+        if pair in delivery.refused:
+            item["last_error"] = delivery.refused[pair]
+            item["refusals"] = item.get("refusals", 0) + 1
+            if item["refusals"] >= MAX_ITEM_FAILURES:
+                hopeless.append(item)
+                continue
+        else:
+            item["last_error"] = delivery.problems.get(item["channel"], "not sent")
         remaining.append(item)
-    write_outbox(logs, remaining)
-    outcome.sent, outcome.pending, outcome.problems = len(sent), len(remaining), problems
-    if sent:
-        logger.info("alerts: %d sent", len(sent))
-    for channel, problem in problems.items():
+    if hopeless:
+        set_aside(logs, hopeless)
+        for item in hopeless:
+            logger.error("alerts: %s: \"%s\" refused %d times (%s); moved aside to %s, not tried again",
+                         item["channel"], shown_name(item["alert"]["title"]), item["refusals"], item["last_error"],
+                         logs / UNDELIVERABLE_FILE)
+    remaining = write_outbox(logs, remaining)
+    outcome.sent, outcome.pending, outcome.set_aside = len(delivery.sent), len(remaining), len(hopeless)
+    outcome.problems = dict(delivery.problems)
+    if delivery.sent:
+        logger.info("alerts: %d sent", len(delivery.sent))
+    for (alert_id, channel), reason in delivery.refused.items():
+        outcome.problems.setdefault(channel, f"{sum(1 for _, c in delivery.refused if c == channel)} alert(s) refused")
+        if not any(item["alert"]["id"] == alert_id and item["channel"] == channel for item in hopeless):
+            logger.warning("alerts: %s: an alert was refused, tried again next tick: %s", channel, reason)
+    for channel, problem in delivery.problems.items():
         waiting = sum(1 for item in remaining if item["channel"] == channel)
         logger.warning("alerts: %s: %s; %d alert(s) wait in %s for the next tick", channel, problem, waiting,
                        logs / OUTBOX_FILE)
@@ -558,6 +736,7 @@ def send_test_alert(config: Config) -> dict[str, str]:
                   f"If you read this, alerts from {config.file} reach you.", {},
                   project=project_name(config), host=host_name())
     items = [{"channel": channel, "alert": asdict(alert)} for channel in config.alerts.channels]
-    sent, problems = deliver(items, config.alerts)
-    return {channel: "sent" if (alert.id, channel) in sent else problems.get(channel, "not sent")
+    delivery = deliver(items, config.alerts)
+    return {channel: "sent" if (alert.id, channel) in delivery.sent
+            else delivery.refused.get((alert.id, channel)) or delivery.problems.get(channel, "not sent")
             for channel in config.alerts.channels}

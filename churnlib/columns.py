@@ -31,8 +31,32 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, as os.scandir hands it over: shown as the byte
+        return f"\\x{code - 0xDC00:02x}"
+    return repr(char)[1:-1]  # \n, \r, \x1b, \u2028, a lone \ud800
+
+
+def _breaks_lines(char: str) -> bool:
+    return unicodedata.category(char) in _LINE_BREAKING or "\ud800" <= char <= "\udfff"
+
+
 def shown_name(name: str) -> str:
-    """Return a file name fit for one line of text: undecodable bytes and line-breaking characters escaped."""
+    """Return a file name (or any text) fit for one line of text: undecodable bytes and line-breaking
+    characters escaped. The one display form of a user's file name in logs, alerts, keys and pages."""
     # os.scandir hands bytes that are not UTF-8 over as lone surrogates, which no UTF-8 writer accepts.
-    text = os.fsencode(name).decode("utf-8", "backslashreplace")
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _LINE_BREAKING else c for c in text)
+    if name.isprintable():
+        return name
+    return "".join(_escaped(c) if _breaks_lines(c) else c for c in name)
+
+
+def shown_lines(text: str, *, indent: str = "") -> str:
+    """Return ``text`` as ``shown_name`` would, but keeping its line feeds, each followed by ``indent``.
+
+    For text of several lines (a log record with a traceback, an alert's body): no character in it
+    can fail a UTF-8 writer or start a line that looks like a line of its own (given an ``indent``).
+    """
+    if text.isprintable():
+        return text
+    return ("\n" + indent).join(shown_name(line) for line in text.split("\n"))

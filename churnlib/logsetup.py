@@ -13,11 +13,29 @@ import sys
 import time
 from pathlib import Path
 
+from churnlib.columns import shown_lines
+
 STEP_MODULES = ("ingestion", "training", "scoring", "deployment", "diagnostics", "reporting", "apicalls")
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-class _UtcFormatter(logging.Formatter):
+# Continuation lines of a record (a traceback) start with this: no text in a record can start a line
+# that reads as a record of its own.
+CONTINUATION = "    "
+
+
+class SafeFormatter(logging.Formatter):
+    """A formatter whose lines cannot fail a UTF-8 writer or be forged by the text they carry.
+
+    Undecodable bytes of a file name (lone surrogates) and control characters are escaped as
+    ``churnlib.columns.shown_name`` does; a line feed inside a record starts an indented line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown_lines(super().format(record), indent=CONTINUATION)
+
+
+class _UtcFormatter(SafeFormatter):
     converter = time.gmtime
 
     def formatTime(self, record, datefmt=None):  # noqa: N802 (logging's name)
@@ -49,7 +67,7 @@ def setup_logging(log_folder: Path, script: str, *, verbose: bool = False) -> No
         step_file.addFilter(_OnlyLogger(step))
         handlers.append(step_file)
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.setFormatter(SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     if verbose:
         console.setLevel(logging.DEBUG)
     else:

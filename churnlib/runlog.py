@@ -12,6 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from churnlib.columns import shown_lines
 from churnlib.fsutil import append_line
 from churnlib.errors import in_step
 
@@ -20,6 +21,7 @@ LATEST_DRIFT_FILE = "latest_drift.json"  # the drift table of the latest check
 DIAGNOSTICS_FILE = "diagnostics.json"  # the latest diagnostics
 DASHBOARD_FILE = "dashboard.html"  # the history page (churnlib.history)
 OUTBOX_FILE = "alerts_outbox.json"  # alerts not yet delivered (churnlib.alerts)
+UNDELIVERABLE_FILE = "alerts_undeliverable.json"  # alerts refused again and again, moved aside (churnlib.alerts)
 ALERT_STATE_FILE = "alert_state.json"  # the alert conditions active now (churnlib.alerts)
 
 
@@ -59,14 +61,29 @@ class RetrainReason(str, Enum):
 DRIFT_REASONS = (RetrainReason.SCORE_DROP, RetrainReason.FEATURE_DRIFT)
 
 
+def _text(value: str) -> str:
+    # A file name whose bytes are not UTF-8 arrives with lone surrogates: no reader of the line (the
+    # history page, a JSON parser in another language) could use it. Shown as churnlib.columns shows it.
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return shown_lines(value)
+    return value
+
+
 def json_safe(value: Any) -> Any:
-    """Return ``value`` with NaN and infinities as None (JSON has neither), enums as their values."""
+    """Return ``value`` with NaN and infinities as None (JSON has neither), enums as their values, and
+    text that is not valid Unicode (a file name's undecodable bytes) in its shown form."""
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {_text(str(k)): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value

@@ -4,7 +4,7 @@
     python examples/webhook_receiver.py --port 9000
 
 Point ``alerts.webhook.url`` in config.json at it (``"http://127.0.0.1:8099/"``); every alert a
-tick sends is printed as its ``text`` (what a Slack channel would show), one block per alert.
+tick sends is printed as its ``text`` as a Slack channel would show it, one block per alert.
 Standard library only; Ctrl-C stops it.
 """
 
@@ -16,6 +16,11 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def unescaped(text: str) -> str:
+    """Return the text as a Slack channel shows it (the sender escapes &, < and > as Slack asks)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 class AlertPrinter(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server's name)
         length = int(self.headers.get("Content-Length") or 0)
@@ -25,7 +30,7 @@ class AlertPrinter(BaseHTTPRequestHandler):
             self.send_error(400, "not JSON")
             return
         print(f"--- {body.get('status', '?')} {body.get('event', '?')} at {body.get('at', '?')}", flush=True)
-        print(body.get("text", body), flush=True)
+        print(unescaped(str(body.get("text", body))), flush=True)
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()

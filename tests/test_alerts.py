@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -410,3 +411,218 @@ def test_a_rejected_customer_file_alerts_once_and_clears_when_it_is_scored():
     assert raised == [[("file_rejected:customers/today.csv", "started")], [],
                       [("file_rejected:customers/today.csv", "cleared")]]
     assert active == {}
+
+
+# --- hostile file names and refused messages ---------------------------------------------------
+
+
+class RefusingSmtp(Smtp):
+    """An SMTP server that refuses (554) every message whose subject holds ``word``, and keeps the others."""
+
+    def __init__(self, word: str):
+        super().__init__()
+        self.refused = 0
+        original = self.controller.handler.handle_DATA
+        smtp = self
+
+        async def handle_DATA(server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+            if word in message_from_bytes(envelope.content)["Subject"]:
+                smtp.refused += 1
+                return "554 5.6.0 message refused"
+            return await original(server, session, envelope)
+
+        self.controller.handler.handle_DATA = handle_DATA
+
+
+CUSTOMERS = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,plan\nc1,10,200,5,basic\n"
+NEWLINE_NAME = "x\nBcc: attacker@evil.example\nX-Injected: yes.csv"
+
+
+@pytest.mark.parametrize("name, shown", [(os.fsencode(NEWLINE_NAME), "x\\nBcc: attacker@evil.example\\nX-Injected: yes.csv"),
+                                         (b"caf\xe9.csv", "caf\\xe9.csv")], ids=["newline", "latin1"])
+def test_a_file_name_with_a_line_break_or_bytes_not_utf8_blocks_no_alert_and_forges_no_line(deployed, smtp, capfd,
+                                                                                            name, shown):
+    deployed.write_config(alert_config(smtp_port=smtp.port))
+    folder = deployed.root / "scoringdata"
+    folder.mkdir(exist_ok=True)
+    (folder / "bad.csv").write_text("a;b\n1;2\n")
+    with open(os.path.join(os.fsencode(folder), name), "w") as handle:
+        handle.write(CUSTOMERS)
+    assert deployed.tick() == 0
+    subjects = sorted(message["Subject"].replace("\r\n", "") for _, _, message in smtp.messages)
+    assert subjects == ["churn [project]: customer file rejected: bad.csv",
+                        f"churn [project]: customer file rejected: {shown}"]
+    assert all(message["Bcc"] is None and message["X-Injected"] is None for _, _, message in smtp.messages)
+    assert not (deployed.logs / "alerts_outbox.json").exists()
+    assert deployed.tick() == 0  # sent once, never again
+    assert len(smtp.messages) == 2
+    log = deployed.log()
+    assert f"alert started: customer file rejected: {shown}" in log
+    assert all(line[:4].isdigit() or line.startswith(" ") for line in log.splitlines())  # no forged line
+    assert "Logging error" not in capfd.readouterr().err
+    state = json.loads((deployed.logs / "alert_state.json").read_text())
+    assert f"file_rejected:customers/{shown}" in state["active"]
+    assert json.dumps(deployed.runs()).encode("utf-8").decode("ascii")  # no lone surrogate in the run lines
+    assert shown.replace("\\", "\\\\") in (deployed.logs / "runs.jsonl").read_text()
+    page = (deployed.logs / "dashboard.html").read_text(encoding="utf-8")
+    assert f"customer file rejected: {shown}" in page
+
+
+def test_a_message_the_server_refuses_goes_aside_after_three_tries_and_blocks_no_other(deployed, capfd):
+    server = RefusingSmtp("poison")
+    try:
+        deployed.write_config(alert_config(smtp_port=server.port))
+        folder = deployed.root / "scoringdata"
+        folder.mkdir(exist_ok=True)
+        (folder / "poison.csv").write_text("a;b\n1;2\n")
+        assert deployed.tick() == 0
+        (folder / "later.csv").write_text("a;b\n1;2\n")  # an alert queued behind the refused one
+        assert deployed.tick() == 0
+        outbox = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
+        assert [(item["alert"]["title"], item["refusals"]) for item in outbox] == [("customer file rejected: poison.csv", 2)]
+        assert "554 5.6.0 message refused" in outbox[0]["last_error"]
+        assert deployed.tick() == 0
+        assert deployed.tick() == 0  # nothing left to try
+    finally:
+        server.stop()
+    assert server.refused == 3
+    assert [message["Subject"] for _, _, message in server.messages] == ["churn [project]: customer file rejected: later.csv"]
+    assert not (deployed.logs / "alerts_outbox.json").exists()
+    [aside] = json.loads((deployed.logs / "alerts_undeliverable.json").read_text())["items"]
+    assert aside["alert"]["title"] == "customer file rejected: poison.csv"
+    assert ('alerts: email: "customer file rejected: poison.csv" refused 3 times (SMTP 127.0.0.1'
+            in deployed.log())
+    assert "moved aside to" in capfd.readouterr().err  # cron.log says so too
+
+
+def test_an_alert_sent_before_the_channel_stalled_is_recorded_as_sent_and_not_sent_again(deployed, smtp):
+    import asyncio
+    from dataclasses import asdict
+
+    from churnlib.alerts import Alert, process_alerts
+
+    deployed.write_config(alert_config(smtp_port=smtp.port, timeout_seconds=1))
+    item = {"channel": "email", "attempts": 0, "queued_at": "t"}
+    alerts = [Alert("k1", "tick_failed", "started", "first", "body"), Alert("k2", "tick_failed", "started", "second", "")]
+    (deployed.logs / "alerts_outbox.json").write_text(json.dumps({"items": [{**item, "alert": asdict(a)} for a in alerts]}))
+    original = smtp.controller.handler.handle_DATA
+
+    async def stall_on_the_second(server, session, envelope):  # noqa: N802
+        if "second" in message_from_bytes(envelope.content)["Subject"]:
+            await asyncio.sleep(3)  # past alerts.timeout_seconds: the tick moves on
+            return "451 try again later"
+        return await original(server, session, envelope)
+
+    smtp.controller.handler.handle_DATA = stall_on_the_second
+    process_alerts(deployed.config(), {"decision": "nothing_new"})
+    assert [m["Subject"] for _, _, m in smtp.messages] == ["churn: first"]
+    outbox = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
+    assert [i["alert"]["title"] for i in outbox] == ["second"]
+    assert "alerts.timeout_seconds=1" in outbox[0]["last_error"]
+    smtp.controller.handler.handle_DATA = original
+    process_alerts(deployed.config(), {"decision": "nothing_new"})
+    assert [m["Subject"] for _, _, m in smtp.messages] == ["churn: first", "churn: second"]
+
+
+def test_a_rejected_file_that_is_deleted_clears_its_condition(deployed, webhook):
+    deployed.write_config(alert_config(webhook_url=webhook.url))
+    for index in range(3):
+        deployed.add_source(f"bad{index}.csv", "a;b\n1;2\n")
+    (deployed.root / "scoringdata" / "today.csv").write_text("a;b\n1;2\n")
+    assert deployed.tick() == 0
+    state = json.loads((deployed.logs / "alert_state.json").read_text())["active"]
+    assert sorted(state) == ["file_rejected:bad0.csv", "file_rejected:bad1.csv", "file_rejected:bad2.csv",
+                             "file_rejected:customers/today.csv"]
+    for index in range(2):
+        (deployed.source / f"bad{index}.csv").unlink()
+    (deployed.root / "scoringdata" / "today.csv").unlink()
+    webhook.bodies.clear()
+    assert deployed.tick() == 0  # an idle tick notices
+    assert sorted((b["status"], b["title"]) for b in webhook.bodies) == [
+        ("cleared", "cleared: bad0.csv is gone"), ("cleared", "cleared: bad1.csv is gone"),
+        ("cleared", "cleared: customer file today.csv is gone")]
+    assert list(json.loads((deployed.logs / "alert_state.json").read_text())["active"]) == ["file_rejected:bad2.csv"]
+    assert "alert cleared: bad0.csv is gone" in deployed.log()
+    assert "cleared: cleared" not in deployed.log()
+    assert deployed.tick() == 0
+    assert len(webhook.bodies) == 3  # said once
+
+
+def test_a_condition_whose_file_is_gone_clears_and_one_still_there_stays():
+    rejected = run_line(ingest={"rejected": [{"name": "bad7.csv", "reason": "binary"}, {"name": "kept.csv", "reason": "x"}]})
+    alerts, active = transitions(rejected, {}, events=ALERT_EVENTS, started_at="t0")
+    assert len(alerts) == 2
+    present = {"labelled": {"kept.csv"}, "customers": set()}
+    alerts, active = transitions(run_line(), active, events=ALERT_EVENTS, started_at="t1", present=present)
+    assert [(a.key, a.status, a.title) for a in alerts] == [("file_rejected:bad7.csv", "cleared", "cleared: bad7.csv is gone")]
+    assert "file_rejected:bad7.csv" not in active and "file_rejected:kept.csv" in active
+
+
+def test_slack_markup_in_a_file_name_is_escaped_in_the_text_a_channel_shows(deployed, webhook):
+    deployed.write_config(alert_config(webhook_url=webhook.url))
+    deployed.add_source("<!channel> & <mailto:x@evil.example|click>.csv", "a;b\n1;2\n")
+    assert deployed.tick() == 0
+    [body] = webhook.bodies
+    assert body["text"].startswith("file rejected: &lt;!channel&gt; &amp; &lt;mailto:x@evil.example|click&gt;.csv")
+    assert "<" not in body["text"] and ">" not in body["text"]
+    assert body["title"] == "file rejected: <!channel> & <mailto:x@evil.example|click>.csv"  # for programs, as is
+
+
+def test_an_outbox_over_its_bound_drops_the_oldest_once_and_says_what_waits(deployed):
+    from dataclasses import asdict
+
+    from churnlib.alerts import MAX_OUTBOX_ITEMS, Alert
+
+    deployed.write_config(alert_config(webhook_url=f"http://127.0.0.1:{free_port()}/hook"))  # nobody listens
+    old = [{"channel": "webhook", "alert": asdict(Alert(f"k{i}", "tick_failed", "started", f"old {i}", "")),
+            "attempts": 1, "queued_at": "t"} for i in range(MAX_OUTBOX_ITEMS)]
+    (deployed.logs / "alerts_outbox.json").write_text(json.dumps({"items": old}))
+    deployed.add_source("broken.csv", "a;b\n1;2\n")
+    assert deployed.tick() == 0
+    log = deployed.log()
+    assert log.count("dropped the") == 1
+    assert f"dropped the 1 oldest, {MAX_OUTBOX_ITEMS} kept (webhook: old 0)" in log
+    assert f"{MAX_OUTBOX_ITEMS} alert(s) wait in" in log
+    items = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
+    assert len(items) == MAX_OUTBOX_ITEMS and items[-1]["alert"]["title"] == "file rejected: broken.csv"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_webhook_that_redirects_is_a_failed_delivery_naming_the_new_address(deployed, status):
+    gets = []  # urllib followed a 301/302/303 with a GET without the alert, answered 200: "sent"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(status)
+            self.send_header("Location", "/moved/secret")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):
+            gets.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_port
+        deployed.write_config(alert_config(webhook_url=f"http://127.0.0.1:{port}/hooks/secret"))
+        deployed.add_source("broken.csv", "a;b\n1;2\n")
+        assert deployed.tick() == 0
+        result = subprocess.run([sys.executable, "fullprocess.py", "--config", str(deployed.config_path), "--test-alert"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    [item] = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
+    assert item["last_error"].startswith(f"webhook http://127.0.0.1:{port}/...: HTTP {status} ")
+    assert f"redirects to http://127.0.0.1:{port}/...; an alert is not sent on" in item["last_error"]
+    assert "secret" not in item["last_error"] and "secret" not in deployed.log()
+    assert not gets  # nothing followed the redirect
+    assert result.returncode == 1 and "webhook: sent" not in result.stdout
+    assert f"HTTP {status}" in result.stdout

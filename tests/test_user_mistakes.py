@@ -313,3 +313,28 @@ def test_a_full_disk_names_the_step_and_the_file_and_leaves_no_bytes_behind(depl
     (deployed.source / "big.csv").unlink()
     assert deployed.tick() == 0
     assert deployed.last_run()["decision"] == "nothing_new"
+
+
+# --- a file name cannot break or forge the logs ---------------------------------------------------
+
+
+def test_no_log_call_can_fail_on_a_file_name_or_forge_a_line(tmp_path, capfd):
+    from churnlib.logsetup import close_logging, setup_logging
+
+    setup_logging(tmp_path, "fullprocess")
+    hostile = "caf\udce9\n2026-01-01T00:00:00Z ERROR   fullprocess: forged\r\x1b[2J\u2028.csv"
+    logging.getLogger("fullprocess").warning("rejected %s", hostile)
+    try:
+        raise ValueError(hostile)
+    except ValueError:
+        logging.getLogger("fullprocess").exception("failed on %s", hostile)
+    close_logging()
+    err = capfd.readouterr().err
+    assert "Logging error" not in err
+    text = (tmp_path / "fullprocess.log").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[0].endswith("WARNING fullprocess: rejected caf\\xe9")
+    assert lines[1] == "    2026-01-01T00:00:00Z ERROR   fullprocess: forged\\r\\x1b[2J\\u2028.csv"
+    assert all(line[:4].isdigit() or line.startswith("    ") for line in lines)  # every record starts a line
+    assert sum(1 for line in lines if line[:4].isdigit()) == 2
+    assert "\\x1b[2J" in err and "\x1b" not in err  # stderr (cron.log) too
