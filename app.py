@@ -155,10 +155,13 @@ class Found:
     options: dict[str, Any]
 
 
-def records_from_json(body: Any) -> Found:
-    """Return the records of a JSON body, or the dataset path it names (a str), with its options."""
+def records_from_json(body: Any, *, max_records: int) -> Found:
+    """Return the records of a JSON body, or the dataset path it names (a str), with its options.
+
+    More than ``max_records`` records, in whatever form, are a 413 before any record is built.
+    """
     if isinstance(body, list):
-        return Found(body, {})
+        return Found(_counted(body, max_records), {})
     if not isinstance(body, dict):
         raise InputError("the JSON body must be an object: a record, {\"records\": [...]}, "
                          "{\"dataframe_split\": ...}, {\"dataframe_records\": [...]} or {\"path\": ...}")
@@ -175,35 +178,57 @@ def records_from_json(body: Any) -> Found:
     if "records" in body and envelope:
         if not isinstance(body["records"], list):
             raise InputError("'records' must be a list of objects")
-        return Found(body["records"], options)
+        return Found(_counted(body["records"], max_records), options)
     for form in MLFLOW_FORMS:
         if form in body:
             # MLflow's scoring protocol carries options in "params" beside the records.
             params = body.get("params")
-            return Found(_mlflow_records(form, body[form]), dict(params) if isinstance(params, dict) else {})
+            return Found(_mlflow_records(form, body[form], max_records),
+                         dict(params) if isinstance(params, dict) else {})
     return Found([body], {})
 
 
-def _mlflow_records(form: str, data: Any) -> list[Any]:
-    """Return the records of one of MLflow's request forms."""
+def _counted(items: list[Any], max_records: int) -> list[Any]:
+    """Return ``items``, or raise a 413 when they are more records than a request may hold."""
+    if len(items) > max_records:
+        raise InputError(f"{len(items)} records; at most {max_records} per request", 413)
+    return items
+
+
+def _mlflow_records(form: str, data: Any, max_records: int) -> list[Any]:
+    """Return the records of one of MLflow's request forms, counted before any is built."""
     if form == "dataframe_split":
         if not isinstance(data, dict) or not isinstance(data.get("columns"), list) or not isinstance(data.get("data"), list):
             raise InputError("'dataframe_split' must hold 'columns' (a list) and 'data' (a list of rows)")
-        return _rows_as_records([str(c) for c in data["columns"]], data["data"], "dataframe_split row")
+        return _rows_as_records(_column_names(data["columns"]), _counted(data["data"], max_records),
+                                "dataframe_split row")
     if form == "inputs" and isinstance(data, dict):
         # TF-serving's columnar form: {"column": [values...], ...}, all lists of one length.
         columns = list(data)
         lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
         if not columns or len(lengths) != 1 or -1 in lengths:
             raise InputError("'inputs' as an object must map each column to a list of values, all of one length")
-        return _rows_as_records([str(c) for c in columns], [list(row) for row in zip(*data.values())], "inputs row")
+        _counted(next(iter(data.values())), max_records)
+        return _rows_as_records(columns, [list(row) for row in zip(*data.values())], "inputs row")
     if not isinstance(data, list):
         expected = "a list of objects" if form != "inputs" else "a list of objects or an object of columns"
         raise InputError(f"{form!r} must be {expected}")
     if form in ("instances", "inputs") and data and all(isinstance(row, list) for row in data):
         raise InputError(f"{form!r} holds rows without column names; send objects, or 'dataframe_split' with "
                          "its 'columns'")
-    return data
+    return _counted(data, max_records)
+
+
+def _column_names(columns: list[Any]) -> list[str]:
+    """Return dataframe_split's column names as text; each must be a string or a number."""
+    for index, name in enumerate(columns):
+        # A list or object is refused unread: str() of one nested a thousand deep is a RecursionError.
+        if isinstance(name, bool) or not isinstance(name, (str, int, float)):
+            kind = "null" if name is None else "true/false" if isinstance(name, bool) else type(name).__name__
+            kind = {"list": "a list", "dict": "an object"}.get(kind, kind)
+            raise InputError(f"'dataframe_split' column {index}: a column name must be a string or a number, "
+                             f"got {kind}")
+    return [name if isinstance(name, str) else str(name) for name in columns]
 
 
 def _rows_as_records(columns: list[str], rows: list[Any], what: str) -> list[Any]:
@@ -219,8 +244,9 @@ def _rows_as_records(columns: list[str], rows: list[Any], what: str) -> list[Any
 def records_from_csv(lines: str | Iterable[str], *, max_records: int | None = None) -> list[dict[str, str]]:
     """Return the rows of CSV text (with a header) as records.
 
-    ``lines`` is the text or an open file; with ``max_records``, reading stops at the first row
-    past it (413), so a large dataset is never held in memory whole.
+    ``lines`` is the text or an open file; with ``max_records``, no record past it is built (413):
+    a body's remaining rows are counted, for the message, a file is not read further, so a large
+    dataset is never held in memory whole.
     """
     reader = csv.reader(io.StringIO(lines) if isinstance(lines, str) else lines)
     header: list[str] | None = None
@@ -235,7 +261,10 @@ def records_from_csv(lines: str | Iterable[str], *, max_records: int | None = No
                 continue
             index = len(records)
             if max_records is not None and index >= max_records:
-                raise InputError(f"more than {max_records} records; at most {max_records} per request", 413)
+                if not isinstance(lines, str):
+                    raise InputError(f"more than {max_records} records; at most {max_records} per request", 413)
+                count = index + 1 + sum(1 for row in reader if any(cell.strip() for cell in row))
+                raise InputError(f"{count} records; at most {max_records} per request", 413)
             if len(row) != len(header):
                 raise InputError(f"record {index}: {len(row)} fields, the header has {len(header)}")
             records.append(make_record(header, row, repeated))
@@ -436,8 +465,6 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
             reasons = _reasons_wanted(request.args, options)
             if len(records) == 0:
                 raise InputError("no records to predict")
-            if len(records) > state.config.api.max_records:
-                raise InputError(f"{len(records)} records; at most {state.config.api.max_records} per request", 413)
             batch = records_to_batch(records, release.schema)
             unseen = release.predictor.unseen_categories(batch)
             if unseen and state.config.api.unknown_categories == "reject":
@@ -530,9 +557,10 @@ def _reasons_wanted(args: Any, options: dict[str, Any]) -> int:
     """Return how many reasons each prediction should carry: ``?reasons=`` or the body's ``reasons``, else 0."""
     if "reasons" in args:
         text = args.get("reasons", "").strip()
-        if not text.isascii() or not text.isdigit() or int(text) > MAX_REASONS:
+        digits = text.lstrip("0") or "0"  # int() of more than 4,300 digits raises, leading zeros included
+        if not text.isascii() or not text.isdigit() or len(digits) > 3 or int(digits) > MAX_REASONS:
             raise InputError(f"reasons={shown(text)!r}: must be a whole number from 0 to {MAX_REASONS}")
-        return int(text)
+        return int(digits)
     value = options.get("reasons", 0)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REASONS:
         raise InputError(f"'reasons' must be a whole number from 0 to {MAX_REASONS}")
@@ -593,7 +621,7 @@ def _request_records(config: Config) -> tuple[list[Any], dict[str, Any]]:
             raise InputError("request body is nested too deeply") from None
         except ValueError as exc:
             raise InputError(f"request body is not valid JSON: {str(exc).splitlines()[0][:200]}") from None
-        found = records_from_json(body)
+        found = records_from_json(body, max_records=config.api.max_records)
         if isinstance(found.records, str):
             return _records_from_dataset(resolve_dataset_path(found.records, config), config), found.options
         return found.records, found.options
@@ -602,7 +630,7 @@ def _request_records(config: Config) -> tuple[list[Any], dict[str, Any]]:
             text = _request_body(config).decode("utf-8-sig")
         except UnicodeDecodeError:
             raise InputError("the CSV body is not UTF-8 text") from None
-        return records_from_csv(text), {}
+        return records_from_csv(text, max_records=config.api.max_records), {}
     raise InputError(f"Content-Type {content_type or 'missing'}: send application/json or text/csv", 415)
 
 

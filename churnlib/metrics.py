@@ -45,6 +45,9 @@ from churnlib.serving import FileCache
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "<unmatched>"  # requests for no route share one label: a scanner must not create thousands
+# Likewise methods: HTTP's own (RFC 9110, plus PATCH) keep their name, any other shares one label.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+OTHER_METHOD = "<other>"
 # Finer than the library's default at the low end: a single-record prediction takes a few milliseconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -230,7 +233,7 @@ class ApiMetrics:
         self.pipeline = PipelineCollector(config)
 
     def observe(self, route: str | None, method: str, status: int, seconds: float) -> None:
-        labels = (route or UNMATCHED_ROUTE, method, str(status))
+        labels = (route or UNMATCHED_ROUTE, method if method in KNOWN_METHODS else OTHER_METHOD, str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
 

@@ -7,7 +7,7 @@ records every file the process opens while the request runs (a ``sys.addaudithoo
 which sees builtins.open, io.open, os.open and pathlib alike): none may lie outside sourcedata/,
 ingesteddata/ and testdata/ once symlinks are followed.
 
-HOSTILE_KINDS below lists the 56 kinds of hostile request covered; the last test fails when a kind
+HOSTILE_KINDS below lists the 60 kinds of hostile request covered; the last test fails when a kind
 is listed but never sent, or when this count is out of date. The property-based tests at the end
 (hypothesis, derandomized) send arbitrary JSON values, records with the real feature names and
 arbitrary values, arbitrary bytes and arbitrary CSV text.
@@ -23,11 +23,13 @@ import math
 import os
 import re
 import sys
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,6 +53,7 @@ HOSTILE_KINDS: dict[str, str] = {
     "utf16-utf32": "UTF-16 and UTF-32 bodies, with and without a byte order mark, and gzip-compressed bodies",
     "empty-body": "an empty or whitespace-only body",
     "giant-integers": "integer literals of more digits than Python converts (over 4,300)",
+    "giant-query-numbers": "?reasons= with more digits than Python converts (4,301 and 100,000)",
     "lone-surrogates": "JSON escapes of lone surrogates (\\ud800) in keys and values",
     # wrong types and shapes
     "body-not-object": "a number, a string, null, true, an empty list as the whole body",
@@ -59,6 +62,7 @@ HOSTILE_KINDS: dict[str, str] = {
     "numeric-wrong-type": "objects, lists, booleans where a number belongs",
     "category-wrong-type": "objects and lists where a category belongs",
     "numeric-column-names": "column names that are numbers, null, booleans, objects (dataframe_split)",
+    "deep-column-names": "dataframe_split columns nested 1,000 and 100,000 deep, and deep values in every form",
     "nested-objects": "records wrapped in objects, values wrapped in objects, envelopes inside envelopes",
     "bad-dataframe-split": "dataframe_split without columns or data, rows of the wrong length or type",
     "out-of-range-numbers": "1e400, 10**400, '1e400', 'inf' and the like in numeric columns",
@@ -77,8 +81,10 @@ HOSTILE_KINDS: dict[str, str] = {
     "unterminated-body": "a body with neither Content-Length nor chunking the server can end",
     "at-the-limits": "a body of exactly max_request_bytes; 10,000 records in every form",
     "over-record-limit": "10,001 records in every form, including a dataset file; 10,001 non-records",
+    "records-past-the-limit": "200,000 records in every form: refused before any record is built (bounded memory)",
     # HTTP
     "wrong-methods": "every method (PUT, DELETE, PATCH, TRACE, CONNECT, PROPFIND, BREW, ...) on every route",
+    "random-methods": "hundreds of random method names, with and without a token: /metrics keeps a bounded label set",
     "unknown-routes": "unknown routes, trailing slashes, /static/..., traversal in the URL itself",
     "content-type": "missing, wrong, listed, wildcard and malformed Content-Types; forms and multipart uploads",
     "charset-parameter": "charset parameters that lie about the body (charset=utf-16 on UTF-8, latin-1 CSV)",
@@ -198,13 +204,13 @@ class Hostile:
         return Reply(status, body, reply.headers)
 
     @classmethod
-    def started(cls, project: Project, app: Any) -> "Hostile":
+    def started(cls, project: Project, app: Any, headers: dict[str, str] | None = None) -> "Hostile":
         """Return the API of ``project``, warmed up outside the recording: the release is loaded
         (from production_deployment/) on the first request, the statistics and diagnostics cached."""
         client = app.test_client()
         assert client.get("/health").status_code == 200
         for route in ("/scoring", "/summarystats", "/diagnostics", "/metrics"):
-            assert client.get(route).status_code == 200
+            assert client.get(route, headers=headers).status_code == 200
         folders = ("sourcedata", "ingesteddata", "testdata")
         return cls(project, app, tuple(Path(os.path.realpath(project.root / name)) for name in folders))
 
@@ -393,7 +399,7 @@ WRONG_SHAPES = [
             "record 0: feature 'lastmonth_activity' missing", id="ints"),
     hostile("numeric-column-names", {"dataframe_split": {"columns": [None, True, 1.5, {"a": 1}, [1]],
                                                          "data": [[1, 2, 3, 4, 5]]}},
-            "record 0: feature 'lastmonth_activity' missing", id="mixed"),
+            "column 0: a column name must be a string or a number, got null", id="mixed"),
     hostile("numeric-column-names", {"1": 120, "2": 1500, "3": 40, "4": "basic"},
             "record 0: feature 'lastmonth_activity' missing", id="digit-keys"),
     hostile("nested-objects", {"records": [{"record": RECORD}]}, "record 0: feature 'lastmonth_activity' missing",
@@ -442,6 +448,50 @@ WRONG_SHAPES = [
 @pytest.mark.parametrize("body, message", WRONG_SHAPES)
 def test_wrong_types_and_shapes_are_a_400_naming_record_and_column(hostile_api, body, message):
     hostile_api.refused(400, message, **_post_json(json.dumps(body)))
+
+
+def _nested(depth: int, inner: Any) -> str:
+    """Return the JSON text of ``inner`` inside ``depth`` lists (json.dumps itself gives up near 1,000)."""
+    return "[" * depth + json.dumps(inner) + "]" * depth
+
+
+def _with(body: Any, deep: str) -> str:
+    """Return the JSON text of ``body`` with its string "DEEP" replaced by the text ``deep``."""
+    return json.dumps(body).replace('"DEEP"', deep)
+
+
+@covers("deep-column-names")
+def test_column_names_must_be_strings_or_numbers_however_deep_they_nest(hostile_api):
+    data = [list(RECORD.values())]
+    split = {"dataframe_split": {"columns": [*list(RECORD)[:4], "DEEP"], "data": data}}
+    # 1,000 deep: orjson parses it (str() of it was a RecursionError); 100,000: the standard library gives up first.
+    for depth, message in ((1, "got a list"), (1_000, "got a list"), (100_000, "nested too deeply")):
+        hostile_api.refused(400, message, **_post_json(_with(split, _nested(depth, "plan"))))
+    assert "column 4: a column name must be a string or a number, got a list" in \
+        hostile_api.refused(400, **_post_json(_with(split, _nested(1_000, "plan"))))
+    for name, kind in ((None, "null"), (True, "true/false"), ({"a": 1}, "an object")):
+        hostile_api.refused(400, f"column 4: a column name must be a string or a number, got {kind}",
+                            json={"dataframe_split": {"columns": [*list(RECORD)[:4], name], "data": data}})
+    # Values nested as deep, in every form, are refused as values (and an id that deep is not echoed).
+    deep = _nested(1_000, 1)
+    for body in ({"records": [dict(RECORD, plan="DEEP")]}, {"dataframe_records": [dict(RECORD, lastmonth_activity="DEEP")]},
+                 {"instances": [dict(RECORD, plan="DEEP")]},
+                 {"inputs": {column: ["DEEP" if column == "plan" else value] for column, value in RECORD.items()}},
+                 {"dataframe_split": {"columns": list(RECORD), "data": [[*list(RECORD.values())[:4], "DEEP"]]}}):
+        hostile_api.refused(400, "expected a", **_post_json(_with(body, deep)))
+    [prediction] = hostile_api.predicted(1, **_post_json(_with(dict(RECORD, corporation="DEEP"), deep)))
+    assert "corporation" not in prediction
+
+
+@covers("giant-query-numbers")
+def test_a_reasons_number_of_thousands_of_digits_is_a_400(hostile_api):
+    for digits in ("9" * 4_301, "1" + "0" * 99_999, "0" * 5_000 + "101"):
+        error = hostile_api.refused(400, "must be a whole number from 0 to 100", json=RECORD,
+                                    query_string={"reasons": digits})
+        assert len(error) < 300, error  # the value is shown shortened
+    # Leading zeros are still a number in range.
+    [prediction] = hostile_api.predicted(1, json=RECORD, query_string={"reasons": "0" * 5_000 + "2"})
+    assert len(prediction["reasons"]) == 2
 
 
 @covers("numeric-wrong-type", "category-wrong-type")
@@ -681,6 +731,43 @@ def test_ten_thousand_records_are_predicted_and_one_more_is_a_413(hostile_api):
     hostile_api.refused(413, f"more than {limit} records; at most {limit} per request", json={"path": "testdata/bigger.csv"})
 
 
+def _traced_peak(action) -> int:
+    """Return the most memory Python held (tracemalloc) while ``action()`` ran, above what it held before."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@covers("records-past-the-limit")
+def test_records_past_the_limit_are_refused_before_any_is_built(deployed):
+    # Issue 16: a 9.6 MB {"inputs": {"a": [0, ...]}} body took a worker to 1.68 GB before its 413,
+    # every record built first. Counted first, a request over the limit holds no more memory than
+    # parsing its body does, plus copies of the body (and the few records a CSV body has up to the limit).
+    count, limit = 200_000, 100
+    deployed.write_config(base_config(api={"max_records": limit}))
+    hostile_api = Hostile.started(deployed, create_app(deployed.config_path))
+    bodies = {
+        "inputs, one column": (json.dumps({"inputs": {"a": [0] * count}}), "application/json"),
+        "inputs, every column": (json.dumps({"inputs": {c: [v] * count for c, v in RECORD.items()}}), "application/json"),
+        "dataframe_split": (json.dumps({"dataframe_split": {"columns": ["a"], "data": [[0]] * count}}), "application/json"),
+        "records": (json.dumps({"records": [{}] * count}), "application/json"),
+        "list": (json.dumps([{}] * count), "application/json"),
+        "dataframe_records": (json.dumps({"dataframe_records": [{}] * count}), "application/json"),
+        "instances": (json.dumps({"instances": [{}] * count}), "application/json"),
+        "csv": ("a\n" + "0\n" * count, "text/csv"),
+    }
+    for form, (body, content_type) in bodies.items():
+        parsing = _traced_peak(lambda: orjson.loads(body)) if content_type == "application/json" else 0  # as the API parses
+        reply: list[Reply] = []
+        answering = _traced_peak(lambda: reply.append(hostile_api.ask(data=body, content_type=content_type)))
+        assert reply[0].status == 413, (form, reply[0].body)
+        assert reply[0].body["error"] == f"{count} records; at most {limit} per request", form
+        assert answering <= 1.5 * parsing + 4 * len(body) + 2**20, (form, answering, parsing, len(body))
+
+
 # --- HTTP: methods, routes, Content-Types, CSV bodies ---------------------------------------------
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "BREW")
@@ -701,6 +788,34 @@ def test_every_method_on_every_route_is_answered_in_json_without_a_5xx(hostile_a
             assert reply.status == 200 and set(reply.headers["Allow"].split(", ")) == allowed
         else:
             assert reply.status == 200, (method, route, reply.body)
+
+
+def _request_series(metrics_text: str) -> set[str]:
+    return {line.rsplit(" ", 1)[0] for line in metrics_text.splitlines() if line.startswith("churn_api_requests_total{")}
+
+
+@covers("random-methods")
+@pytest.mark.parametrize("with_token", [False, True])
+def test_random_method_names_do_not_grow_the_metrics(deployed, monkeypatch, with_token):
+    # Issue 16: 2,300 requests with random method names grew /metrics from 51 series to 39,168.
+    if with_token:
+        monkeypatch.setenv("CHURN_TEST_TOKEN", "s3cret-token")
+        deployed.write_config(base_config(api={"token_env": "CHURN_TEST_TOKEN"}))
+    headers = {"Authorization": "Bearer s3cret-token"} if with_token else {}
+    api = Hostile.started(deployed, create_app(deployed.config_path), headers)
+    random = np.random.default_rng(16)
+    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+    for _ in range(300):
+        method = "".join(random.choice(letters, size=int(random.integers(3, 12))))
+        for route in ("/prediction", "/health", "/nope"):
+            api.ask(method, route, headers=headers)
+        api.ask(method, "/metrics")  # without the token: a 401 when one is needed
+    reply = api.ask("GET", "/metrics", headers=headers)
+    series = _request_series(reply.body)
+    methods = {re.search(r'method="([^"]*)"', line).group(1) for line in series}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "<other>"}, methods
+    assert "<other>" in methods
+    assert len(series) <= 30, sorted(series)
 
 
 @covers("unknown-routes")
