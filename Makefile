@@ -50,8 +50,9 @@ bench: $(VENV)/.dev
 sample-data: $(VENV)/.runtime
 	$(PY) samples/generate.py
 
+# On a clean clone only (CI): sourcedata/, testdata/ and config.json are then still the shipped ones.
 check-sample-data: $(VENV)/.runtime
-	$(PY) samples/generate.py --check
+	$(PY) samples/generate.py --check --clean-clone
 
 reset:
 	rm -rf ingesteddata/* models/* production_deployment/* logs/* predictions/*

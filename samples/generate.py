@@ -1,19 +1,28 @@
 """Write the sample data shipped in the repository, byte for byte the same on every run.
 
-    python samples/generate.py            # rewrite the shipped files
-    python samples/generate.py --check    # exit 1 if a shipped file differs from what this writes
+    python samples/generate.py                        # rewrite the shipped files
+    python samples/generate.py --check                # exit 1 if a file in samples/ differs from what this writes
+    python samples/generate.py --check --clean-clone  # also sourcedata/, testdata/, config.json (CI)
 
 Writes, in the classic format of the churn-risk exercise (one row per corporate customer):
 
-- ``sourcedata/dataset1.csv`` and ``sourcedata/dataset2.csv``: the first batches (dataset2 repeats a
-  few rows of dataset1, as real exports do, to show whole-row de-duplication);
-- ``testdata/testdata.csv``: labelled hold-out data the models are scored on;
+- ``samples/sourcedata/dataset1.csv`` and ``samples/sourcedata/dataset2.csv``: the first batches
+  (dataset2 repeats a few rows of dataset1, as real exports do, to show whole-row de-duplication),
+  and a working copy of each in ``sourcedata/`` for ``make run``;
+- ``samples/testdata/testdata.csv``: labelled hold-out data the models are scored on, and its
+  working copy in ``testdata/``;
 - ``samples/later/dataset3.csv``: a later batch in which the customers changed (less activity, more
   of them on the basic plan; what drives churn stays the same), for the README's walk-through to
   drop into ``sourcedata/`` and watch the drift found, the model retrained and redeployed;
 - ``samples/customers/customers.csv``: current customers, without the churn column, for the
   walk-through to drop into ``scoringdata/`` and read the ranked risk list from ``predictions/``.
   Three of them are on a plan the model never saw in training (``enterprise``).
+
+The copies under ``samples/`` are the project's: tests build their projects from them (and from
+``samples/config.json``, the shipped ``config.json``), never from ``sourcedata/``, ``testdata/`` or
+``config.json``, which are the user's to replace with their own set-up. So ``--check`` (a test runs
+it) looks at ``samples/`` only; ``--clean-clone`` also checks that the working copies are still the
+shipped ones, which is true on a clean clone only (CI runs it, see ``.ci/run``).
 
 Columns: ``corporation`` (an id, not a feature), ``lastmonth_activity``, ``lastyear_activity``,
 ``number_of_employees`` (a few cells blank), ``plan`` (categorical) and ``exited`` (0/1, the target).
@@ -72,8 +81,18 @@ def make_customers(rng: np.random.Generator, count: int, *, drifted: bool = Fals
     return rows
 
 
+SAMPLES = ROOT / "samples"
+# The working copies a fresh clone runs on (make run), and the canonical copy in samples/ of each.
+WORKING_COPIES = {
+    ROOT / "sourcedata" / "dataset1.csv": SAMPLES / "sourcedata" / "dataset1.csv",
+    ROOT / "sourcedata" / "dataset2.csv": SAMPLES / "sourcedata" / "dataset2.csv",
+    ROOT / "testdata" / "testdata.csv": SAMPLES / "testdata" / "testdata.csv",
+    ROOT / "config.json": SAMPLES / "config.json",  # kept by hand, not generated
+}
+
+
 def sample_files() -> dict[Path, str]:
-    """Return every shipped sample file's path and exact text."""
+    """Return every generated sample file in samples/ with its exact text."""
     rng = np.random.default_rng(5)
     first = make_customers(rng, 400)
     second = make_customers(rng, 390) + [first[i] for i in range(0, 100, 10)]
@@ -87,20 +106,26 @@ def sample_files() -> dict[Path, str]:
         return "\n".join(",".join(row) for row in [header, *rows]) + "\n"
 
     return {
-        ROOT / "sourcedata" / "dataset1.csv": text(first),
-        ROOT / "sourcedata" / "dataset2.csv": text(second),
-        ROOT / "testdata" / "testdata.csv": text(test),
-        ROOT / "samples" / "later" / "dataset3.csv": text(later),
-        ROOT / "samples" / "customers" / "customers.csv": text(current, HEADER[:-1]),
+        SAMPLES / "sourcedata" / "dataset1.csv": text(first),
+        SAMPLES / "sourcedata" / "dataset2.csv": text(second),
+        SAMPLES / "testdata" / "testdata.csv": text(test),
+        SAMPLES / "later" / "dataset3.csv": text(later),
+        SAMPLES / "customers" / "customers.csv": text(current, HEADER[:-1]),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write (or --check) the sample data shipped in the repository.")
-    parser.add_argument("--check", action="store_true", help="compare with the shipped files instead of writing")
+    parser.add_argument("--check", action="store_true", help="compare with the files in samples/ instead of writing")
+    parser.add_argument("--clean-clone", action="store_true",
+                        help="with --check: also compare sourcedata/, testdata/ and config.json with their copies in "
+                             "samples/ (true on a clean clone only, not once you put your own data there)")
     args = parser.parse_args(argv)
+    if args.clean_clone and not args.check:
+        parser.error("--clean-clone goes with --check")
+    files = sample_files()
     differing = []
-    for path, content in sample_files().items():
+    for path, content in files.items():
         if args.check:
             if not path.exists() or path.read_text(encoding="utf-8") != content:
                 differing.append(path.relative_to(ROOT))
@@ -108,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")
         print(f"wrote {path.relative_to(ROOT)} ({content.count(chr(10)) - 1} rows)")
+    for working, canonical in WORKING_COPIES.items():
+        if args.check:
+            if args.clean_clone and (not working.exists() or working.read_bytes() != canonical.read_bytes()):
+                differing.append(working.relative_to(ROOT))
+        elif canonical in files:  # config.json is the user's: never overwritten
+            working.parent.mkdir(parents=True, exist_ok=True)
+            working.write_text(files[canonical], encoding="utf-8")
+            print(f"wrote {working.relative_to(ROOT)} (a copy of {canonical.relative_to(ROOT)})")
     if differing:
         print("differs from the generator: " + ", ".join(map(str, differing)), file=sys.stderr)
         return 1
