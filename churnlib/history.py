@@ -211,9 +211,10 @@ def nice_ticks(low: float, high: float, count: int = 5) -> tuple[float, float, l
 def _value_axis(low: float, high: float, top: float, bottom: float, *, fmt: str | None = None,
                 title: str = "") -> tuple[list[str], Any]:
     low, high, values = nice_ticks(low, high)
-    if fmt is None:
+    if fmt is None:  # as many decimals as the round values need: 0.625 is not shown as 0.63
         step = values[1] - values[0] if len(values) > 1 else 1.0
-        fmt = ".0f" if step >= 1 else ".1f" if step >= 0.1 else ".2f" if step >= 0.01 else ".3f"
+        decimals = next((d for d in range(6) if all(abs(round(v, d) - v) < step * 1e-6 for v in values)), 6)
+        fmt = f".{decimals}f"
 
     def y(value: float) -> float:
         return bottom - (value - low) / ((high - low) or 1.0) * (bottom - top)
@@ -581,9 +582,11 @@ def plot_rows_ingested(ticks: list[dict[str, Any]], axis: TimeAxis) -> str | Non
             files.append((when, entry.get("name"), 0, 0, entry.get("reason")))
     if not files:
         return None
-    legend = [('<rect x="-4" y="-5" width="8" height="10" fill="#2f6fd6"/>', "rows added"),
-              ('<rect x="-4" y="-5" width="8" height="10" fill="#9ecae1"/>', "duplicates dropped"),
-              (REJECTED_MARK, "file rejected (0 rows)")]
+    legend = [('<rect x="-4" y="-5" width="8" height="10" fill="#2f6fd6"/>', "rows added")]
+    if any(duplicates for _, _, _, duplicates, _ in files):
+        legend.append(('<rect x="-4" y="-5" width="8" height="10" fill="#9ecae1"/>', "duplicates dropped"))
+    if any(rejected is not None for *_, rejected in files):
+        legend.append((REJECTED_MARK, "file rejected (0 rows)"))
     parts, top = _legend(legend)
     bottom = top + 150
     high = max(max(added + duplicates for _, _, added, duplicates, _ in files), 1)
