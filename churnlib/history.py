@@ -344,12 +344,18 @@ def column_labels(stamps: list[Any]) -> list[str]:
         return str(stamp or "?")[5:end].replace("T", " ")
 
     minutes = [cut(stamp, 16) for stamp in stamps]
-    labels = [cut(stamp, 19) if minutes.count(minute) > 1 else minute for stamp, minute in zip(stamps, minutes)]
+    per_minute: dict[str, int] = {}
+    for minute in minutes:
+        per_minute[minute] = per_minute.get(minute, 0) + 1
+    labels = [cut(stamp, 19) if per_minute[minute] > 1 else minute for stamp, minute in zip(stamps, minutes)]
+    total: dict[str, int] = {}
+    for label in labels:
+        total[label] = total.get(label, 0) + 1
     seen: dict[str, int] = {}
     unique = []
     for label in labels:
         seen[label] = seen.get(label, 0) + 1
-        unique.append(label if labels.count(label) == 1 else f"{label} #{seen[label]}")
+        unique.append(label if total[label] == 1 else f"{label} #{seen[label]}")
     return unique
 
 
@@ -423,11 +429,25 @@ class ReleaseLabels:
     overlaps no other label and no point; a label with no such place is left out (and counted)."""
 
     CHAR_WIDTH, HEIGHT = 6.1, 11.0  # font-size 10, digits and capitals
+    BUCKET = 64.0  # boxes are kept by slices of x, so that a label is checked against its neighbours only
 
     def __init__(self, top: float, bottom: float, obstacles: list[tuple[float, float, float, float]]):
         self.top, self.bottom = top, bottom
-        self.boxes = list(obstacles)
+        self.buckets: dict[int, list[tuple[float, float, float, float]]] = {}
+        for box in obstacles:
+            self._add(box)
         self.left_out = 0
+
+    def _slices(self, box: tuple[float, float, float, float]) -> range:
+        return range(int(box[0] // self.BUCKET), int(box[2] // self.BUCKET) + 1)
+
+    def _add(self, box: tuple[float, float, float, float]) -> None:
+        for index in self._slices(box):
+            self.buckets.setdefault(index, []).append(box)
+
+    def _free(self, box: tuple[float, float, float, float]) -> bool:
+        return not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for index in self._slices(box) for b in self.buckets.get(index, ()))
 
     def place(self, x: float, y: float, text: str) -> list[str]:
         width = self.CHAR_WIDTH * len(text)
@@ -436,9 +456,9 @@ class ReleaseLabels:
                 box = (start, baseline - self.HEIGHT + 2, start + width, baseline + 2)
                 if box[0] < LEFT or box[2] > WIDTH - RIGHT or box[1] < self.top or box[3] > self.bottom:
                     continue
-                if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in self.boxes):
+                if not self._free(box):
                     continue
-                self.boxes.append(box)
+                self._add(box)
                 return [f'<text x="{start:.1f}" y="{baseline:.1f}" font-size="10" fill="#1d2430">{_e(text)}</text>']
         self.left_out += 1
         return []
