@@ -211,9 +211,10 @@ def nice_ticks(low: float, high: float, count: int = 5) -> tuple[float, float, l
 def _value_axis(low: float, high: float, top: float, bottom: float, *, fmt: str | None = None,
                 title: str = "") -> tuple[list[str], Any]:
     low, high, values = nice_ticks(low, high)
-    if fmt is None:
+    if fmt is None:  # as many decimals as the round values need: 0.625 is not shown as 0.63
         step = values[1] - values[0] if len(values) > 1 else 1.0
-        fmt = ".0f" if step >= 1 else ".1f" if step >= 0.1 else ".2f" if step >= 0.01 else ".3f"
+        decimals = next((d for d in range(6) if all(abs(round(v, d) - v) < step * 1e-6 for v in values)), 6)
+        fmt = f".{decimals}f"
 
     def y(value: float) -> float:
         return bottom - (value - low) / ((high - low) or 1.0) * (bottom - top)
@@ -343,12 +344,18 @@ def column_labels(stamps: list[Any]) -> list[str]:
         return str(stamp or "?")[5:end].replace("T", " ")
 
     minutes = [cut(stamp, 16) for stamp in stamps]
-    labels = [cut(stamp, 19) if minutes.count(minute) > 1 else minute for stamp, minute in zip(stamps, minutes)]
+    per_minute: dict[str, int] = {}
+    for minute in minutes:
+        per_minute[minute] = per_minute.get(minute, 0) + 1
+    labels = [cut(stamp, 19) if per_minute[minute] > 1 else minute for stamp, minute in zip(stamps, minutes)]
+    total: dict[str, int] = {}
+    for label in labels:
+        total[label] = total.get(label, 0) + 1
     seen: dict[str, int] = {}
     unique = []
     for label in labels:
         seen[label] = seen.get(label, 0) + 1
-        unique.append(label if labels.count(label) == 1 else f"{label} #{seen[label]}")
+        unique.append(label if total[label] == 1 else f"{label} #{seen[label]}")
     return unique
 
 
@@ -422,11 +429,25 @@ class ReleaseLabels:
     overlaps no other label and no point; a label with no such place is left out (and counted)."""
 
     CHAR_WIDTH, HEIGHT = 6.1, 11.0  # font-size 10, digits and capitals
+    BUCKET = 64.0  # boxes are kept by slices of x, so that a label is checked against its neighbours only
 
     def __init__(self, top: float, bottom: float, obstacles: list[tuple[float, float, float, float]]):
         self.top, self.bottom = top, bottom
-        self.boxes = list(obstacles)
+        self.buckets: dict[int, list[tuple[float, float, float, float]]] = {}
+        for box in obstacles:
+            self._add(box)
         self.left_out = 0
+
+    def _slices(self, box: tuple[float, float, float, float]) -> range:
+        return range(int(box[0] // self.BUCKET), int(box[2] // self.BUCKET) + 1)
+
+    def _add(self, box: tuple[float, float, float, float]) -> None:
+        for index in self._slices(box):
+            self.buckets.setdefault(index, []).append(box)
+
+    def _free(self, box: tuple[float, float, float, float]) -> bool:
+        return not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for index in self._slices(box) for b in self.buckets.get(index, ()))
 
     def place(self, x: float, y: float, text: str) -> list[str]:
         width = self.CHAR_WIDTH * len(text)
@@ -435,9 +456,9 @@ class ReleaseLabels:
                 box = (start, baseline - self.HEIGHT + 2, start + width, baseline + 2)
                 if box[0] < LEFT or box[2] > WIDTH - RIGHT or box[1] < self.top or box[3] > self.bottom:
                     continue
-                if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in self.boxes):
+                if not self._free(box):
                     continue
-                self.boxes.append(box)
+                self._add(box)
                 return [f'<text x="{start:.1f}" y="{baseline:.1f}" font-size="10" fill="#1d2430">{_e(text)}</text>']
         self.left_out += 1
         return []
@@ -581,9 +602,11 @@ def plot_rows_ingested(ticks: list[dict[str, Any]], axis: TimeAxis) -> str | Non
             files.append((when, entry.get("name"), 0, 0, entry.get("reason")))
     if not files:
         return None
-    legend = [('<rect x="-4" y="-5" width="8" height="10" fill="#2f6fd6"/>', "rows added"),
-              ('<rect x="-4" y="-5" width="8" height="10" fill="#9ecae1"/>', "duplicates dropped"),
-              (REJECTED_MARK, "file rejected (0 rows)")]
+    legend = [('<rect x="-4" y="-5" width="8" height="10" fill="#2f6fd6"/>', "rows added")]
+    if any(duplicates for _, _, _, duplicates, _ in files):
+        legend.append(('<rect x="-4" y="-5" width="8" height="10" fill="#9ecae1"/>', "duplicates dropped"))
+    if any(rejected is not None for *_, rejected in files):
+        legend.append((REJECTED_MARK, "file rejected (0 rows)"))
     parts, top = _legend(legend)
     bottom = top + 150
     high = max(max(added + duplicates for _, _, added, duplicates, _ in files), 1)

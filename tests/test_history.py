@@ -198,3 +198,12 @@ def test_the_one_escape_and_number_format_of_the_pages():
         assert html_text(value) == html.escape("" if value is None else str(value), quote=True)
     assert number(0.7472899222005991) == "0.747" and number(None) == "n/a" and number(12, ",.0f") == "12"
     assert number(True) == "True" and number("0.5") == "0.5"  # not a number: shown as it is
+
+
+def test_value_axis_labels_say_the_round_values_exactly_and_the_legend_only_what_is_drawn():
+    from churnlib.history import _value_axis
+
+    parts, _ = _value_axis(0.6029, 0.7129, 0, 100)
+    assert re.findall(r'fill="#5a6475">([^<]+)<', "".join(parts)) == ["0.600", "0.625", "0.650", "0.675", "0.700", "0.725"]
+    rows = svg(render([deploy_line("2026-12-03T02:00:00Z", "r1")]), "rows ingested per file")
+    assert "rows added" in rows and "file rejected" not in rows and "duplicates dropped" not in rows
