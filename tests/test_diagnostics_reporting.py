@@ -165,9 +165,9 @@ def test_the_release_report_holds_what_a_data_scientist_expects(deployed):
 def test_a_five_row_test_file_gets_a_plain_warning_instead_of_a_bare_roc_auc(tmp_path):
     import shutil
 
-    from helpers import UDACITY as udacity
-    from helpers import make_project
+    from helpers import make_project, shared_dataset
 
+    udacity = shared_dataset("udacity-course")
     project = make_project(tmp_path / "p", sources=())
     for name in ("dataset1.csv", "dataset2.csv"):
         shutil.copy(udacity / "practicedata" / name, project.source / name)
