@@ -100,12 +100,15 @@ def default_prediction_path(config: Config) -> str:
 
 
 def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, expect_release: str | None = None,
-                        reload_interval: float = 1.0, token: str | None = None) -> dict[str, Any]:
+                        reload_interval: float = 1.0, token: str | None = None,
+                        expect_deployment: str | None = None) -> dict[str, Any]:
     """Call every endpoint when the API runs, once it serves ``expect_release``.
 
     Every worker looks for a new release at most every ``reload_interval`` seconds and before the
-    request that finds it; after that long, any worker answers with the new release. Returns a
-    summary; never raises for an API that is down or failing.
+    request that finds it; after that long, any worker answers with the new release. With
+    ``expect_deployment``, an API whose /health reports another deployment (churnlib.identity) is
+    asked nothing more (nor sent the token), and the summary says so with ``running`` None: no API
+    serves this deployment there. Returns a summary; never raises for an API that is down or failing.
     """
     if expect_release is not None:
         time.sleep(reload_interval)
@@ -115,6 +118,13 @@ def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, ex
         while True:
             health = call(base_url, "GET", "/health", timeout=2.0)
             serving = isinstance(health["reply"], dict) and health["reply"].get("release_id")
+            reported = health["reply"].get("deployment") if isinstance(health["reply"], dict) else None
+            if expect_deployment is not None and reported != expect_deployment:
+                which = (f"its /health reports deployment {reported}" if isinstance(reported, str) else
+                         "its /health names none: another program, or an API started before deployments had an id")
+                return {"running": None, "other_deployment": reported if isinstance(reported, str) else None,
+                        "summary": f"serves another deployment ({which}; this one is {expect_deployment}); "
+                                   "its replies are not used"}
             if expect_release is None or serving == expect_release or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
