@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Project, copy_project, make_project, scrub_environment
+from helpers import Project, copy_project, make_project, scrub_environment, shared_dataset
 
 
 def pytest_addoption(parser):
@@ -33,6 +33,14 @@ def _scrubbed_offline_and_clean_logging(monkeypatch):
     from churnlib.logsetup import close_logging
 
     close_logging()
+
+
+@pytest.fixture
+def udacity_course() -> Path:
+    """The classic course's data in ../shared (not shipped): skipped without it, failed without it under CI.
+
+    A fixture, so that a skip names the test that needed the data (pytest -rs)."""
+    return shared_dataset("udacity-course")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from helpers import SAMPLE_LATER, base_config, batch, make_project, run_script, shared_dataset
+from helpers import SAMPLE_LATER, base_config, batch, make_project, run_script
 
 SCORE_LINE = re.compile(r"f1 0\.\d{3} \(95% CI \d\.\d\d-\d\.\d\d\) on \d+ new rows vs expected 0\.\d{3} "
                         r"\(\d\.\d\d-\d\.\d\d\): ")
@@ -138,8 +138,8 @@ def test_a_schedule_in_days_counts_from_the_deployed_models_training(deployed):
     assert due_retrains(settings, metadata, record, None) == []
 
 
-def test_the_classic_course_settings_reproduce_the_course_figures(tmp_path):
-    course = shared_dataset("udacity-course")  # read from shared/, never copied
+def test_the_classic_course_settings_reproduce_the_course_figures(tmp_path, udacity_course):
+    course = udacity_course  # read from shared/, never copied
     project = make_project(tmp_path / "course", sources=(), config=base_config(
         model={"algorithm": "logistic_regression", "random_seed": 0, "scale_numeric": False, "params": {}},
         schema={"target": "exited", "id_columns": ["corporation"]}))
