@@ -5,7 +5,7 @@ A plain module (fixtures are in conftest.py), so that tests import it by name li
 Tests are hermetic: they build every project from data the project owns (``samples/``), never
 from the checkout's ``config.json``, ``sourcedata/`` or ``testdata/`` (the user's, adapted to their
 own data), and run with the environment scrubbed of every variable the product reads
-(``scrubbed_environment``).
+(``scrub_environment``, run by autouse fixtures in conftest.py).
 """
 
 from __future__ import annotations
