@@ -106,3 +106,21 @@ def test_an_api_that_is_down_is_down_not_another_deployment(deployed):
     assert "other_deployment" not in run["api"] and ANOTHER not in deployed.log()
     down = [seen for seen in observations(run, api_expected=True)[0] if seen.event == "api_down"]
     assert down and down[0].active  # the API-down rule still fires for this deployment's own API
+
+
+def test_apicalls_refuses_the_api_of_another_deployment_unless_named_with_url(deployed, tmp_path, capsys):
+    import apicalls
+
+    production_id = ensure_deployment_id(deployed.deployment)
+    practice = copy_project(deployed.root, tmp_path / "practice")
+    practice_id = ensure_deployment_id(practice.deployment)
+    seen = []
+    with serving_in_a_thread(recording(create_app(deployed.config_path), seen)) as url:
+        practice.write_config(base_config(api={"url": url}))
+        assert apicalls.main(["--config", str(practice.config_path)]) == 1
+        assert seen == [("/health", None)] and not (practice.models / "apireturns.txt").exists()
+        assert (f"the API at {url} {ANOTHER} (its /health reports deployment {production_id}; this one is "
+                f"{practice_id})") in capsys.readouterr().err
+        assert apicalls.main(["--config", str(practice.config_path), "--url", url]) == 0  # asked by name
+        deployed.write_config(base_config(api={"url": url}))
+        assert apicalls.main(["--config", str(deployed.config_path)]) == 0  # its own
