@@ -361,7 +361,8 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
                                        lambda: read_json_or_none(config.paths.logs / DIAGNOSTICS_FILE)),
         installed=installed_versions(),
         metrics=ApiMetrics(config),
-        deployment_id=FileCache(config.paths.deployment / IDENTITY_FILE, lambda: read_deployment_id(config.paths.deployment)),
+        deployment_id=FileCache(config.paths.deployment / IDENTITY_FILE,
+                                lambda: read_deployment_id(config.paths.deployment)),
     )
 
     @app.before_request
@@ -422,7 +423,8 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     def health():
         release = _state().watcher.current()
         if release is None:
-            return _error(_state().watcher.problem or "no release loaded", 503, deployment=_state().deployment_id.get())
+            return _error(_state().watcher.problem or "no release loaded", 503,
+                          deployment=_state().deployment_id.get())
         body = {"status": "ok", "release_id": release.release_id, "algorithm": release.model.metadata["algorithm"],
                 "loaded_at": release.loaded_at, "deployment": _state().deployment_id.get()}
         if _state().watcher.problem:

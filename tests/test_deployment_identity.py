@@ -97,7 +97,8 @@ def test_a_copy_of_production_never_uses_productions_api(deployed, tmp_path, mon
     assert not (practice.models / "apireturns.txt").exists()
     warnings = [line for line in practice.log().splitlines() if ANOTHER in line]
     assert len(warnings) == 1, warnings  # once, not after every deploy
-    assert f"the API at {url} {ANOTHER} (its /health reports deployment {production_id}; this one is {practice_id})" in warnings[0]
+    assert (f"the API at {url} {ANOTHER} (its /health reports deployment {production_id}; "
+            f"this one is {practice_id})") in warnings[0]
 
 
 def test_an_api_that_is_down_is_down_not_another_deployment(deployed):

@@ -27,7 +27,8 @@ def test_a_shared_dataset_is_used_when_present_skipped_when_missing_and_missing_
     assert shared_dataset("course", datasets=tmp_path) == tmp_path / "course"
     with pytest.raises(pytest.skip.Exception) as skipped:
         shared_dataset("absent", datasets=tmp_path)
-    assert str(skipped.value) == f"shared data set absent not found at {tmp_path / 'absent'} (not shipped; CI lays it beside the clone)"
+    assert str(skipped.value) == (f"shared data set absent not found at {tmp_path / 'absent'} "
+                                  "(not shipped; CI lays it beside the clone)")
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception) as failed:
         shared_dataset("absent", datasets=tmp_path)
@@ -53,7 +54,8 @@ def test_every_environment_variable_the_product_reads_is_scrubbed_for_the_tests(
 def test_every_variable_a_test_config_names_is_scrubbed():
     """A test config's api.token_env or alerts.email.password_env names a CHURN_* variable: the user's
     shell may hold any other name, which a test that expects it unset would then find set."""
-    named = {name for path in (ROOT / "tests").glob("*.py") for name in NAMES_VARIABLE.findall(path.read_text(encoding="utf-8"))}
+    named = {name for path in (ROOT / "tests").glob("*.py")
+             for name in NAMES_VARIABLE.findall(path.read_text(encoding="utf-8"))}
     assert {"CHURN_TEST_TOKEN", "CHURN_SMTP_PASSWORD"} <= named  # the scan works
     assert [name for name in sorted(named) if not is_scrubbed(name)] == []
 
