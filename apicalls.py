@@ -4,7 +4,8 @@
     python apicalls.py --url http://127.0.0.1:8001
 
 Writes ``apireturns.txt`` in the model folder: for each call, the request, the HTTP status and the
-reply. Exits 1 when a call failed, and says plainly when the API is not running. Uses only the
+reply. Exits 1 when a call failed, and says plainly when the API is not running, or when the API
+at ``api.url`` serves another deployment (``churnlib.identity``; ``--url`` asks any API). Uses only the
 standard library, so ``fullprocess.py`` can call it after a deploy at no import cost.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config, api_token
 from churnlib.fsutil import atomic_write_text
+from churnlib.identity import read_deployment_id
 
 OUTPUT_FILE = "apireturns.txt"
 
@@ -89,6 +91,16 @@ def format_results(base_url: str, results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def another_deployment(health: dict[str, Any], expected: str) -> str | None:
+    """Return how a /health reply shows that the API serves another deployment than ``expected``, or None."""
+    reported = health["reply"].get("deployment") if isinstance(health["reply"], dict) else None
+    if reported == expected:
+        return None
+    which = (f"its /health reports deployment {reported}" if isinstance(reported, str) else
+             "its /health names none: another program, or an API started before deployments had an id")
+    return f"{which}; this one is {expected}"
+
+
 def default_prediction_path(config: Config) -> str:
     """Return the first test data file, relative to the project folder, for the /prediction call."""
     files = sorted(config.paths.testdata.glob("*.csv"))
@@ -100,12 +112,15 @@ def default_prediction_path(config: Config) -> str:
 
 
 def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, expect_release: str | None = None,
-                        reload_interval: float = 1.0, token: str | None = None) -> dict[str, Any]:
+                        reload_interval: float = 1.0, token: str | None = None,
+                        expect_deployment: str | None = None) -> dict[str, Any]:
     """Call every endpoint when the API runs, once it serves ``expect_release``.
 
     Every worker looks for a new release at most every ``reload_interval`` seconds and before the
-    request that finds it; after that long, any worker answers with the new release. Returns a
-    summary; never raises for an API that is down or failing.
+    request that finds it; after that long, any worker answers with the new release. With
+    ``expect_deployment``, an API whose /health reports another deployment (churnlib.identity) is
+    asked nothing more (nor sent the token), and the summary says so with ``running`` None: no API
+    serves this deployment there. Returns a summary; never raises for an API that is down or failing.
     """
     if expect_release is not None:
         time.sleep(reload_interval)
@@ -115,6 +130,11 @@ def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, ex
         while True:
             health = call(base_url, "GET", "/health", timeout=2.0)
             serving = isinstance(health["reply"], dict) and health["reply"].get("release_id")
+            other = None if expect_deployment is None else another_deployment(health, expect_deployment)
+            if other is not None:
+                reported = health["reply"].get("deployment")
+                return {"running": None, "other_deployment": reported if isinstance(reported, str) else None,
+                        "summary": f"serves another deployment ({other}); its replies are not used"}
             if expect_release is None or serving == expect_release or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -130,7 +150,13 @@ def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, ex
 def _main(config: Config, args) -> int:
     base_url = (args.url or config.api.url).rstrip("/")
     output = Path(args.output) if args.output else config.paths.models / OUTPUT_FILE
+    ours = None if args.url else read_deployment_id(config.paths.deployment)  # --url: that API, whichever it is
     try:
+        other = None if ours is None else another_deployment(call(base_url, "GET", "/health", timeout=args.timeout), ours)
+        if other is not None:  # before the token goes there
+            print(f"error: the API at {base_url} serves another deployment ({other}): give this set-up an api.url "
+                  "of its own, or name that API with --url", file=sys.stderr)
+            return 1
         results = call_all(base_url, default_prediction_path(config), timeout=args.timeout, token=api_token(config))
     except ApiNotRunning as exc:
         print(f"error: {exc}. Is the API running? Start it with 'make serve'.", file=sys.stderr)

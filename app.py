@@ -17,7 +17,9 @@ OPTIONS request gets Flask's own empty reply with an ``Allow`` header):
 - ``GET /summarystats``: mean, median and standard deviation of each numeric ingested column, and
   each category's rows and churn rate, from the figures kept at ingestion (no data is read).
 - ``GET /diagnostics``: missing data, step timings, the dependency check, the latest drift table.
-- ``GET /health``: 200 and the release id when a model is loaded, 503 and the reason otherwise.
+- ``GET /health``: 200 and the release id when a model is loaded, 503 and the reason otherwise;
+  both name the deployment served (``churnlib.identity``), which the pipeline checks before it uses
+  the API's replies.
 - ``GET /metrics``: Prometheus metrics in the text exposition format (``churnlib.metrics``): requests
   and latency by route and status, predictions, the release served, the pipeline's last tick.
 
@@ -54,6 +56,7 @@ from churnlib.columns import shown
 from churnlib.config import METRICS, Config, api_token, load_config
 from churnlib.errors import ChurnError
 from churnlib.fsutil import read_json_or_none
+from churnlib.identity import IDENTITY_FILE, read_deployment_id
 from churnlib.ingested import RECORD_FILE, ingested_statistics, load_record
 from churnlib.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from churnlib.pipeline import (
@@ -331,6 +334,7 @@ class ApiState:
     pipeline_diagnostics: FileCache
     installed: list[dict[str, Any]]
     metrics: ApiMetrics
+    deployment_id: FileCache  # read only: the pipeline makes it
 
 
 def public_text(text: str, config: Config) -> str:
@@ -356,8 +360,8 @@ class _OrjsonProvider(DefaultJSONProvider):
         return self._app.response_class(data, mimetype=self.mimetype)
 
 
-def _error(message: str, status: int):
-    response = jsonify(error=public_text(message, _state().config))
+def _error(message: str, status: int, **extra: Any):
+    response = jsonify(error=public_text(message, _state().config), **extra)
     response.status_code = status
     return response
 
@@ -386,6 +390,8 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
                                        lambda: read_json_or_none(config.paths.logs / DIAGNOSTICS_FILE)),
         installed=installed_versions(),
         metrics=ApiMetrics(config),
+        deployment_id=FileCache(config.paths.deployment / IDENTITY_FILE,
+                                lambda: read_deployment_id(config.paths.deployment)),
     )
 
     @app.before_request
@@ -446,9 +452,10 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     def health():
         release = _state().watcher.current()
         if release is None:
-            return _error(_state().watcher.problem or "no release loaded", 503)
+            return _error(_state().watcher.problem or "no release loaded", 503,
+                          deployment=_state().deployment_id.get())
         body = {"status": "ok", "release_id": release.release_id, "algorithm": release.model.metadata["algorithm"],
-                "loaded_at": release.loaded_at}
+                "loaded_at": release.loaded_at, "deployment": _state().deployment_id.get()}
         if _state().watcher.problem:
             body["warning"] = public_text(_state().watcher.problem, _state().config)
         return jsonify(body)

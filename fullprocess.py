@@ -731,13 +731,15 @@ def call_api_after_deploy(config: Config, release_id: str) -> dict[str, Any]:
     """Ask the API, if it is running, for every endpoint's reply; return what happened, never fail the tick."""
     from apicalls import OUTPUT_FILE, call_all_if_running, default_prediction_path
     from churnlib.config import ConfigError, api_token
+    from churnlib.identity import ensure_deployment_id, first_sighting, forget_sighting
 
     try:
         outcome = call_all_if_running(config.api.url, config.paths.models / OUTPUT_FILE,
                                       prediction_path=default_prediction_path(config),
                                       expect_release=release_id,
                                       reload_interval=config.api.reload_interval_seconds,
-                                      token=api_token(config))
+                                      token=api_token(config),
+                                      expect_deployment=ensure_deployment_id(config.paths.deployment))
     except ConfigError as exc:  # api.token_env names a variable cron's environment lacks
         outcome = {"running": None, "summary": f"not called: {exc.message}"}
         logger.warning("API at %s: %s", config.api.url, outcome["summary"])
@@ -745,7 +747,12 @@ def call_api_after_deploy(config: Config, release_id: str) -> dict[str, Any]:
         outcome = {"running": None, "summary": f"replies not saved: {exc}"}
         logger.warning("API at %s: %s", config.api.url, outcome["summary"])
     else:
-        logger.info("API at %s: %s", config.api.url, outcome["summary"])
+        if "other_deployment" not in outcome:
+            logger.info("API at %s: %s", config.api.url, outcome["summary"])
+            if outcome["running"]:
+                forget_sighting(config.paths.logs)
+        elif first_sighting(config.paths.logs, config.api.url, outcome["other_deployment"]):  # once, not every deploy
+            logger.warning("the API at %s %s: give this set-up an api.url of its own", config.api.url, outcome["summary"])
     return outcome
 
 

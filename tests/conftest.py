@@ -5,14 +5,11 @@ Helpers the tests share (the Project class, base_config, batch, ...) are in help
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from helpers import OFFLINE_PYPI, Project, copy_project, make_project
-
-os.environ["CHURN_PYPI_URL"] = OFFLINE_PYPI  # also for session-scoped fixtures and subprocesses
+from helpers import Project, copy_project, make_project, scrub_environment, shared_dataset
 
 
 def pytest_addoption(parser):
@@ -20,14 +17,30 @@ def pytest_addoption(parser):
                      help="how many times tests/test_faults.py SIGKILLs the pipeline (default 50)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scrubbed_session():
+    """No variable the product reads comes from the user's shell (helpers.is_scrubbed), from the first
+    session-wide fixture on (an autouse fixture is set up before the other fixtures of its scope)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        scrub_environment(monkeypatch)
+        yield
+
+
 @pytest.fixture(autouse=True)
-def _offline_and_clean_logging(monkeypatch):
-    monkeypatch.setenv("CHURN_PYPI_URL", OFFLINE_PYPI)
-    monkeypatch.delenv("CHURN_CONFIG", raising=False)
+def _scrubbed_offline_and_clean_logging(monkeypatch):
+    scrub_environment(monkeypatch)  # again: a test before may have set one without monkeypatch
     yield
     from churnlib.logsetup import close_logging
 
     close_logging()
+
+
+@pytest.fixture
+def udacity_course() -> Path:
+    """The classic course's data in ../shared (not shipped): skipped without it, failed without it under CI.
+
+    A fixture, so that a skip names the test that needed the data (pytest -rs)."""
+    return shared_dataset("udacity-course")
 
 
 @pytest.fixture

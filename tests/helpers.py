@@ -1,16 +1,23 @@
 """What tests share besides fixtures: the throw-away project, the sample data, running scripts.
 
 A plain module (fixtures are in conftest.py), so that tests import it by name like any other.
+
+Tests are hermetic: they build every project from data the project owns (``samples/``), never
+from the checkout's ``config.json``, ``sourcedata/`` or ``testdata/`` (the user's, adapted to their
+own data), and run with the environment scrubbed of every variable the product reads
+(``scrub_environment``, run by autouse fixtures in conftest.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,20 +25,67 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_SOURCE = ROOT / "sourcedata"
-SAMPLE_TEST = ROOT / "testdata"
+# The shipped sample set-up, as samples/generate.py keeps it (sourcedata/, testdata/ and
+# config.json at the top are working copies that a user replaces with their own).
+SAMPLE_SOURCE = ROOT / "samples" / "sourcedata"
+SAMPLE_TEST = ROOT / "samples" / "testdata"
+SAMPLE_CONFIG = ROOT / "samples" / "config.json"
 SAMPLE_LATER = ROOT / "samples" / "later"
 IRANIAN = ROOT / "examples" / "iranian"
 # The shared data sets sit beside the checkout (CI lays shared/ next to its clone); a worktree
 # under /work/wt/ finds them at /work/shared. Read from there, never copied into the project.
 SHARED_DATASETS = next((folder for folder in (ROOT.parent / "shared" / "datasets", ROOT.parent.parent / "shared" / "datasets")
                         if folder.is_dir()), ROOT.parent / "shared" / "datasets")
-UDACITY = SHARED_DATASETS / "udacity-course"
 # A closed port on loopback: the dependency check's PyPI look-ups fail at once, no test needs the network.
 OFFLINE_PYPI = "http://127.0.0.1:9"
 RECORD = {"lastmonth_activity": 12, "lastyear_activity": 300, "number_of_employees": 9, "plan": "basic"}
 SAMPLE_HEADER = ["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees", "plan", "exited"]
+
+
+# Environment variables the product reads (grep os.environ, getenv in *.py and churnlib/), none of which
+# a test may inherit from the user's shell: CHURN_CONFIG, CHURN_PYPI_URL, CHURN_API_BIND and the other
+# CHURN_API_* settings of gunicorn.conf.py; PROMETHEUS_MULTIPROC_DIR (churnlib/metrics.py); dask's
+# DASK_* settings (the dask engine); the proxy variables urllib obeys (a proxy would take the tests'
+# calls to 127.0.0.1 elsewhere). The variables a config names (api.token_env,
+# alerts.email.password_env) are the config's: tests never load the user's config, and every config a
+# test writes names a CHURN_* variable (test_hermetic.py checks that), so these are scrubbed too.
+SCRUBBED_PREFIXES = ("CHURN_", "DASK_")
+SCRUBBED_NAMES = frozenset({"PROMETHEUS_MULTIPROC_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"})
+
+
+def is_scrubbed(name: str) -> bool:
+    """Return whether tests run without the environment variable ``name``."""
+    upper = name.upper()
+    return upper.startswith(SCRUBBED_PREFIXES) or upper in SCRUBBED_NAMES
+
+
+def scrub_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every variable tests must not inherit (undone with ``monkeypatch``); PyPI look-ups go offline.
+
+    Subprocesses that tests start inherit the scrubbed environment.
+    """
+    for name in [name for name in os.environ if is_scrubbed(name)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CHURN_PYPI_URL", OFFLINE_PYPI)
+
+
+def shared_dataset(name: str, *, datasets: Path = SHARED_DATASETS) -> Path:
+    """Return the folder of the shared data set ``name``; skip the test when it is missing, fail under CI.
+
+    The shared data sets are not shipped (no licence): a user's clone has none, so the tests that
+    read them skip there with a one-line reason. CI lays them beside its clone and sets CI=true:
+    missing there, they fail, so the figures they check are never quietly left unchecked.
+    """
+    folder = datasets / name
+    if folder.is_dir():
+        return folder
+    reason = f"shared data set {name} not found at {folder} (not shipped; CI lays it beside the clone)"
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(f"{reason}, and CI is set: CI must check it", pytrace=False)
+    pytest.skip(reason)
 
 
 def base_config(**sections: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +233,22 @@ def request(url, body=None, timeout=10, headers=None):
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+@contextlib.contextmanager
+def serving_in_a_thread(app):
+    """Serve the WSGI ``app`` on a free 127.0.0.1 port from a thread of this process; yield its URL, then stop it."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def start_gunicorn(config_path, port, workers=2, env=None):

@@ -35,7 +35,7 @@ def test_health_is_503_with_the_reason_before_anything_is_deployed(empty_project
     client = create_app(empty_project.config_path).test_client()
     reply = client.get("/health")
     assert reply.status_code == 503
-    assert reply.json == {"error": "no release deployed yet"}
+    assert reply.json == {"error": "no release deployed yet", "deployment": None}  # none made yet
     assert client.post("/prediction", json=RECORD).status_code == 503
 
 

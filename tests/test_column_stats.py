@@ -10,17 +10,17 @@ import pytest
 import ingestion
 from app import create_app
 from churnlib import ingested
-from helpers import SAMPLE_HEADER, UDACITY, base_config, batch, csv_text, make_project
+from helpers import SAMPLE_HEADER, base_config, batch, csv_text, make_project
 
 
 def statistics(project):
     return ingested.ingested_statistics(project.ingested)
 
 
-def test_the_udacity_course_figures_come_out_as_the_course_gives_them(tmp_path):
+def test_the_udacity_course_figures_come_out_as_the_course_gives_them(tmp_path, udacity_course):
     project = make_project(tmp_path / "p", sources=())
     for name in ("dataset1.csv", "dataset2.csv"):
-        shutil.copy(UDACITY / "practicedata" / name, project.source / name)
+        shutil.copy(udacity_course / "practicedata" / name, project.source / name)
     ingestion.run_ingestion(project.config())
     stats = statistics(project)
     assert stats["rows"] == 26 and stats["source"] == "column_stats.json"

@@ -6,9 +6,8 @@ import shutil
 
 import pytest
 
-from helpers import SAMPLE_LATER, UDACITY, base_config, batch, make_project, run_script
+from helpers import SAMPLE_LATER, base_config, batch, make_project, run_script
 
-COURSE = UDACITY  # read from shared/, never copied
 SCORE_LINE = re.compile(r"f1 0\.\d{3} \(95% CI \d\.\d\d-\d\.\d\d\) on \d+ new rows vs expected 0\.\d{3} "
                         r"\(\d\.\d\d-\d\.\d\d\): ")
 
@@ -139,14 +138,15 @@ def test_a_schedule_in_days_counts_from_the_deployed_models_training(deployed):
     assert due_retrains(settings, metadata, record, None) == []
 
 
-def test_the_classic_course_settings_reproduce_the_course_figures(tmp_path):
+def test_the_classic_course_settings_reproduce_the_course_figures(tmp_path, udacity_course):
+    course = udacity_course  # read from shared/, never copied
     project = make_project(tmp_path / "course", sources=(), config=base_config(
         model={"algorithm": "logistic_regression", "random_seed": 0, "scale_numeric": False, "params": {}},
         schema={"target": "exited", "id_columns": ["corporation"]}))
     for name in ("dataset1.csv", "dataset2.csv"):
-        shutil.copy(COURSE / "practicedata" / name, project.source / name)
+        shutil.copy(course / "practicedata" / name, project.source / name)
     (project.root / "testdata" / "testdata.csv").unlink()
-    shutil.copy(COURSE / "testdata" / "testdata.csv", project.root / "testdata" / "testdata.csv")
+    shutil.copy(course / "testdata" / "testdata.csv", project.root / "testdata" / "testdata.csv")
     assert project.tick() == 0
     run = project.last_run()
     assert run["decision"] == "cold_start" and run["candidate"]["training_rows"] == 26

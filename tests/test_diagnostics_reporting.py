@@ -162,12 +162,12 @@ def test_the_release_report_holds_what_a_data_scientist_expects(deployed):
     assert "churn rate" in page  # categories of the ingested data
 
 
-def test_a_five_row_test_file_gets_a_plain_warning_instead_of_a_bare_roc_auc(tmp_path):
+def test_a_five_row_test_file_gets_a_plain_warning_instead_of_a_bare_roc_auc(tmp_path, udacity_course):
     import shutil
 
-    from helpers import UDACITY as udacity
     from helpers import make_project
 
+    udacity = udacity_course
     project = make_project(tmp_path / "p", sources=())
     for name in ("dataset1.csv", "dataset2.csv"):
         shutil.copy(udacity / "practicedata" / name, project.source / name)

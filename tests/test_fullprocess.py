@@ -6,7 +6,7 @@ import sys
 
 
 import ingestion
-from helpers import ROOT, SAMPLE_LATER, base_config, batch, run_script
+from helpers import ROOT, SAMPLE_CONFIG, SAMPLE_LATER, SAMPLE_SOURCE, SAMPLE_TEST, base_config, batch, run_script
 
 
 def test_cold_start_trains_scores_and_deploys_a_first_model_with_report_and_diagnostics(project):
@@ -269,9 +269,9 @@ def test_the_shipped_sample_data_runs_the_whole_walk_through(tmp_path):
 
     root = tmp_path / "clone"
     root.mkdir()
-    shutil.copy(ROOT / "config.json", root / "config.json")
-    shutil.copytree(ROOT / "sourcedata", root / "sourcedata", ignore=shutil.ignore_patterns("dataset3.csv"))
-    shutil.copytree(ROOT / "testdata", root / "testdata")
+    shutil.copy(SAMPLE_CONFIG, root / "config.json")  # what a fresh clone holds (samples/generate.py)
+    shutil.copytree(SAMPLE_SOURCE, root / "sourcedata")
+    shutil.copytree(SAMPLE_TEST, root / "testdata")
     config = json.loads((root / "config.json").read_text())
     config.setdefault("api", {})["url"] = "http://127.0.0.1:9"
     (root / "config.json").write_text(json.dumps(config))

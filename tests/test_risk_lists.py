@@ -17,7 +17,7 @@ import scoring
 from churnlib.dataset import FrozenSchema
 from churnlib.modelstore import load_deployed
 from churnlib.pipeline import batch_from_frame, checked_predictor, pipeline_log_odds, reasons_gap
-from helpers import ROOT, SAMPLE_LATER, base_config, csv_text, make_project, run_script
+from helpers import ROOT, SAMPLE_LATER, SAMPLE_SOURCE, SAMPLE_TEST, base_config, csv_text, make_project, run_script
 
 CUSTOMERS = ROOT / "samples" / "customers" / "customers.csv"
 CUSTOMER_HEADER = ["corporation", "lastmonth_activity", "lastyear_activity", "number_of_employees", "plan"]
@@ -94,7 +94,7 @@ def test_reasons_plus_the_base_value_equal_the_log_odds_on_whole_files(tmp_path,
     model = load_deployed(project.deployment)
     schema = FrozenSchema.from_dict(model.metadata["schema"])
     predictor = checked_predictor(model, schema)
-    for path in (CUSTOMERS, ROOT / "testdata" / "testdata.csv", SAMPLE_LATER / "dataset3.csv"):
+    for path in (CUSTOMERS, SAMPLE_TEST / "testdata.csv", SAMPLE_LATER / "dataset3.csv"):
         frame = pd.read_csv(path, dtype={"plan": object})
         contributions = predictor.explain(batch_from_frame(frame, schema))
         log_odds = pipeline_log_odds(model.pipeline, frame, schema)
@@ -502,7 +502,7 @@ def test_customer_files_wait_until_a_model_is_deployed(empty_project):
     assert empty_project.tick() == 0
     assert "scoring" not in empty_project.last_run()
     for name in ("dataset1.csv", "dataset2.csv"):
-        shutil.copy(ROOT / "sourcedata" / name, empty_project.source / name)
+        shutil.copy(SAMPLE_SOURCE / name, empty_project.source / name)
     assert empty_project.tick() == 0
     run = empty_project.last_run()
     assert run["decision"] == "cold_start" and run["scoring"]["files"][0]["name"] == "customers.csv"

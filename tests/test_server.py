@@ -1,12 +1,13 @@
 """Real gunicorn on a free 127.0.0.1 port: predictions, a redeploy underneath it, apicalls.py."""
 
+import os
 import subprocess
 import sys
 import time
 
 import pytest
 
-from helpers import RECORD, ROOT, SAMPLE_LATER, free_port, request, run_script, start_gunicorn
+from helpers import RECORD, ROOT, SAMPLE_LATER, base_config, free_port, make_project, request, run_script, start_gunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -68,10 +69,15 @@ def test_apicalls_says_clearly_when_the_api_is_not_running(deployed):
     assert "no API answering at" in result.stderr and "make serve" in result.stderr
 
 
-def test_gunicorn_config_checks_out():
+@pytest.mark.parametrize("token_env", [None, "CHURN_TEST_TOKEN"])
+def test_gunicorn_config_checks_out(tmp_path, token_env):
+    """On this test's own project (CHURN_CONFIG), never the checkout's config.json, with and without a token."""
+    project = make_project(tmp_path / "project", config=base_config(**({"api": {"token_env": token_env}} if token_env else {})))
+    env = {**os.environ, "CHURN_CONFIG": str(project.config_path), **({token_env: "s3cret-token"} if token_env else {})}
     result = subprocess.run([sys.executable, "-m", "gunicorn", "--check-config", "--config", "gunicorn.conf.py", "wsgi:app"],
-                            cwd=ROOT, capture_output=True, text=True)
+                            cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert (project.logs / "prometheus_multiproc").is_dir()  # the project's folders, not the checkout's
 
 
 def test_redeploy_under_load_fails_no_request(tmp_path):
