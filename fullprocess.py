@@ -53,9 +53,9 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import stamp_seconds, utc_now
 from churnlib.config import Config, model_fingerprint
 from churnlib.decisions import (HOLD_EXPECTATION, HOLD_MODEL, WINDOW_ALPHA, accept_new_normal, challenge,
-                                check_score, confirmation, describe_window, drop_confirms, end_lowered_expectation, held_message,
-                                hold_change, legacy_expected, lowered_expectation, policy_allows,
-                                release_expectations, rows_needed, trained_until)
+                                check_score, confirmation, describe_window, drop_confirms, held_message, hold_change,
+                                lowered_expectation, policy_allows, release_expectations, rise_back, rows_needed,
+                                trained_until)
 from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
 from churnlib.fsutil import atomic_write_json, read_json, remove_stale_temporaries
 from churnlib.ingested import DECISION_STATE_FILE, check_ingested_data, load_record, save_record
@@ -384,34 +384,14 @@ def judge(config: Config, deployed, new_rows, schema, *, files: list[str]) -> Ju
         score["new_normal_since"] = normal.get("at")
     logger.info("score check: %s", score["reason"])
     if score.get("significant_rise") and lowered_expectation(normal) is not None:
-        score = rise_back(config, deployed, labels, frame_probabilities(predictor, new_rows, schema), score)
+        score = rise_back(config.paths.deployment, deployed, labels, frame_probabilities(predictor, new_rows, schema),
+                          score, config.score_drift)
     drift = drift_table(reference, new_rows, schema, config.drift)
     drift.update(release_id=deployed.release_id, at=utc_now(), files=files,
                  reference="new normal" if normal and normal.get("reference") else "training window")
     atomic_write_json(config.paths.logs / LATEST_DRIFT_FILE, drift)
     logger.info("drift check: %s", describe_drift(drift))
     return Judgement(release_id=deployed.release_id, new_rows=len(new_rows), score=score, drift=drift)
-
-
-def rise_back(config: Config, deployed, labels, probabilities, score: dict[str, Any]) -> dict[str, Any]:
-    """Return the score check after a significant rise above a lowered expectation: against the release's
-    own expectation; when the new rows do not fall short of that either, the lowered expectation ends."""
-    from churnlib.pipeline import model_threshold
-    from churnlib.stats import Calibration
-
-    own = check_score(Calibration.from_check(deployed.metadata.get("calibration")),
-                      deployed.metadata.get("expected") or legacy_expected(deployed.folder), labels, probabilities,
-                      config.score_drift, threshold=model_threshold(deployed.metadata),
-                      deploy_time=read_json(deployed.folder / SCORE_DETAILS_FILE) or {})
-    if not own.get("checked") or own["drift"]:
-        return score
-    ended = end_lowered_expectation(config.paths.deployment, deployed.release_id)
-    own["lowered_expectation_ended"] = {**(ended or {}), "rise": score["reason"]}
-    own["reason"] += (f"; the expectation lowered on {(ended or {}).get('since')} ends: against it, "
-                      f"{score['reason']}")
-    logger.info("the score rose back (%s): the expectation lowered on %s ends; against release %s's own: %s",
-                score["reason"], (ended or {}).get("since"), deployed.release_id, own["reason"])
-    return own
 
 
 def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons: list[str], reason: str,

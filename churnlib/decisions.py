@@ -444,3 +444,25 @@ def end_lowered_expectation(deployment_folder: Path, release_id: str) -> dict[st
     else:
         path.unlink(missing_ok=True)
     return ended
+
+
+def rise_back(deployment_folder: Path, deployed, labels, probabilities, score: dict[str, Any],
+              settings: ScoreDriftSettings) -> dict[str, Any]:
+    """Return the score check after a significant rise above a lowered expectation: against the release's
+    own expectation; when the new rows do not fall short of that either, the lowered expectation ends."""
+    from churnlib.pipeline import model_threshold
+    from churnlib.stats import Calibration
+
+    own = check_score(Calibration.from_check(deployed.metadata.get("calibration")),
+                      deployed.metadata.get("expected") or legacy_expected(deployed.folder), labels, probabilities,
+                      settings, threshold=model_threshold(deployed.metadata),
+                      deploy_time=read_json(deployed.folder / SCORE_DETAILS_FILE) or {})
+    if not own.get("checked") or own["drift"]:
+        return score
+    ended = end_lowered_expectation(deployment_folder, deployed.release_id)
+    own["lowered_expectation_ended"] = {**(ended or {}), "rise": score["reason"]}
+    own["reason"] += (f"; the expectation lowered on {(ended or {}).get('since')} ends: against it, "
+                      f"{score['reason']}")
+    logger.info("the score rose back (%s): the expectation lowered on %s ends; against release %s's own: %s",
+                score["reason"], (ended or {}).get("since"), deployed.release_id, own["reason"])
+    return own
