@@ -52,8 +52,10 @@ from typing import Any
 from churnlib.cli import run_script, script_parser
 from churnlib.clock import stamp_seconds, utc_now
 from churnlib.config import Config, model_fingerprint
-from churnlib.decisions import (WINDOW_ALPHA, accept_new_normal, challenge, check_score, policy_allows,
-                                release_expectations, rows_needed, trained_until)
+from churnlib.decisions import (HOLD_EXPECTATION, HOLD_MODEL, WINDOW_ALPHA, accept_new_normal, challenge,
+                                check_score, confirmation, describe_window, drop_confirms, held_message, hold_change,
+                                lowered_expectation, policy_allows, release_expectations, rise_back, rows_needed,
+                                trained_until)
 from churnlib.errors import ChurnError, StateFileError, StorageError, describe_error, in_step
 from churnlib.fsutil import atomic_write_json, read_json, remove_stale_temporaries
 from churnlib.ingested import DECISION_STATE_FILE, check_ingested_data, load_record, save_record
@@ -102,6 +104,7 @@ class TickOutcome:
     retrain_reason: list[str] | None = None
     challenge: dict[str, Any] | None = None
     new_normal: dict[str, Any] | None = None
+    held: dict[str, Any] | None = None
     deployed_release_after: str | None = None
     report: str | None = None
     report_error: str | None = None  # the deploy went on without its report
@@ -175,16 +178,21 @@ def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[s
                              + advice) from None
     if rows > record["rows"] or size > record["bytes"]:
         # The ingested data was reset under us (ingesteddata/ moved away): start over.
-        return {"evaluated_rows": 0, "evaluated_bytes": 0, "last_retrain": None}
-    return {"evaluated_rows": rows, "evaluated_bytes": size, "last_retrain": state.get("last_retrain")}
+        return {"evaluated_rows": 0, "evaluated_bytes": 0, "last_retrain": None, "held": None}
+    return {"evaluated_rows": rows, "evaluated_bytes": size, "last_retrain": state.get("last_retrain"),
+            "held": state.get("held")}
 
 
 @in_step("decision state")
-def mark_evaluated(ingested_folder: Path, record: dict[str, Any], *, last_retrain: dict[str, Any] | None) -> None:
-    """Record that every ingested row has been through a decision, and when a retrain was last tried."""
-    atomic_write_json(ingested_folder / DECISION_STATE_FILE,
-                      {"evaluated_rows": record["rows"], "evaluated_bytes": record["bytes"], "at": utc_now(),
-                       "last_retrain": last_retrain})
+def mark_evaluated(ingested_folder: Path, record: dict[str, Any], *, last_retrain: dict[str, Any] | None,
+                   held: dict[str, Any] | None = None) -> None:
+    """Record that every ingested row has been through a decision, when a retrain was last tried, and the
+    change held back for the next batch to confirm (None: nothing held)."""
+    state = {"evaluated_rows": record["rows"], "evaluated_bytes": record["bytes"], "at": utc_now(),
+             "last_retrain": last_retrain}
+    if held is not None:
+        state["held"] = held
+    atomic_write_json(ingested_folder / DECISION_STATE_FILE, state)
 
 
 def sweep_temporaries(config: Config) -> None:
@@ -377,6 +385,9 @@ def judge(config: Config, deployed, new_rows, schema, *, files: list[str]) -> Ju
     if normal:
         score["new_normal_since"] = normal.get("at")
     logger.info("score check: %s", score["reason"])
+    if score.get("significant_rise") and lowered_expectation(normal) is not None:
+        score = rise_back(config.paths.deployment, deployed, labels, frame_probabilities(predictor, new_rows, schema),
+                          score, config.score_drift)
     drift = drift_table(reference, new_rows, schema, config.drift)
     drift.update(release_id=deployed.release_id, at=utc_now(), files=files,
                  reference="new normal" if normal and normal.get("reference") else "training window")
@@ -386,10 +397,15 @@ def judge(config: Config, deployed, new_rows, schema, *, files: list[str]) -> Ju
 
 
 def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons: list[str], reason: str,
-            deployed=None, judged_rows: int = 0) -> dict[str, Any]:
+            deployed=None, judged_rows: int = 0, judged_from_byte: int = 0,
+            held: dict[str, Any] | None = None) -> dict[str, Any]:
     """Retrain, judge the challenger against the champion, and deploy when the policy allows.
 
-    Fills ``outcome``; returns the record of this retrain for the decision state.
+    A change that rests on this batch alone is held instead (``outcome.held``): a candidate that does
+    significantly worse than the champion on the test data, or an expectation lowered by a score drop.
+    ``held`` is the change an earlier batch left held: confirmed by this one (or approved), it goes
+    ahead, judged on both batches' rows. Fills ``outcome``; returns the record of this retrain for the
+    decision state.
     """
     from churnlib.dataset import FrozenSchema
     from churnlib.ingested import read_ingested_data
@@ -400,6 +416,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     from reporting import REPORT_FILE, build_report
     from scoring import metrics_from_predictions, read_test_data, write_scores
     from churnlib.decisions import candidate_windows
+    from churnlib.stats import paired_comparison
     from training import expectation, save_trained, train_model
 
     started = time.perf_counter()
@@ -414,6 +431,13 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
         champion = checked_predictor(deployed, schema)
     drifted = any(r in DRIFT_REASONS for r in reasons)
     judged_rows = judged_rows if drifted else 0
+    confirmed = confirmation(held, deployed.release_id if deployed is not None else None, reasons)
+    if confirmed:
+        logger.info("%s", confirmed)
+        if drifted and held.get("first_row", len(frame)) < len(frame) - judged_rows:
+            # The rows of both batches are the changed world's: judge and learn from them together.
+            judged_rows = len(frame) - int(held["first_row"])
+    judged_first_row = len(frame) - judged_rows
 
     trial = None
     if champion is not None and config.deployment.evaluate_on == "held_out":
@@ -428,7 +452,8 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                         rows_needed(config))
     if trial is not None:
         outcome.challenge = trial.to_json()
-        logger.info("challenger trained on %s: %s", trial.window[0], trial.comparison.text())
+        logger.info("challenger trained on %s: %s", describe_window(trial.window, len(frame) - trial.held_out,
+                                                                     trial.held_out), trial.comparison.text())
         window_name, window_first = trial.window
     else:
         window_name, window_first = candidate_windows(len(frame), 0, config.model)[0]
@@ -476,11 +501,19 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     last_retrain = {"at": utc_now(), "rows": record["rows"], "settings": config.model.fingerprint(),
                     "reasons": [str(r) for r in reasons]}
 
-    deployed_scores = None
+    deployed_scores = on_test = None
     if champion is not None:
-        deployed_scores = metrics_from_predictions(test_labels, churn_probabilities(deployed.pipeline, test, schema),
+        deployed_probabilities = churn_probabilities(deployed.pipeline, test, schema)
+        deployed_scores = metrics_from_predictions(test_labels, deployed_probabilities,
                                                    threshold=model_threshold(deployed.metadata))
-        outcome.deployed_on_test = {"release_id": deployed.release_id, "scores": deployed_scores}
+        # The same paired comparison as on the held-out rows: a candidate far below the deployed model
+        # on the fixed benchmark is never deployed silently.
+        on_test = paired_comparison(test_labels, deployed_probabilities, test_probabilities, metric,
+                                    model_threshold(deployed.metadata), decision_threshold)
+        outcome.deployed_on_test = {"release_id": deployed.release_id, "scores": deployed_scores,
+                                    "comparison": on_test.to_dict()}
+        logger.log(logging.WARNING if on_test.significantly_worse else logging.INFO, "on the test data: %s",
+                   on_test.text("test rows", f"candidate {metadata['release_id']}", f"release {deployed.release_id}"))
     if trial is not None:
         candidate_score, deployed_score = trial.comparison.challenger, trial.comparison.champion
     else:
@@ -494,8 +527,41 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                 "undefined" if scores[metric] is None else f"{scores[metric]:.4f}")
     judged_on = "held_out" if trial is not None else "testdata"
     allowed, why = policy_allows(candidate_score, deployed_score, config.deployment, judged_on=judged_on)
+    if allowed and RetrainReason.SCORE_DROP in reasons and trial is not None and \
+            trial.comparison.p_value >= WINDOW_ALPHA:
+        # A challenger no better where the score dropped does not answer the drop: deployed, it would only
+        # bring a lower expectation, learnt from these rows, that no rise could end. The new normal does
+        # that openly (held for the next batch first, and ended by a rise back).
+        allowed = False
+        why += (f", but it is not significantly better on the {trial.comparison.rows} held-out rows where the "
+                f"score dropped (p={trial.comparison.p_value:.2g} that it is no better): a retrain does not answer "
+                "the drop")
     outcome.policy = {"policy": config.deployment.policy, "metric": metric, "tolerance": config.deployment.tolerance,
                       "evaluate_on": judged_on, "allowed": allowed, "reason": why}
+    files = (outcome.data_drift or {}).get("files") or []
+
+    def hold(kind: str, why_held: str) -> dict[str, Any]:
+        outcome.held = hold_change(kind, release_id=deployed.release_id, reasons=reasons, files=files,
+                                   first_row=judged_first_row, first_byte=judged_from_byte, last_row=len(frame),
+                                   why=why_held, candidate=metadata["release_id"] if kind == HOLD_MODEL else None)
+        outcome.held["status"] = "held"
+        message = held_message(outcome.held)
+        logger.warning("%s", message)
+        return {"message": message}
+
+    if allowed and on_test is not None and on_test.significantly_worse and config.deployment.policy == "always":
+        why += (f"; deployed although it does significantly worse than release {deployed.release_id} on the "
+                f"{on_test.rows} test rows ({metric} {on_test.challenger:.3f} vs {on_test.champion:.3f}): "
+                "policy always")
+    elif allowed and on_test is not None and on_test.significantly_worse and not confirmed:
+        outcome.decision = Decision.RETRAINED_REFUSED
+        held_now = hold(HOLD_MODEL, f"candidate {metadata['release_id']} does significantly worse than release "
+                                    f"{deployed.release_id} on the {on_test.rows} test rows "
+                                    f"({metric} {on_test.challenger:.3f} vs {on_test.champion:.3f}, difference "
+                                    f"{on_test.difference:+.3f}, 95% CI {on_test.difference_low:+.2f} to "
+                                    f"{on_test.difference_high:+.2f})")
+        outcome.reason = (f"{reason}; {why}, but {held_now['message']}: release {deployed.release_id} stays")
+        return last_retrain
     if not allowed:
         outcome.decision = Decision.RETRAINED_REFUSED
         outcome.reason = f"{reason}; retrained, but {why}: release {deployed.release_id} stays"
@@ -503,12 +569,30 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
         # refusal on the test data (the classic judge) says nothing about the new world.
         no_better = trial is not None and trial.comparison.p_value >= WINDOW_ALPHA
         if drifted and no_better and judged_rows:
-            outcome.new_normal = accept_new_normal(config, deployed, schema, frame.iloc[len(frame) - judged_rows:],
-                                                   reasons=[r for r in reasons if r in DRIFT_REASONS],
-                                                   predictor=champion)
-            outcome.reason += (f"; the challenger did no better, so the {judged_rows} judged rows are the new normal "
-                               f"of release {deployed.release_id}")
+            normal_reasons = [r for r in reasons if r in DRIFT_REASONS]
+            if RetrainReason.SCORE_DROP in normal_reasons and not confirmed:
+                # A lower expectation from one batch alone would make the next ordinary batch a "rise" and
+                # a real fall no alarm: held for the next batch; a new drift reference is harmless, kept.
+                normal_reasons.remove(RetrainReason.SCORE_DROP)
+                held_now = hold(HOLD_EXPECTATION, f"the {judged_rows} new rows score significantly below what "
+                                                  f"release {deployed.release_id} expects, and a challenger "
+                                                  "trained on them did no better")
+                outcome.reason += f"; {held_now['message']}"
+            if normal_reasons:
+                outcome.new_normal = accept_new_normal(config, deployed, schema, frame.iloc[judged_first_row:],
+                                                       reasons=normal_reasons, predictor=champion)
+                refused = outcome.new_normal.get("calibration_refused")
+                if refused:
+                    logger.warning("not a new normal: %s; check the labels of %s", refused["reason"],
+                                   ", ".join(files) or "the new rows")
+                    outcome.reason += f"; not a new normal: {refused['reason']}"
+                if outcome.new_normal["reasons"]:
+                    outcome.reason += (f"; the challenger did no better, so the {judged_rows} judged rows are the "
+                                       f"new normal of release {deployed.release_id}"
+                                       + (f" ({confirmed})" if confirmed else ""))
         return last_retrain
+    if confirmed:
+        why += f"; {confirmed}"
 
     started = time.perf_counter()
     drift = outcome.data_drift
@@ -677,6 +761,10 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
     outcome.pending_rows = pending_rows
     # Due again now that the new rows are in (the schedule counts rows).
     reasons: list[str] = due_retrains(config, work.deployed_metadata, record, state["last_retrain"])
+    held = state["held"]
+    if held and held.get("approved"):  # a held retrain of another kind (settings, schedule): tried again
+        reasons += [RetrainReason(r) for r in held["reasons"]
+                    if RetrainReason(r) not in DRIFT_REASONS and RetrainReason(r) not in reasons]
     causes = describe_due(config, reasons)
     schema = FrozenSchema.from_dict(record["schema"])
     deployed = None
@@ -696,10 +784,20 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
         outcome.timings["checks"] = round(time.perf_counter() - started, 3)
         reasons = judgement.reasons + reasons
         causes = judgement.causes() + causes
+        if held and RetrainReason.SCORE_DROP not in reasons and str(RetrainReason.SCORE_DROP) in held["reasons"] \
+                and drop_confirms(judgement.score):
+            # The batch after a held drop falls short again, significantly, if by less than max_drop on its
+            # own: the held change stands confirmed.
+            reasons.insert(0, RetrainReason.SCORE_DROP)
+            causes.insert(0, f"a significant drop again after the held one ({judgement.score['reason']})")
         if not reasons:
             outcome.decision = Decision.NO_DRIFT
             outcome.reason = (f"no score drop and no feature drift in {judgement.new_rows} new rows; "
                               f"release {deployed.release_id} stays")
+            if held:
+                outcome.held = {**held, "status": "dropped"}
+                outcome.reason += (f"; the change held since {held['at']} ({', '.join(held['files']) or 'earlier rows'}) "
+                                   "is not confirmed by these rows: dropped, the release and its expectation stay")
             mark_evaluated(config.paths.ingested, record, last_retrain=state["last_retrain"])
             return outcome
     elif not reasons:
@@ -722,8 +820,13 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
         return outcome
     logger.info("retraining because of %s", " and ".join(causes))
     tried = retrain(config, outcome, decision=Decision.RETRAINED_DEPLOYED, reasons=reasons, deployed=deployed,
-                    judged_rows=pending_rows, reason="retrained because of " + " and ".join(causes))
-    mark_evaluated(config.paths.ingested, record, last_retrain=tried)
+                    judged_rows=pending_rows, judged_from_byte=state["evaluated_bytes"], held=held,
+                    reason="retrained because of " + " and ".join(causes))
+    if held and outcome.held is None:
+        how = confirmation(held, deployed.release_id, reasons)
+        outcome.held = {**held, "status": "adopted" if how else "dropped", **({"how": how} if how else {})}
+    mark_evaluated(config.paths.ingested, record, last_retrain=tried,
+                   held=outcome.held if outcome.held and outcome.held.get("status") == "held" else None)
     return outcome
 
 
@@ -787,9 +890,34 @@ def after_tick(config: Config, run: dict[str, Any], *, did_work: bool) -> None:
             logger.debug("%s", "".join(traceback.format_exception(exc)))
 
 
+def approve_held(config: Config) -> str:
+    """Approve the change held for confirmation (``--accept-held``): its rows are judged again on this tick,
+    which adopts it as a confirmation would. Return what was approved; PipelineError when nothing is held."""
+    record = load_record(config.paths.ingested)
+    state = read_decision_state(config.paths.ingested, record)
+    held = state["held"]
+    if not held:
+        raise PipelineError(f"nothing is held for confirmation in {config.paths.ingested / DECISION_STATE_FILE}")
+    held = {**held, "approved": utc_now()}
+    atomic_write_json(config.paths.ingested / DECISION_STATE_FILE,
+                      {"evaluated_rows": held["first_row"], "evaluated_bytes": held["first_byte"], "at": utc_now(),
+                       "last_retrain": state["last_retrain"], "held": held})
+    files = ", ".join(held.get("files") or []) or f"{held['rows']} rows"
+    text = (f"approved the change held since {held['at']} ({held['kind']}, {files}, against release "
+            f"{held['release_id']}): its rows are judged again now and the change adopted")
+    logger.warning("%s", text)
+    return text
+
+
 def _tick(config: Config, args) -> int:
     if args.test_alert:
         return _test_alert(config)
+    if args.accept_held:
+        try:
+            print(approve_held(config))
+        except PipelineError as exc:
+            print(f"fullprocess.py --accept-held: {exc}", file=sys.stderr)
+            return 1
     started_at, started = utc_now(), time.perf_counter()
     outcome = run_tick(config)
     if outcome.deployed_release_after and not args.no_api:
@@ -830,6 +958,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-alert", action="store_true",
                         help="send a test alert through every channel in the alerts section, print each "
                         "channel's result and exit (1 if one failed); no tick runs")
+    parser.add_argument("--accept-held", action="store_true",
+                        help="incident tool: approve the change held for confirmation (a model, or a lower "
+                        "expected score, resting on one batch that contradicts everything before it; the run "
+                        "line's 'held'), instead of waiting for the next batch to confirm it; then run the tick")
     return run_script(parser, argv, "fullprocess", _tick, lock=lambda args: not args.test_alert,
                       on_lock_held=_lock_held)
 

@@ -173,12 +173,14 @@ def release_calibration(model: LoadedModel, deployment_folder: Path | None = Non
     """Return what a release's served probabilities mean (a churnlib.stats.Calibration): its deploy-time
     check, or the new normal a later tick learnt for it (when ``deployment_folder`` is given) -- the
     same calibration the score check uses."""
+    from churnlib.decisions import lowered_expectation
     from churnlib.modelstore import read_normal
     from churnlib.stats import Calibration
 
     normal = read_normal(deployment_folder, model.release_id) if deployment_folder is not None else None
-    if normal and normal.get("calibration"):
-        return Calibration.from_dict(normal["calibration"])
+    lowered = lowered_expectation(normal)  # None for a calibration no better than chance: never inherited
+    if lowered is not None:
+        return lowered
     return Calibration.from_check(model.metadata.get("calibration"))
 
 

@@ -34,6 +34,14 @@ A retrain is due when either check alarms. Sections:
   (training window all history, challengers judged on testdata/).
 - timing: the checks on a 10,000-row batch whose features drift (default against scipy's automatic
   KS method, which picks its exact distribution at that size).
+- smalln: false alarms at small n (30, 100 rows), each check on its own, over many seeded batches with
+  nothing changed: the score check (alarm, and p < alpha of any size), the feature tests, and each
+  categorical feature's chi-square p-value below 0.05 with the asymptotic distribution and with the
+  method in use (permutations when a cell expects fewer than 5); the classic rule on the same batches.
+- onebatch: real ticks over seeds, this checkout against ``--onebatch-rev`` (default 6c3b2a0, the code
+  before the hold rules), interleaved: a 1,000-row batch with every label swapped, two ordinary
+  batches, then a real drop; a persistent concept change (three 2,000-row batches); a persistent
+  harder world (30% of labels swapped at random, four 1,000-row batches).
 - tick: the wall time of one tick that ingests and checks 1,000,000 new rows, and of a tick with
   nothing new, against the same ticks with the code at ``--baseline-rev`` (default 5c88a0c, the
   code before this benchmark's rules), the versions taking turns; medians.
@@ -58,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 BASELINE_REV = "5c88a0c"  # the code before issue 7: the classic decision rules
+ONEBATCH_REV = "6c3b2a0"  # the code before the hold rules of issue 15 (one bad batch)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -282,9 +291,9 @@ def section_iranian(quick: bool) -> None:
             print(rate_line(f"{n:,}", counts, trials), flush=True)
 
 
-def tick(config: Path) -> dict:
+def tick(config: Path, code: Path = ROOT) -> dict:
     env = {**os.environ, "CHURN_PYPI_URL": "http://127.0.0.1:9"}
-    subprocess.run([sys.executable, str(ROOT / "fullprocess.py"), "--config", str(config), "--no-api"], env=env,
+    subprocess.run([sys.executable, str(code / "fullprocess.py"), "--config", str(config), "--no-api"], env=env,
                    check=True, capture_output=True)
     return json.loads((config.parent / "logs" / "runs.jsonl").read_text().splitlines()[-1])
 
@@ -346,6 +355,186 @@ def section_persistent(quick: bool) -> None:
                                for r in retrained)
             print(f"{rule:>8}  {cells:<66} {counts}", flush=True)
             print(f"{'':>8}  worst gap after batch 2 and 3: {max(gaps[1]):+.3f}, {max(gaps[2]):+.3f}", flush=True)
+
+
+def section_smalln(quick: bool) -> None:
+    from scipy.stats import chi2_contingency
+
+    from churnlib.columns import MISSING_CATEGORY
+    from churnlib.decisions import check_score
+    from churnlib.drift import _chi_square
+
+    trials = 300 if quick else 1000
+    print(f"\n== smalln: false alarms at small n, {trials} batches from the training world per size, judged by 20 "
+          "deployments in turn (generated data)")
+    deployments = []
+    for index in range(5 if quick else 20):
+        rng = np.random.default_rng(100 + index)
+        deployments.append(deploy(World().frame(4000, rng), World().frame(1000, rng), SCHEMA, MODEL))
+
+    def share(count: int) -> str:
+        low, high = wilson_interval(count, trials)
+        return f"{count / trials:6.2%} ({low:5.2%}-{high:5.2%})"
+
+    for n in (30, 100):
+        alarms = {"score": 0, "score p<alpha": 0, "features": 0, "classic score": 0, "classic features": 0}
+        chi = {feature: [0, 0] for feature in CATEGORICAL}  # p < 0.05: asymptotic, as used
+        started = time.perf_counter()
+        for trial in range(trials):
+            deployment = deployments[trial % len(deployments)]
+            batch = World().frame(n, np.random.default_rng(n * 1_000_003 + trial))
+            labels = batch[TARGET].to_numpy()
+            probabilities = deployment.probabilities(batch)
+            score = check_score(deployment.calibration, deployment.expected, labels, probabilities, NEW_SCORE,
+                                threshold=deployment.threshold)
+            alarms["score"] += score["drift"]
+            alarms["score p<alpha"] += bool(score["drop"] > 0 and score["p_value"] < NEW_SCORE.alpha)
+            alarms["features"] += drift_table(deployment.reference, batch, SCHEMA, NEW_DRIFT)["drift"]
+            classic = check_score(deployment.calibration, deployment.expected, labels, probabilities, CLASSIC_SCORE,
+                                  threshold=deployment.threshold, deploy_time=deployment.test_scores)
+            alarms["classic score"] += classic["drift"]
+            alarms["classic features"] += drift_table(deployment.reference, batch, SCHEMA, CLASSIC_DRIFT)["drift"]
+            for feature in CATEGORICAL:
+                used = _chi_square(deployment.reference[feature], batch[feature])
+                ref_counts = deployment.reference[feature].fillna(MISSING_CATEGORY).astype(str).value_counts()
+                new_counts = batch[feature].fillna(MISSING_CATEGORY).astype(str).value_counts()
+                names = sorted(set(ref_counts.index) | set(new_counts.index))
+                table = np.array([[ref_counts.get(c, 0) for c in names], [new_counts.get(c, 0) for c in names]])
+                chi[feature][0] += chi2_contingency(table, correction=False).pvalue < 0.05
+                chi[feature][1] += used["p_value"] < 0.05
+        print(f"n={n}: [{time.perf_counter() - started:.0f} s]")
+        print(f"  score check alarms (nominal at most {NEW_SCORE.alpha:.1%}):       {share(alarms['score'])}; "
+              f"significant drop of any size {share(alarms['score p<alpha'])}")
+        print(f"  feature tests alarm (drift.alpha {NEW_DRIFT.alpha}, Holm):          {share(alarms['features'])}")
+        print(f"  classic rule on the same batches: score {share(alarms['classic score'])}, "
+              f"features {share(alarms['classic features'])}")
+        for feature, (asymptotic, used) in chi.items():
+            print(f"  chi-square p < 0.05 (nominal 5%), {feature:>8}: asymptotic {share(asymptotic)}, as used {share(used)}")
+
+
+def swapped(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame[TARGET] = 1 - frame[TARGET]
+    return frame
+
+
+def noisier(frame: pd.DataFrame, share: float, rng: np.random.Generator) -> pd.DataFrame:
+    frame = frame.copy()
+    flip = rng.random(len(frame)) < share
+    frame.loc[flip, TARGET] = 1 - frame.loc[flip, TARGET]
+    return frame
+
+
+def onebatch_project(seed: int, scratch: Path, label: str) -> tuple[Path, np.random.Generator]:
+    rng = np.random.default_rng(900 + seed)
+    root = scratch / f"{label}-{seed}" / "project"
+    (root / "sourcedata").mkdir(parents=True)
+    (root / "testdata").mkdir()
+    (root / "sourcedata" / "batch0.csv").write_text(to_csv(World().frame(4000, rng)))
+    (root / "testdata" / "testdata.csv").write_text(to_csv(World().frame(1000, rng)))
+    (root / "config.json").write_text(json.dumps({"schema": {"target": TARGET, "id_columns": ["customer_id"]},
+                                                  "model": {"random_seed": seed}, "api": {"url": "http://127.0.0.1:9"}}))
+    return root, rng
+
+
+def run_batches(code: Path, root: Path, frames: list[pd.DataFrame]) -> list[dict]:
+    tick(root / "config.json", code)
+    runs = []
+    for index, frame in enumerate(frames):
+        (root / "sourcedata" / f"batch{index + 1}.csv").write_text(to_csv(frame))
+        runs.append(tick(root / "config.json", code))
+    return runs
+
+
+def lowered(root: Path) -> bool:
+    """Whether the deployed release's expectation was lowered by a new normal (or a deploy learnt it from the batch)."""
+    folder = root / "production_deployment" / "normal"
+    return any(json.loads(path.read_text()).get("calibration") for path in folder.glob("*.json")) if folder.exists() else False
+
+
+def section_onebatch(quick: bool, baseline_rev: str | None) -> None:
+    seeds = 3 if quick else 8
+    print(f"\n== onebatch: real ticks (fullprocess.py), {seeds} seeds; this checkout against {baseline_rev or 'nothing'}")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-onebatch-"))
+    trees = [("this checkout", ROOT)]
+    if baseline_rev:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(scratch / "baseline"), baseline_rev],
+                       check=True, capture_output=True)
+        trees.append((f"before ({baseline_rev})", scratch / "baseline"))
+
+    def rate(count: int, total: int) -> str:
+        low, high = wilson_interval(count, total)
+        return f"{count}/{total} ({low:.0%}-{high:.0%})"
+
+    try:
+        counts = {label: {} for label, _ in trees}
+        evaluation = World(change=1.0).frame(50_000, np.random.default_rng(55))
+        for seed in range(seeds):
+            for label, code in trees:  # the versions take turns
+                c = counts[label]
+                root, rng = onebatch_project(seed, scratch, f"swap-{label[:4]}")
+                before = json.loads((root / "production_deployment" / "current.json").read_text())["current"] \
+                    if (root / "production_deployment" / "current.json").exists() else None
+                frames = [swapped(World().frame(1000, rng)), World().frame(300, rng), World().frame(300, rng),
+                          World(change=1.0).frame(1000, rng)]
+                runs = run_batches(code, root, frames)
+                before = runs[0]["deployed_release_before"]
+                c["swap deployed"] = c.get("swap deployed", 0) + bool(runs[0].get("deployed_release_after"))
+                c["swap lowered"] = c.get("swap lowered", 0) + bool((runs[0].get("new_normal") or {}).get("calibration"))
+                c["ordinary alarms"] = c.get("ordinary alarms", 0) + sum(bool(r["score_drift"].get("drift")) for r in runs[1:3])
+                c["ordinary retrains"] = c.get("ordinary retrains", 0) + sum(r["decision"].startswith("retrained") for r in runs[1:3])
+                c["drop alarmed"] = c.get("drop alarmed", 0) + bool(runs[3]["score_drift"].get("drift"))
+                c["same release"] = c.get("same release", 0) + (runs[2].get("deployed_release_before") == before)
+                shutil.rmtree(root.parent, ignore_errors=True)
+
+                root, rng = onebatch_project(seed, scratch, f"concept-{label[:4]}")
+                runs = run_batches(code, root, [World(change=1.0).frame(2000, rng) for _ in range(3)])
+                from churnlib.modelstore import load_deployed
+
+                deployed = load_deployed(root / "production_deployment")
+                labels = evaluation[TARGET].to_numpy()
+                c.setdefault("concept gap", []).append(
+                    f1_of(labels, churn_probabilities(train_model(World(change=1.0).frame(4000, np.random.default_rng(seed)),
+                                                                  SCHEMA, replace(MODEL, random_seed=seed)), evaluation, SCHEMA))
+                    - f1_of(labels, churn_probabilities(deployed.pipeline, evaluation, SCHEMA), model_threshold(deployed.metadata)))
+                c["concept deployed at 1"] = c.get("concept deployed at 1", 0) + bool(runs[0].get("deployed_release_after"))
+                c["concept served by 2"] = c.get("concept served by 2", 0) + bool(
+                    runs[0].get("deployed_release_after") or runs[1].get("deployed_release_after"))
+                c["concept retrain at 3"] = c.get("concept retrain at 3", 0) + runs[2]["decision"].startswith("retrained")
+                shutil.rmtree(root.parent, ignore_errors=True)
+
+                root, rng = onebatch_project(seed, scratch, f"harder-{label[:4]}")
+                runs = run_batches(code, root, [noisier(World().frame(1000, rng), 0.3, rng) for _ in range(4)])
+                c["harder alarm at 1"] = c.get("harder alarm at 1", 0) + bool(runs[0]["score_drift"].get("drift"))
+                c["harder adopted at 1"] = c.get("harder adopted at 1", 0) + bool(
+                    runs[0].get("deployed_release_after") or (runs[0].get("new_normal") or {}).get("calibration"))
+                c["harder alarm at 3"] = c.get("harder alarm at 3", 0) + bool(runs[2]["score_drift"].get("drift"))
+                c["harder alarm at 4"] = c.get("harder alarm at 4", 0) + bool(runs[3]["score_drift"].get("drift"))
+                shutil.rmtree(root.parent, ignore_errors=True)
+            print(f"  seed {seed} done", flush=True)
+        rows = [("swapped 1,000-row batch: deployed", "swap deployed", seeds),
+                ("swapped batch: expectation lowered (new normal)", "swap lowered", seeds),
+                ("two ordinary batches after it: score alarms", "ordinary alarms", 2 * seeds),
+                ("two ordinary batches after it: retrains", "ordinary retrains", 2 * seeds),
+                ("the release before the swap still serves after them", "same release", seeds),
+                ("then a real drop (changed rule, 1,000 rows): alarm", "drop alarmed", seeds),
+                ("concept change: deployed at batch 1", "concept deployed at 1", seeds),
+                ("concept change: served by a new model by batch 2", "concept served by 2", seeds),
+                ("concept change: retrained at batch 3", "concept retrain at 3", seeds),
+                ("harder world (30% labels swapped): alarm at batch 1", "harder alarm at 1", seeds),
+                ("harder world: adopted at batch 1 (deploy or new normal)", "harder adopted at 1", seeds),
+                ("harder world: alarm at batch 3", "harder alarm at 3", seeds),
+                ("harder world: alarm at batch 4", "harder alarm at 4", seeds)]
+        print(f"{'':58}" + "".join(f"{label:>24}" for label, _ in trees))
+        for text, key, total in rows:
+            print(f"{text:58}" + "".join(f"{rate(counts[label].get(key, 0), total):>24}" for label, _ in trees))
+        print(f"{'concept change: gap after batch 3, mean (95% CI)':58}"
+              + "".join(f"{mean_interval(counts[label]['concept gap']):>24}" for label, _ in trees))
+    finally:
+        if baseline_rev:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(scratch / "baseline")],
+                           capture_output=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def section_timing(quick: bool) -> None:
@@ -461,13 +650,16 @@ def section_tick(quick: bool, baseline_rev: str | None, rounds: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer trials and sizes")
-    parser.add_argument("--sections", default="rates,iranian,persistent,timing,tick",
-                        help="comma-separated: rates, iranian, persistent, timing, tick")
+    parser.add_argument("--sections", default="rates,iranian,persistent,timing,tick,smalln,onebatch",
+                        help="comma-separated: rates, iranian, persistent, timing, tick, smalln, onebatch")
     parser.add_argument("--baseline-rev", metavar="REV", default=BASELINE_REV,
                         help="tick section: also time the ticks with the code at this git revision, in a temporary "
                              f"worktree, interleaved (default {BASELINE_REV}, the code before the decision rules; "
                              "'' for none)")
     parser.add_argument("--rounds", type=int, default=3, help="tick section: interleaved rounds of the big tick (3)")
+    parser.add_argument("--onebatch-rev", metavar="REV", default=ONEBATCH_REV,
+                        help=f"onebatch section: also run the scenarios with the code at this revision (default "
+                        f"{ONEBATCH_REV}, before the hold rules; '' for none)")
     args = parser.parse_args()
     import logging
 
@@ -475,7 +667,9 @@ def main() -> int:
     started = time.perf_counter()
     print(f"machine: {os.cpu_count()} cores; {'quick' if args.quick else 'full'} run")
     sections = {"rates": section_rates, "iranian": section_iranian, "persistent": section_persistent,
-                "timing": section_timing, "tick": lambda quick: section_tick(quick, args.baseline_rev or None, args.rounds)}
+                "timing": section_timing, "tick": lambda quick: section_tick(quick, args.baseline_rev or None, args.rounds),
+                "smalln": section_smalln,
+                "onebatch": lambda quick: section_onebatch(quick, args.onebatch_rev or None)}
     for name in args.sections.split(","):
         sections[name.strip()](args.quick)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")

@@ -10,6 +10,7 @@ when called, as ``fullprocess.py`` did.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,31 @@ from churnlib.config import Config, DeploymentSettings, ModelSettings, ScoreDrif
 from churnlib.errors import ChurnError
 from churnlib.fsutil import atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_file
 from churnlib.modelstore import NORMAL_FOLDER, SCORE_DETAILS_FILE, read_normal
-from churnlib.runlog import RetrainReason
+from churnlib.runlog import DRIFT_REASONS, RetrainReason
+
+
+logger = logging.getLogger(__name__)
 
 
 class DecisionError(ChurnError):
     """A decision that cannot be made on this data; the message says why."""
+
+
+def lowered_expectation(normal: dict[str, Any] | None):
+    """Return the calibration a new normal lowered the release's expectation to (a churnlib.stats.Calibration),
+    or None: no new normal, none after a score drop, or one no better than chance (a poisoned yardstick,
+    written before such a calibration was refused: ignored, with a warning)."""
+    if not normal or not normal.get("calibration"):
+        return None
+    from churnlib.stats import Calibration
+
+    calibration = Calibration.from_dict(normal["calibration"])
+    if not calibration.informative:
+        logger.warning("the new normal of release %s (%s) holds a calibration no better than chance (slope %.3f, "
+                       "%.1f standard errors above 0): ignored; the release's own expectation is used",
+                       normal.get("release_id"), normal.get("at"), calibration.slope, calibration.slope_z or 0.0)
+        return None
+    return calibration
 
 
 def rows_needed(config: Config) -> int:
@@ -45,7 +66,8 @@ def release_expectations(deployment_folder: Path, deployed, schema):
     expected = deployed.metadata.get("expected") or legacy_expected(deployed.folder)
     reference_path = checked_reference_sample(deployed.folder, deployed.metadata)
     if normal:
-        expected = normal.get("expected") or expected
+        if lowered_expectation(normal) is not None:
+            expected = normal.get("expected") or expected
         if normal.get("reference"):
             reference_path = deployment_folder / NORMAL_FOLDER / normal["reference"]["file"]
             try:
@@ -133,7 +155,8 @@ def check_score(calibration, expected: dict[str, Any] | None, labels, probabilit
         checked=True, drift=test.alarm, new_score=test.new.value, new_score_ci=[test.new.low, test.new.high],
         baseline=test.expected.value, baseline_ci=[test.expected.low, test.expected.high],
         baseline_rows=test.expected.rows, drop=test.drop, drop_ci=[test.drop_low, test.drop_high],
-        p_value=test.p_value, p_metric=test.p_metric, p_fit=test.p_fit, alarm_below=test.alarm_below,
+        p_value=test.p_value, p_metric=test.p_metric, p_fit=test.p_fit, p_rise=test.p_rise,
+        significant_rise=test.significant_rise, alarm_below=test.alarm_below,
         scores_on_new_rows=metrics_from_predictions(labels, probabilities, threshold=threshold),
     )
     check["reason"] = (f"{metric} {test.new.text()} on {len(labels)} new rows vs expected "
@@ -217,6 +240,14 @@ class Challenge:
     def to_json(self) -> dict[str, Any]:
         return {"held_out_rows": self.held_out, "window": self.window[0], "windows_tried": self.windows,
                 **self.comparison.to_dict()}
+
+
+def describe_window(window: tuple[str, int], last_row: int, held_out: int) -> str:
+    """Return a training window in words with its rows: ("all", 0) is not "all" when rows were held out."""
+    name, first = window
+    rows = last_row - first
+    what = f"all {rows:,} rows" if name == "all" else (name if name.endswith(" rows") else f"{name} ({rows:,} rows)")
+    return f"{what} before the {held_out:,} newest, held out" if held_out else what
 
 
 def trained_until(metadata: dict[str, Any]) -> int:
@@ -304,7 +335,7 @@ def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list
     and its expected score (after a score drop), because a retrain could not do better on them."""
     from churnlib.dataset import canonical_lines, header_line
     from churnlib.pipeline import frame_probabilities, model_threshold
-    from churnlib.stats import Calibration, pool_sources, score_source
+    from churnlib.stats import CHANCE_Z, MIN_INFORMATIVE_SLOPE, Calibration, pool_sources, score_source
     from training import reference_sample
 
     folder = config.paths.deployment / NORMAL_FOLDER
@@ -317,17 +348,121 @@ def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list
         name = f"{deployed.release_id}.reference.csv"
         atomic_write_text(folder / name, text)
         normal["reference"] = {"file": name, "rows": int(len(sample)), "sha256": sha256_bytes(text.encode())}
+    refused = None
     if RetrainReason.SCORE_DROP in reasons:
         labels = judged[schema.target].to_numpy()
         probabilities = frame_probabilities(predictor, judged, schema)
         calibration, check = Calibration.learnt(labels, probabilities)
-        normal["calibration"] = {**calibration.to_dict(), "sources": [{"source": "new_normal", "rows": len(labels)}],
-                                 "check": check}
-        normal["expected"] = pool_sources([score_source("new_normal", labels, probabilities,
-                                                        model_threshold(deployed.metadata))])
-    atomic_write_json(path, normal)
+        if calibration.informative:
+            normal["calibration"] = {**calibration.to_dict(), "sources": [{"source": "new_normal", "rows": len(labels)}],
+                                     "check": check}
+            normal["expected"] = pool_sources([score_source("new_normal", labels, probabilities,
+                                                            model_threshold(deployed.metadata))])
+        else:
+            # Labels the model's probabilities say nothing about (slope near 0: swapped or random labels,
+            # or a world the model cannot see at all) are an alarm, never a yardstick.
+            refused = {"slope": calibration.slope, "slope_z": calibration.slope_z, "rows": int(len(labels)),
+                       "reason": (f"the release's probabilities are no better than chance on these {len(labels)} rows "
+                                  f"(calibration slope {calibration.slope:.3f}, {calibration.slope_z or 0.0:.1f} "
+                                  f"standard errors above 0; a yardstick needs at least {MIN_INFORMATIVE_SLOPE} and "
+                                  f"{CHANCE_Z:.2f})")}
+            reasons = [r for r in reasons if r != RetrainReason.SCORE_DROP]
+            normal["reasons"] = [str(r) for r in reasons]
+    if reasons:
+        atomic_write_json(path, normal)
     summary = {"release_id": deployed.release_id, "rows": int(len(judged)), "reasons": normal["reasons"],
                "reference_rows": (normal.get("reference") or {}).get("rows")}
+    if refused:
+        summary["calibration_refused"] = refused
     if normal.get("calibration"):
         summary["calibration"] = {k: normal["calibration"][k] for k in ("slope", "intercept", "rows")}
     return summary
+
+
+# --- one batch is not enough: a change that rests on it alone waits for the next one ----------------
+
+HOLD_MODEL = "model"              # a candidate that the newest rows favour but the test data condemns
+HOLD_EXPECTATION = "expectation"  # an expectation lowered by a score drop the challenger could not beat
+ACCEPT_HELD_COMMAND = "fullprocess.py --accept-held"
+
+
+def hold_change(kind: str, *, release_id: str, reasons: list[str], files: list[str], first_row: int,
+                first_byte: int, last_row: int, why: str, candidate: str | None = None) -> dict[str, Any]:
+    """Return the record of a change held back until the next batch confirms it (or a person approves it):
+    which release it would change, how, on which rows (``first_row``-``last_row``, ``first_byte`` where
+    they start in the ingested data) from which files, and why it was held."""
+    return {"kind": kind, "release_id": release_id, "candidate": candidate, "reasons": [str(r) for r in reasons],
+            "files": list(files), "first_row": int(first_row), "first_byte": int(first_byte),
+            "last_row": int(last_row), "rows": int(last_row - first_row), "at": utc_now(), "why": why}
+
+
+def confirmation(held: dict[str, Any] | None, release_id: str | None, reasons: list[str]) -> str | None:
+    """Return how a held change stands confirmed on this tick, in words, or None: a person approved it, or
+    the next batch alarmed the same check (score drop, feature drift) against the same release."""
+    if not held or held.get("release_id") != release_id:
+        return None
+    files = ", ".join(held.get("files") or []) or f"{held.get('rows')} rows"
+    if held.get("approved"):
+        return f"the change held since {held.get('at')} ({files}) was approved with {ACCEPT_HELD_COMMAND}"
+    again = sorted(set(held.get("reasons") or []) & {str(r) for r in reasons if r in DRIFT_REASONS})
+    if again:
+        return (f"the change held since {held.get('at')} ({files}) is confirmed: the next batch shows the "
+                f"same {' and '.join(a.replace('_', ' ') for a in again)}")
+    return None
+
+
+def drop_confirms(score: dict[str, Any]) -> bool:
+    """Return whether a score check confirms a held drop: a significant drop (p < alpha), of any size. As
+    likely on an ordinary batch as a false alarm (alpha); a harder world shows it batch after batch even
+    where a batch's drop alone stays under max_drop."""
+    return bool(score.get("checked") and (score.get("drop") or 0) > 0
+                and (score.get("p_value") if score.get("p_value") is not None else 1.0) < score.get("alpha", 0.0))
+
+
+def held_message(held: dict[str, Any]) -> str:
+    """Return what a held change means for the user, in a sentence: what happened, which files, what to do."""
+    files = ", ".join(held.get("files") or []) or "the pending rows"
+    change = ("a model trained on them" if held["kind"] == HOLD_MODEL else
+              "a lower expected score for release " + held["release_id"])
+    return (f"held: {held['why']}; one batch that contradicts everything before it is not enough for "
+            f"{change}. Check the labels of {files}; the change is adopted if the next batch confirms it, "
+            f"or now with {ACCEPT_HELD_COMMAND}")
+
+
+def end_lowered_expectation(deployment_folder: Path, release_id: str) -> dict[str, Any] | None:
+    """Take a new normal's lowered expectation (calibration and expected score) away, keeping its drift
+    reference: the scores rose back to what the release itself expects. Return what was ended."""
+    normal = read_normal(deployment_folder, release_id)
+    if not normal or not normal.get("calibration"):
+        return None
+    ended = {"since": normal.get("at"), "calibration": {k: normal["calibration"].get(k) for k in ("slope", "intercept", "rows")}}
+    kept = {k: v for k, v in normal.items() if k not in ("calibration", "expected")}
+    kept["reasons"] = [r for r in kept.get("reasons", []) if r != str(RetrainReason.SCORE_DROP)]
+    path = deployment_folder / NORMAL_FOLDER / f"{release_id}.json"
+    if kept.get("reference"):
+        atomic_write_json(path, kept)
+    else:
+        path.unlink(missing_ok=True)
+    return ended
+
+
+def rise_back(deployment_folder: Path, deployed, labels, probabilities, score: dict[str, Any],
+              settings: ScoreDriftSettings) -> dict[str, Any]:
+    """Return the score check after a significant rise above a lowered expectation: against the release's
+    own expectation; when the new rows do not fall short of that either, the lowered expectation ends."""
+    from churnlib.pipeline import model_threshold
+    from churnlib.stats import Calibration
+
+    own = check_score(Calibration.from_check(deployed.metadata.get("calibration")),
+                      deployed.metadata.get("expected") or legacy_expected(deployed.folder), labels, probabilities,
+                      settings, threshold=model_threshold(deployed.metadata),
+                      deploy_time=read_json(deployed.folder / SCORE_DETAILS_FILE) or {})
+    if not own.get("checked") or own["drift"]:
+        return score
+    ended = end_lowered_expectation(deployment_folder, deployed.release_id)
+    own["lowered_expectation_ended"] = {**(ended or {}), "rise": score["reason"]}
+    own["reason"] += (f"; the expectation lowered on {(ended or {}).get('since')} ends: against it, "
+                      f"{score['reason']}")
+    logger.info("the score rose back (%s): the expectation lowered on %s ends; against release %s's own: %s",
+                score["reason"], (ended or {}).get("since"), deployed.release_id, own["reason"])
+    return own

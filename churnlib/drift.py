@@ -11,6 +11,7 @@ does not flag a trivial shift.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -23,6 +24,8 @@ from churnlib.columns import MISSING_CATEGORY
 from churnlib.dataset import FrozenSchema
 
 KS_EXACT_MAX_ROWS = 300
+CHI2_MIN_EXPECTED = 5  # Cochran's rule: below this expected count in a cell, permutation p-values
+CHI2_PERMUTATIONS = 2000
 
 
 def adjust_p_values(p_values: list[float], method: str) -> list[float]:
@@ -71,7 +74,38 @@ def _chi_square(reference: pd.Series, new: pd.Series) -> dict[str, Any]:
     result = stats.chi2_contingency(table, correction=False)
     chi2 = float(result.statistic)
     cramers_v = math.sqrt(chi2 / table.sum()) if table.sum() else 0.0
-    return {**base, "statistic": chi2, "effect": cramers_v, "p_value": float(result.pvalue)}
+    expected_counts = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    if expected_counts.min() < CHI2_MIN_EXPECTED:
+        # A rare category (a new one, a few missing values) in a small batch: the chi-square distribution
+        # is far off there (one customer of a 0.5% category in 30 rows reads p=0.03 where its chance is
+        # 14%), so the p-value is the permutation one, given the table's margins.
+        return {**base, "statistic": chi2, "effect": cramers_v, "p_value": _permutation_p(table, chi2),
+                "p_method": "permutation"}
+    return {**base, "statistic": chi2, "effect": cramers_v, "p_value": float(result.pvalue), "p_method": "asymptotic"}
+
+
+def _chi2_statistics(new_counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Return the chi-square statistic of 2 x k tables given the category totals and each draw's new-row counts."""
+    new_rows, all_rows = new_counts.sum(axis=-1, keepdims=True), totals.sum()
+    share = new_rows / all_rows
+    expected_new, expected_ref = totals * share, totals * (1 - share)
+    ref_counts = totals - new_counts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cells = np.where(expected_new > 0, (new_counts - expected_new) ** 2 / expected_new, 0.0) + \
+            np.where(expected_ref > 0, (ref_counts - expected_ref) ** 2 / expected_ref, 0.0)
+    return cells.sum(axis=-1)
+
+
+def _permutation_p(table: np.ndarray, observed: float) -> float:
+    """Return the chi-square test's p-value by permutation: the share of tables with the same margins (the
+    new rows drawn without replacement from all rows) whose statistic is at least the observed one.
+    Seeded from the table, so the same rows always give the same p-value."""
+    totals = table.sum(axis=0)
+    seed = int.from_bytes(hashlib.sha256(table.astype(np.int64).tobytes()).digest()[:8], "little")
+    draws = np.random.default_rng(seed).multivariate_hypergeometric(totals.astype(np.int64), int(table[1].sum()),
+                                                                     size=CHI2_PERMUTATIONS)
+    statistics = _chi2_statistics(draws.astype(float), totals.astype(float))
+    return float((np.count_nonzero(statistics >= observed * (1 - 1e-9)) + 1) / (CHI2_PERMUTATIONS + 1))
 
 
 def drift_table(reference: pd.DataFrame, new_rows: pd.DataFrame, schema: FrozenSchema,

@@ -138,6 +138,12 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
 
 
+CHANCE_Z = 1.959964  # a calibration slope fewer standard errors than this above 0 is no better than chance
+# An effect floor, as the other rules have: probabilities whose log-odds keep less than this share of
+# their spread (slope) tell the labels too little to be a yardstick, however many rows show it.
+MIN_INFORMATIVE_SLOPE = 0.1
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What a model's probabilities mean: P(churn) = sigmoid(slope * log-odds + intercept), and how sure
@@ -167,6 +173,25 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"slope": self.slope, "intercept": self.intercept, "covariance": [list(r) for r in self.covariance],
                 "covariance_of": "correction", "rows": self.rows}
+
+    @property
+    def slope_z(self) -> float | None:
+        """How many standard errors the slope lies above 0 (None when taken at its word: no uncertainty).
+
+        The slope is ``correction * slope`` with the correction's variance ``covariance[0][0]`` around
+        1, so slope 0 lies 1 / sqrt(variance) standard errors below it."""
+        variance = self.covariance[0][0]
+        if variance <= 0:
+            return None
+        return (1.0 if self.slope > 0 else -1.0) / math.sqrt(variance)
+
+    @property
+    def informative(self) -> bool:
+        """Whether the probabilities, so calibrated, say more about the labels than chance: the slope is
+        significantly above 0 (one-sided 2.5%) and at least MIN_INFORMATIVE_SLOPE. A calibration that
+        fails this is an alarm, never a yardstick."""
+        z = self.slope_z
+        return z is None or (self.slope >= MIN_INFORMATIVE_SLOPE and z > CHANCE_Z)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Calibration":
@@ -390,12 +415,22 @@ class DropTest:
     alarm_below: float    # new scores below this raise the alarm (when the drop is significant)
     p_metric: float | None = None  # the metric's own one-sided p-value, where it is computed
     p_fit: float | None = None     # the labels' fit (log-likelihood) one-sided p-value, where it is computed
+    p_rise: float | None = None    # one-sided: how likely a rise this clear is with nothing changed
+
+    @property
+    def significant_rise(self) -> bool:
+        return self.drop < 0 and self.p_rise is not None and self.p_rise < self.alpha
 
     def verdict(self) -> str:
         if self.alarm:
             return f"significant drop of {self.drop:.3f} (p={self.p_value:.2g}) >= max_drop {self.max_drop}"
         if self.drop <= 0:
-            return f"a rise of {-self.drop:.3f}, no drop (p={self.p_value:.2g})"
+            # A rise is told by its own p-value: "no drop (p=0.0005)" read as a contradiction.
+            if self.p_rise is None:
+                return f"a rise of {-self.drop:.3f}"
+            if self.significant_rise:
+                return f"a significant rise of {-self.drop:.3f} (p={self.p_rise:.2g})"
+            return f"a rise of {-self.drop:.3f}, not significant (p={self.p_rise:.2g})"
         if self.p_value >= self.alpha:
             return f"no significant drop (p={self.p_value:.2g})"
         return f"a significant drop of {self.drop:.3f} (p={self.p_value:.2g}), under max_drop {self.max_drop}"
@@ -419,6 +454,7 @@ def drop_test(labels: np.ndarray, probabilities: np.ndarray, predicted: np.ndarr
     expected, p_fit = expected_score_of(probabilities, predicted, metric, calibration, labels=labels,
                                         seed=("batch", tuple(counts)))
     p_metric = float((np.count_nonzero(expected.predictive <= new.value) + 1) / (len(expected.predictive) + 1))
+    p_rise = float((np.count_nonzero(expected.predictive >= new.value) + 1) / (len(expected.predictive) + 1))
     p_value = min(1.0, 2 * min(p_fit, p_metric))
     drop = expected.value - new.value
     low, high = np.quantile(expected.value - expected.predictive, [0.025, 0.975])
@@ -426,7 +462,8 @@ def drop_test(labels: np.ndarray, probabilities: np.ndarray, predicted: np.ndarr
     alarm_below = float(expected.value - max_drop)
     return DropTest(new=new, expected=Estimate(metric, expected.value, expected.low, expected.high, calibration.rows),
                     drop=float(drop), drop_low=float(low), drop_high=float(high), p_value=p_value, alpha=alpha,
-                    max_drop=max_drop, alarm=alarm, alarm_below=alarm_below, p_metric=p_metric, p_fit=p_fit)
+                    max_drop=max_drop, alarm=alarm, alarm_below=alarm_below, p_metric=p_metric, p_fit=p_fit,
+                    p_rise=p_rise)
 
 
 def auc_drop_test(new_auc: float, new_classes: tuple[int, int], expected_auc: float,
@@ -439,9 +476,11 @@ def auc_drop_test(new_auc: float, new_classes: tuple[int, int], expected_auc: fl
     drop = expected_auc - new_auc
     p_value = float(norm.sf(drop / spread)) if math.isfinite(spread) and spread > 0 else 0.5
     alarm = bool(p_value < alpha and drop >= max_drop)
+    p_rise = float(norm.sf(-drop / spread)) if math.isfinite(spread) and spread > 0 else 0.5
     return DropTest(new=new, expected=expected, drop=drop, drop_low=drop - 1.96 * spread,
                     drop_high=drop + 1.96 * spread, p_value=p_value, alpha=alpha, max_drop=max_drop,
-                    alarm=alarm, alarm_below=expected_auc - max(max_drop, norm.ppf(1 - alpha) * spread))
+                    alarm=alarm, alarm_below=expected_auc - max(max_drop, norm.ppf(1 - alpha) * spread),
+                    p_rise=p_rise)
 
 
 # --- champion against challenger on the same rows -----------------------------------------------
@@ -478,10 +517,17 @@ class Comparison:
     difference_high: float
     p_value: float        # one-sided: the probability the challenger is not better
 
-    def text(self) -> str:
-        return (f"challenger {self.metric} {self.challenger:.3f} vs champion {self.champion:.3f} on {self.rows} "
-                f"held-out rows: difference {self.difference:+.3f} (95% CI {self.difference_low:+.2f} to "
-                f"{self.difference_high:+.2f}, p={self.p_value:.2g} that it is no better)")
+    @property
+    def significantly_worse(self) -> bool:
+        """Whether the challenger is worse beyond chance: the difference's 95% interval lies below 0."""
+        return self.difference_high < 0
+
+    def text(self, rows: str = "held-out rows", challenger: str = "challenger", champion: str = "champion") -> str:
+        verdict = (f"p={self.p_value:.2g} that it is no better" if not self.significantly_worse
+                   else f"significantly worse, p={max(1 - self.p_value, 1 / (DRAWS + 1)):.2g} that it is no worse")
+        return (f"{challenger} {self.metric} {self.challenger:.3f} vs {champion} {self.champion:.3f} on {self.rows} "
+                f"{rows}: difference {self.difference:+.3f} (95% CI {self.difference_low:+.2f} to "
+                f"{self.difference_high:+.2f}, {verdict})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -73,23 +73,33 @@ def test_a_harmless_shift_the_challenger_cannot_beat_becomes_the_new_normal(depl
     assert deployed.pointer()["current"] == before
 
 
-def test_a_changed_world_is_adopted_and_then_no_longer_retrained_on(deployed):
+def test_a_changed_world_is_adopted_at_the_second_batch_and_then_no_longer_retrained_on(deployed):
+    """A persistent concept change: the first batch alone is held, the second confirms it and is served."""
+    before = deployed.pointer()["current"]
     deployed.add_source("flipped1.csv", batch(301, count=600, flip_labels=True))
+    assert deployed.tick() == 0
+    held = deployed.last_run()
+    assert held["decision"] == "retrained_refused" and held["held"]["status"] == "held", held["reason"]
+    assert held["held"]["kind"] == "model" and held["held"]["files"] == ["flipped1.csv"]
+    assert deployed.pointer()["current"] == before
+    deployed.add_source("flipped2.csv", batch(302, count=600, flip_labels=True))
     assert deployed.tick() == 0
     first = deployed.last_run()
     assert first["decision"] == "retrained_deployed", first["reason"]
+    assert first["held"]["status"] == "adopted" and "is confirmed: the next batch shows the same score drop" in first["reason"]
     assert first["challenge"]["window"].startswith("the ") and "rows that were judged" in first["challenge"]["window"]
     chosen = next(w for w in first["challenge"]["windows_tried"] if w["window"] == first["challenge"]["window"])
     assert chosen["p_value"] < 0.05 and chosen["versus_largest"] > 0
     metadata = json.loads((deployed.deployment / "releases" / first["deployed_release_after"]
                            / "trainedmodel.json").read_text())
+    # Both batches of the changed world are the judged rows: the window starts at the first.
     assert metadata["window"]["first_row"] == 790 and metadata["retrain_reason"] == ["score_drop"]
     # Judged on the newest rows, calibrated on them: the old world's test data disagrees, left out.
-    assert metadata["window"]["last_row"] == 1390 - first["challenge"]["held_out_rows"]
+    assert metadata["window"]["last_row"] == 1990 - first["challenge"]["held_out_rows"]
     assert [s["source"] for s in metadata["calibration"]["sources"]] == ["held_out"]
     assert metadata["calibration"]["testdata_check"]["agrees"] is False
     # The next batch of the changed world scores as the adopted model expects: it stays.
-    deployed.add_source("flipped2.csv", batch(302, count=600, flip_labels=True))
+    deployed.add_source("flipped3.csv", batch(303, count=600, flip_labels=True))
     assert deployed.tick() == 0
     second = deployed.last_run()
     assert second["decision"] == "no_drift", second["reason"]
@@ -211,7 +221,13 @@ def test_roc_auc_as_the_metric_checks_and_compares_on_roc_auc(deployed):
     assert run["score_drift"]["metric"] == "roc_auc" and run["score_drift"]["drift"] is True, run["score_drift"]
     assert run["score_drift"]["new_score"] < 0.5 < run["score_drift"]["baseline"]
     assert run["challenge"]["metric"] == "roc_auc" and run["challenge"]["difference"] > 0.3
-    assert run["decision"] == "retrained_deployed", run["reason"]
+    # The test data, compared on ROC AUC too, condemns the candidate: one batch is not enough.
+    comparison = run["deployed_on_test"]["comparison"]
+    assert comparison["metric"] == "roc_auc" and comparison["difference_high"] < 0
+    assert run["decision"] == "retrained_refused" and run["held"]["kind"] == "model", run["reason"]
+    deployed.add_source("flipped2.csv", batch(103, flip_labels=True))
+    assert deployed.tick() == 0
+    assert deployed.last_run()["decision"] == "retrained_deployed", deployed.last_run()["reason"]
 
 
 def test_the_test_data_is_pooled_when_it_agrees_and_reported_when_it_is_from_another_world(deployed):
