@@ -442,7 +442,8 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
             unseen = release.predictor.unseen_categories(batch)
             if unseen and state.config.api.unknown_categories == "reject":
                 row, column, value = unseen[0]
-                raise InputError(f"record {row}: {_unseen_text(column, value)} (api.unknown_categories is \"reject\")")
+                raise InputError(f"record {row}: {_unseen_text(column, value, outcome='nothing was scored')} "
+                                 "(api.unknown_categories is \"reject\")")
             probabilities = release.predictor.probabilities(batch)
         except InputError as exc:
             return _error(str(exc), exc.status)
@@ -512,10 +513,10 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     return app
 
 
-def _unseen_text(column: str, value: str | None) -> str:
+def _unseen_text(column: str, value: str | None, *, outcome: str = "scored as unknown") -> str:
     if value is None:
-        return f"{column}: missing, and the model saw no missing {column} in training; scored as unknown"
-    return f"{column}: {shown(value)!r} never seen in training; scored as unknown"
+        return f"{column}: missing, and the model saw no missing {column} in training; {outcome}"
+    return f"{column}: {shown(value)!r} never seen in training; {outcome}"
 
 
 def _reply_format(args: Any) -> str:

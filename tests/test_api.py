@@ -342,7 +342,7 @@ def test_unknown_categories_can_be_refused(deployed):
     assert client.post("/prediction", json=RECORD).status_code == 200
     reply = client.post("/prediction", json=[RECORD, dict(RECORD, plan="platinum")])
     assert reply.status_code == 400
-    assert reply.json["error"] == ("record 1: plan: 'platinum' never seen in training; scored as unknown "
+    assert reply.json["error"] == ("record 1: plan: 'platinum' never seen in training; nothing was scored "
                                    "(api.unknown_categories is \"reject\")")
 
 
