@@ -28,6 +28,7 @@ job's no-new-data tick looks for customer files through ``churnlib.risklists``, 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -392,9 +393,9 @@ def neutralised(texts: list[str]) -> list[str]:
     A plain number (``-5``, ``+3.5``, ``-1e3``) is left as it is: a spreadsheet reads it as that
     number, never as a formula, and an id such as ``-5`` stays the id.
     """
-    if not any(text[:1] in FORMULA_STARTS for text in texts):
+    if not any(map(str.startswith, texts, itertools.repeat(FORMULA_STARTS))):  # most lists: one pass in C
         return texts
-    return ["'" + text if text[:1] in FORMULA_STARTS and text and not _PLAIN_NUMBER.fullmatch(text) else text
+    return ["'" + text if text.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text) else text
             for text in texts]
 
 
