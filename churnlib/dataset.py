@@ -261,6 +261,12 @@ _BLANK_LINE_CHARACTERS = ", \t\r\n\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u
 
 def _check_record_widths(text: str, name: str) -> None:
     """Raise DatasetError for the first row of ``text`` whose number of fields is not the header's."""
+    if '"' not in text and "\r" not in text:
+        # pandas has refused rows with more fields than the header: when the commas add up to the
+        # header's on every line, no line has fewer (a thousand times faster than counting each line).
+        lines = text.count("\n") + (not text.endswith("\n"))
+        if text.count(",") == text[:text.find("\n") % (len(text) + 1)].count(",") * lines:
+            return
     widths = RecordWidths(name)
     widths.feed(text)
     widths.feed("")
