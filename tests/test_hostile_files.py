@@ -669,3 +669,17 @@ def test_short_rows_are_found_wherever_the_blocks_of_text_are_cut(seed):
                 widths.check()
         widths.feed("")
         widths.check()
+
+
+def test_a_batch_of_many_distinct_new_categories_is_named_in_a_bounded_drift_entry():
+    import pandas as pd
+
+    from churnlib.drift import _chi_square
+
+    reference = pd.Series(["basic", "premium"] * 50)
+    new = pd.Series(["enterprise"] * 30 + [f"plan-{i}-" + "x" * 200 for i in range(50_000)], dtype=object)
+    result = _chi_square(reference, new)
+    assert len(result["unseen_categories"]) == 20 and "enterprise" in result["unseen_categories"]
+    assert all(len(value) <= 100 for value in result["unseen_categories"])
+    assert result["unseen_count"] == 50_001
+    assert len(json.dumps(result)) < 5_000
