@@ -61,7 +61,9 @@ from churnlib.pipeline import (
     ReasonsUnavailable,
     RecordError,
     RepeatedKeys,
+    known_categories,
     make_record,
+    near_category,
     predicted_classes,
     reason_texts,
     records_to_batch,
@@ -440,9 +442,10 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
                 raise InputError(f"{len(records)} records; at most {state.config.api.max_records} per request", 413)
             batch = records_to_batch(records, release.schema)
             unseen = release.predictor.unseen_categories(batch)
+            known = known_categories(release.predictor, release.schema) if unseen else {}
             if unseen and state.config.api.unknown_categories == "reject":
                 row, column, value = unseen[0]
-                raise InputError(f"record {row}: {_unseen_text(column, value, outcome='nothing was scored')} "
+                raise InputError(f"record {row}: {_unseen_text(column, value, known, outcome='nothing was scored')} "
                                  "(api.unknown_categories is \"reject\")")
             probabilities = release.predictor.probabilities(batch)
         except InputError as exc:
@@ -456,7 +459,7 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
                 if value is not NO_ID:
                     item[key] = value
         for row, column, value in unseen:
-            predictions[row].setdefault("warnings", []).append(_unseen_text(column, value))
+            predictions[row].setdefault("warnings", []).append(_unseen_text(column, value, known))
         state.metrics.predicted(len(predictions), sum(item["churn"] for item in predictions))
         body: dict[str, Any] = {"release_id": release.release_id, "count": len(predictions)}
         if reasons:
@@ -513,10 +516,13 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     return app
 
 
-def _unseen_text(column: str, value: str | None, *, outcome: str = "scored as unknown") -> str:
+def _unseen_text(column: str, value: str | None, known: dict[str, set[str]], *,
+                 outcome: str = "scored as unknown") -> str:
     if value is None:
         return f"{column}: missing, and the model saw no missing {column} in training; {outcome}"
-    return f"{column}: {shown(value)!r} never seen in training; {outcome}"
+    near = near_category(value, known.get(column, ()))
+    hint = f" (categories are compared exactly: did you mean {shown(near)!r}?)" if near is not None else ""
+    return f"{column}: {shown(value)!r} never seen in training{hint}; {outcome}"
 
 
 def _reply_format(args: Any) -> str:

@@ -499,23 +499,15 @@ class UnseenTally:
         column names and labels: two spellings may be two categories in a user's data. A near match
         is named so that a typo in a file is seen.
         """
+        from churnlib.pipeline import near_category
+
         matches: dict[str, dict[str, str]] = {}
         for column, shown in self.most_frequent().items():
-            known = {" ".join(category.casefold().split()): category for category in self.known.get(column, ())}
             for value in shown:
-                near = known.get(" ".join(value.casefold().split()))
-                if near is not None and value != MISSING_CATEGORY:
+                near = near_category(value, self.known.get(column, ())) if value != MISSING_CATEGORY else None
+                if near is not None:
                     matches.setdefault(column, {})[value] = near
         return matches
-
-
-def known_categories(predictor: Any, schema: Any) -> dict[str, set[str]]:
-    """Return the categories the predictor's model saw in training, per column (empty when it cannot tell)."""
-    index = getattr(predictor, "category_index", None)  # the fast path: category -> encoded column
-    if index is not None:
-        return {column: {c for c in lookup if c is not None} for column, lookup in zip(schema.categorical_columns, index)}
-    known = getattr(predictor, "known_categories", None) or {}
-    return {column: {c for c in categories if c is not None} for column, categories in known.items()}
 
 
 def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reasons: int, outreach: Outreach,
@@ -704,6 +696,7 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
     up to ``run_rows`` scored rows are held in memory, more are sorted on disk (sorted runs, merged).
     """
     from churnlib.dataset import DatasetError, read_customer_file
+    from churnlib.pipeline import known_categories
 
     name = name or source.name
     run_rows = run_rows or RUN_ROWS
