@@ -123,7 +123,8 @@ def find_customer_files(scoring_folder: Path, record: dict[str, Any], release_id
         if settings_changed:
             logger.info("the list settings (risk_lists, outreach) changed since %s were scored: scored again",
                         ", ".join(shown_name(name) for name in settings_changed))
-    stale = [] if predictions_folder is None else move_stale_lists(predictions_folder, [f.name for f in found.files])
+    # Every name still in the folder counts, read or not (a file unreadable for a while keeps its list).
+    stale = [] if predictions_folder is None else move_stale_lists(predictions_folder, list(record["seen"]))
     return CustomerWork(record=record, pending=pending, rejected=found.rejected, record_changed=changed or bool(stale),
                         stale=stale)
 

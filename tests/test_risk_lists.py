@@ -406,6 +406,25 @@ def test_a_list_whose_customer_file_is_gone_is_moved_aside_with_a_log_line_not_l
     assert deployed.tick() == 0 and "scoring" not in deployed.last_run()
 
 
+def test_a_customer_file_that_cannot_be_read_for_a_while_keeps_its_list(deployed, monkeypatch):
+    import churnlib.sourcefiles
+
+    path = drop_customers(deployed)
+    assert deployed.tick() == 0
+    os.utime(path, ns=(1, 1))  # changed, as far as the scan can tell: it is read again
+    real_hash = churnlib.sourcefiles.file_sha256
+
+    def io_error(file_path):
+        if file_path.name == "customers.csv":
+            raise OSError(errno.EIO, "Input/output error")
+        return real_hash(file_path)
+
+    monkeypatch.setattr(churnlib.sourcefiles, "file_sha256", io_error)
+    assert deployed.tick() == 0
+    assert (deployed.root / "predictions" / "customers.risk.csv").exists()
+    assert not (deployed.root / "predictions" / "stale").exists()
+
+
 def test_the_scoring_record_keeps_one_rejection_per_file_still_there(deployed):
     folder = deployed.root / "scoringdata"
     for i in range(30):
