@@ -64,7 +64,9 @@ from churnlib.pipeline import (
     ReasonsUnavailable,
     RecordError,
     RepeatedKeys,
+    known_categories,
     make_record,
+    near_category,
     predicted_classes,
     reason_texts,
     records_to_batch,
@@ -474,9 +476,11 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
                 raise InputError("no records to predict")
             batch = records_to_batch(records, release.schema)
             unseen = release.predictor.unseen_categories(batch)
+            known = known_categories(release.predictor, release.schema) if unseen else {}
             if unseen and state.config.api.unknown_categories == "reject":
                 row, column, value = unseen[0]
-                raise InputError(f"record {row}: {_unseen_text(column, value)} (api.unknown_categories is \"reject\")")
+                raise InputError(f"record {row}: {_unseen_text(column, value, known, outcome='nothing was scored')} "
+                                 "(api.unknown_categories is \"reject\")")
             probabilities = release.predictor.probabilities(batch)
         except InputError as exc:
             return _error(str(exc), exc.status)
@@ -489,7 +493,7 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
                 if value is not NO_ID:
                     item[key] = value
         for row, column, value in unseen:
-            predictions[row].setdefault("warnings", []).append(_unseen_text(column, value))
+            predictions[row].setdefault("warnings", []).append(_unseen_text(column, value, known))
         state.metrics.predicted(len(predictions), sum(item["churn"] for item in predictions))
         body: dict[str, Any] = {"release_id": release.release_id, "count": len(predictions)}
         if reasons:
@@ -546,10 +550,13 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
     return app
 
 
-def _unseen_text(column: str, value: str | None) -> str:
+def _unseen_text(column: str, value: str | None, known: dict[str, set[str]], *,
+                 outcome: str = "scored as unknown") -> str:
     if value is None:
-        return f"{column}: missing, and the model saw no missing {column} in training; scored as unknown"
-    return f"{column}: {shown(value)!r} never seen in training; scored as unknown"
+        return f"{column}: missing, and the model saw no missing {column} in training; {outcome}"
+    near = near_category(value, known.get(column, ()))
+    hint = f" (categories are compared exactly: did you mean {shown(near)!r}?)" if near is not None else ""
+    return f"{column}: {shown(value)!r} never seen in training{hint}; {outcome}"
 
 
 def _reply_format(args: Any) -> str:

@@ -67,7 +67,7 @@ from churnlib.modelstore import (
     read_pointer,
     release_folder,
 )
-from churnlib.risklists import CustomerWork, find_customer_files, load_scoring_record, save_scoring_record
+from churnlib.risklists import CustomerWork, find_customer_files, list_settings, load_scoring_record, save_scoring_record
 from churnlib.runlog import (DASHBOARD_FILE, DRIFT_REASONS, LATEST_DRIFT_FILE, OUTBOX_FILE, Decision, RetrainReason,
                              append_run)
 from ingestion import Scan, check_schema_matches_config, scan_source
@@ -287,7 +287,8 @@ def find_work(config: Config) -> Work:
     for folder in (config.paths.scoring, config.paths.predictions):
         folder.mkdir(parents=True, exist_ok=True)
     customers = find_customer_files(config.paths.scoring, load_scoring_record(config.paths.predictions),
-                                    pointer["current"] if pointer else None, predictions_folder=config.paths.predictions)
+                                    pointer["current"] if pointer else None, predictions_folder=config.paths.predictions,
+                                    settings=list_settings(config.risk_lists, config.outreach))
     return Work(record=record, scan=scan, pointer=pointer,
                 evaluated_rows=state["evaluated_rows"], evaluated_bytes=state["evaluated_bytes"],
                 rows_needed=rows_needed(config), customers=customers, last_retrain=state["last_retrain"],
@@ -688,7 +689,8 @@ def score_customers(config: Config, outcome: TickOutcome, found: CustomerWork, *
         current = pointer["current"] if pointer else None
         customers = found
         if current != release_before:
-            customers = find_customer_files(config.paths.scoring, found.record, current)
+            customers = find_customer_files(config.paths.scoring, found.record, current,
+                                            settings=list_settings(config.risk_lists, config.outreach))
             customers.rejected[:0] = found.rejected
             customers.record_changed |= found.record_changed
         if not customers.pending:
@@ -949,7 +951,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         "One cron tick: ingest new files from the source folder, check the deployed model for a "
         "score drop and feature drift, and retrain and redeploy when needed; then score new or changed "
-        "customer files in the scoring folder (all of them after a redeploy) into ranked risk lists in "
+        "customer files in the scoring folder (all of them after a redeploy or a change of the risk_lists or "
+        "outreach settings; scoring.py --rescore-lists does it on demand) into ranked risk lists in "
         "the predictions folder. Logs go to the log folder "
         "(fullprocess.log, one line per run in runs.jsonl). Exit 0 unless something failed: 1 for a "
         "failed tick (the reason on stderr), 2 for a bad config."

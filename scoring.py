@@ -28,6 +28,7 @@ job's no-new-data tick looks for customer files through ``churnlib.risklists``, 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -45,7 +46,16 @@ from churnlib.errors import ChurnError, StorageError
 from churnlib.fsutil import atomic_write_json, atomic_write_text, atomic_writer, temporary_path_for
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
 from churnlib.errors import in_step
-from churnlib.risklists import LIST_SUFFIX, SUMMARY_SUFFIX, CustomerWork, list_path, save_scoring_record
+from churnlib.risklists import (
+    LIST_SUFFIX,
+    SUMMARY_SUFFIX,
+    CustomerWork,
+    find_customer_files,
+    list_path,
+    list_settings,
+    load_scoring_record,
+    save_scoring_record,
+)
 from churnlib.sourcefiles import open_regular
 
 logger = logging.getLogger(Path(__file__).stem)
@@ -385,9 +395,9 @@ def neutralised(texts: list[str]) -> list[str]:
     A plain number (``-5``, ``+3.5``, ``-1e3``) is left as it is: a spreadsheet reads it as that
     number, never as a formula, and an id such as ``-5`` stays the id.
     """
-    if not any(text[:1] in FORMULA_STARTS for text in texts):
+    if not any(map(str.startswith, texts, itertools.repeat(FORMULA_STARTS))):  # most lists: one pass in C
         return texts
-    return ["'" + text if text[:1] in FORMULA_STARTS and text and not _PLAIN_NUMBER.fullmatch(text) else text
+    return ["'" + text if text.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text) else text
             for text in texts]
 
 
@@ -491,23 +501,15 @@ class UnseenTally:
         column names and labels: two spellings may be two categories in a user's data. A near match
         is named so that a typo in a file is seen.
         """
+        from churnlib.pipeline import near_category
+
         matches: dict[str, dict[str, str]] = {}
         for column, shown in self.most_frequent().items():
-            known = {" ".join(category.casefold().split()): category for category in self.known.get(column, ())}
             for value in shown:
-                near = known.get(" ".join(value.casefold().split()))
-                if near is not None and value != MISSING_CATEGORY:
+                near = near_category(value, self.known.get(column, ())) if value != MISSING_CATEGORY else None
+                if near is not None:
                     matches.setdefault(column, {})[value] = near
         return matches
-
-
-def known_categories(predictor: Any, schema: Any) -> dict[str, set[str]]:
-    """Return the categories the predictor's model saw in training, per column (empty when it cannot tell)."""
-    index = getattr(predictor, "category_index", None)  # the fast path: category -> encoded column
-    if index is not None:
-        return {column: {c for c in lookup if c is not None} for column, lookup in zip(schema.categorical_columns, index)}
-    known = getattr(predictor, "known_categories", None) or {}
-    return {column: {c for c in categories if c is not None} for column, categories in known.items()}
 
 
 def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reasons: int, outreach: Outreach,
@@ -696,6 +698,7 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
     up to ``run_rows`` scored rows are held in memory, more are sorted on disk (sorted runs, merged).
     """
     from churnlib.dataset import DatasetError, read_customer_file
+    from churnlib.pipeline import known_categories
 
     name = name or source.name
     run_rows = run_rows or RUN_ROWS
@@ -842,7 +845,8 @@ def score_customer_files(config: Config, work: CustomerWork, model: LoadedModel)
         record["rejected"] = [r for r in record["rejected"] if r["name"] != source.name]
         record["scored"][source.name] = {"sha256": source.sha256, "release_id": scorer.release_id,
                                          "list": summary["list"], "rows": summary["rows"],
-                                         "scored_at": summary["scored_at"]}
+                                         "scored_at": summary["scored_at"],
+                                         "settings": list_settings(config.risk_lists, config.outreach)}
         save_scoring_record(record, config.paths.predictions)
         logger.info("%s", describe_list(summary))
         estimate = summary["estimate"]
@@ -887,9 +891,30 @@ def _score_customers_on_demand(config: Config, args) -> int:
     return 0
 
 
+def _rescore_lists(config: Config) -> int:
+    """Score every customer file in the scoring folder again with the deployed release (the lock is held)."""
+    model = load_deployed(config.paths.deployment)
+    if model is None:
+        logger.critical("no release is deployed yet: nothing to score customers with")
+        return 1
+    for folder in (config.paths.scoring, config.paths.predictions):
+        folder.mkdir(parents=True, exist_ok=True)
+    work = find_customer_files(config.paths.scoring, load_scoring_record(config.paths.predictions), model.release_id,
+                               predictions_folder=config.paths.predictions,
+                               settings=list_settings(config.risk_lists, config.outreach), rescore=True)
+    result = score_customer_files(config, work, model)
+    for failure in result["rejected"] + result.get("failed", []):
+        print(f"not scored: {shown_name(failure['name'])}: {failure['reason']}", file=sys.stderr)
+    print(f"{len(result['files'])} list(s) made again with release {model.release_id} in "
+          f"{config.paths.predictions.name}/; {len(result['rejected']) + len(result.get('failed', []))} file(s) not scored")
+    return 1 if result.get("failed") else 0
+
+
 def _main(config: Config, args) -> int:
     if args.customers:
         return _score_customers_on_demand(config, args)
+    if args.rescore_lists:
+        return _rescore_lists(config)
     from churnlib.dataset import FrozenSchema
     from churnlib.pipeline import model_threshold
 
@@ -924,11 +949,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", metavar="PATH", help="where --customers writes the ranked list (required with it)")
     parser.add_argument("--reasons", type=int, metavar="N", default=None,
                         help="reasons per customer in the list (default: risk_lists.reasons in the config, 3)")
+    parser.add_argument("--rescore-lists", action="store_true",
+                        help="make every risk list again now: score each customer file in the scoring folder "
+                        "with the deployed release and the settings in the config (the cron job does it by "
+                        "itself on its next tick after a redeploy or a change of risk_lists or outreach)")
     args_check = parser.parse_known_args(argv)[0]
     if args_check.customers and not args_check.output:
         parser.error("--customers needs --output PATH (where the list goes)")
     if args_check.output and not args_check.customers:
         parser.error("--output goes with --customers FILE")
+    if args_check.rescore_lists and (args_check.customers or args_check.deployed):
+        parser.error("--rescore-lists goes alone (it scores every file in the scoring folder)")
     if args_check.reasons is not None and not 0 <= args_check.reasons <= 100:
         parser.error("--reasons must be from 0 to 100")
     # Only a run that writes the model folder's scores takes the run lock.

@@ -20,12 +20,14 @@ import pandas as pd
 from scipy import stats
 
 from churnlib.config import DriftSettings
-from churnlib.columns import MISSING_CATEGORY
+from churnlib.columns import MISSING_CATEGORY, shown
 from churnlib.dataset import FrozenSchema
 
 KS_EXACT_MAX_ROWS = 300
 CHI2_MIN_EXPECTED = 5  # Cochran's rule: below this expected count in a cell, permutation p-values
 CHI2_PERMUTATIONS = 2000
+UNSEEN_SHOWN = 20  # categories never seen in the reference, named per feature (the most frequent)
+UNSEEN_CHARS = 100  # each cut to this many characters
 
 
 def adjust_p_values(p_values: list[float], method: str) -> list[float]:
@@ -66,9 +68,12 @@ def _chi_square(reference: pd.Series, new: pd.Series) -> dict[str, Any]:
     ref_counts = reference.fillna(MISSING_CATEGORY).astype(str).value_counts()
     new_counts = new.fillna(MISSING_CATEGORY).astype(str).value_counts()
     categories = sorted(set(ref_counts.index) | set(new_counts.index))
-    unseen = sorted(set(new_counts.index) - set(ref_counts.index))
+    unseen = [c for c in new_counts.index if c not in ref_counts.index]  # most frequent first
     table = np.array([[ref_counts.get(c, 0) for c in categories], [new_counts.get(c, 0) for c in categories]])
-    base = {"test": "chi2", "unseen_categories": unseen}
+    # Kept in the run line: the most frequent few, and how many there are (a batch may hold a million).
+    base = {"test": "chi2", "unseen_categories": sorted(shown(c, UNSEEN_CHARS) for c in unseen[:UNSEEN_SHOWN])}
+    if len(unseen) > UNSEEN_SHOWN:
+        base["unseen_count"] = len(unseen)
     if len(categories) < 2:
         return {**base, "statistic": 0.0, "effect": 0.0, "p_value": 1.0, "note": "one category only"}
     result = stats.chi2_contingency(table, correction=False)

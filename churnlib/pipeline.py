@@ -50,7 +50,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -260,6 +260,25 @@ def shown_values(batch: Batch, schema: FrozenSchema, texts: dict[str, np.ndarray
             values = batch.categorical[categorical_at[column]]
             shown[:, position] = [MISSING_CATEGORY if value is None else value for value in values]
     return shown
+
+
+def known_categories(predictor: Any, schema: FrozenSchema) -> dict[str, set[str]]:
+    """Return the categories the predictor's model saw in training, per column (empty when it cannot tell)."""
+    index = getattr(predictor, "category_index", None)  # the fast path: category -> encoded column
+    if index is not None:
+        return {column: {c for c in lookup if c is not None} for column, lookup in zip(schema.categorical_columns, index)}
+    known = getattr(predictor, "known_categories", None) or {}
+    return {column: {c for c in categories if c is not None} for column, categories in known.items()}
+
+
+def near_category(value: str, known: Iterable[str]) -> str | None:
+    """Return the known category that equals ``value`` but for case and spacing ('basic' for 'Basic '), or None.
+
+    Categories are compared exactly, as the model learnt them; this only names a likely typo.
+    """
+    folded = " ".join(value.casefold().split())
+    return next((category for category in sorted(known) if " ".join(category.casefold().split()) == folded
+                 and category != value), None)
 
 
 def _signed(value: float) -> str:

@@ -9,6 +9,7 @@ holds which content was scored (or rejected) with which release. Scoring itself 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -62,13 +63,22 @@ class CustomerWork:
     stale: list[dict] = field(default_factory=list)  # lists moved aside this time: their customer file is gone
 
 
+def list_settings(risk_lists: Any, outreach: Any) -> dict[str, Any]:
+    """Return the settings that shape a list (its reason columns, the outreach columns and contact rule),
+    as kept in the record with each list: a list made with other settings is made again."""
+    return {"reasons": risk_lists.reasons, "outreach": None if outreach is None else dataclasses.asdict(outreach)}
+
+
 def find_customer_files(scoring_folder: Path, record: dict[str, Any], release_id: str | None, *,
-                        predictions_folder: Path | None = None) -> CustomerWork:
+                        predictions_folder: Path | None = None, settings: dict[str, Any] | None = None,
+                        rescore: bool = False) -> CustomerWork:
     """Return the files in ``scoring_folder`` that need scoring with ``release_id``; imports no pandas.
 
-    A file needs it unless its content was scored by that release already, or rejected while that
-    release was deployed (a new release may have another schema). With ``predictions_folder``, the
-    lists (and summaries) there whose customer file is gone are moved to its ``stale/`` folder.
+    A file needs it unless its content was scored by that release already with these list
+    ``settings`` (``list_settings``; None: not compared), or rejected while that release was
+    deployed (a new release may have another schema). ``rescore``: every file needs it. With
+    ``predictions_folder``, the lists (and summaries) there whose customer file is gone are moved
+    to its ``stale/`` folder.
     """
     def reject_unread(name: str, reason: str, *, sha256: str | None, size: int | None) -> dict:
         entry = {"name": name, "sha256": sha256, "size": size, "reason": reason, "rejected_at": utc_now(),
@@ -99,15 +109,22 @@ def find_customer_files(scoring_folder: Path, record: dict[str, Any], release_id
     pending = []
     if release_id is not None:
         rejected = {(r["name"], r["sha256"]) for r in record["rejected"]
-                    if r.get("release_id") == release_id and "list_of" not in r}
+                    if r.get("release_id") == release_id and "list_of" not in r and not rescore}
+        settings_changed = []
         for source in files:
             scored = record["scored"].get(source.name)
-            if scored and scored["sha256"] == source.sha256 and scored["release_id"] == release_id:
-                continue
+            if scored and scored["sha256"] == source.sha256 and scored["release_id"] == release_id and not rescore:
+                if settings is None or scored.get("settings") == settings:
+                    continue
+                settings_changed.append(source.name)
             if (source.name, source.sha256) in rejected:
                 continue
             pending.append(source)
-    stale = [] if predictions_folder is None else move_stale_lists(predictions_folder, [f.name for f in found.files])
+        if settings_changed:
+            logger.info("the list settings (risk_lists, outreach) changed since %s were scored: scored again",
+                        ", ".join(shown_name(name) for name in settings_changed))
+    # Every name still in the folder counts, read or not (a file unreadable for a while keeps its list).
+    stale = [] if predictions_folder is None else move_stale_lists(predictions_folder, list(record["seen"]))
     return CustomerWork(record=record, pending=pending, rejected=found.rejected, record_changed=changed or bool(stale),
                         stale=stale)
 

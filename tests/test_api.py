@@ -336,13 +336,22 @@ def test_a_category_never_seen_in_training_is_a_warning_on_its_record(client):
     assert missing["warnings"] == ["plan: missing, and the model saw no missing plan in training; scored as unknown"]
 
 
+def test_a_category_that_differs_from_a_known_one_in_case_only_is_named_with_it(client):
+    reply = client.post("/prediction", json=[dict(RECORD, plan="Basic"), dict(RECORD, plan=" PREMIUM ")])
+    assert reply.status_code == 200
+    basic, premium = reply.json["predictions"]
+    assert basic["warnings"] == ["plan: 'Basic' never seen in training (categories are compared exactly: "
+                                 "did you mean 'basic'?); scored as unknown"]
+    assert "did you mean 'premium'?" in premium["warnings"][0]
+
+
 def test_unknown_categories_can_be_refused(deployed):
     deployed.write_config(base_config(api={"unknown_categories": "reject"}))
     client = create_app(deployed.config_path).test_client()
     assert client.post("/prediction", json=RECORD).status_code == 200
     reply = client.post("/prediction", json=[RECORD, dict(RECORD, plan="platinum")])
     assert reply.status_code == 400
-    assert reply.json["error"] == ("record 1: plan: 'platinum' never seen in training; scored as unknown "
+    assert reply.json["error"] == ("record 1: plan: 'platinum' never seen in training; nothing was scored "
                                    "(api.unknown_categories is \"reject\")")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import json
 import os
 import pwd
@@ -636,3 +637,51 @@ HOSTILE_KINDS = len(CONTENT_KINDS) + len(FILESYSTEM_KINDS)
 
 def test_the_count_of_hostile_kinds_is_the_one_the_readme_quotes():
     assert HOSTILE_KINDS == 53, "a kind was added or removed: update this number and docs/reliability.md's"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_short_rows_are_found_wherever_the_blocks_of_text_are_cut(seed):
+    """The field counter sees a file a block at a time: quoted line breaks, CRLF pairs and rows may be
+    cut anywhere, and the row it names is the one the csv module names for the whole text."""
+    import random
+
+    from churnlib.dataset import DatasetError, RecordWidths
+
+    rng = random.Random(seed)
+    cells = ["a", "", " ", '"q,1"', '"two\nlines"', '"say ""hi"""', '"\r\n"', "7"]
+    rows = []
+    for _ in range(200):
+        if rng.random() < 0.05:
+            rows.append(rng.choice(["", "  ", " , , , "]))
+        else:
+            rows.append(",".join(rng.choice(cells) for _ in range(4)))
+    short_at = rng.randrange(50, 200)
+    rows[short_at] = "s,hort"
+    text = "h1,h2,h3,h4\r\n" + "\r\n".join(rows) + rng.choice(["", "\r\n"])
+    expected = 1 + sum(1 for record in csv.reader(io.StringIO(text.split("s,hort")[0], newline=""))
+                       if any(cell.strip() for cell in record)) - 1  # data rows before it, plus itself
+    widths = RecordWidths("f.csv")
+    with pytest.raises(DatasetError, match=rf"f.csv: row {expected} has 2 fields, the header has 4"):
+        position = 0
+        while position < len(text):
+            size = rng.randrange(1, 40)
+            widths.feed(text[position:position + size])
+            position += size
+            if rng.random() < 0.5:
+                widths.check()
+        widths.feed("")
+        widths.check()
+
+
+def test_a_batch_of_many_distinct_new_categories_is_named_in_a_bounded_drift_entry():
+    import pandas as pd
+
+    from churnlib.drift import _chi_square
+
+    reference = pd.Series(["basic", "premium"] * 50)
+    new = pd.Series(["enterprise"] * 30 + [f"plan-{i}-" + "x" * 200 for i in range(50_000)], dtype=object)
+    result = _chi_square(reference, new)
+    assert len(result["unseen_categories"]) == 20 and "enterprise" in result["unseen_categories"]
+    assert all(len(value) <= 100 for value in result["unseen_categories"])
+    assert result["unseen_count"] == 50_001
+    assert len(json.dumps(result)) < 5_000

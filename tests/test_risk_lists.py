@@ -406,6 +406,25 @@ def test_a_list_whose_customer_file_is_gone_is_moved_aside_with_a_log_line_not_l
     assert deployed.tick() == 0 and "scoring" not in deployed.last_run()
 
 
+def test_a_customer_file_that_cannot_be_read_for_a_while_keeps_its_list(deployed, monkeypatch):
+    import churnlib.sourcefiles
+
+    path = drop_customers(deployed)
+    assert deployed.tick() == 0
+    os.utime(path, ns=(1, 1))  # changed, as far as the scan can tell: it is read again
+    real_hash = churnlib.sourcefiles.file_sha256
+
+    def io_error(file_path):
+        if file_path.name == "customers.csv":
+            raise OSError(errno.EIO, "Input/output error")
+        return real_hash(file_path)
+
+    monkeypatch.setattr(churnlib.sourcefiles, "file_sha256", io_error)
+    assert deployed.tick() == 0
+    assert (deployed.root / "predictions" / "customers.risk.csv").exists()
+    assert not (deployed.root / "predictions" / "stale").exists()
+
+
 def test_the_scoring_record_keeps_one_rejection_per_file_still_there(deployed):
     folder = deployed.root / "scoringdata"
     for i in range(30):
@@ -450,6 +469,44 @@ def test_a_full_disk_while_sorting_on_disk_names_the_step_and_file_and_the_other
     monkeypatch.setattr(scoring.Run, "write", staticmethod(real_write))  # space again: the next tick makes it
     assert deployed.tick() == 0
     assert [f["name"] for f in deployed.last_run()["scoring"]["files"]] == ["b_big.csv"]
+
+
+def test_lists_follow_a_change_of_the_settings_that_shape_them_on_the_next_tick(deployed):
+    drop_customers(deployed)
+    assert deployed.tick() == 0
+    assert "expected_value" not in read_list(deployed)[0]
+    deployed.write_config(base_config(outreach={"customer_value": 1000, "contact_cost": 100, "success_rate": 0.3}))
+    assert deployed.tick() == 0
+    [scored] = deployed.last_run()["scoring"]["files"]
+    assert scored["name"] == "customers.csv" and scored["expected_value"] is not None
+    rows = read_list(deployed)
+    assert "expected_value" in rows[0]
+    assert all((r["contact"] == "yes") == (float(r["expected_value"]) > 0) for r in rows)
+    assert "the list settings (risk_lists, outreach) changed since customers.csv were scored" in deployed.log("scoring")
+    assert deployed.tick() == 0 and "scoring" not in deployed.last_run()
+    deployed.write_config(base_config(outreach={"customer_value": 1000, "contact_cost": 100, "success_rate": 0.3},
+                                      risk_lists={"reasons": 1}))
+    assert deployed.tick() == 0
+    assert "reason_1" in read_list(deployed)[0] and "reason_2" not in read_list(deployed)[0]
+
+
+def test_lists_can_be_made_again_on_demand(deployed):
+    helped = run_script("scoring.py", "--help")
+    assert "--rescore-lists" in helped.stdout
+    assert "scoring.py --rescore-lists" in " ".join(run_script("fullprocess.py", "--help").stdout.split())
+    drop_customers(deployed)
+    drop_customers(deployed, "bad.csv", "corporation,plan\nx,basic\n")
+    assert deployed.tick() == 0
+    first = (deployed.root / "predictions" / "customers.risk.csv").read_text()
+    result = run_script("scoring.py", "--config", str(deployed.config_path), "--rescore-lists")
+    assert result.returncode == 0, result.stderr
+    assert "1 list(s) made again with release" in result.stdout
+    assert "not scored: bad.csv: feature column(s) missing" in result.stderr
+    again = (deployed.root / "predictions" / "customers.risk.csv").read_text()
+    assert [line.rsplit(",", 1)[0] for line in again.splitlines()] == \
+        [line.rsplit(",", 1)[0] for line in first.splitlines()]  # all but scored_at
+    assert deployed.log("scoring").count("scored customers.csv: 500 rows") == 2
+    assert deployed.tick() == 0 and "scoring" not in deployed.last_run()
 
 
 def test_outreach_marks_the_customers_whose_call_is_worth_its_cost(deployed):
