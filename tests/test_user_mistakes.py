@@ -338,3 +338,28 @@ def test_no_log_call_can_fail_on_a_file_name_or_forge_a_line(tmp_path, capfd):
     assert all(line[:4].isdigit() or line.startswith("    ") for line in lines)  # every record starts a line
     assert sum(1 for line in lines if line[:4].isdigit()) == 2
     assert "\\x1b[2J" in err and "\x1b" not in err  # stderr (cron.log) too
+
+
+# --- deployment.py --rollback returns to the release that served before ----------------------------
+
+
+def test_rollback_after_a_rollback_to_the_oldest_returns_to_the_release_that_served_before(deployed):
+    from helpers import SAMPLE_LATER
+
+    config = str(deployed.config_path)
+    first = deployed.pointer()["current"]
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    second = deployed.pointer()["current"]
+    assert second != first
+    jumped = run_script("deployment.py", "--config", config, "--rollback", "--to", first)
+    assert jumped.returncode == 0, jumped.stderr
+    back = run_script("deployment.py", "--config", config, "--rollback")
+    assert back.returncode == 0, back.stderr
+    assert f"{first} -> {second}" in back.stdout and deployed.pointer()["current"] == second
+    # and once more: the release that served before the second one is the first
+    again = run_script("deployment.py", "--config", config, "--rollback")
+    assert again.returncode == 0, again.stderr
+    assert deployed.pointer()["current"] == first
+    last = run_script("deployment.py", "--config", config, "--rollback")
+    assert last.returncode == 1 and f"no release kept served before {first}" in last.stderr
