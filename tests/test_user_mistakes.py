@@ -363,3 +363,14 @@ def test_rollback_after_a_rollback_to_the_oldest_returns_to_the_release_that_ser
     assert deployed.pointer()["current"] == first
     last = run_script("deployment.py", "--config", config, "--rollback")
     assert last.returncode == 1 and f"no release kept served before {first}" in last.stderr
+
+
+def test_a_gitkeep_in_a_fresh_clones_folders_is_ignored_without_a_word(empty_project):
+    (empty_project.source / ".gitkeep").write_text("")
+    (empty_project.source / ".notes.csv").write_text("a\n")
+    (empty_project.root / "scoringdata").mkdir(exist_ok=True)
+    (empty_project.root / "scoringdata" / ".gitkeep").write_text("")
+    assert empty_project.tick() == 0
+    logs = "".join(path.read_text() for path in empty_project.logs.glob("*.log"))
+    assert ".gitkeep" not in logs
+    assert "ignored .notes.csv: hidden file" in logs  # other hidden files are still said, once
