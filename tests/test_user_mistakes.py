@@ -374,3 +374,23 @@ def test_a_gitkeep_in_a_fresh_clones_folders_is_ignored_without_a_word(empty_pro
     logs = "".join(path.read_text() for path in empty_project.logs.glob("*.log"))
     assert ".gitkeep" not in logs
     assert "ignored .notes.csv: hidden file" in logs  # other hidden files are still said, once
+
+
+def test_the_api_server_says_where_it_listens(deployed):
+    import subprocess
+    import sys
+
+    from helpers import ROOT, free_port
+
+    port = free_port()
+    env = {**os.environ, "CHURN_CONFIG": str(deployed.config_path), "CHURN_API_BIND": f"127.0.0.1:{port}",
+           "CHURN_API_WORKERS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()  # gunicorn exits if it cannot start: no hang
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+    assert line.startswith(f"churn API listening on http://127.0.0.1:{port} (config {deployed.config_path}")
+    assert "api_error.log" in line
