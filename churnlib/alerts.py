@@ -451,7 +451,14 @@ def _webhook_host(url: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    return shown_name(f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/...")
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number: shown as given
+        port = f":{parts.netloc.rpartition(':')[2]}"
+    # Never the user name or password either (config.py refuses them; a redirect may carry some).
+    return shown_name(f"{parts.scheme}://{host}{port}/...")
 
 
 def _no_redirects_opener() -> Any:
@@ -709,10 +716,13 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
     outcome.problems = dict(delivery.problems)
     if delivery.sent:
         logger.info("alerts: %d sent", len(delivery.sent))
-    for (alert_id, channel), reason in delivery.refused.items():
-        outcome.problems.setdefault(channel, f"{sum(1 for _, c in delivery.refused if c == channel)} alert(s) refused")
-        if not any(item["alert"]["id"] == alert_id and item["channel"] == channel for item in hopeless):
-            logger.warning("alerts: %s: an alert was refused, tried again next tick: %s", channel, reason)
+    for item in remaining:
+        pair = (item["alert"]["id"], item["channel"])
+        if pair in delivery.refused:
+            outcome.problems.setdefault(item["channel"], "alert(s) refused")
+            logger.warning("alerts: %s: \"%s\" refused (%d of %d before it is set aside), tried again next tick: %s",
+                           item["channel"], shown_name(item["alert"]["title"]), item["refusals"], MAX_ITEM_FAILURES,
+                           delivery.refused[pair])
     for channel, problem in delivery.problems.items():
         waiting = sum(1 for item in remaining if item["channel"] == channel)
         logger.warning("alerts: %s: %s; %d alert(s) wait in %s for the next tick", channel, problem, waiting,

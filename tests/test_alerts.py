@@ -481,6 +481,7 @@ def test_a_message_the_server_refuses_goes_aside_after_three_tries_and_blocks_no
         outbox = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
         assert [(item["alert"]["title"], item["refusals"]) for item in outbox] == [("customer file rejected: poison.csv", 2)]
         assert "554 5.6.0 message refused" in outbox[0]["last_error"]
+        assert 'alerts: email: "customer file rejected: poison.csv" refused (2 of 3 before it is set aside)' in deployed.log()
         assert deployed.tick() == 0
         assert deployed.tick() == 0  # nothing left to try
     finally:
