@@ -604,10 +604,11 @@ def read_state(log_folder: Path) -> dict[str, Any]:
     except ValueError:
         logger.error("%s: not valid JSON; starting with no active conditions", log_folder / ALERT_STATE_FILE)
         state = {}
-    # Keys and titles in their shown form, also those an older version wrote with a file's raw name.
-    active = {shown_name(key): {**value, "title": shown_name(str(value.get("title", "")))}
-              for key, value in dict(state.get("active", {})).items()}
-    return {"active": active, "api_answered": bool(state.get("api_answered"))}
+    # Keys and titles in their shown form, also those an older version wrote with a file's raw name
+    # (then ``rewrite``: the history page reads the file as it is).
+    raw = dict(state.get("active", {}))
+    active = {shown_name(key): {**value, "title": shown_name(str(value.get("title", "")))} for key, value in raw.items()}
+    return {"active": active, "api_answered": bool(state.get("api_answered")), "rewrite": active != raw}
 
 
 def files_present(config: Config, active: dict[str, Any]) -> dict[str, set[str]] | None:
@@ -679,7 +680,7 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
         outcome.raised = [alert.title for alert in alerts]
         # The outbox first, then the state: a crash in between sends an alert twice, never loses one.
         items = write_outbox(logs, items)
-    if active != state["active"] or api_answered != state["api_answered"]:
+    if active != state["active"] or api_answered != state["api_answered"] or state["rewrite"]:
         atomic_write_json(logs / ALERT_STATE_FILE, {"active": active, "api_answered": api_answered, "updated_at": utc_now()})
     if not items:
         return outcome

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from churnlib.clock import stamp_seconds, utc_now
+from churnlib.columns import shown_lines
 from churnlib.config import Config
 from churnlib.fsutil import atomic_write_text, read_json, read_json_or_none
 from churnlib.modelstore import METADATA_FILE, RELEASES_FOLDER, SCORE_DETAILS_FILE, read_pointer
@@ -148,7 +149,8 @@ def read_history(config: Config, *, limit: int = MAX_TICKS) -> History:
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    # shown_lines: a file name's undecodable bytes (in a run line an older version wrote) never stop the page
+    return html.escape(shown_lines("" if value is None else str(value)), quote=True)
 
 
 class TimeAxis:

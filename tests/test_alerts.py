@@ -627,3 +627,21 @@ def test_a_webhook_that_redirects_is_a_failed_delivery_naming_the_new_address(de
     assert not gets  # nothing followed the redirect
     assert result.returncode == 1 and "webhook: sent" not in result.stdout
     assert f"HTTP {status}" in result.stdout
+
+
+def test_state_and_run_lines_an_older_version_wrote_with_a_latin1_name_no_longer_stop_the_page(deployed, webhook):
+    """Before the fix the raw name (a lone surrogate) in alert_state.json and runs.jsonl stopped the page for good."""
+    deployed.write_config(alert_config(webhook_url=webhook.url))
+    raw = "caf\udce9.csv"
+    (deployed.logs / "alert_state.json").write_text(json.dumps({"active": {f"file_rejected:{raw}": {
+        "event": "file_rejected", "since": "2026-01-01T00:00:00Z", "ticks": 1, "title": f"file rejected: {raw}"}}}))
+    line = {**deployed.last_run(), "decision": "no_new_rows",
+            "ingest": {"accepted": [], "rejected": [{"name": raw, "reason": "the file name is not printable"}]}}
+    with open(deployed.logs / "runs.jsonl", "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+    (deployed.logs / "dashboard.html").unlink()
+    assert deployed.tick() == 0
+    page = (deployed.logs / "dashboard.html").read_text(encoding="utf-8")
+    assert "caf\\xe9.csv rejected" in page
+    assert json.loads((deployed.logs / "alert_state.json").read_text())["active"] == {}
+    assert [body["title"] for body in webhook.bodies] == ["cleared: caf\\xe9.csv is gone"]
