@@ -47,6 +47,9 @@ MAX_OUTBOX_ITEMS = 500
 # An alert the receiver (or the mail library) refused this many times, while the channel itself
 # worked, is moved aside to logs/alerts_undeliverable.json: it must not be retried for ever.
 MAX_ITEM_FAILURES = 3
+# Replies of a webhook that refuse one message's body (Slack: 400 invalid_payload), not the hook:
+# the other alerts are sent on. Any other failure stops the channel until the next tick.
+PAYLOAD_REFUSED = frozenset({400, 413, 415, 422})
 MAX_FEATURES_LISTED = 10
 
 STARTED, CLEARED, NOTICE = "started", "cleared", "notice"
@@ -490,6 +493,9 @@ def send_webhooks(alerts: list[Alert], settings: WebhookSettings, *, timeout: fl
                 reply.read(65536)
         except urllib.error.HTTPError as exc:
             problem = f"HTTP {exc.code} {exc.reason}"
+            if exc.code in PAYLOAD_REFUSED:  # this alert's body, not the receiver, is the problem: the others go on
+                progress.refused(alert.id, f"{where}: {shown_name(problem)}")
+                continue
             location = exc.headers.get("Location") if 300 <= exc.code < 400 else None
             if location:
                 problem += (f": the receiver redirects to {_webhook_host(urljoin(settings.url, location))}; "

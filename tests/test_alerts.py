@@ -645,3 +645,39 @@ def test_state_and_run_lines_an_older_version_wrote_with_a_latin1_name_no_longer
     assert "caf\\xe9.csv rejected" in page
     assert json.loads((deployed.logs / "alert_state.json").read_text())["active"] == {}
     assert [body["title"] for body in webhook.bodies] == ["cleared: caf\\xe9.csv is gone"]
+
+
+def test_a_webhook_that_refuses_one_alerts_body_takes_the_others_and_that_one_goes_aside(deployed):
+    receiver = Webhook()  # made to answer 400 (Slack's invalid_payload) to a body naming poison.csv
+    handler = receiver.server.RequestHandlerClass
+    original = handler.do_POST
+
+    def do_post(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        if b"poison.csv" in body:
+            self.send_response(400)
+            self.send_header("Content-Length", "15")
+            self.end_headers()
+            self.wfile.write(b"invalid_payload")
+            return
+        receiver.bodies.append(json.loads(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    handler.do_POST = do_post
+    try:
+        deployed.write_config(alert_config(webhook_url=receiver.url))
+        deployed.add_source("poison.csv", "a;b\n1;2\n")
+        deployed.add_source("zzz.csv", "a;b\n1;2\n")  # its alert comes after the refused one
+        for _ in range(3):
+            assert deployed.tick() == 0
+    finally:
+        handler.do_POST = original
+        receiver.stop()
+    assert [body["title"] for body in receiver.bodies] == ["file rejected: zzz.csv"]
+    assert not (deployed.logs / "alerts_outbox.json").exists()
+    [aside] = json.loads((deployed.logs / "alerts_undeliverable.json").read_text())["items"]
+    assert aside["alert"]["title"] == "file rejected: poison.csv" and "HTTP 400" in aside["last_error"]
