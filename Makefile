@@ -11,7 +11,7 @@ CRON_SCHEDULE ?= */10 * * * *
 help:
 	@echo "make run          one pipeline tick (python fullprocess.py) on the data in sourcedata/"
 	@echo "make test         the test suite"
-	@echo "make serve        the API under gunicorn at api.url of config.json or \$$CHURN_CONFIG (default 127.0.0.1:8000)"
+	@echo "make serve        the API under gunicorn (gunicorn.conf.py) where api.url says (127.0.0.1:8000 by default); it prints the address"
 	@echo "make crontab      print the crontab line for this checkout"
 	@echo "make bench        the ingestion, API, risk-list and history-page benchmarks (the decision ones: bench/README.md)"
 	@echo "make sample-data  rewrite the shipped sample data (samples/generate.py)"

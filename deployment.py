@@ -17,7 +17,9 @@ names, so the switch is the deploy.
 ``releases`` in the pointer lists every kept release, newest deploy first; ``current`` is one of
 them, and ``previous`` (the kept releases deployed before the current one) is derived from the two.
 A rollback only moves ``current``: the release rolled back from stays listed and reachable
-(``--rollback --to`` goes forward as well as back). A deploy puts the new release first and keeps
+(``--rollback --to`` goes forward as well as back). ``served`` lists the releases that served,
+newest first: a plain ``--rollback`` returns to the one that served before the current one (also
+right after ``--rollback --to``), and another goes one further back. A deploy puts the new release first and keeps
 ``deployment.keep_releases`` of them; release folders the pointer does not list are deleted, and
 the current release is never deleted.
 """
@@ -67,6 +69,8 @@ from churnlib.ingested import INGESTED_LIST_FILE, RECORD_FILE
 logger = logging.getLogger(Path(__file__).stem)
 
 MODEL_FILES = (MODEL_FILE, METADATA_FILE, SCORE_FILE, SCORE_DETAILS_FILE, REFERENCE_FILE)
+# The releases that served, newest first, kept in the pointer for --rollback (see write_pointer).
+MAX_SERVED_HISTORY = 50
 
 
 class DeploymentError(ChurnError):
@@ -144,19 +148,39 @@ def deploy_release(
     # in the list: a rollback returns to it, and the count keeps it before releases rolled away from.
     kept = [] if pointer is None else [pointer["current"], *(r for r in pointer["releases"] if r != pointer["current"])]
     kept = [rid for rid in kept if rid != release_id]
-    write_pointer(deployment_folder, release_id, [release_id, *kept][:keep_releases], action="deploy")
+    write_pointer(deployment_folder, release_id, [release_id, *kept][:keep_releases], action="deploy",
+                  served=[release_id, *served_history(pointer)])
     logger.info("deployed release %s (pointer %s switched)", release_id, deployment_folder / POINTER_FILE)
     prune_releases(deployment_folder)
     return release_id
 
 
-def write_pointer(deployment_folder: Path, current: str, releases: list[str], *, action: str, **details: Any) -> None:
-    """Switch the pointer to ``current`` among the kept ``releases`` (newest deploy first), atomically."""
+def served_history(pointer: dict[str, Any] | None) -> list[str]:
+    """Return the releases that served, the current one first, as the pointer records them (``served``)."""
+    if pointer is None:
+        return []
+    # A pointer written before the history was kept: the releases deployed before served before.
+    return list(pointer.get("served") or [pointer["current"], *pointer.get("previous", [])])
+
+
+def write_pointer(deployment_folder: Path, current: str, releases: list[str], *, action: str,
+                  served: list[str] | None = None, **details: Any) -> None:
+    """Switch the pointer to ``current`` among the kept ``releases`` (newest deploy first), atomically.
+
+    ``served``: the releases that served, ``current`` first (each deploy and each switch adds the
+    release switched to); kept only for releases still kept, each run of one release once. A plain
+    ``--rollback`` returns along it: to the release that served before the current one.
+    """
     if current not in releases:
         releases = [*releases, current]
     previous = releases[releases.index(current) + 1:]
+    history: list[str] = []
+    for release in served or [current]:
+        if release in releases and (not history or history[-1] != release):
+            history.append(release)
+    history = history[:MAX_SERVED_HISTORY]
     atomic_write_json(deployment_folder / POINTER_FILE,
-                      {"current": current, "releases": releases, "previous": previous,
+                      {"current": current, "releases": releases, "previous": previous, "served": history,
                        "switched_at": utc_now(), "action": action, **details})
 
 
@@ -173,7 +197,8 @@ def prune_releases(deployment_folder: Path, *, keep_releases: int | None = None)
         kept = releases[:keep_releases]
         if pointer["current"] not in kept:
             kept = [*releases[: max(keep_releases - 1, 0)], pointer["current"]]
-        write_pointer(deployment_folder, pointer["current"], kept, action=pointer.get("action", "prune"))
+        write_pointer(deployment_folder, pointer["current"], kept, action=pointer.get("action", "prune"),
+                      served=served_history(pointer))
         releases = kept
     keep = {pointer["current"], *releases}
     removed = []
@@ -207,10 +232,13 @@ def _releases_on_disk(deployment_folder: Path) -> list[str]:
 def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str | None, str]:
     """Point the deployment at another kept release; return (from, to).
 
-    Without ``to``, the release that served before the current one (the next in the list; the
-    newest one listed after it whose model passes its hash check) is chosen. With ``to``, any kept release: older (back) or newer (forward, after a
-    rollback). When the pointer itself is damaged, ``to`` may name any release folder: the pointer
-    is written anew, listing the release folders on disk.
+    Without ``to``, the release that served before the current one is chosen (the pointer's
+    ``served`` history: after a deploy the release it replaced, after ``--rollback --to X`` the
+    release that served before X; a second ``--rollback`` goes one further back, as a browser's
+    Back button does), skipping any whose model fails its hash check; a pointer written before that
+    history was kept: the next release in the list. With ``to``, any kept release: older (back) or
+    newer (forward, after a rollback). When the pointer itself is damaged, ``to`` may name any
+    release folder: the pointer is written anew, listing the release folders on disk.
     """
     try:
         pointer = read_pointer(deployment_folder)
@@ -225,6 +253,7 @@ def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str | N
         if pointer is None:
             raise DeploymentError("nothing is deployed, nothing to roll back")
         releases, current = pointer["releases"], pointer["current"]
+    history = [r for r in served_history(pointer) if r in releases]
     if to is not None:
         if to == current:
             raise DeploymentError(f"release {to} is the current release already")
@@ -232,10 +261,10 @@ def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str | N
             raise DeploymentError(f"release {to} is not among the kept releases: {', '.join(releases)}")
         candidates = [to]
     else:
-        candidates = releases[releases.index(current) + 1:]
+        candidates = [r for r in history[1:] if r != current]
         if not candidates:
-            raise DeploymentError(f"no release kept was deployed before {current}; nothing to roll back to "
-                                  f"(kept: {', '.join(releases)})")
+            raise DeploymentError(f"no release kept served before {current}; nothing to roll back to "
+                                  f"(kept: {', '.join(releases)}; --rollback --to <id> switches to any of them)")
     target = None
     for candidate in candidates:
         try:
@@ -248,7 +277,11 @@ def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str | N
     if target is None:
         raise DeploymentError(f"no {'such' if to else 'earlier'} release passes its integrity check; nothing to roll back to")
     direction = "rollback" if current is None or releases.index(target) > releases.index(current) else "roll forward"
-    write_pointer(deployment_folder, target, releases, action=direction, rolled_back_from=current)
+    if to is None:
+        served = history[history.index(target):]  # back along the history: what was undone leaves it
+    else:
+        served = [target, *history]
+    write_pointer(deployment_folder, target, releases, action=direction, rolled_back_from=current, served=served)
     logger.info("%s from release %s to %s", "rolled back" if direction == "rollback" else "rolled forward", current, target)
     return current, target
 

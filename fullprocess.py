@@ -851,6 +851,11 @@ def call_api_after_deploy(config: Config, release_id: str) -> dict[str, Any]:
     except OSError as exc:  # apireturns.txt not writable, say: the deploy itself succeeded
         outcome = {"running": None, "summary": f"replies not saved: {exc}"}
         logger.warning("API at %s: %s", config.api.url, outcome["summary"])
+    except Exception as exc:  # never fail a tick after its deploy; the message may hold a header value (a token)
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        outcome = {"running": None, "summary": f"not called: {type(exc).__name__} in "
+                                               f"{os.path.basename(where.filename)}:{where.lineno}"}
+        logger.error("API at %s: %s", config.api.url, outcome["summary"])
     else:
         if "other_deployment" not in outcome:
             logger.info("API at %s: %s", config.api.url, outcome["summary"])

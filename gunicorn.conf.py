@@ -78,6 +78,22 @@ _metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(_
 _metrics_dir.mkdir(parents=True, exist_ok=True)  # --check-config loads the app without on_starting
 
 
+# gunicorn sends the master's stdout to the error log once it starts (capture_output): a copy of the
+# terminal's stdout, taken now, lets `make serve` say where it listens.
+_terminal = os.dup(sys.stdout.fileno())
+
+
+def when_ready(server):
+    """Say on the terminal where the API listens, and where its logs are."""
+    listening = ", ".join(str(listener) for listener in server.LISTENERS)  # http://127.0.0.1:8000
+    text = (f"churn API listening on {listening} (config {_config.label}; logs: {errorlog}, {accesslog}); "
+            "Ctrl-C stops it\n")
+    try:
+        os.write(_terminal, text.encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass  # no terminal (stdout closed): the error log says "Listening at" anyway
+
+
 def on_starting(server):
     """Empty the metrics folder of an earlier run."""
     _metrics_dir.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,9 @@ MAX_OUTBOX_ITEMS = 500
 # An alert the receiver (or the mail library) refused this many times, while the channel itself
 # worked, is moved aside to logs/alerts_undeliverable.json: it must not be retried for ever.
 MAX_ITEM_FAILURES = 3
+# Replies of a webhook that refuse one message's body (Slack: 400 invalid_payload), not the hook:
+# the other alerts are sent on. Any other failure stops the channel until the next tick.
+PAYLOAD_REFUSED = frozenset({400, 413, 415, 422})
 MAX_FEATURES_LISTED = 10
 
 STARTED, CLEARED, NOTICE = "started", "cleared", "notice"
@@ -461,7 +464,14 @@ def _webhook_host(url: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    return shown_name(f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/...")
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number: shown as given
+        port = f":{parts.netloc.rpartition(':')[2]}"
+    # Never the user name or password either (config.py refuses them; a redirect may carry some).
+    return shown_name(f"{parts.scheme}://{host}{port}/...")
 
 
 def _no_redirects_opener() -> Any:
@@ -493,6 +503,9 @@ def send_webhooks(alerts: list[Alert], settings: WebhookSettings, *, timeout: fl
                 reply.read(65536)
         except urllib.error.HTTPError as exc:
             problem = f"HTTP {exc.code} {exc.reason}"
+            if exc.code in PAYLOAD_REFUSED:  # this alert's body, not the receiver, is the problem: the others go on
+                progress.refused(alert.id, f"{where}: {shown_name(problem)}")
+                continue
             location = exc.headers.get("Location") if 300 <= exc.code < 400 else None
             if location:
                 problem += (f": the receiver redirects to {_webhook_host(urljoin(settings.url, location))}; "
@@ -607,10 +620,11 @@ def read_state(log_folder: Path) -> dict[str, Any]:
     except ValueError:
         logger.error("%s: not valid JSON; starting with no active conditions", log_folder / ALERT_STATE_FILE)
         state = {}
-    # Keys and titles in their shown form, also those an older version wrote with a file's raw name.
-    active = {shown_name(key): {**value, "title": shown_name(str(value.get("title", "")))}
-              for key, value in dict(state.get("active", {})).items()}
-    return {"active": active, "api_answered": bool(state.get("api_answered"))}
+    # Keys and titles in their shown form, also those an older version wrote with a file's raw name
+    # (then ``rewrite``: the history page reads the file as it is).
+    raw = dict(state.get("active", {}))
+    active = {shown_name(key): {**value, "title": shown_name(str(value.get("title", "")))} for key, value in raw.items()}
+    return {"active": active, "api_answered": bool(state.get("api_answered")), "rewrite": active != raw}
 
 
 def files_present(config: Config, active: dict[str, Any]) -> dict[str, set[str]] | None:
@@ -682,7 +696,7 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
         outcome.raised = [alert.title for alert in alerts]
         # The outbox first, then the state: a crash in between sends an alert twice, never loses one.
         items = write_outbox(logs, items)
-    if active != state["active"] or api_answered != state["api_answered"]:
+    if active != state["active"] or api_answered != state["api_answered"] or state["rewrite"]:
         atomic_write_json(logs / ALERT_STATE_FILE, {"active": active, "api_answered": api_answered, "updated_at": utc_now()})
     if not items:
         return outcome
@@ -719,10 +733,13 @@ def process_alerts(config: Config, run: dict[str, Any]) -> AlertsOutcome:
     outcome.problems = dict(delivery.problems)
     if delivery.sent:
         logger.info("alerts: %d sent", len(delivery.sent))
-    for (alert_id, channel), reason in delivery.refused.items():
-        outcome.problems.setdefault(channel, f"{sum(1 for _, c in delivery.refused if c == channel)} alert(s) refused")
-        if not any(item["alert"]["id"] == alert_id and item["channel"] == channel for item in hopeless):
-            logger.warning("alerts: %s: an alert was refused, tried again next tick: %s", channel, reason)
+    for item in remaining:
+        pair = (item["alert"]["id"], item["channel"])
+        if pair in delivery.refused:
+            outcome.problems.setdefault(item["channel"], "alert(s) refused")
+            logger.warning("alerts: %s: \"%s\" refused (%d of %d before it is set aside), tried again next tick: %s",
+                           item["channel"], shown_name(item["alert"]["title"]), item["refusals"], MAX_ITEM_FAILURES,
+                           delivery.refused[pair])
     for channel, problem in delivery.problems.items():
         waiting = sum(1 for item in remaining if item["channel"] == channel)
         logger.warning("alerts: %s: %s; %d alert(s) wait in %s for the next tick", channel, problem, waiting,

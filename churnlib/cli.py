@@ -38,9 +38,9 @@ def start_script(args: argparse.Namespace, script: str, needs: tuple[str, ...] |
 
     setup_logging(config.paths.logs, script, verbose=args.verbose)
     for error in config.ignored_errors:
-        warning = f"{error} (ignored: {script} does not use that part of the config; fix it before the next tick)"
-        print(f"warning: {warning}", file=sys.stderr)
-        logging.getLogger(script).warning("%s", warning)
+        # Logged once: the log's console handler shows a warning on stderr (a print as well said it twice).
+        logging.getLogger(script).warning("%s (ignored: %s does not use that part of the config; fix it before the "
+                                          "next tick)", error, script)
     return config
 
 

@@ -3,7 +3,6 @@ requests), and text from outside cut or escaped to fit one line of a log or an e
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 

@@ -178,9 +178,18 @@ def _events(value: Any) -> tuple[str, ...]:
 
 
 def _webhook_url(value: Any) -> str:
+    from urllib.parse import urlsplit
+
     text = _string(value).strip()
     if not text.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
+    netloc = urlsplit(text).netloc
+    if "@" in netloc:
+        # The URL is shown in logs, cron.log and the outbox (and urllib would not send the password):
+        # a password in it would be shown everywhere. Not echoed here either.
+        raise ValueError(f"holds a user name or password before '@' ({urlsplit(text).scheme}://...@"
+                         f"{netloc.rpartition('@')[2]}); credentials are not taken in the URL: use the "
+                         "receiver's token in the path (as Slack does) or put a proxy in front")
     return text  # kept as given: a receiver may need its trailing slash
 
 
@@ -609,7 +618,26 @@ def api_token(config: Config) -> str | None:
     if not token.strip():
         raise ConfigError(f"api.token_env: the environment variable {name} is not set (or empty); set it to the "
                           "API token, or remove api.token_env to run the API without one", file_label=config.label)
+    problem = token_problem(token)
+    if problem:  # the value itself is never shown: it is a secret
+        raise ConfigError(f"api.token_env: the value of the environment variable {name} {problem}; a token is "
+                          "visible ASCII characters only (no spaces, line breaks or accents): it travels in an HTTP "
+                          "header, and every client would get 401", file_label=config.label)
     return token
+
+
+def token_problem(token: str) -> str | None:
+    """Return what makes ``token`` unfit for an ``Authorization`` header (a CR from a Windows editor, say), or None."""
+    for char in token:
+        if char in "\r\n":
+            return "holds a line break (CR or LF)"
+        if char.isspace():
+            return "holds a space or another blank"
+        if not char.isascii():
+            return "holds a character that is not ASCII"
+        if not char.isprintable():
+            return "holds a control character"
+    return None
 
 
 # --- the API server's config: loaded by the gunicorn master, inherited by the workers it forks ---

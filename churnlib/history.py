@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from churnlib.clock import stamp_seconds, utc_now
+from churnlib.columns import shown_lines
 from churnlib.config import Config
 from churnlib.display import html_text, number
 from churnlib.fsutil import atomic_write_text, read_json, read_json_or_none
@@ -147,7 +148,10 @@ def read_history(config: Config, *, limit: int = MAX_TICKS) -> History:
 # --- SVG helpers ----------------------------------------------------------------------------------
 
 
-_e = html_text
+def _e(value: Any) -> str:
+    # shown_lines: a file name's undecodable bytes (in a run line an older version wrote) never stop the page
+    return html_text(shown_lines("" if value is None else str(value)))
+
 
 # Steps of the time axis, in seconds: round clock times whatever the span.
 TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,

@@ -24,6 +24,10 @@ from churnlib.columns import shown_name
 from churnlib.fsutil import sha256_stream
 
 
+# Files a repository keeps in an empty folder: ignored without a word (other hidden files are logged once).
+EXPECTED_HIDDEN = frozenset({".gitkeep", ".gitignore"})
+
+
 class NotARegularFile(OSError):
     """A name that held a regular file when it was scanned holds something else (a FIFO, a device) now."""
 
@@ -124,6 +128,8 @@ def scan_csv_folder(folder: Path, record: dict[str, Any], *, reject: Reject, log
     for entry in entries:
         name = entry.name
         present.add(name)
+        if name in EXPECTED_HIDDEN:
+            continue  # a fresh clone's empty folder holds one: nothing to say
         if name.startswith("."):
             scan.record_changed |= _ignore_once(record, name, "hidden file", logger)
             continue

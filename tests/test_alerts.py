@@ -481,6 +481,7 @@ def test_a_message_the_server_refuses_goes_aside_after_three_tries_and_blocks_no
         outbox = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
         assert [(item["alert"]["title"], item["refusals"]) for item in outbox] == [("customer file rejected: poison.csv", 2)]
         assert "554 5.6.0 message refused" in outbox[0]["last_error"]
+        assert 'alerts: email: "customer file rejected: poison.csv" refused (2 of 3 before it is set aside)' in deployed.log()
         assert deployed.tick() == 0
         assert deployed.tick() == 0  # nothing left to try
     finally:
@@ -626,3 +627,57 @@ def test_a_webhook_that_redirects_is_a_failed_delivery_naming_the_new_address(de
     assert not gets  # nothing followed the redirect
     assert result.returncode == 1 and "webhook: sent" not in result.stdout
     assert f"HTTP {status}" in result.stdout
+
+
+def test_state_and_run_lines_an_older_version_wrote_with_a_latin1_name_no_longer_stop_the_page(deployed, webhook):
+    """Before the fix the raw name (a lone surrogate) in alert_state.json and runs.jsonl stopped the page for good."""
+    deployed.write_config(alert_config(webhook_url=webhook.url))
+    raw = "caf\udce9.csv"
+    (deployed.logs / "alert_state.json").write_text(json.dumps({"active": {f"file_rejected:{raw}": {
+        "event": "file_rejected", "since": "2026-01-01T00:00:00Z", "ticks": 1, "title": f"file rejected: {raw}"}}}))
+    line = {**deployed.last_run(), "decision": "no_new_rows",
+            "ingest": {"accepted": [], "rejected": [{"name": raw, "reason": "the file name is not printable"}]}}
+    with open(deployed.logs / "runs.jsonl", "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+    (deployed.logs / "dashboard.html").unlink()
+    assert deployed.tick() == 0
+    page = (deployed.logs / "dashboard.html").read_text(encoding="utf-8")
+    assert "caf\\xe9.csv rejected" in page
+    assert json.loads((deployed.logs / "alert_state.json").read_text())["active"] == {}
+    assert [body["title"] for body in webhook.bodies] == ["cleared: caf\\xe9.csv is gone"]
+
+
+def test_a_webhook_that_refuses_one_alerts_body_takes_the_others_and_that_one_goes_aside(deployed):
+    receiver = Webhook()  # made to answer 400 (Slack's invalid_payload) to a body naming poison.csv
+    handler = receiver.server.RequestHandlerClass
+    original = handler.do_POST
+
+    def do_post(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        if b"poison.csv" in body:
+            self.send_response(400)
+            self.send_header("Content-Length", "15")
+            self.end_headers()
+            self.wfile.write(b"invalid_payload")
+            return
+        receiver.bodies.append(json.loads(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    handler.do_POST = do_post
+    try:
+        deployed.write_config(alert_config(webhook_url=receiver.url))
+        deployed.add_source("poison.csv", "a;b\n1;2\n")
+        deployed.add_source("zzz.csv", "a;b\n1;2\n")  # its alert comes after the refused one
+        for _ in range(3):
+            assert deployed.tick() == 0
+    finally:
+        handler.do_POST = original
+        receiver.stop()
+    assert [body["title"] for body in receiver.bodies] == ["file rejected: zzz.csv"]
+    assert not (deployed.logs / "alerts_outbox.json").exists()
+    [aside] = json.loads((deployed.logs / "alerts_undeliverable.json").read_text())["items"]
+    assert aside["alert"]["title"] == "file rejected: poison.csv" and "HTTP 400" in aside["last_error"]

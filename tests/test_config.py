@@ -202,8 +202,9 @@ def test_incident_tools_work_when_a_section_they_do_not_need_is_broken(deployed,
     result = run_script(args[0], "--config", str(deployed.config_path), *args[1:])
     assert result.returncode == 0, result.stderr
     for section in broken:
-        warning = [line for line in result.stderr.splitlines() if line.startswith("warning:") and f" {section}." in line]
-        assert len(warning) == 1, result.stderr
+        warning = [line for line in result.stderr.splitlines() if f" {section}." in line]
+        assert len(warning) == 1, result.stderr  # said once (a print and the log's console line said it twice)
+        assert warning[0].startswith("WARNING ")
         assert "ignored" in warning[0] and str(deployed.config_path) in warning[0]
     assert "ignored" in (deployed.logs / f"{args[0].removesuffix('.py')}.log").read_text()
 
@@ -226,3 +227,65 @@ def test_an_incident_tool_still_refuses_a_broken_section_it_needs(deployed):
     result = run_script("deployment.py", "--config", str(deployed.config_path), "--list")
     assert result.returncode == 2
     assert "paths.deployment_folder: must be a non-empty string" in result.stderr
+
+
+def test_a_webhook_url_with_a_user_and_password_is_refused_without_showing_them(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, {"alerts": {"webhook": {"url": "https://alice:s3cret@hooks.example.com/T0/B0/x"}}})
+    message = str(caught.value)
+    assert "alerts.webhook.url: holds a user name or password before '@' (https://...@hooks.example.com)" in message
+    assert "s3cret" not in message and "alice" not in message
+
+
+@pytest.mark.parametrize("token, problem", [("abc123\r", "holds a line break (CR or LF)"),
+                                            ("abc\n123", "holds a line break (CR or LF)"),
+                                            ("abc 123", "holds a space or another blank"),
+                                            ("tökén123", "holds a character that is not ASCII"),
+                                            ("abc\x01", "holds a control character")])
+def test_an_api_token_unfit_for_a_header_is_refused_at_start_up_without_showing_it(tmp_path, monkeypatch, token,
+                                                                                   problem):
+    from churnlib.config import api_token
+
+    monkeypatch.setenv("CHURN_TEST_API_TOKEN", token)
+    config = load(tmp_path, {"api": {"token_env": "CHURN_TEST_API_TOKEN"}})
+    with pytest.raises(ConfigError) as caught:
+        api_token(config)
+    message = str(caught.value)
+    assert f"api.token_env: the value of the environment variable CHURN_TEST_API_TOKEN {problem}" in message
+    assert token.strip() not in message and "abc" not in message
+
+
+def test_a_deploying_tick_with_a_bad_token_writes_its_run_line_and_says_the_api_was_not_called(project):
+    """The token used to pass the start-up check and fail the tick after its deploy (ValueError in cron.log)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Health(BaseHTTPRequestHandler):  # answers /health as the API does; never asked for more
+        def do_GET(self):
+            body = b'{"status": "ok", "release_id": null}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        project.write_config(base_config(api={"url": f"http://127.0.0.1:{server.server_port}",
+                                              "token_env": "CHURN_TEST_API_TOKEN", "reload_interval_seconds": 0.1}))
+        result = run_script("fullprocess.py", "--config", str(project.config_path),
+                            env={"CHURN_TEST_API_TOKEN": "s3cret-token\r"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    [run] = [json.loads(line) for line in (project.logs / "runs.jsonl").read_text().splitlines()]
+    assert run["decision"] == "cold_start" and run["deployed_release_after"]
+    assert run["api"]["summary"].startswith("not called: api.token_env: the value of the environment variable "
+                                            "CHURN_TEST_API_TOKEN holds a line break (CR or LF)")
+    assert "s3cret" not in result.stderr and "s3cret" not in (project.logs / "fullprocess.log").read_text()
+    assert "s3cret" not in (project.logs / "runs.jsonl").read_text()

@@ -338,3 +338,59 @@ def test_no_log_call_can_fail_on_a_file_name_or_forge_a_line(tmp_path, capfd):
     assert all(line[:4].isdigit() or line.startswith("    ") for line in lines)  # every record starts a line
     assert sum(1 for line in lines if line[:4].isdigit()) == 2
     assert "\\x1b[2J" in err and "\x1b" not in err  # stderr (cron.log) too
+
+
+# --- deployment.py --rollback returns to the release that served before ----------------------------
+
+
+def test_rollback_after_a_rollback_to_the_oldest_returns_to_the_release_that_served_before(deployed):
+    from helpers import SAMPLE_LATER
+
+    config = str(deployed.config_path)
+    first = deployed.pointer()["current"]
+    deployed.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert deployed.tick() == 0
+    second = deployed.pointer()["current"]
+    assert second != first
+    jumped = run_script("deployment.py", "--config", config, "--rollback", "--to", first)
+    assert jumped.returncode == 0, jumped.stderr
+    back = run_script("deployment.py", "--config", config, "--rollback")
+    assert back.returncode == 0, back.stderr
+    assert f"{first} -> {second}" in back.stdout and deployed.pointer()["current"] == second
+    # and once more: the release that served before the second one is the first
+    again = run_script("deployment.py", "--config", config, "--rollback")
+    assert again.returncode == 0, again.stderr
+    assert deployed.pointer()["current"] == first
+    last = run_script("deployment.py", "--config", config, "--rollback")
+    assert last.returncode == 1 and f"no release kept served before {first}" in last.stderr
+
+
+def test_a_gitkeep_in_a_fresh_clones_folders_is_ignored_without_a_word(empty_project):
+    (empty_project.source / ".gitkeep").write_text("")
+    (empty_project.source / ".notes.csv").write_text("a\n")
+    (empty_project.root / "scoringdata").mkdir(exist_ok=True)
+    (empty_project.root / "scoringdata" / ".gitkeep").write_text("")
+    assert empty_project.tick() == 0
+    logs = "".join(path.read_text() for path in empty_project.logs.glob("*.log"))
+    assert ".gitkeep" not in logs
+    assert "ignored .notes.csv: hidden file" in logs  # other hidden files are still said, once
+
+
+def test_the_api_server_says_where_it_listens(deployed):
+    import subprocess
+    import sys
+
+    from helpers import ROOT, free_port
+
+    port = free_port()
+    env = {**os.environ, "CHURN_CONFIG": str(deployed.config_path), "CHURN_API_BIND": f"127.0.0.1:{port}",
+           "CHURN_API_WORKERS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()  # gunicorn exits if it cannot start: no hang
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+    assert line.startswith(f"churn API listening on http://127.0.0.1:{port} (config {deployed.config_path}")
+    assert "api_error.log" in line
