@@ -14,6 +14,7 @@ import io
 import itertools
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -51,7 +52,7 @@ class FrozenSchema:
     feature_columns: tuple[str, ...]
     categorical_columns: tuple[str, ...]
 
-    @property
+    @cached_property  # read on every API request; the schema never changes
     def numeric_columns(self) -> tuple[str, ...]:
         return tuple(c for c in self.feature_columns if c not in self.categorical_columns)
 

@@ -229,17 +229,25 @@ class ApiMetrics:
                              "release within api.reload_interval_seconds of its next request).", ["release_id"],
                              registry=self.own, multiprocess_mode="livesum")
         self._serving: str | None = None
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
         self.pipeline = PipelineCollector(config)
 
     def observe(self, route: str | None, method: str, status: int, seconds: float) -> None:
-        labels = (route or UNMATCHED_ROUTE, method if method in KNOWN_METHODS else OTHER_METHOD, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        labels = (route or UNMATCHED_ROUTE, method if method in KNOWN_METHODS else OTHER_METHOD, status)
+        # Each label set's children, kept here: labels() takes the metric's lock on every call,
+        # where a hundred threads of a worker queue. A plain dict read needs none; the label sets are bounded.
+        children = self._children.get(labels)
+        if children is None:
+            children = self._children[labels] = (self.requests.labels(*labels[:2], str(status)),
+                                                  self.latency.labels(*labels[:2], str(status)))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def predicted(self, records: int, churners: int) -> None:
         self.predictions.inc(records)
-        self.churners.inc(churners)
+        if churners:  # in multiprocess mode each inc takes a process-wide lock and writes a file: none for nothing
+            self.churners.inc(churners)
 
     def note_release(self, release_id: str | None) -> None:
         """Record the release this worker serves now (a cheap comparison when it did not change)."""

@@ -218,6 +218,8 @@ def pipeline_log_odds(pipeline: Any, frame: Any, schema: FrozenSchema) -> np.nda
 
 # --- reasons in words ------------------------------------------------------------------------------
 
+SMALL_BATCH = 16  # rows up to which per-value Python beats whole-column numpy (a request of a few records)
+
 
 def _number_text(value: float) -> str:
     if math.isnan(value):
@@ -229,8 +231,8 @@ def _number_text(value: float) -> str:
 
 def _texts_of(values: np.ndarray, form) -> np.ndarray:
     """Return ``form(value)`` for each value, computing it once per distinct value."""
-    if len(values) == 0:
-        return np.empty(0, dtype=object)
+    if len(values) <= SMALL_BATCH:  # a request's few rows: a call per value costs less than finding the distinct ones
+        return np.array([form(value) for value in values.tolist()], dtype=object)
     distinct, inverse = np.unique(values, return_inverse=True)
     return np.array([form(value) for value in distinct.tolist()], dtype=object)[inverse.reshape(-1)]
 
@@ -334,8 +336,10 @@ class Batch:
     numeric: np.ndarray
     categorical: list[Sequence[str | None]]
     ids: dict[str, list[Any]] = field(default_factory=dict)
-    # Per predictor, the encoded column of each category (computed once for probabilities and warnings).
+    # Per predictor, the encoded column of each category (computed once for probabilities and warnings),
+    # and the preprocessed numeric values (computed once for probabilities and reasons).
     codes: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
+    prepared: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return self.numeric.shape[0]
@@ -647,6 +651,43 @@ class Contributions:
         return self.base + self.values.sum(axis=1)
 
 
+Reason = tuple[int, float, Any, str]  # (feature position, contribution, value as given, text)
+
+
+def row_reasons(contributions: Contributions, batch: Batch, schema: FrozenSchema, count: int) -> list[list[Reason]]:
+    """Return each row's ``count`` largest reasons, largest first: the features top_reasons picks,
+    each with its contribution, its value as the record gave it (a number, None when missing, or a
+    category) and its text as reason_texts writes it.
+
+    A row at a time in plain Python: for a request's few rows (SMALL_BATCH), where calls on whole
+    columns cost more than they save. tests/test_api.py checks it against top_reasons and reason_texts.
+    """
+    count = min(count, len(contributions.features))
+    numeric_at = {c: j for j, c in enumerate(schema.numeric_columns)}
+    categorical_at = {c: j for j, c in enumerate(schema.categorical_columns)}
+    numbers = batch.numeric.tolist()
+    positions = range(len(contributions.features))
+    rounded = np.round(contributions.values, 2).tolist()  # as reason_texts rounds them
+    words = {True: " (raises risk, ", False: " (lowers risk, "}
+    rows = []
+    for row, amounts in enumerate(contributions.values.tolist()):
+        # sorted() is stable, as top_reasons' argsort: equal sizes keep the features' order.
+        reasons = []
+        for position in sorted(positions, key=lambda j: -abs(amounts[j]))[:count]:
+            feature, amount = contributions.features[position], amounts[position]
+            if feature in numeric_at:
+                value = numbers[row][numeric_at[feature]]
+                text = _number_text(value)
+                value = None if value != value else value
+            else:
+                value = batch.categorical[categorical_at[feature]][row]
+                text = MISSING_CATEGORY if value is None else value
+            effect = words[amount > 0] if amount else " (no effect, "
+            reasons.append((position, amount, value, f"{feature} = {text}{effect}{_signed(rounded[row][position])})"))
+        rows.append(reasons)
+    return rows
+
+
 class UnsupportedPipeline(ChurnError):
     """A fitted pipeline whose shape the fast path does not replay; the message says what differs."""
 
@@ -737,6 +778,9 @@ class FastPredictor:
             else:
                 codes = sorted(set(self.category_index[categorical_at[column]].values()))
                 self.feature_columns_at.append(np.array(codes, dtype=np.int64))
+        # Where each numeric and each categorical column is among the features (for reasons).
+        self.numeric_feature_at = np.array([self.features.index(c) for c in self.numeric_columns], dtype=np.int64)
+        self.categorical_feature_at = [self.features.index(c) for c in self.categorical_columns]
         # A recalibrated release: log-odds z become slope * z + intercept (1 and 0 otherwise).
         self.inner = self.classifier
         self.slope, self.shift = 1.0, 0.0
@@ -774,14 +818,18 @@ class FastPredictor:
         return codes
 
     def _prepared(self, batch: Batch) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Return the preprocessed numeric values and each categorical column's encoded column (-1: unseen)."""
-        # Overflow is checked and named, never warned about (a warning per request floods the
-        # server log, and under -W error it would be a 500).
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = np.where(np.isnan(batch.numeric), self.medians, batch.numeric)
-            if self.scaled:
-                values = (values - self.mean) / self.scale
-        self._refuse_overflow(values)
+        """Return the preprocessed numeric values and each categorical column's encoded column
+        (-1: unseen), computed once per batch (probabilities and reasons both need them)."""
+        values = batch.prepared.get(id(self))
+        if values is None:
+            # Overflow is checked and named, never warned about (a warning per request floods the
+            # server log, and under -W error it would be a 500).
+            with np.errstate(over="ignore", invalid="ignore"):
+                values = np.where(np.isnan(batch.numeric), self.medians, batch.numeric)
+                if self.scaled:
+                    values = (values - self.mean) / self.scale
+            self._refuse_overflow(values)
+            batch.prepared[id(self)] = values
         return values, self.codes(batch)
 
     def probabilities(self, batch: Batch) -> np.ndarray:
@@ -823,23 +871,25 @@ class FastPredictor:
             raise ReasonsUnavailable(f"reasons are not available for this release: {self.reasons_problem}")
         values, codes = self._prepared(batch)
         if self.linear:
+            # Straight into each feature's column: a number's term is its coefficient times its
+            # value, a category's the coefficient of its one-hot column (-1: unseen, 0).
+            grouped = np.empty((values.shape[0], len(self.features)))
             with np.errstate(over="ignore", invalid="ignore"):
-                per_column = np.zeros((values.shape[0], self.width + 1))
-                per_column[:, : len(self.numeric_columns)] = values * self.coef[: len(self.numeric_columns)]
-                self._refuse_overflow(per_column[:, : len(self.numeric_columns)])
-                rows = np.arange(values.shape[0])
-                for column_codes in codes:
-                    per_column[rows, column_codes] = self.coef[column_codes]  # -1: the unseen column, 0
-            base = self.intercept
-        else:
-            import xgboost
+                terms = values * self.coef[: len(self.numeric_columns)]
+            self._refuse_overflow(terms)
+            grouped[:, self.numeric_feature_at] = terms
+            for position, column_codes in zip(self.categorical_feature_at, codes):
+                grouped[:, position] = self.coef[column_codes]
+            return Contributions(features=self.features, base=self.slope * self.intercept + self.shift,
+                                 values=self.slope * grouped)
+        import xgboost
 
-            matrix = self.encoded(values, codes)
-            booster = self.inner.get_booster()
-            raw = booster.predict(xgboost.DMatrix(matrix, missing=np.nan, nthread=booster_threads(booster)),
-                                  pred_contribs=True)
-            per_column = raw.astype(float)
-            base = float(per_column[0, -1]) if len(per_column) else 0.0
+        matrix = self.encoded(values, codes)
+        booster = self.inner.get_booster()
+        raw = booster.predict(xgboost.DMatrix(matrix, missing=np.nan, nthread=booster_threads(booster)),
+                              pred_contribs=True)
+        per_column = raw.astype(float)
+        base = float(per_column[0, -1]) if len(per_column) else 0.0
         grouped = np.column_stack([per_column[:, at].sum(axis=1) for at in self.feature_columns_at]) \
             if self.features else np.zeros((values.shape[0], 0))
         return Contributions(features=self.features, base=self.slope * base + self.shift, values=self.slope * grouped)
@@ -848,6 +898,8 @@ class FastPredictor:
         """Return (row, column, value) for every category (missing included) the model never saw in training."""
         unseen = []
         for column, values, codes in zip(self.categorical_columns, batch.categorical, self.codes(batch)):
+            if codes.min(initial=0) >= 0:  # the usual case: every category known, one call
+                continue
             unseen += [(int(row), column, values[row]) for row in np.flatnonzero(codes < 0)]
         return sorted(unseen, key=lambda item: item[0])
 

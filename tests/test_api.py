@@ -314,6 +314,55 @@ def test_reasons_come_on_request_and_add_up_to_the_log_odds(client):
     assert len(top) == 2
 
 
+def _varied_records(count: int) -> list[dict]:
+    """Records with missing numbers, unseen and missing categories, and large, small and negative values."""
+    random = np.random.default_rng(19)
+    plans = ["basic", "premium", "enterprise", None, "platinum"]
+    records = []
+    for index in range(count):
+        numbers = {c: None if random.random() < 0.15 else float(random.choice([random.normal(200, 300), 0.004, -0.004,
+                                                                                 1e6, 123.456789, 0]))
+                   for c in ("lastmonth_activity", "lastyear_activity", "number_of_employees")}
+        records.append({"corporation": f"c{index}", **numbers, "plan": plans[int(random.integers(0, len(plans)))]})
+    return records
+
+
+def test_reasons_of_a_few_records_are_those_of_the_same_records_in_a_large_batch(client):
+    # A request of up to SMALL_BATCH records is explained a row at a time (row_reasons), a larger
+    # one a column at a time (top_reasons, reason_texts, as the risk lists): the same reasons either way.
+    records = _varied_records(60)
+    whole = client.post("/prediction?reasons=4", json={"records": records}).json["predictions"]
+    few = [item for start in range(0, 60, 3)
+           for item in client.post("/prediction?reasons=4", json={"records": records[start:start + 3]}).json["predictions"]]
+    one = [client.post("/prediction?reasons=4", json=record).json["predictions"][0] for record in records[:20]]
+
+    def explained(items):  # (probabilities may differ in the last bit: BLAS sums a batch in its own order)
+        return [(item["reasons"], item["log_odds"], item["base_value"]) for item in items]
+
+    assert explained(few) == explained(whole) and explained(one) == explained(whole[:20])
+    assert {r["text"].split(" (")[1].split(",")[0] for item in whole for r in item["reasons"]} >= {"raises risk", "lowers risk"}
+
+
+def test_row_reasons_agree_with_top_reasons_and_reason_texts_on_ties_and_signed_zeros():
+    from churnlib.pipeline import Batch, Contributions, reason_texts, row_reasons, shown_values, top_reasons
+
+    schema = FrozenSchema(target="exited", id_columns=(), feature_columns=("a", "b", "plan", "c"),
+                          categorical_columns=("plan",))
+    values = np.array([[0.5, -0.5, 0.5, 0.0], [0.004, -0.004, 0.005, -0.005], [0.0, -0.0, 1e-300, -1e-300],
+                       [0.125, 0.135, -0.145, 2.675], [-1e6, 3.0, 3.0, -3.0]])
+    batch = Batch(numeric=np.array([[1.0, np.nan, 2.5], [0.0, -0.0, 1e300], [1.5e-7, 12345678.9, -2.0],
+                                    [np.nan, np.nan, np.nan], [1.0, 2.0, 3.0]]),
+                  categorical=[["basic", None, "x", "=1+1", "basic"]])
+    contributions = Contributions(features=schema.feature_columns, base=0.3, values=values)
+    for count in (1, 3, 4, 10):
+        top = top_reasons(contributions, count)
+        texts = reason_texts(contributions, shown_values(batch, schema), top)
+        rows = row_reasons(contributions, batch, schema, count)
+        assert [[position for position, *_ in row] for row in rows] == top.tolist()
+        assert [[text for *_, text in row] for row in rows] == [list(row) for row in zip(*texts)]
+        assert [[amount for _, amount, *_ in row] for row in rows] == [values[i, top[i]].tolist() for i in range(5)]
+
+
 @pytest.mark.parametrize("query, body, message", [
     ("reasons=-1", RECORD, "reasons='-1': must be a whole number from 0 to 100"),
     ("reasons=three", RECORD, "must be a whole number"),
