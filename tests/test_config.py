@@ -289,3 +289,36 @@ def test_a_deploying_tick_with_a_bad_token_writes_its_run_line_and_says_the_api_
                                             "CHURN_TEST_API_TOKEN holds a line break (CR or LF)")
     assert "s3cret" not in result.stderr and "s3cret" not in (project.logs / "fullprocess.log").read_text()
     assert "s3cret" not in (project.logs / "runs.jsonl").read_text()
+
+
+def test_a_deploying_tick_survives_any_error_while_calling_the_api(project):
+    """Something that is not the API on api.url (here: replies nested too deep for json) cannot fail the tick."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Hostile(BaseHTTPRequestHandler):
+        def reply(self):
+            body = b"[" * 200_000 + b"]" * 200_000  # json.loads raises RecursionError
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = reply
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        project.write_config(base_config(api={"url": f"http://127.0.0.1:{server.server_port}",
+                                              "reload_interval_seconds": 0.1}))
+        result = run_script("fullprocess.py", "--config", str(project.config_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    [run] = [json.loads(line) for line in (project.logs / "runs.jsonl").read_text().splitlines()]
+    assert run["decision"] == "cold_start" and run["deployed_release_after"]
+    assert run["api"]["summary"].startswith("not called: RecursionError in ")
