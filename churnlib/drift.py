@@ -26,6 +26,7 @@ from churnlib.dataset import FrozenSchema
 KS_EXACT_MAX_ROWS = 300
 CHI2_MIN_EXPECTED = 5  # Cochran's rule: below this expected count in a cell, permutation p-values
 CHI2_PERMUTATIONS = 2000
+CHI2_MAX_PERMUTED_CATEGORIES = 200  # more than this: the rarest are pooled before permuting (memory)
 UNSEEN_SHOWN = 20  # categories never seen in the reference, named per feature (the most frequent)
 UNSEEN_CHARS = 100  # each cut to this many characters
 
@@ -84,6 +85,14 @@ def _chi_square(reference: pd.Series, new: pd.Series) -> dict[str, Any]:
         # A rare category (a new one, a few missing values) in a small batch: the chi-square distribution
         # is far off there (one customer of a 0.5% category in 30 rows reads p=0.03 where its chance is
         # 14%), so the p-value is the permutation one, given the table's margins.
+        if table.shape[1] > CHI2_MAX_PERMUTED_CATEGORIES:
+            # Each permutation draws a count per category: a batch of a million distinct values would
+            # need gigabytes. The rarest categories are pooled into one, and the statistic, the effect
+            # and the p-value are all those of the pooled table.
+            table = _pooled(table, CHI2_MAX_PERMUTED_CATEGORIES)
+            base["pooled_categories"] = len(categories) - CHI2_MAX_PERMUTED_CATEGORIES + 1
+            chi2 = float(_chi2_statistics(table[1].astype(float), table.sum(axis=0).astype(float)))
+            cramers_v = math.sqrt(chi2 / table.sum())
         return {**base, "statistic": chi2, "effect": cramers_v, "p_value": _permutation_p(table, chi2),
                 "p_method": "permutation"}
     return {**base, "statistic": chi2, "effect": cramers_v, "p_value": float(result.pvalue), "p_method": "asymptotic"}
@@ -99,6 +108,13 @@ def _chi2_statistics(new_counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
         cells = np.where(expected_new > 0, (new_counts - expected_new) ** 2 / expected_new, 0.0) + \
             np.where(expected_ref > 0, (ref_counts - expected_ref) ** 2 / expected_ref, 0.0)
     return cells.sum(axis=-1)
+
+
+def _pooled(table: np.ndarray, keep: int) -> np.ndarray:
+    """Return the 2 x k ``table`` with its ``keep - 1`` most frequent categories and one column that pools the rest."""
+    order = np.argsort(-table.sum(axis=0), kind="stable")
+    kept, rest = order[:keep - 1], order[keep - 1:]
+    return np.column_stack([table[:, kept], table[:, rest].sum(axis=1)])
 
 
 def _permutation_p(table: np.ndarray, observed: float) -> float:

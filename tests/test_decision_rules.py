@@ -87,3 +87,26 @@ def test_a_rare_category_in_a_small_batch_does_not_make_the_chi_square_test_cry_
     below = sum(_chi_square(reference, pd.Series(names[rng.choice(4, size=30, p=shares)]))["p_value"] < 0.01
                 for _ in range(trials))
     assert below / trials <= 0.025, below
+
+
+def test_the_permutation_chi_square_of_many_distinct_categories_stays_small_in_memory():
+    """A small batch of 20,000 distinct new values: permuting every category would draw 2,000 x 20,000
+    counts (hundreds of MB); the rarest are pooled, and the change is still found."""
+    import tracemalloc
+
+    import pandas as pd
+
+    from churnlib.drift import CHI2_MAX_PERMUTED_CATEGORIES, _chi_square
+
+    reference = pd.Series(["basic", "premium"] * 50)
+    new = pd.Series(["basic"] * 10 + [f"plan-{i}" for i in range(20_000)], dtype=object)
+    tracemalloc.start()
+    try:
+        result = _chi_square(reference, new)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result["p_method"] == "permutation"
+    assert result["pooled_categories"] == 20_002 - CHI2_MAX_PERMUTED_CATEGORIES + 1
+    assert result["p_value"] < 0.001 and result["effect"] > 0.5
+    assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MB"
