@@ -23,7 +23,7 @@ from typing import Any
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config, api_token
 from churnlib.fsutil import atomic_write_text
-from churnlib.identity import read_deployment_id
+from churnlib.identity import IDENTITY_FILE, ensure_deployment_id
 
 OUTPUT_FILE = "apireturns.txt"
 
@@ -150,7 +150,11 @@ def call_all_if_running(base_url: str, output: Path, *, prediction_path: str, ex
 def _main(config: Config, args) -> int:
     base_url = (args.url or config.api.url).rstrip("/")
     output = Path(args.output) if args.output else config.paths.models / OUTPUT_FILE
-    ours = None if args.url else read_deployment_id(config.paths.deployment)  # --url: that API, whichever it is
+    # --url: that API, whichever it is. Otherwise this deployment's id; a cp -r copy that has not deployed
+    # yet is given its own here (it must not pass for the deployment it was copied from and send it the token).
+    ours = None
+    if not args.url and (config.paths.deployment / IDENTITY_FILE).exists():
+        ours = ensure_deployment_id(config.paths.deployment)
     try:
         other = None if ours is None else another_deployment(call(base_url, "GET", "/health", timeout=args.timeout), ours)
         if other is not None:  # before the token goes there

@@ -8,7 +8,7 @@ folder holds ``deployment_id.json``: a random id and the folder it was made for.
 Why an id kept in a file, and not one derived from the folder's path: the API may see the folder
 at another path than cron does (a container, a bind mount), and must still be recognised. Why the
 folder is kept beside it: a copy carries the file along and must not pass for the original. When
-the pipeline (the only writer; the API only reads) finds the file made for another folder, then
+the pipeline or ``apicalls.py`` (the writers; the API only reads) finds the file made for another folder, then
 if that folder still holds the same id, this is a copy and gets an id of its own; if not, the
 deployment was moved (or restored from a backup elsewhere) and stays itself.
 """
@@ -38,9 +38,23 @@ def _read(folder: Path) -> dict | None:
 
 
 def read_deployment_id(folder: Path) -> str | None:
-    """Return the id of the deployment in ``folder``, or None when it has none yet (or a damaged one)."""
+    """Return the id of the deployment in ``folder``, or None when it has none yet (or a damaged one),
+    or when it is a copy not yet given an id of its own: a ``cp -r`` of production must not pass for
+    production (``apicalls.py`` would send it the token) before its first deploy."""
     identity = _read(folder)
-    return None if identity is None else identity["id"]
+    if identity is None or _is_copy(folder, identity):
+        return None
+    return identity["id"]
+
+
+def _is_copy(folder: Path, identity: dict) -> bool:
+    """Whether ``identity`` (read in ``folder``) was made for another folder that still holds the same id."""
+    here = os.path.realpath(folder)
+    made_for = identity.get("folder")
+    if made_for == here or not isinstance(made_for, str) or not made_for:
+        return False
+    original = _read(Path(made_for))
+    return original is not None and original["id"] == identity["id"] and os.path.realpath(made_for) != here
 
 
 def ensure_deployment_id(folder: Path) -> str:
@@ -50,13 +64,11 @@ def ensure_deployment_id(folder: Path) -> str:
     if identity is not None and identity.get("folder") == here:
         return identity["id"]
     if identity is not None:
-        made_for = identity.get("folder")
-        original = _read(Path(made_for)) if isinstance(made_for, str) and made_for else None
-        if original is None or original["id"] != identity["id"] or os.path.realpath(made_for) == here:
-            logger.info("deployment %s was moved from %s; it keeps its id", identity["id"], made_for)
+        if not _is_copy(folder, identity):
+            logger.info("deployment %s was moved from %s; it keeps its id", identity["id"], identity.get("folder"))
             atomic_write_json(folder / IDENTITY_FILE, {"id": identity["id"], "folder": here})
             return identity["id"]
-        logger.info("%s is a copy of the deployment in %s: it gets an id of its own", here, made_for)
+        logger.info("%s is a copy of the deployment in %s: it gets an id of its own", here, identity.get("folder"))
     new_id = secrets.token_hex(8)
     atomic_write_json(folder / IDENTITY_FILE, {"id": new_id, "folder": here})
     return new_id

@@ -20,7 +20,7 @@ def test_a_deployment_keeps_its_id_when_moved_and_a_copy_gets_its_own(tmp_path):
 
     practice = tmp_path / "practice" / "production_deployment"
     shutil.copytree(production, practice)  # cp -r: the file comes along
-    assert read_deployment_id(practice) == first
+    assert read_deployment_id(practice) is None  # a copy does not pass for the original, even before it deploys
     assert ensure_deployment_id(practice) not in (first, None)
     assert ensure_deployment_id(production) == first
 
@@ -125,3 +125,16 @@ def test_apicalls_refuses_the_api_of_another_deployment_unless_named_with_url(de
         assert apicalls.main(["--config", str(practice.config_path), "--url", url]) == 0  # asked by name
         deployed.write_config(base_config(api={"url": url}))
         assert apicalls.main(["--config", str(deployed.config_path)]) == 0  # its own
+
+
+def test_apicalls_in_a_copy_that_has_not_deployed_yet_never_sends_productions_api_the_token(deployed, tmp_path, capsys):
+    import apicalls
+
+    production_id = ensure_deployment_id(deployed.deployment)
+    practice = copy_project(deployed.root, tmp_path / "practice")  # cp -r, no deploy since
+    seen = []
+    with serving_in_a_thread(recording(create_app(deployed.config_path), seen)) as url:
+        practice.write_config(base_config(api={"url": url}))
+        assert apicalls.main(["--config", str(practice.config_path)]) == 1
+        assert seen == [("/health", None)]
+        assert f"{ANOTHER} (its /health reports deployment {production_id}" in capsys.readouterr().err
