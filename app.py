@@ -61,9 +61,9 @@ from churnlib.ingested import RECORD_FILE, ingested_statistics, load_record
 from churnlib.metrics import CONTENT_TYPE_LATEST, ApiMetrics
 from churnlib.pipeline import (
     NO_ID,
+    SMALL_BATCH,
     ReasonsUnavailable,
     RecordError,
-    SMALL_BATCH,
     RepeatedKeys,
     known_categories,
     make_record,

@@ -1,8 +1,9 @@
-"""API benchmark: the real API against a naive Flask + pandas app, both under gunicorn, in one run.
+"""API benchmark: the real API against a do-nothing app (the ceiling) and a naive Flask + pandas app,
+all under gunicorn with the same settings, in one run.
 
     python bench/bench_api.py                         # logistic regression, wrk, 10 s per run
+    python bench/bench_api.py --rounds 5 --duration 4 # on a shared machine: interleaved rounds, medians
     python bench/bench_api.py --algorithm xgboost
-    python bench/bench_api.py --duration 5 --connections 16
     python bench/bench_api.py --compare-sync          # also the real app on sync workers (the set-up before gthread)
 
 Builds a throw-away project from the shipped sample data, trains and deploys a model, then starts
@@ -10,9 +11,16 @@ each app under gunicorn (gunicorn.conf.py: 2 gthread workers) on a free 127.0.0.
 wrk (Debian package ``wrk``) for ``--duration`` seconds at ``--connections`` connections, or, when
 wrk is not installed, a bounded Python client (which is itself slower, so its figures are lower
 bounds). The load generator shares the machine's cores with the server, as it would in a small
-deployment. Prints requests per second and p50/p99 latency for single-record and 1,000-record
-requests, with and without the top-3 reasons (``?reasons=3``; the naive app has no reasons, so
-requests with reasons are compared with its plain requests), and the ratio real/naive.
+deployment. Prints requests per second, p50/p99 latency and the workers' CPU time per request
+for single-record and 1,000-record requests, with and without the top-3 reasons (``?reasons=3``),
+then, each a median over the rounds of the ratio within a round:
+
+- the ceiling share: the real API's single-record rate as a share of the do-nothing app's
+  (``bench/ceiling_app.py``: one route answering a constant JSON reply), i.e. what the project's own
+  request path leaves of what gunicorn and Flask can do on this machine;
+- the reasons cost: how much lower the single-record rate is with ``?reasons=3``;
+- real / naive for 1,000-record requests (``bench/naive_app.py``: JSON -> DataFrame -> predict_proba),
+  with and without reasons (the naive app has none, so both are compared with its plain requests).
 """
 
 from __future__ import annotations
@@ -63,12 +71,16 @@ def build_project(root: Path, algorithm: str, threads: int = 1) -> Path:
     return root / "config.json"
 
 
-def start(app: str, config: Path, logs: Path, workers: int, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+def start(app: str, config: Path, logs: Path, workers: int, extra: tuple[str, ...] = (),
+          root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """Start ``app`` of the checkout at ``root`` under its gunicorn.conf.py; return the process and its URL."""
     port = free_port()
-    env = {**os.environ, "CHURN_CONFIG": str(config), "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
-    command = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+    env = {**os.environ, "CHURN_CONFIG": str(config), "PYTHONPATH": f"{root}:{ROOT / 'bench'}",
+           # each app its own metrics folder: gunicorn.conf.py empties it at start
+           "PROMETHEUS_MULTIPROC_DIR": str(logs.with_suffix(".metrics"))}
+    command = [sys.executable, "-m", "gunicorn", "--config", str(root / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
                "--workers", str(workers), "--access-logfile", "/dev/null", "--error-logfile", str(logs), *extra, app]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     body = json.dumps({"records": [sample_records(1)[0]]}).encode()
     for _ in range(300):
@@ -161,6 +173,26 @@ def run_python_client(url: str, body_file: Path, duration: int, connections: int
             "p99": latencies[int(len(latencies) * 0.99)], "errors": errors[0], "socket_errors": ""}
 
 
+def worker_cpu_seconds(master: int) -> float | None:
+    """Return the CPU seconds (user + system) the gunicorn master's workers used so far (Linux), or None."""
+    try:
+        workers = [int(pid) for task in Path(f"/proc/{master}/task").iterdir()
+                   for pid in (task / "children").read_text().split()]
+        total = 0
+        for pid in workers:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algorithm", choices=("logistic_regression", "xgboost"), default="logistic_regression")
@@ -170,62 +202,103 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--rounds", type=int, default=1,
                         help="interleaved runs per figure, the median shown (default 1; use 5 on a shared machine)")
+    parser.add_argument("--sizes", default="1,1000", help="records per request, comma-separated (default 1,1000; "
+                        "1 alone gives the ceiling share and the reasons cost in a quarter of the time)")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also serve the API of another checkout (e.g. `git worktree add /tmp/before d15f60a`) "
+                             "as 'before', and the do-nothing app as 'ceiling0', both under that checkout's "
+                             "gunicorn.conf.py, interleaved with this one")
     parser.add_argument("--compare-sync", action="store_true",
                         help="also run the real app on sync workers (gunicorn.conf.py's set-up before gthread), "
                              "to show what the threads cost")
     args = parser.parse_args(argv)
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
     drive = run_wrk if use_wrk else run_python_client
-    print(f"machine: {os.cpu_count()} cores; model: {args.algorithm}; gunicorn {args.workers} workers per app; "
-          f"load: {'wrk' if use_wrk else 'python client'}, {args.connections} connections, {args.duration} s per run, "
-          f"median of {args.rounds} interleaved round(s)")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; model: {args.algorithm}; "
+          f"gunicorn {args.workers} workers per app; load: {'wrk' if use_wrk else 'python client'}, "
+          f"{args.connections} connections, {args.duration} s per run, median of {args.rounds} interleaved round(s)")
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         work = Path(tmp)
         config = build_project(work / "project", args.algorithm)
         bodies = {}
-        for count in (1, 1000):
+        for count in sorted({int(size) for size in args.sizes.split(",")}):
             path = work / f"body_{count}.json"
             records = sample_records(count)
             path.write_text(json.dumps(records[0] if count == 1 else {"records": records}))
             bodies[count] = path
-        results = {}
-        apps = [("real", "wsgi:app", ())]
+        apps = [("ceiling", "ceiling_app:app", (), ROOT), ("real", "wsgi:app", (), ROOT)]
+        if args.baseline:  # with its own gunicorn.conf.py, and a ceiling under it
+            apps += [("before", "wsgi:app", (), args.baseline.resolve()),
+                     ("ceiling0", "ceiling_app:app", (), args.baseline.resolve())]
         if args.compare_sync:
-            apps.append(("sync", "wsgi:app", ("--worker-class", "sync", "--threads", "1")))
-        apps.append(("naive", "naive_app:app", ()))
+            apps.append(("sync", "wsgi:app", ("--worker-class", "sync", "--threads", "1"), ROOT))
+        apps.append(("naive", "naive_app:app", (), ROOT))
         # Every app runs at once (an idle one costs nearly nothing); rounds interleave the runs, so
-        # that load from elsewhere on a shared machine falls on every app alike; the median is shown.
+        # that load from elsewhere on a shared machine falls on every app alike; medians are shown.
         servers = {}
+        runs: dict[tuple[str, int, bool], list[dict]] = {}
         try:
-            for name, target, extra in apps:
-                servers[name] = start(target, config, work / f"{name}.log", args.workers, extra)
-            runs: dict[tuple[str, int, bool], list[dict]] = {}
+            for name, target, extra, root in apps:
+                servers[name] = start(target, config, work / f"{name}.log", args.workers, extra, root)
             for _round in range(args.rounds):
                 for count, body in bodies.items():
                     for name in servers:
-                        for reasons in ((False, True) if name == "real" else (False,)):
+                        if name.startswith("ceiling") and count != 1:
+                            continue  # it answers every body alike: a ceiling for small requests only
+                        for reasons in ((False, True) if name in ("real", "before") else (False,)):
                             path = "/prediction?reasons=3" if reasons else "/prediction"
-                            runs.setdefault((name, count, reasons), []).append(
-                                drive(servers[name][1], body, args.duration, args.connections, path))
-            for key, figures in runs.items():
-                figures.sort(key=lambda f: f["rps"])
-                results[key] = figures[len(figures) // 2]
+                            cpu_before = worker_cpu_seconds(servers[name][0].pid)
+                            figures = drive(servers[name][1], body, args.duration, args.connections, path)
+                            cpu_after = worker_cpu_seconds(servers[name][0].pid)
+                            served = figures["rps"] * args.duration
+                            measured = None not in (cpu_before, cpu_after) and served
+                            figures["cpu_us"] = (cpu_after - cpu_before) / served * 1e6 if measured else float("nan")
+                            runs.setdefault((name, count, reasons), []).append(figures)
         finally:
             for process, _url in servers.values():
                 process.terminate()
                 process.wait(timeout=30)
-        print(f"\n{'app':<7} {'records':>7} {'reasons':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        for (name, count, reasons), figures in results.items():
-            print(f"{name:<7} {count:>7} {'top 3' if reasons else '-':>7} {figures['rps']:>9.0f} {figures['p50']:>8.2f} "
-                  f"{figures['p99']:>8.2f} {figures['errors']:>7} {figures['socket_errors']}")
+    print(f"\n{'app':<8} {'records':>7} {'reasons':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} "
+          f"{'errors':>7}")
+    for (name, count, reasons), figures in runs.items():
+        middle = {key: median([f[key] for f in figures]) for key in ("rps", "p50", "p99", "cpu_us")}
+        errors = sum(f["errors"] for f in figures)
+        socket_errors = "; ".join(f["socket_errors"] for f in figures if f["socket_errors"].strip(", 0"))
+        print(f"{name:<8} {count:>7} {'top 3' if reasons else '-':>7} {middle['rps']:>9.0f} {middle['p50']:>8.2f} "
+              f"{middle['p99']:>8.2f} {middle['cpu_us']:>10.0f} {errors:>7} {socket_errors}")
+
+    def ratios(top: tuple[str, int, bool], bottom: tuple[str, int, bool], key: str = "rps") -> str:
+        """The median over rounds of top/bottom within each round, and their range."""
+        each = [a[key] / b[key] if b[key] else float("nan") for a, b in zip(runs[top], runs[bottom])]
+        return f"{median(each):.2f}x" + (f" (rounds {min(each):.2f} to {max(each):.2f})" if len(each) > 1 else "")
+
+    print()
+    if 1 in bodies:  # the do-nothing app answers single records only
+        print(f"ceiling share, 1-record requests (real / do-nothing app, req/s): {ratios(('real', 1, False), ('ceiling', 1, False))}")
+        print(f"  in worker CPU per request (do-nothing / real): {ratios(('ceiling', 1, False), ('real', 1, False), 'cpu_us')}")
+        each = [1 - a["rps"] / b["rps"] if b["rps"] else float("nan") for a, b in zip(runs[("real", 1, True)], runs[("real", 1, False)])]
+        print(f"reasons cost, 1-record requests (1 - with reasons / without, req/s): {median(each):.0%}"
+              + (f" (rounds {min(each):.0%} to {max(each):.0%})" if len(each) > 1 else ""))
+        print(f"  in worker CPU per request (with / without): {ratios(('real', 1, True), ('real', 1, False), 'cpu_us')}")
+        if args.baseline:
+            print(f"before: ceiling share (under its own gunicorn.conf.py) {ratios(('before', 1, False), ('ceiling0', 1, False))}")
+            print(f"do-nothing app under this gunicorn.conf.py / under the baseline's: "
+                  f"{ratios(('ceiling', 1, False), ('ceiling0', 1, False))}")
+            each = [1 - a["rps"] / b["rps"] if b["rps"] else float("nan")
+                    for a, b in zip(runs[("before", 1, True)], runs[("before", 1, False)])]
+            print(f"before: reasons cost {median(each):.0%}" + (f" (rounds {min(each):.0%} to {max(each):.0%})" if len(each) > 1 else ""))
+    for count in bodies if args.baseline else ():
+        for reasons in (False, True):
+            print(f"real / before, {count}-record requests{' with reasons' if reasons else ''}: "
+                  f"{ratios(('real', count, reasons), ('before', count, reasons))}")
+    for count in bodies:
+        for reasons in (False, True):
+            print(f"real{' with reasons' if reasons else ''} / naive, {count}-record requests: "
+                  f"{ratios(('real', count, reasons), ('naive', count, False))}")
+    if args.compare_sync:
         for count in bodies:
-            for reasons in (False, True):
-                ratio = results[("real", count, reasons)]["rps"] / results[("naive", count, False)]["rps"]
-                print(f"real{' with reasons' if reasons else ''} / naive, {count}-record requests: {ratio:.1f}x")
-        if args.compare_sync:
-            for count in bodies:
-                ratio = results[("real", count, False)]["rps"] / results[("sync", count, False)]["rps"]
-                print(f"real (gthread) / sync workers, {count}-record requests: {ratio:.2f}x")
+            print(f"real (gthread) / sync workers, {count}-record requests: "
+                  f"{ratios(('real', count, False), ('sync', count, False))}")
     return 0
 
 
