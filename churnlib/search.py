@@ -422,14 +422,20 @@ class LocalTrials:
             study.tell(trial, result.value)
 
 
+def _clock() -> float:
+    """The search's clock (seconds): only ever read to stop a search that overran its budget."""
+    return time.monotonic()
+
+
 def search(model: ModelSettings, frame: Any, schema: Any, *,
-           clock: Callable[[], float] = time.monotonic) -> tuple[ModelSettings, SearchResult]:
+           clock: Callable[[], float] | None = None) -> tuple[ModelSettings, SearchResult]:
     """Search ``model.search``'s algorithms and settings on ``frame`` (time-ordered rows, none of them
     held out for the champion-challenger judgement); return the settings to train with and the search.
 
     Raises SearchOutOfTime when the search runs more than OVERRUN_MARGIN past its budget.
     """
     optuna = _optuna()
+    clock = clock or _clock
     spec = model.search
     started = clock()
     deadline = started + spec.budget_s * (1 + OVERRUN_MARGIN)
