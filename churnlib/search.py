@@ -57,13 +57,17 @@ EARLY_STOPPING_ROUNDS = 30
 PRUNE_EVERY = 10  # trees between the reports the pruner judges
 MAX_TRIALS = 500
 
-# The cost model that turns seconds into trials: seconds of one trial, a fixed part (building and
-# preprocessing, the threshold) plus a part per million cells (rows x encoded columns), measured with
-# bench/bench_search.py --calibrate on this project's 2-core machine under load (xgboost: its slower
-# trials, a learning rate of 0.01 and depth 8), then multiplied by SPEED_MARGIN: the plan assumes a
-# machine at half that pace, so that a busier machine still runs the trials planned within the budget.
+# The cost model that turns seconds into trials: seconds of one trial, a fixed part (fitting, the
+# threshold, the predictions) plus a part per million cells (rows x encoded columns); the rows are
+# preprocessed once for all trials. Measured with bench/bench_search.py --calibrate on this
+# project's 2-core machine while it was shared by eight developers (load average 15 to 23):
+# logistic regression about 1 s, whatever the size up to 0.8 million cells; xgboost's slowest
+# trials (learning rate 0.01, depth 8, up to 1,000 trees) 1.4 s plus 15.5 s per million cells. The
+# plan takes SPEED_MARGIN times COST (half those figures: an average trial, on a machine less busy),
+# so the budget buys the same trials everywhere, and a machine far busier than that is stopped by
+# the clock (OVERRUN_MARGIN) rather than let the tick run on.
 SPEED_MARGIN = 2.0
-COST = {"logistic_regression": (0.25, 1.0), "xgboost": (0.4, 6.0)}  # (fixed seconds, seconds per million cells)
+COST = {"logistic_regression": (0.25, 0.5), "xgboost": (0.7, 8.0)}  # (fixed seconds, seconds per million cells)
 
 
 class SearchError(ChurnError):
@@ -212,23 +216,38 @@ class Pruned(Exception):
     """The pruner stopped this trial (its loss was worse than earlier trials' at the same point)."""
 
 
+def encoded_rows(settings: ModelSettings, rows: SearchRows, schema: Any,
+                 cache: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the fit, tune and validation rows as the classifier sees them (the preprocessing fitted
+    on the fit rows), computed once per preprocessing in ``cache``: trials differ only in the classifier."""
+    from churnlib.pipeline import build_pipeline
+
+    key = settings.algorithm == "logistic_regression" and settings.scale_numeric  # scaled or not
+    if cache is not None and key in cache:
+        return cache[key]
+    features = list(schema.feature_columns)
+    preprocess = build_pipeline(schema, settings)[:-1]
+    encoded = (preprocess.fit_transform(rows.fit[features], rows.fit[schema.target].to_numpy()),
+               preprocess.transform(rows.tune[features]), preprocess.transform(rows.validate[features]))
+    if cache is not None:
+        cache[key] = encoded
+    return encoded
+
+
 def evaluate_trial(settings: ModelSettings, rows: SearchRows, schema: Any, metric: str, *,
-                   report: Callable[[int, float], bool] | None = None) -> TrialResult:
+                   report: Callable[[int, float], bool] | None = None, cache: dict | None = None) -> TrialResult:
     """Fit ``settings`` (algorithm and params) on the fit rows and score them on the validation rows.
 
     xgboost grows up to MAX_TREES trees with early stopping on the tune rows, calling ``report(trees,
     tune log-loss)`` every PRUNE_EVERY trees: True stops it (Pruned). The threshold is chosen on the
     tune rows for ``f1`` and ``accuracy``; for ``roc_auc`` and ``log_loss`` it is the configured one.
     """
-    from churnlib.pipeline import build_pipeline
+    from churnlib.pipeline import build_classifier
 
     started = time.perf_counter()
-    features = list(schema.feature_columns)
-    pipeline = build_pipeline(schema, settings)
-    preprocess, classifier = pipeline[:-1], pipeline.steps[-1][1]
-    fit_x = preprocess.fit_transform(rows.fit[features], rows.fit[schema.target].to_numpy())
-    fit_y = rows.fit[schema.target].to_numpy()
-    tune_x, tune_y = preprocess.transform(rows.tune[features]), rows.tune[schema.target].to_numpy()
+    fit_x, tune_x, validate_x = encoded_rows(settings, rows, schema, cache)
+    fit_y, tune_y = rows.fit[schema.target].to_numpy(), rows.tune[schema.target].to_numpy()
+    classifier = build_classifier(settings)
     params = dict(settings.params)
     if settings.algorithm == "xgboost":
         import xgboost
@@ -252,7 +271,7 @@ def evaluate_trial(settings: ModelSettings, rows: SearchRows, schema: Any, metri
         classifier.fit(fit_x, fit_y)
     tune_p = classifier.predict_proba(tune_x)[:, 1]
     threshold = best_threshold(metric, tune_y, tune_p) if metric in ("f1", "accuracy") else settings.threshold
-    validate_p = classifier.predict_proba(preprocess.transform(rows.validate[features]))[:, 1]
+    validate_p = classifier.predict_proba(validate_x)[:, 1]
     value = _metric(metric, rows.validate[schema.target].to_numpy(), validate_p, threshold)
     return TrialResult(value=value, threshold=threshold, params=params, seconds=time.perf_counter() - started)
 
@@ -454,7 +473,9 @@ def search(model: ModelSettings, frame: Any, schema: Any, *,
         return dataclasses.replace(model, search=None), result
     logger.info("model search: %s", plan.text())
     base = dataclasses.replace(model, search=None)
-    evaluate = lambda settings, report=None: evaluate_trial(settings, parts, schema, spec.metric, report=report)  # noqa: E731
+    encoded: dict = {}  # the rows preprocessed once for all trials (an engine would send them to its workers once)
+    evaluate = lambda settings, report=None: evaluate_trial(settings, parts, schema, spec.metric,  # noqa: E731
+                                                            report=report, cache=encoded)
     # The configured model as it would be trained and deployed (its own trees, its own threshold).
     configured["value"] = _configured_value(base, parts, schema, spec.metric)
 

@@ -163,3 +163,22 @@ def test_a_search_without_optuna_installed_says_what_to_install(tmp_path, monkey
     reason = project.last_run()["reason"]
     assert "model.search: needs Optuna" in reason and "requirements-search.txt" in reason
     assert project.pointer() is None
+
+
+def test_with_the_search_on_the_nothing_new_tick_imports_neither_optuna_nor_the_search(tmp_path):
+    import subprocess
+
+    from helpers import ROOT
+
+    project = make_project(tmp_path / "project", config=base_config(model={"search": {"budget_s": 60, "trials": 2}}))
+    assert project.tick() == 0 and project.last_run()["decision"] == "cold_start"
+    code = (
+        "import sys, fullprocess\n"
+        f"status = fullprocess.main(['--config', {str(project.config_path)!r}, '--no-api'])\n"
+        "print(sorted(m for m in ('optuna', 'churnlib.search', 'pandas', 'sklearn', 'numpy') if m in sys.modules))\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert project.last_run()["decision"] == "nothing_new"
