@@ -388,8 +388,12 @@ def settings_text(metadata: dict[str, Any]) -> str:
 
 
 def short_params(params: dict[str, Any]) -> str:
+    """Return classifier parameters in one short line (floats to 4 decimals; max_iter and tree_method,
+    which never change, left out): ``{C=0.0017, class_weight=balanced}``."""
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in params.items()
              if k not in ("max_iter", "tree_method")}
+    if not shown:
+        return "{built-in defaults}"
     return "{" + ", ".join(f"{k}={v}" for k, v in shown.items()) + "}"
 
 
