@@ -559,7 +559,7 @@ def search_section(search: dict[str, Any]) -> str:
     plan = search.get("plan") or {}
     rows = search.get("rows") or {}
     parts.append(
-        f"<p class='muted'>Budget {_e(plan.get('budget_s'))} s, turned into {_e(plan.get('trials'))} trials before the "
+        f"<p class='muted'>Budget {_fmt(plan.get('budget_s'), 'g')} s, turned into {_e(plan.get('trials'))} trials before the "
         f"search started; it took {_fmt(search.get('seconds'), '.1f')} s. Trials were fitted on rows "
         f"{_e(rows.get('fit'))}, chose xgboost's number of trees and the decision threshold on rows "
         f"{_e(rows.get('tune'))}, and were scored ({_e(search.get('metric'))}) on rows {_e(rows.get('validate'))}, "

@@ -538,7 +538,8 @@ def _trial_record(trial: Any) -> dict[str, Any]:
     state = trial.state.name.lower()
     params = trial.user_attrs.get("params")
     return {"number": trial.number, "state": state, "algorithm": trial.params.get("algorithm"),
-            "suggested": {k: v for k, v in trial.params.items() if k != "algorithm"},
+            "suggested": {k.removeprefix("xgb_").removeprefix("lr_"): v for k, v in trial.params.items()
+                          if k != "algorithm"},
             "params": params, "threshold": trial.user_attrs.get("threshold"),
             "value": trial.value if state == "complete" else None,
             "seconds": trial.user_attrs.get("seconds")}
