@@ -182,3 +182,37 @@ def test_with_the_search_on_the_nothing_new_tick_imports_neither_optuna_nor_the_
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert project.last_run()["decision"] == "nothing_new"
+
+
+def test_the_trials_do_not_depend_on_how_fast_the_clock_runs():
+    """A loaded machine (a clock that runs on between readings) runs the same trials: the clock only stops a search."""
+    from churnlib import search
+
+    frame, schema = made_up_frame(3, rows=700)
+    model = section_settings(ModelSettings, random_seed=11, search={"budget_s": 1000, "trials": 4})
+    rng = np.random.default_rng(0)
+    readings = iter(np.cumsum(rng.uniform(0.0, 5.0, size=100_000)))  # up to 5 s between two readings
+    _chosen, busy = search.search(model, frame, schema, clock=lambda: float(next(readings)))
+    _chosen, quiet = search.search(model, frame, schema)
+    shown = lambda result: [{k: t[k] for k in ("state", "suggested", "params", "threshold", "value")}  # noqa: E731
+                            for t in result.trials]
+    assert shown(busy) == shown(quiet) and len(quiet.trials) == 4
+    assert busy.winner == quiet.winner
+
+
+@pytest.mark.parametrize("metric", ["f1", "accuracy"])
+def test_the_threshold_scores_are_scikit_learns(metric):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from churnlib.search import best_threshold, threshold_scores
+
+    rng = np.random.default_rng(4)
+    labels = (rng.random(300) < 0.3).astype(int)
+    probabilities = np.round(np.clip(0.3 * labels + rng.random(300) * 0.7, 0, 1), 2)  # ties on purpose
+    thresholds = np.array([0.0, 0.1, 0.25, 0.3, 0.5, 0.71, 0.99])
+    score = f1_score if metric == "f1" else accuracy_score
+    expected = [score(labels, (probabilities > t).astype(int)) for t in thresholds]
+    assert threshold_scores(metric, labels, probabilities, thresholds) == pytest.approx(expected)
+    best = best_threshold(metric, labels, probabilities)
+    assert score(labels, (probabilities > best).astype(int)) == pytest.approx(
+        max(score(labels, (probabilities > t).astype(int)) for t in np.unique(probabilities)))
