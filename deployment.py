@@ -287,7 +287,10 @@ def rollback(deployment_folder: Path, *, to: str | None = None) -> tuple[str | N
 
 
 def list_releases(deployment_folder: Path) -> list[dict[str, Any]]:
-    """Return the kept releases, newest deploy first: id, whether current, creation time, algorithm, rows, scores."""
+    """Return the kept releases, newest deploy first: id, whether current, creation time, algorithm, settings,
+    rows, scores."""
+    from churnlib.search import settings_text
+
     pointer = read_pointer(deployment_folder)
     if pointer is None:
         return []
@@ -302,6 +305,7 @@ def list_releases(deployment_folder: Path) -> list[dict[str, Any]]:
             "current": release_id == pointer["current"],
             "created_at": manifest.get("created_at"),
             "algorithm": metadata.get("algorithm"),
+            "settings": settings_text(metadata) if metadata else None,
             "training_rows": (metadata.get("training_data") or {}).get("rows"),
             "f1": scores.get("f1"),
             "roc_auc": scores.get("roc_auc"),
@@ -322,6 +326,8 @@ def format_release_table(rows: list[dict[str, Any]]) -> str:
             f"{'*' if row['current'] else ' '} {row['release_id']:<27} {row['created_at'] or '?':<21} "
             f"{row['algorithm'] or '?':<20} {row['training_rows'] or '':>8} {f1:>7} {auc:>7}  {row['reason'] or ''}"
         )
+        if row.get("settings"):
+            lines.append(f"  {'':<27} settings: {row['settings']}")
     lines.append("(* = current)")
     return "\n".join(lines)
 

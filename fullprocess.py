@@ -103,6 +103,7 @@ class TickOutcome:
     policy: dict[str, Any] | None = None
     retrain_reason: list[str] | None = None
     challenge: dict[str, Any] | None = None
+    search: dict[str, Any] | None = None  # model.search: trials, winner, gain over the configured defaults
     new_normal: dict[str, Any] | None = None
     held: dict[str, Any] | None = None
     deployed_release_after: str | None = None
@@ -418,6 +419,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     from scoring import metrics_from_predictions, read_test_data, write_scores
     from churnlib.decisions import candidate_windows
     from churnlib.stats import paired_comparison
+    from churnlib.search import search_metadata, settings_for_retrain
     from training import expectation, save_trained, train_model
 
     started = time.perf_counter()
@@ -465,9 +467,11 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     final_frame = frame.iloc[window_first:last_row]
     if trial is not None:
         model, fit_seconds = trial.challenger, trial.challenger_seconds
+        model_settings, searched = trial.model_settings, trial.search
     else:
+        model_settings, searched = settings_for_retrain(config.model, final_frame, schema)
         fit_started = time.perf_counter()
-        model = train_model(final_frame, schema, config.model)
+        model = train_model(final_frame, schema, model_settings)
         fit_seconds = time.perf_counter() - fit_started
     regime_first = len(frame) - judged_rows if drifted and judged_rows >= config.drift.min_rows else window_first
     regime_first = max(regime_first, window_first)
@@ -475,8 +479,10 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     if trial is not None:
         held = frame.iloc[last_row:]
         held_out = (held[schema.target].to_numpy(), trial.challenger_probabilities)
+    if searched is not None:
+        outcome.search = searched.run_line()
     model, calibration, expected, decision_threshold = expectation(
-        model, final_frame, schema, config.model, metric=config.score_drift.metric, held_out=held_out,
+        model, final_frame, schema, model_settings, metric=config.score_drift.metric, held_out=held_out,
         test=(test_labels, churn_probabilities(model, test, schema)))
     # Scored as deployed: recalibrated when the check said so, with the threshold moved with it.
     test_probabilities = churn_probabilities(model, test, schema)
@@ -484,9 +490,10 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     metadata = save_trained(
         model, schema=schema, fingerprint={**fingerprint, "rows": int(len(final_frame)), "class_counts": {
             str(k): int(v) for k, v in final_frame[schema.target].value_counts().sort_index().items()}},
-        model_settings=config.model, reference=frame.iloc[regime_first:],
+        model_settings=model_settings, reference=frame.iloc[regime_first:],
         reference_size=config.drift.reference_sample_size, model_folder=config.paths.models, seconds=fit_seconds,
-        extra={"calibration": calibration, "decision_threshold": decision_threshold, "expected": expected,
+        extra={"settings_fingerprint": config.model.fingerprint(), **search_metadata(searched),
+               "calibration": calibration, "decision_threshold": decision_threshold, "expected": expected,
                "retrain_reason": [str(r) for r in reasons],
                "window": {"kind": window_name, "first_row": window_first, "last_row": int(last_row)}},
     )

@@ -388,7 +388,7 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;borde
 .plots{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:1em}
 .plots img,.wide img{border:1px solid #e3e7ee;border-radius:4px;max-width:100%;height:auto}
 table{border-collapse:collapse;margin:.5em 0;font-size:.92em}th,td{border:1px solid #dde2ea;padding:.3em .6em;text-align:left}
-th{background:#f3f5f8}.n{text-align:right;font-variant-numeric:tabular-nums}tr.drifted td{background:#fdecea}
+th{background:#f3f5f8}.n{text-align:right;font-variant-numeric:tabular-nums}tr.drifted td{background:#fdecea}tr.winner td{background:#eaf6ea}
 code{font-size:.9em;background:#f3f5f8;padding:0 .25em}.muted{color:#5a6475}
 .bar{display:inline-block;height:.8em;background:#f28e2b;vertical-align:middle}
 """
@@ -529,6 +529,9 @@ def render_html(
             "<code>diagnostics.json</code> in this release's folder.</p>"
         )
 
+    if metadata.get("search"):
+        parts.append(search_section(metadata["search"]))
+
     parts.append("<h2>Model</h2>")
     data = metadata["training_data"]
     model_rows = [
@@ -542,6 +545,41 @@ def render_html(
     ]
     parts.append(_table(["property", "value"], model_rows))
     parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def search_section(search: dict[str, Any]) -> str:
+    """Return the report's section on the model search (model.search): its plan, the winner against
+    the configured defaults, and every trial with its settings and score."""
+    from churnlib.search import short_params
+
+    parts = ["<h2>Model search</h2>", f"<p>{_e(search.get('summary'))}</p>"]
+    if search.get("skipped"):
+        return "".join(parts)
+    plan = search.get("plan") or {}
+    rows = search.get("rows") or {}
+    parts.append(
+        f"<p class='muted'>Budget {_fmt(plan.get('budget_s'), 'g')} s, turned into {_e(plan.get('trials'))} trials before the "
+        f"search started; it took {_fmt(search.get('seconds'), '.1f')} s. Trials were fitted on rows "
+        f"{_e(rows.get('fit'))}, chose xgboost's number of trees and the decision threshold on rows "
+        f"{_e(rows.get('tune'))}, and were scored ({_e(search.get('metric'))}) on rows {_e(rows.get('validate'))}, "
+        "all older than the rows held out to judge this model against the deployed one.</p>")
+    defaults, winner = search.get("defaults") or {}, search.get("winner") or {}
+    parts.append(_table(["", "algorithm", "settings", "threshold", search.get("metric", "score")], [
+        ["configured defaults", _e(defaults.get("algorithm")), f"<code>{_e(short_params(defaults.get('params') or {}))}</code>",
+         _fmt(defaults.get("threshold"), ".3f"), _fmt(defaults.get("value"))],
+        ["winner" + ("" if winner.get("trial") is None else f" (trial {_e(winner['trial'])})"), _e(winner.get("algorithm")),
+         f"<code>{_e(short_params(winner.get('params') or {}))}</code>", _fmt(winner.get("threshold"), ".3f"),
+         _fmt(winner.get("value"))],
+    ], numeric={3, 4}))
+    trial_rows, classes = [], []
+    for trial in search.get("trials") or []:
+        trial_rows.append([_e(trial["number"]), _e(trial["algorithm"]), _e(trial["state"]),
+                           f"<code>{_e(short_params(trial.get('params') or trial.get('suggested') or {}))}</code>",
+                           _fmt(trial.get("threshold"), ".3f"), _fmt(trial.get("value")), _fmt(trial.get("seconds"), ".2f")])
+        classes.append("winner" if trial["number"] == winner.get("trial") else "")
+    parts.append(_table(["trial", "algorithm", "state", "settings", "threshold", search.get("metric", "score"), "s"],
+                        trial_rows, numeric={4, 5, 6}, classes=classes))
     return "".join(parts)
 
 

@@ -286,6 +286,7 @@ def train_and_save(
     predictions on ``test`` (labelled rows it was not trained on), else from out-of-fold predictions.
     """
     from churnlib.pipeline import churn_probabilities
+    from churnlib.search import search_metadata, settings_for_retrain
 
     window_name, window_first = window
     rows = len(frame)
@@ -293,6 +294,8 @@ def train_and_save(
         frame = frame.iloc[window_first:]
         fingerprint = {**fingerprint, "rows": int(len(frame)), "class_counts": {
             str(k): int(v) for k, v in frame[schema.target].value_counts().sort_index().items()}}
+    configured = model_settings.fingerprint()
+    model_settings, searched = settings_for_retrain(model_settings, frame, schema)  # model.search, when on
     started = time.perf_counter()
     pipeline = train_model(frame, schema, model_settings)
     seconds = time.perf_counter() - started
@@ -300,7 +303,8 @@ def train_and_save(
         test = (test[schema.target].to_numpy(), churn_probabilities(pipeline, test, schema))
     pipeline, calibration, expected, decision_threshold = expectation(pipeline, frame, schema, model_settings,
                                                                       metric=metric, test=test)
-    extra = {"calibration": calibration, "expected": expected, "decision_threshold": decision_threshold,
+    extra = {"settings_fingerprint": configured, **search_metadata(searched), "calibration": calibration,
+             "expected": expected, "decision_threshold": decision_threshold,
              "window": {"kind": window_name, "first_row": int(window_first), "last_row": int(rows)}}
     return save_trained(pipeline, schema=schema, fingerprint=fingerprint, model_settings=model_settings,
                         reference=frame, reference_size=reference_size, model_folder=model_folder,

@@ -259,6 +259,34 @@ LOGISTIC_DEFAULTS = {"max_iter": 1000}
 XGBOOST_DEFAULTS = {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "tree_method": "hist"}
 
 
+SEARCH_METRICS = ("f1", "accuracy", "roc_auc", "log_loss")
+
+
+def _algorithms(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of algorithms ({', '.join(ALGORITHMS)})")
+    for item in value:
+        if item not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {item!r}; algorithms are {', '.join(ALGORITHMS)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _optional_trials(value: Any) -> int | None:
+    return None if value is None else _integer(1, 10_000)(value)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Optional (``model.search``): every retrain searches the algorithm, its settings and the decision
+    threshold (churnlib/search.py, docs/search.md) instead of training the configured model as it is."""
+
+    budget_s: float = setting(120, _number(1.0, 86400.0))
+    algorithms: tuple[str, ...] = setting(list(ALGORITHMS), _algorithms)
+    metric: str = setting("f1", _choice(SEARCH_METRICS))
+    trials: int | None = setting(None, _optional_trials)
+    validation_share: float = setting(0.25, _number(0.1, 0.5))
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     algorithm: str = setting("logistic_regression", _choice(ALGORITHMS))
@@ -269,6 +297,7 @@ class ModelSettings:
     scale_numeric: bool = setting(True, _boolean)
     training_window: str = setting("auto", _choice(WINDOWS))
     recent_rows: int = setting(10_000, _integer(10))
+    search: SearchSettings | None = setting(None, Subsection(SearchSettings))
 
     def effective_params(self) -> dict[str, Any]:
         """Return the classifier parameters used: the built-in defaults overridden by config.json."""
@@ -279,18 +308,21 @@ class ModelSettings:
         """Return a short hash of what makes the model what it is (algorithm, parameters, seed,
         preprocessing, decision threshold): a deployed model whose fingerprint differs from
         config.json's is retrained."""
+        search = None if self.search is None else {f.name: getattr(self.search, f.name) for f in fields(self.search)}
         return model_fingerprint(self.algorithm, self.effective_params(), self.random_seed, self.scale_numeric,
-                                 self.threshold)
+                                 self.threshold, search=search)
 
 
 def model_fingerprint(algorithm: str, params: dict, random_seed: int, scale_numeric: bool,
-                      threshold: float = 0.5) -> str:
+                      threshold: float = 0.5, *, search: dict | None = None) -> str:
     """Return the hash ``ModelSettings.fingerprint`` gives, from the figures a model's metadata keeps."""
     import hashlib
 
     settings = {"algorithm": algorithm, "params": params, "random_seed": random_seed, "scale_numeric": scale_numeric}
     if threshold != 0.5:  # releases from before the threshold was a setting hash as they did
         settings["threshold"] = threshold
+    if search is not None:  # turning the search on (or changing it) is a change of model settings
+        settings["search"] = search
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

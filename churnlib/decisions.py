@@ -11,6 +11,7 @@ when called, as ``fullprocess.py`` did.
 from __future__ import annotations
 
 import logging
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,6 +237,8 @@ class Challenge:
     challenger_seconds: float
     challenger_probabilities: Any
     comparison: Any  # churnlib.stats.Comparison
+    model_settings: ModelSettings | None = None  # what the challenger was trained with (model.search's winner)
+    search: Any = None  # churnlib.search.SearchResult, when model.search is on
 
     def to_json(self) -> dict[str, Any]:
         return {"held_out_rows": self.held_out, "window": self.window[0], "windows_tried": self.windows,
@@ -302,6 +305,7 @@ def challenge(config: Config, frame, schema, *, judged_rows: int, champion, cham
     held-out rows judge (and later calibrate) a model that was not picked for doing well on them.
     """
     from churnlib.pipeline import churn_probabilities, frame_probabilities
+    from churnlib.search import settings_for_retrain
     from churnlib.stats import paired_comparison
     from training import train_model
 
@@ -318,6 +322,9 @@ def challenge(config: Config, frame, schema, *, judged_rows: int, champion, cham
                if frame.iloc[w[1]:train_rows][schema.target].nunique() == 2]
     if not windows:
         raise DecisionError(f"no training window before the {held} held-out rows holds both classes")
+    # model.search: the settings are searched on the largest window's rows, before the held-out ones.
+    model_settings, searched = settings_for_retrain(config.model, frame.iloc[windows[0][1]:train_rows], schema)
+    config = dataclasses.replace(config, model=model_settings)
     window, tried = _pick_window(config, frame, schema, windows, train_rows, judged_before)
     held_out = frame.iloc[train_rows:]
     started = time.perf_counter()
@@ -327,7 +334,8 @@ def challenge(config: Config, frame, schema, *, judged_rows: int, champion, cham
     comparison = paired_comparison(held_out[schema.target].to_numpy(), frame_probabilities(champion, held_out, schema),
                                    probabilities, config.deployment.metric, champion_threshold, config.model.threshold)
     return Challenge(held_out=held, window=window, windows=tried, challenger=challenger, challenger_seconds=seconds,
-                     challenger_probabilities=probabilities, comparison=comparison)
+                     challenger_probabilities=probabilities, comparison=comparison, model_settings=model_settings,
+                     search=searched)
 
 
 def accept_new_normal(config: Config, deployed, schema, judged, *, reasons: list[str], predictor) -> dict[str, Any]:
