@@ -529,7 +529,7 @@ def section_onebatch(quick: bool, baseline_rev: str | None) -> None:
         for text, key, total in rows:
             print(f"{text:58}" + "".join(f"{rate(counts[label].get(key, 0), total):>24}" for label, _ in trees))
         print(f"{'concept change: gap after batch 3, mean (95% CI)':58}"
-              + "".join(f"{mean_interval(counts[label]['concept gap']):>24}" for label, _ in trees))
+              + "".join(f" {mean_interval(counts[label]['concept gap']):>27}" for label, _ in trees))
     finally:
         if baseline_rev:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(scratch / "baseline")],
