@@ -249,7 +249,9 @@ def describe_window(window: tuple[str, int], last_row: int, held_out: int) -> st
     """Return a training window in words with its rows: ("all", 0) is not "all" when rows were held out."""
     name, first = window
     rows = last_row - first
-    what = f"all {rows:,} rows" if name == "all" else (name if name.endswith(" rows") else f"{name} ({rows:,} rows)")
+    # A name that counts its rows already ("the 700 rows that were judged") is not counted twice.
+    counted = name.endswith(" rows") or f"{rows:,} rows" in name or f"{rows} rows" in name
+    what = f"all {rows:,} rows" if name == "all" else (name if counted else f"{name} ({rows:,} rows)")
     return f"{what} before the {held_out:,} newest, held out" if held_out else what
 
 

@@ -110,3 +110,12 @@ def test_the_permutation_chi_square_of_many_distinct_categories_stays_small_in_m
     assert result["pooled_categories"] == 20_002 - CHI2_MAX_PERMUTED_CATEGORIES + 1
     assert result["p_value"] < 0.001 and result["effect"] > 0.5
     assert peak < 100 * 2**20, f"peak {peak / 2**20:.0f} MB"
+
+
+def test_a_training_window_is_described_with_its_rows_once():
+    from churnlib.decisions import describe_window
+
+    assert describe_window(("the 700 rows that were judged", 300), 1000, 300) == \
+        "the 700 rows that were judged before the 300 newest, held out"
+    assert describe_window(("all", 0), 1210, 180) == "all 1,210 rows before the 180 newest, held out"
+    assert describe_window(("recent", 200), 1000, 0) == "recent (800 rows)"
