@@ -95,6 +95,8 @@ class Engine:
                     n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
                     memory_limit=int(settings.memory_per_worker_gb * 1024**3), processes=True,
                     host="127.0.0.1", dashboard_address=None, worker_dashboard_address=None,
+                    # The scheduler's HTTP routes on a free port: the default, 8787, may be another cluster's.
+                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                     silence_logs=logging.ERROR)
                 self._client = Client(self._cluster, set_as_default=False)
             except Exception as exc:
@@ -113,6 +115,12 @@ class Engine:
             if part is not None:
                 with contextlib.suppress(Exception):  # closing is best effort: the tick's result stands
                     part.close()
+
+
+def _telling_line(exc: BaseException) -> str:
+    """Return the line of a (multi-line, C++) error that says what failed, else its first line."""
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip(" -")]
+    return next((line for line in lines if "failed" in line.lower()), lines[0] if lines else type(exc).__name__)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -254,11 +262,15 @@ def train_xgboost(engine: Engine, frame: Any, schema: Any, model_settings: Any) 
         with engine.client.as_current():  # xgboost.dask looks for the current client in places
             distributed_model.fit(encoded, labels)
     except Exception as exc:
-        raise EngineError(f"training on {engine.where} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise EngineError(f"xgboost training on {engine.where} failed (a worker lost, or out of memory?): "
+                          f"{type(exc).__name__}: {_telling_line(exc)}; nothing was deployed") from None
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "booster.ubj")
         distributed_model.save_model(path)
         local.load_model(path)
+    # The workers saw named columns; the pipeline hands the classifier a bare matrix, as a local fit does.
+    local.get_booster().feature_names = None
+    local.get_booster().feature_types = None
     seconds = time.perf_counter() - started
     _record_fit(engine, algorithm="xgboost", rows=int(len(frame)), sample_rows=None,
                 partitions=int(collection.npartitions), seconds=round(seconds, 3))
