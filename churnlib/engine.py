@@ -76,9 +76,13 @@ class Engine:
         logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
         settings = self.settings
         try:
+            import dask
             from distributed import Client, LocalCluster
         except ImportError as exc:  # the config check looks for the packages; a broken install lands here
             raise EngineError(f"compute.engine is dask, but Dask cannot be imported: {exc}") from None
+        # Text stays object columns holding str or NaN, as the local pipeline's frames hold it: Dask
+        # would turn it into pyarrow strings with pd.NA, which scikit-learn's imputers do not see as missing.
+        dask.config.set({"dataframe.convert-string": False})
         if settings.scheduler:
             try:
                 self._client = Client(settings.scheduler, timeout=settings.connect_timeout_seconds,

@@ -236,3 +236,35 @@ def test_a_worker_killed_during_training_fails_the_tick_cleanly_and_the_next_tic
     assert deployed.tick() == 0
     assert deployed.last_run()["decision"] == "retrained_deployed"
     assert deployed.pointer()["current"] != before["current"]
+
+
+def test_the_cluster_learns_the_local_pipelines_preprocessing_and_samples_uniformly(scheduler):
+    """Medians and categories (missing ones included) computed on the workers are what the local
+    pipeline learns; a logistic-regression sample is at most the limit, seeded, in row order."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from churnsim import CATEGORICAL, NUMERIC, TARGET, World
+
+    from churnlib.config import ComputeSettings, ModelSettings, section_settings
+    from churnlib.dataset import FrozenSchema
+    from churnlib.engine import _partitions, fitted_preprocessing, uniform_sample, using
+    from churnlib.ingested import typed_like_csv
+    from churnlib.pipeline import PREPROCESS, build_pipeline
+
+    schema = FrozenSchema(target=TARGET, id_columns=("customer_id",), feature_columns=NUMERIC + CATEGORICAL,
+                          categorical_columns=CATEGORICAL)
+    frame = typed_like_csv(World().frame(3000, np.random.default_rng(3)), schema)
+    frame.loc[::7, "contract"] = np.nan
+    settings = section_settings(ModelSettings, algorithm="xgboost")
+    local = build_pipeline(schema, settings).named_steps[PREPROCESS].fit(frame[list(schema.feature_columns)])
+    compute = section_settings(ComputeSettings, engine="dask", scheduler=scheduler, cluster_min_rows=0)
+    with using(compute) as engine:
+        remote = fitted_preprocessing(engine, _partitions(engine, frame), schema, settings)
+        first = uniform_sample(engine, frame, 1000, seed=5)
+        again = uniform_sample(engine, frame, 1000, seed=5)
+    assert list(remote.get_feature_names_out()) == list(local.get_feature_names_out())
+    features = frame[list(schema.feature_columns)]
+    np.testing.assert_array_equal(remote.transform(features), local.transform(features))
+    assert 800 < len(first) <= 1000 and first.equals(again)
+    assert first["customer_id"].tolist() == [c for c in frame["customer_id"] if c in set(first["customer_id"])]
