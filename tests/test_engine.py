@@ -248,7 +248,7 @@ def test_the_cluster_learns_the_local_pipelines_preprocessing_and_samples_unifor
 
     from churnlib.config import ComputeSettings, ModelSettings, section_settings
     from churnlib.dataset import FrozenSchema
-    from churnlib.engine import _partitions, fitted_preprocessing, uniform_sample, using
+    from churnlib.engine import _partitions, fitted_preprocessing, train_xgboost, uniform_sample, using
     from churnlib.ingested import typed_like_csv
     from churnlib.pipeline import PREPROCESS, build_pipeline
 
@@ -263,8 +263,14 @@ def test_the_cluster_learns_the_local_pipelines_preprocessing_and_samples_unifor
         remote = fitted_preprocessing(engine, _partitions(engine, frame), schema, settings)
         first = uniform_sample(engine, frame, 1000, seed=5)
         again = uniform_sample(engine, frame, 1000, seed=5)
+        trees = train_xgboost(engine, frame, schema, settings)  # encodes every partition, missing categories too
     assert list(remote.get_feature_names_out()) == list(local.get_feature_names_out())
     features = frame[list(schema.feature_columns)]
     np.testing.assert_array_equal(remote.transform(features), local.transform(features))
     assert 800 < len(first) <= 1000 and first.equals(again)
+    assert first.dtypes.equals(frame.dtypes) and first["contract"].isna().any()  # typed as the local frames are
+    assert all(isinstance(value, str) or (isinstance(value, float) and np.isnan(value)) for value in first["contract"])
+    local_trees = build_pipeline(schema, settings).fit(features, frame[TARGET].to_numpy())
+    difference = np.abs(trees.predict_proba(features)[:, 1] - local_trees.predict_proba(features)[:, 1])
+    assert difference.mean() < 0.05, difference.mean()
     assert first["customer_id"].tolist() == [c for c in frame["customer_id"] if c in set(first["customer_id"])]
