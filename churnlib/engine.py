@@ -178,7 +178,12 @@ def _partitions(engine: Engine, frame: Any) -> Any:
     workers = max(1, len(engine.client.scheduler_info(n_workers=-1).get("workers", {})))
     # Every worker gets a share; past a million rows a partition, more partitions than workers.
     partitions = max(1, min(len(frame), max(workers, -(-len(frame) // 1_000_000))))
-    collection = dd.from_pandas(frame.reset_index(drop=True), npartitions=partitions, sort=False)
+    frame = frame.reset_index(drop=True)
+    bounds = [len(frame) * i // partitions for i in range(partitions + 1)]
+    # Scattered to the workers, not embedded in the task graph: a graph of hundreds of MB is slow
+    # to send (and Dask warns about it).
+    pieces = engine.client.scatter([frame.iloc[start:end] for start, end in zip(bounds, bounds[1:])])
+    collection = dd.from_delayed(pieces, meta=frame.iloc[:0], verify_meta=False)
     return engine.client.persist(collection)
 
 
