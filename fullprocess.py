@@ -667,7 +667,10 @@ def run_tick(config: Config) -> TickOutcome:
         if work.idle:
             idle_outcome(config, work, outcome)
         else:
-            decide(config, work, outcome)
+            from churnlib.engine import using  # compute.engine: opened before anything changes, closed after
+
+            with using(config.compute):
+                decide(config, work, outcome)
     except Exception as exc:  # any failure ends the tick with its reason on stderr and in runs.jsonl
         outcome.fail(exc, config.label)
     customers = work.customers

@@ -240,6 +240,8 @@ def ingest_files(
             logger.info("%s: missing or out of step with the record; rebuilding it from the ingested data",
                         ingested_data.STATS_FILE)
             statistics = ingested_data.rebuild_statistics(ingested_folder, record)
+    if files and record["rows"] and not ingested_data.parts_cover(record):
+        _columnar_history_from_csv(ingested_folder, log_folder, record)
     fingerprint = settings_fingerprint(settings)
     for source in files:
         file_started = time.perf_counter()
@@ -297,11 +299,22 @@ def ingest_files(
         if record["bytes"] == 0:
             text = header_line(schema) + "\n" + text
         payload = text.encode("utf-8")
-        if payload:
-            append_rows(ingested_folder, record, payload, new_hashes.tobytes(), source=source.name)
-        index.add(new_hashes)
+        part = None
         if len(new_lines):
             kept = parsed.frame[keep].reset_index(drop=True)
+            # The same rows in columnar form, committed by the record below with the CSV's bytes;
+            # written first, so that a full disk fails before anything is appended.
+            part = ingested_data.write_part(ingested_folder, record, ingested_data.typed_like_csv(kept.copy(), schema),
+                                            schema, first_row=record["rows"])
+        if payload:
+            try:
+                append_rows(ingested_folder, record, payload, new_hashes.tobytes(), source=source.name)
+            except OSError:
+                if part is not None:  # the append was undone: its part goes with it, at once
+                    ingested_data.remove_part(ingested_folder, part)
+                raise
+        index.add(new_hashes)
+        if len(new_lines):
             statistics = ingested_data.merge_statistics(statistics, ingested_data.batch_statistics(kept, schema))
         # The statistics go first; the record below commits them with the rows (load_statistics
         # refuses statistics whose data_version is not the record's).
@@ -325,6 +338,8 @@ def ingest_files(
         if earlier:  # new content under the name of a file ingested before: both are kept
             entry["replaces"] = {"sha256": earlier[-1]["sha256"], "ingested_at": earlier[-1]["ingested_at"]}
         record["schema"] = schema.to_dict()
+        if part is not None:
+            record.setdefault("parts", []).append(part)
         record["bytes"] += len(payload)
         record["rows"] += len(new_lines)
         record["data_version"] += 1
@@ -358,6 +373,17 @@ def ingest_files(
         }
         save_record(record, ingested_folder, log_folder)
     return result
+
+
+def _columnar_history_from_csv(ingested_folder: Path, log_folder: Path, record: dict[str, Any]) -> None:
+    """Write one Parquet part of every committed row of finaldata.csv and commit it: once, for data
+    ingested before the parts existed (or after they were accepted away)."""
+    frame, schema, _fingerprint = ingested_data.read_ingested_data(ingested_folder, record)
+    part = ingested_data.write_part(ingested_folder, record, frame, schema, first_row=0)
+    record["parts"] = [part]  # the data is unchanged: its version (and its statistics) stay
+    save_record(record, ingested_folder, log_folder)
+    logger.info("%s: the %d rows ingested before the Parquet parts existed written as %s",
+                ingested_data.PARTS_FOLDER, len(frame), part["file"])
 
 
 def _some(names: list[str], limit: int) -> str:
@@ -440,6 +466,9 @@ def accept_changes(ingested_folder: Path, log_folder: Path) -> dict[str, Any]:
                            "source": f"the data accepted as it was at {now}"}]
     record["data_signature"] = data_signature(path, len(canonical))
     record.setdefault("accepted_changes", []).append(summary)
+    # The columnar history of the data as accepted: one part, listed instead of the old ones (which
+    # the next check removes, as parts no commit lists).
+    record["parts"] = [ingested_data.write_part(ingested_folder, record, frame, schema, first_row=0)]
     # The column statistics of the data as accepted, first: the record below commits them with it,
     # so that the API answers /summarystats from them without reading the data.
     statistics = ingested_data.merge_statistics(ingested_data.empty_statistics(schema),

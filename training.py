@@ -31,6 +31,7 @@ from churnlib.clock import utc_now
 from churnlib.config import Config, ConfigError, ModelSettings
 from churnlib.dataset import FrozenSchema, canonical_lines, header_line
 from churnlib.decisions import candidate_windows
+from churnlib.engine import active_engine, fit_record
 from churnlib.errors import ChurnError, in_step
 from churnlib.fsutil import atomic_write_text
 from churnlib.ingested import read_ingested_data
@@ -55,6 +56,16 @@ def train_model(frame: pd.DataFrame, schema: FrozenSchema, model_settings: Model
         raise TrainingError("no ingested rows to train on")
     if len(classes) < 2:
         raise TrainingError(f"the ingested data holds only class {int(classes[0])}; training needs both classes")
+    engine = active_engine()
+    if engine is not None and engine.handles(len(frame)):  # compute.engine dask: churnlib.engine
+        from churnlib.engine import train_on_cluster
+
+        return train_on_cluster(engine, frame, schema, model_settings,
+                                lambda rows: _fit_here(rows, schema, model_settings))
+    return _fit_here(frame, schema, model_settings)
+
+
+def _fit_here(frame: pd.DataFrame, schema: FrozenSchema, model_settings: ModelSettings) -> Any:
     pipeline = build_pipeline(schema, model_settings)
     try:
         pipeline.fit(frame[list(schema.feature_columns)], frame[schema.target].to_numpy())
@@ -180,6 +191,9 @@ def save_trained(
         **(extra or {}),
         "versions": library_versions(),
     }
+    compute = fit_record(int(fingerprint["rows"]))
+    if compute is not None:  # which engine fitted it, and on how many rows (a sample, for logistic regression)
+        metadata["compute"] = compute
     metadata = save_model(pipeline, metadata, model_folder)
     logger.info(
         "trained %s on %d rows in %.2f s: release %s (model sha256 %s)",

@@ -34,6 +34,7 @@ EVALUATIONS = ("held_out", "testdata")
 UNKNOWN_CATEGORY_ACTIONS = ("warn", "reject")
 ALERT_EVENTS = ("drift", "deployed", "refused", "tick_failed", "file_rejected", "api_down")
 EMAIL_SECURITY = ("starttls", "tls", "none")
+ENGINES = ("local", "dask")
 
 
 class _Required:
@@ -196,6 +197,17 @@ def _webhook_url(value: Any) -> str:
 def _folder(value: Any) -> str:
     """A folder, relative to the config file's folder (the loader resolves it)."""
     return _string(value)
+
+
+def _scheduler(value: Any) -> str | None:
+    """A Dask scheduler's address, tcp://host:port or tls://host:port, or null (a local cluster per tick)."""
+    if value is None:
+        return None
+    text = _string(value).strip()
+    match = re.fullmatch(r"(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})", text)
+    if not match or not 1 <= int(match.group(3)) <= 65535:
+        raise ValueError(f"must be a scheduler address like tcp://host:8786 (or tls://), got {value!r}")
+    return text
 
 
 def _url(value: Any) -> str:
@@ -379,6 +391,21 @@ class RiskListSettings:
 
 
 @dataclass(frozen=True)
+class ComputeSettings:
+    """Where the heavy work runs: ``local`` (this process, the default) or ``dask`` (a cluster at
+    ``scheduler``, or without one a ``distributed.LocalCluster`` the tick starts and stops)."""
+
+    engine: str = setting("local", _choice(ENGINES))
+    scheduler: str | None = setting(None, _scheduler)
+    workers: int = setting(2, _integer(1, 256))
+    threads_per_worker: int = setting(1, _integer(1, 256))
+    memory_per_worker_gb: float = setting(2.0, _number(0.25, 4096.0))
+    connect_timeout_seconds: float = setting(10.0, _number(1.0, 600.0))
+    cluster_min_rows: int = setting(200_000, _integer(0))
+    max_sample_rows: int = setting(2_000_000, _integer(1000))
+
+
+@dataclass(frozen=True)
 class OutreachSettings:
     """Optional: without it, the lists mark for contact who the model predicts to churn."""
 
@@ -441,6 +468,7 @@ class Config:
     api: ApiSettings
     risk_lists: RiskListSettings
     alerts: AlertSettings
+    compute: ComputeSettings
     outreach: OutreachSettings | None  # optional: None when config.json has no such section
     ignored_errors: tuple[ConfigError, ...] = ()
 
@@ -598,6 +626,24 @@ def _check_section(name: str, section: Any, label: str) -> None:
             if folder in seen:
                 raise ConfigError(f"paths.{key}: must differ from paths.{seen[folder]} ({folder})", file_label=label)
             seen[folder] = key
+    elif name == "compute":
+        _check_compute(section, label)
+
+
+def _check_compute(compute: ComputeSettings, label: str) -> None:
+    """Refuse a compute section that cannot work: a scheduler for the local engine, or the dask
+    engine where Dask is not installed (found without importing it: the idle tick stays light)."""
+    import importlib.util
+
+    if compute.engine == "local" and compute.scheduler is not None:
+        raise ConfigError(f"compute.scheduler: set to {compute.scheduler}, but compute.engine is local; set "
+                          "compute.engine to dask to use the cluster, or remove compute.scheduler", file_label=label)
+    if compute.engine == "dask":
+        missing = [name for name in ("dask", "distributed") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ConfigError(f"compute.engine: dask needs the package(s) {', '.join(missing)}, not installed in "
+                              "this environment: `pip install -r requirements-dask.txt`, or set compute.engine to "
+                              "local", file_label=label)
 
 
 def _check_schema_consistency(schema: SchemaSettings, label: str) -> None:

@@ -99,6 +99,9 @@ def check_consistent(project):
     assert len(lines) - 1 == record["rows"] == sum(f["rows_added"] for f in record["files"])
     assert len(set(lines[1:])) == len(lines) - 1, "a row is in the ingested data twice"
     assert (project.ingested / "rowhashes.bin").stat().st_size == record["rows"] * 8
+    parts = record.get("parts") or []  # the columnar history: committed and rolled back with the CSV
+    assert sum(part["rows"] for part in parts) == record["rows"]
+    assert sorted(p.name for p in (project.ingested / "finaldata.parquet").iterdir()) == sorted(p["file"] for p in parts)
     assert len({f["sha256"] for f in record["files"]}) == len(record["files"]), "a file was ingested twice"
     model = load_deployed(project.deployment)  # loads only when the hash matches
     assert model is not None

@@ -537,6 +537,7 @@ UNPRIVILEGED_INGESTION = textwrap.dedent("""
         config = load_config({config!r})
         parsed = parse_labelled_csv("\\ufeffx,exited\\n1,1\\n".encode(), name="warm-up", settings=config.schema, schema=None)
         ingestion.row_hashes(canonical_lines(parsed.frame, parsed.schema))
+        import pyarrow.parquet  # noqa: F401 (the columnar history's writer)
         os.setgroups([])
         os.setgid({gid})
         os.setuid({uid})

@@ -241,6 +241,16 @@ def test_a_damaged_state_file_is_named_with_what_to_do(deployed, name, advice):
     assert advice in result.stderr
 
 
+def _copy(item, destination) -> None:
+    """Copy a file, or a folder (the Parquet parts) with what it holds."""
+    import shutil
+
+    if item.is_dir():
+        shutil.copytree(item, destination, dirs_exist_ok=True)
+    else:
+        shutil.copy2(item, destination)
+
+
 @contextlib.contextmanager
 def small_disk(folder, free_bytes: int, monkeypatch):
     """Leave ``free_bytes`` free for ``folder``: a real tmpfs mounted over it when this runs as root
@@ -259,7 +269,7 @@ def small_disk(folder, free_bytes: int, monkeypatch):
     try:
         if mounted:
             for item in (kept / "copy").iterdir():
-                shutil.copy2(item, folder / item.name)
+                _copy(item, folder / item.name)
             stats = os.statvfs(folder)
             filler = stats.f_bavail * stats.f_frsize - free_bytes
             (folder / "filler").write_bytes(b"\0" * filler)
@@ -284,10 +294,10 @@ def small_disk(folder, free_bytes: int, monkeypatch):
         if mounted:
             for item in folder.iterdir():
                 if item.name != "filler":
-                    shutil.copy2(item, kept / "copy" / item.name)
+                    _copy(item, kept / "copy" / item.name)
             subprocess.run(["umount", "-l", str(folder)], check=True)
             for item in (kept / "copy").iterdir():
-                shutil.copy2(item, folder / item.name)
+                _copy(item, folder / item.name)
         shutil.rmtree(kept, ignore_errors=True)
 
 

@@ -1,0 +1,342 @@
+"""The compute engine: where a tick's heavy work runs (config.json's ``compute`` section).
+
+- ``local`` (the default): everything in the tick's own process, as always. Nothing here is used.
+- ``dask``: the heavy steps run on a Dask ``distributed`` cluster: the one at
+  ``compute.scheduler``, or, without an address, a ``distributed.LocalCluster`` that the tick
+  starts when the first heavy step needs it and closes at the end of the tick (``compute.workers``
+  workers of ``compute.threads_per_worker`` threads and ``compute.memory_per_worker_gb`` each).
+
+A tick that has work opens the engine first (``open_engine``), before it changes anything: a
+scheduler that cannot be reached fails the tick there, with an error that names the address,
+and nothing is ingested, trained or deployed. There is no silent fall-back to the local engine:
+a team that pointed the pipeline at a cluster wants to know that it is not being used.
+
+The engine in use is found by the steps through ``active_engine()`` (set for the tick by
+``using``), so the decision code calls the same ``train_model`` whichever engine runs it. Work
+under ``compute.cluster_min_rows`` rows stays local even on the dask engine: shipping a small frame
+to the workers and back costs more than the fit.
+
+Dask is imported only here, and only when the engine is dask: the idle tick and the local engine
+never import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from churnlib.config import ComputeSettings
+from churnlib.errors import ChurnError
+
+logger = logging.getLogger(__name__)
+
+
+class EngineError(ChurnError):
+    """The configured cluster cannot be used (unreachable, failed to start, lost its workers)."""
+
+
+@dataclass
+class Engine:
+    """The dask engine of one tick: the settings, and the client once connected."""
+
+    settings: ComputeSettings
+    _client: Any = None
+    _cluster: Any = None
+    used_for: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        """Say which cluster this is, for log lines."""
+        if self.settings.scheduler:
+            return f"the Dask cluster at {self.settings.scheduler}"
+        s = self.settings
+        return (f"a local Dask cluster of {s.workers} worker(s) x {s.threads_per_worker} thread(s), "
+                f"{s.memory_per_worker_gb:g} GB each")
+
+    def handles(self, rows: int) -> bool:
+        """Return whether work on ``rows`` rows goes to the cluster (else it stays in this process)."""
+        return rows >= self.settings.cluster_min_rows
+
+    @property
+    def client(self) -> Any:
+        """Return the ``distributed.Client``, connecting (or starting the local cluster) on first use."""
+        if self._client is None:
+            self._connect()
+        return self._client
+
+    def _connect(self) -> None:
+        started = time.perf_counter()
+        # The scheduler of a local cluster runs in this process: its routine lines (workers joining,
+        # shuffles starting) would flood fullprocess.log and, as warnings, cron's mail. Its errors stay.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
+        settings = self.settings
+        try:
+            import dask
+            from distributed import Client, LocalCluster
+        except ImportError as exc:  # the config check looks for the packages; a broken install lands here
+            raise EngineError(f"compute.engine is dask, but Dask cannot be imported: {exc}") from None
+        # Text stays object columns holding str or NaN, as the local pipeline's frames hold it: Dask
+        # would turn it into pyarrow strings with pd.NA, which scikit-learn's imputers do not see as missing.
+        dask.config.set({"dataframe.convert-string": False})
+        if settings.scheduler:
+            try:
+                self._client = Client(settings.scheduler, timeout=settings.connect_timeout_seconds,
+                                      set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise EngineError(
+                    f"compute.scheduler: cannot reach the Dask scheduler at {settings.scheduler} within "
+                    f"{settings.connect_timeout_seconds:g} s ({type(exc).__name__}: {_first_line(exc)}); "
+                    "start it (`dask scheduler`) or fix the address; nothing was done this tick") from None
+        else:
+            try:
+                # Bound to loopback and without dashboards: a cron tick serves nothing to the network.
+                self._cluster = LocalCluster(
+                    n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
+                    memory_limit=int(settings.memory_per_worker_gb * 1024**3), processes=True,
+                    host="127.0.0.1", dashboard_address=None, worker_dashboard_address=None,
+                    # The scheduler's HTTP routes on a free port: the default, 8787, may be another cluster's.
+                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                    silence_logs=logging.ERROR)
+                self._client = Client(self._cluster, set_as_default=False)
+            except Exception as exc:
+                self.close()
+                raise EngineError(f"compute: the local Dask cluster did not start: {type(exc).__name__}: "
+                                  f"{_first_line(exc)}") from None
+        workers = len(self._client.scheduler_info(n_workers=-1).get("workers", {}))
+        logger.info("compute engine: %s, %d worker(s) connected in %.1f s", self.where, workers,
+                    time.perf_counter() - started)
+
+    def close(self) -> None:
+        """Disconnect, and stop the local cluster if this tick started it."""
+        client, cluster = self._client, self._cluster
+        self._client = self._cluster = None
+        for part in (client, cluster):
+            if part is not None:
+                with contextlib.suppress(Exception):  # closing is best effort: the tick's result stands
+                    part.close()
+
+
+def _telling_line(exc: BaseException) -> str:
+    """Return the line of a (multi-line, C++) error that says what failed, else its first line."""
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip(" -")]
+    return next((line for line in lines if "failed" in line.lower()), lines[0] if lines else type(exc).__name__)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_active: contextvars.ContextVar[Engine | None] = contextvars.ContextVar("churn_engine", default=None)
+
+
+def active_engine() -> Engine | None:
+    """Return the dask engine of the tick in progress, or None (the local engine)."""
+    return _active.get()
+
+
+def open_engine(settings: ComputeSettings) -> Engine | None:
+    """Return the engine for a tick with work: None for local; for dask, an Engine whose scheduler
+    (when one is configured) answered. A local cluster starts when the first heavy step needs it."""
+    if settings.engine != "dask":
+        return None
+    engine = Engine(settings)
+    if settings.scheduler:
+        engine.client  # noqa: B018 (connect now: an unreachable scheduler fails the tick before it changes anything)
+    return engine
+
+
+@contextlib.contextmanager
+def using(settings: ComputeSettings) -> Iterator[Engine | None]:
+    """Open the engine for the duration of a tick's work and close it at the end, whatever happens."""
+    engine = open_engine(settings)
+    token = _active.set(engine)
+    try:
+        yield engine
+    finally:
+        _active.reset(token)
+        if engine is not None:
+            engine.close()
+
+
+# --- training on the cluster -------------------------------------------------------------------
+
+
+def _partitions(engine: Engine, frame: Any) -> Any:
+    """Return ``frame`` as a Dask DataFrame held in the workers' memory, one partition or more a worker.
+
+    Persisted once, and every projection (features, target) taken from this one collection: X and
+    y then share their partitions, which ``xgboost.dask`` requires.
+    """
+    import dask.dataframe as dd
+
+    workers = max(1, len(engine.client.scheduler_info(n_workers=-1).get("workers", {})))
+    # Every worker gets a share; past a million rows a partition, more partitions than workers.
+    partitions = max(1, min(len(frame), max(workers, -(-len(frame) // 1_000_000))))
+    frame = frame.reset_index(drop=True)
+    bounds = [len(frame) * i // partitions for i in range(partitions + 1)]
+    # Scattered to the workers, not embedded in the task graph: a graph of hundreds of MB is slow
+    # to send (and Dask warns about it).
+    pieces = engine.client.scatter([frame.iloc[start:end] for start, end in zip(bounds, bounds[1:])])
+    collection = dd.from_delayed(pieces, meta=frame.iloc[:0], verify_meta=False)
+    return engine.client.persist(collection)
+
+
+def _exact_median(counts: Any) -> float:
+    """Return the median of a column from its value counts (NaN for a column with no values)."""
+    import numpy as np
+
+    if len(counts) == 0:
+        return float("nan")
+    counts = counts.sort_index()
+    values, weights = counts.index.to_numpy(dtype=float), counts.to_numpy()
+    total = int(weights.sum())
+    cumulative = np.cumsum(weights)
+    lower = values[np.searchsorted(cumulative, (total - 1) // 2, side="right")]
+    upper = values[np.searchsorted(cumulative, total // 2, side="right")]
+    return float((lower + upper) / 2)
+
+
+def fitted_preprocessing(engine: Engine, collection: Any, schema: Any, model_settings: Any) -> Any:
+    """Return the pipeline's preprocessing step, fitted to what the local pipeline would learn from
+    the whole collection: each numeric column's exact median, each categorical column's categories.
+
+    The figures are computed on the workers (value counts and distinct values, merged); the driver
+    then fits the ordinary ``ColumnTransformer`` on a frame of a few rows made to hold exactly those
+    medians and categories, so the release is the same scikit-learn object the local engine makes,
+    served by the API's fast path, and every partition is encoded the same way.
+    """
+    import dask
+    import numpy as np
+    import pandas as pd
+
+    from churnlib.columns import MISSING_CATEGORY
+    from churnlib.pipeline import PREPROCESS, build_pipeline
+
+    numeric, categorical = list(schema.numeric_columns), list(schema.categorical_columns)
+    counts = [collection[column].dropna().value_counts() for column in numeric]
+    distinct = [collection[column].fillna(MISSING_CATEGORY).astype(object).drop_duplicates() for column in categorical]
+    computed = dask.compute(*counts, *distinct, scheduler=engine.client.get)
+    medians = {column: _exact_median(found) for column, found in zip(numeric, computed[: len(numeric)])}
+    categories = {column: sorted(found.tolist()) for column, found in zip(categorical, computed[len(numeric):])}
+    rows = max([1] + [len(values) for values in categories.values()])
+    frame = pd.DataFrame({column: np.full(rows, medians[column]) for column in numeric})
+    for column in categorical:
+        values = categories[column] or [MISSING_CATEGORY]
+        frame[column] = pd.Series([values[i % len(values)] for i in range(rows)], dtype=object)
+    frame = frame[[c for c in schema.feature_columns]]
+    preprocess = build_pipeline(schema, model_settings).named_steps[PREPROCESS]
+    return preprocess.fit(frame)
+
+
+def _record_fit(engine: Engine, **facts: Any) -> None:
+    engine.used_for.append(facts)
+
+
+def train_xgboost(engine: Engine, frame: Any, schema: Any, model_settings: Any) -> Any:
+    """Return the local pipeline's equal for xgboost, the trees grown by ``xgboost.dask`` on every
+    row of ``frame`` on the workers: a plain scikit-learn Pipeline (fitted preprocessing, then an
+    ``XGBClassifier`` loaded from the booster the cluster trained)."""
+    import os
+    import tempfile
+
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+    from xgboost import dask as dask_xgboost
+
+    from churnlib.pipeline import CLASSIFIER, PREPROCESS, build_classifier
+
+    started = time.perf_counter()
+    features = list(schema.feature_columns)
+    collection = _partitions(engine, frame[features + [schema.target]])
+    preprocess = fitted_preprocessing(engine, collection, schema, model_settings)
+    names = [str(name) for name in preprocess.get_feature_names_out()]
+
+    def encode(part: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(preprocess.transform(part[features]), columns=names, index=part.index, dtype=float)
+
+    meta = pd.DataFrame({name: pd.Series(dtype=float) for name in names})
+    encoded = collection.map_partitions(encode, meta=meta)
+    labels = collection[schema.target]
+    local = build_classifier(model_settings)
+    params = {**local.get_params(), "n_jobs": engine.settings.threads_per_worker}
+    distributed_model = dask_xgboost.DaskXGBClassifier(**params)
+    distributed_model.client = engine.client
+    try:
+        with engine.client.as_current():  # xgboost.dask looks for the current client in places
+            distributed_model.fit(encoded, labels)
+    except Exception as exc:
+        raise EngineError(f"xgboost training on {engine.where} failed (a worker lost, or out of memory?): "
+                          f"{type(exc).__name__}: {_telling_line(exc)}; nothing was deployed") from None
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "booster.ubj")
+        distributed_model.save_model(path)
+        local.load_model(path)
+    # The workers saw named columns; the pipeline hands the classifier a bare matrix, as a local fit does.
+    local.get_booster().feature_names = None
+    local.get_booster().feature_types = None
+    seconds = time.perf_counter() - started
+    _record_fit(engine, algorithm="xgboost", rows=int(len(frame)), sample_rows=None,
+                partitions=int(collection.npartitions), seconds=round(seconds, 3))
+    logger.info("xgboost trained on %s: %d rows in %d partition(s), %.2f s", engine.where, len(frame),
+                collection.npartitions, seconds)
+    return Pipeline([(PREPROCESS, preprocess), (CLASSIFIER, local)])
+
+
+def uniform_sample(engine: Engine, frame: Any, rows: int, seed: int) -> Any:
+    """Return at most ``rows`` rows of ``frame``, each kept with the same chance, drawn on the
+    workers (each partition with its own seeded generator) and returned in their original order."""
+    import numpy as np
+
+    collection = _partitions(engine, frame)
+    share = rows / len(frame)
+
+    def keep(part, partition_info=None):
+        index = (partition_info or {}).get("number", 0)
+        generator = np.random.default_rng([seed, index])
+        return part[generator.random(len(part)) < share]
+
+    sample = collection.map_partitions(keep, meta=collection._meta).compute(scheduler=engine.client.get)
+    return sample.iloc[:rows].reset_index(drop=True)
+
+
+def train_on_cluster(engine: Engine, frame: Any, schema: Any, model_settings: Any,
+                     fit_locally: Any) -> Any:
+    """Return the model fitted on ``frame`` with the cluster's help: xgboost through
+    ``xgboost.dask`` on every row; logistic regression by ``fit_locally`` on all rows when they are
+    at most ``compute.max_sample_rows``, else on a uniform sample of that many drawn on the cluster."""
+    if model_settings.algorithm == "xgboost":
+        return train_xgboost(engine, frame, schema, model_settings)
+    limit = engine.settings.max_sample_rows
+    if len(frame) <= limit:
+        logger.info("logistic regression on all %d rows (at most compute.max_sample_rows, %d): fitted in the "
+                    "tick's own process, the same model as the local engine's", len(frame), limit)
+        _record_fit(engine, algorithm=model_settings.algorithm, rows=int(len(frame)), sample_rows=int(len(frame)),
+                    partitions=None, seconds=None)
+        return fit_locally(frame)
+    started = time.perf_counter()
+    sample = uniform_sample(engine, frame, limit, model_settings.random_seed)
+    logger.info("logistic regression on a uniform sample of %d of the %d rows (compute.max_sample_rows %d), "
+                "drawn on %s in %.2f s", len(sample), len(frame), limit, engine.where, time.perf_counter() - started)
+    model = fit_locally(sample)
+    _record_fit(engine, algorithm=model_settings.algorithm, rows=int(len(frame)), sample_rows=int(len(sample)),
+                partitions=None, seconds=round(time.perf_counter() - started, 3))
+    return model
+
+
+def fit_record(rows: int) -> dict[str, Any] | None:
+    """Return, for the release metadata, how the tick's engine fitted the last model on ``rows`` rows
+    (None on the local engine)."""
+    engine = active_engine()
+    if engine is None:
+        return None
+    for facts in reversed(engine.used_for):
+        if facts["rows"] == rows:
+            return {"engine": "dask", "where": engine.where, **facts}
+    return {"engine": "dask", "where": engine.where, "fitted_in": "the tick's own process",
+            "why": f"fewer than compute.cluster_min_rows ({engine.settings.cluster_min_rows}) rows"}
