@@ -443,9 +443,15 @@ def send_emails(alerts: list[Alert], settings: EmailSettings, *, timeout: float,
                 session.send_message(_email(alert, settings))
             except (ValueError, TypeError, MessageError) as exc:  # a header or body the mail library refuses
                 progress.refused(alert.id, f"the mail library refused the message: {type(exc).__name__}: {exc}")
-            except smtplib.SMTPDataError as exc:  # the server refused this message's content; the session goes on
-                progress.refused(alert.id, f"{where} refused the message: {exc.smtp_code} "
-                                           f"{exc.smtp_error.decode('utf-8', 'replace')}")
+            except smtplib.SMTPDataError as exc:
+                reply = f"{exc.smtp_code} {exc.smtp_error.decode('utf-8', 'replace')}"
+                if not 500 <= exc.smtp_code < 600:
+                    # A 4xx (busy, out of space, greylisted) says try later, not that this message is bad:
+                    # it must not count towards being set aside. The channel stops until the next tick.
+                    after = f" after {done} message(s)" if done else ""
+                    raise DeliveryError(f"{where}: {reply} (a temporary failure){after}") from None
+                # The server refused this message's content for good; the session goes on.
+                progress.refused(alert.id, f"{where} refused the message: {reply}")
             else:
                 progress.sent(alert.id)
             done += 1

@@ -681,3 +681,29 @@ def test_a_webhook_that_refuses_one_alerts_body_takes_the_others_and_that_one_go
     assert not (deployed.logs / "alerts_outbox.json").exists()
     [aside] = json.loads((deployed.logs / "alerts_undeliverable.json").read_text())["items"]
     assert aside["alert"]["title"] == "file rejected: poison.csv" and "HTTP 400" in aside["last_error"]
+
+
+def test_a_server_that_says_try_again_later_keeps_the_alert_in_the_outbox_until_it_takes_it(deployed, smtp):
+    from dataclasses import asdict
+
+    from churnlib.alerts import MAX_ITEM_FAILURES, Alert, process_alerts
+
+    deployed.write_config(alert_config(smtp_port=smtp.port))
+    alert = Alert("k1", "tick_failed", "started", "first", "body")
+    item = {"channel": "email", "attempts": 0, "queued_at": "t", "alert": asdict(alert)}
+    (deployed.logs / "alerts_outbox.json").write_text(json.dumps({"items": [item]}))
+    original = smtp.controller.handler.handle_DATA
+
+    async def busy(server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        return "451 4.3.0 mail server busy, try again later"  # a 4xx: the message is fine, the server is not
+
+    smtp.controller.handler.handle_DATA = busy
+    for _ in range(MAX_ITEM_FAILURES + 1):
+        process_alerts(deployed.config(), {"decision": "nothing_new"})
+    assert not (deployed.logs / "alerts_undeliverable.json").exists()
+    [waiting] = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
+    assert "451" in waiting["last_error"]
+    smtp.controller.handler.handle_DATA = original
+    process_alerts(deployed.config(), {"decision": "nothing_new"})
+    assert [m["Subject"] for _, _, m in smtp.messages] == ["churn: first"]
+    assert not (deployed.logs / "alerts_outbox.json").exists()
