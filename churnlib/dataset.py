@@ -173,7 +173,10 @@ class RecordWidths:
     rules are pandas' for well-formed files.
     """
 
-    MAX_QUOTED_LINES = 10_000  # a quote never closed: the reader names it; counting stops
+    # Quotes that do not pair up within this many lines are quotes inside unquoted cells (O"Brien, 5"),
+    # plain characters to pandas and the csv module: the lines so far are counted as the csv module
+    # reads them, and counting goes on (a quoted cell this long is refused for its length anyway).
+    MAX_QUOTED_LINES = 10_000
 
     def __init__(self, name: str):
         self.name = name
@@ -182,7 +185,7 @@ class RecordWidths:
         self.partial = ""  # the text after the last line break
         self.ended = False
         self.rows = 0
-        self.broken = False  # could not follow (a quote never closed, a cell past the csv module's limit)
+        self.broken = False  # could not follow (a cell past the csv module's limit)
 
     def feed(self, text: str) -> None:
         if not text:
@@ -229,7 +232,6 @@ class RecordWidths:
             if quotes % 2 == 0:
                 return end + 1
         if len(lines) - start >= self.MAX_QUOTED_LINES:
-            self.broken = True
             return len(lines)
         return len(lines) if self.ended else None
 
