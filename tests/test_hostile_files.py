@@ -692,6 +692,22 @@ def test_a_short_row_far_after_a_quote_inside_a_cell_is_still_found(monkeypatch)
         widths.check()
 
 
+@pytest.mark.parametrize("stray", ['O"Brien', '5"', 'a "b" c'])
+def test_a_quote_inside_a_cell_then_a_quoted_line_break_is_a_well_formed_file(stray):
+    """pandas reads this file whole; the field counter must not refuse it (it took the stray quote for an opening one)."""
+    import pandas as pd
+
+    from churnlib.dataset import RecordWidths
+
+    text = f'id,a,b,c\n{stray},1,2,3\nx,1,2,3\n"two\nlines",1,2,3\ny,"say ""hi""",2,3\n'
+    assert len(pd.read_csv(io.StringIO(text), header=None, dtype=object)) == 5
+    widths = RecordWidths("f.csv")
+    widths.feed(text)
+    widths.feed("")
+    widths.check()
+    assert widths.rows == 4
+
+
 def test_a_batch_of_many_distinct_new_categories_is_named_in_a_bounded_drift_entry():
     import pandas as pd
 
