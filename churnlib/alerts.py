@@ -388,9 +388,19 @@ class Progress:
             self._refused[(alert_id, self.channel)] = reason
 
 
+def _header_text(text: str) -> str:
+    """Return text for a mail header that the mail library takes as it is.
+
+    It decodes an RFC 2047 encoded word in a header it is given (a file named
+    ``=?utf-8?q?=0ABcc:_x@evil.example?=.csv``), line breaks included, and Pythons before 3.11.10
+    write those out raw: a header forged. A word joiner (invisible) after each ``=`` makes none.
+    """
+    return shown_name(text).replace("=?", "=\u2060?")
+
+
 def _subject(alert: Alert) -> str:
     where = f" [{alert.project}]" if alert.project else ""
-    return shown_name(f"churn{where}: {alert.title}")
+    return _header_text(f"churn{where}: {alert.title}")
 
 
 def _email(alert: Alert, settings: EmailSettings) -> Any:
@@ -403,7 +413,7 @@ def _email(alert: Alert, settings: EmailSettings) -> Any:
     message["To"] = ", ".join(settings.recipients)
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(idstring=alert.id)
-    message["X-Churn-Alert"] = shown_name(f"{alert.event}; {alert.status}; {alert.key}")
+    message["X-Churn-Alert"] = _header_text(f"{alert.event}; {alert.status}; {alert.key}")
     message.set_content(shown_lines(alert.full_text() + f"\n\n-- \n{alert.host} {alert.project}, {alert.at}\n"))
     return message
 
