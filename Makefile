@@ -23,7 +23,8 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: requirements-dev.txt requirements-search.txt $(VENV)/.runtime
+# Every requirements-*.txt: the files requirements-dev.txt includes (-r), so a change to one of them reinstalls.
+$(VENV)/.dev: $(wildcard requirements-*.txt) $(VENV)/.runtime
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
