@@ -548,8 +548,8 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                       "evaluate_on": judged_on, "allowed": allowed, "reason": why}
     files = (outcome.data_drift or {}).get("files") or []
 
-    def hold(kind: str, why_held: str) -> dict[str, Any]:
-        outcome.held = hold_change(kind, release_id=deployed.release_id, reasons=reasons, files=files,
+    def hold(kind: str, why_held: str, held_reasons: list[str]) -> dict[str, Any]:
+        outcome.held = hold_change(kind, release_id=deployed.release_id, reasons=held_reasons, files=files,
                                    first_row=judged_first_row, first_byte=judged_from_byte, last_row=len(frame),
                                    why=why_held, candidate=metadata["release_id"] if kind == HOLD_MODEL else None)
         outcome.held["status"] = "held"
@@ -567,7 +567,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                                     f"{deployed.release_id} on the {on_test.rows} test rows "
                                     f"({metric} {on_test.challenger:.3f} vs {on_test.champion:.3f}, difference "
                                     f"{on_test.difference:+.3f}, 95% CI {on_test.difference_low:+.2f} to "
-                                    f"{on_test.difference_high:+.2f})")
+                                    f"{on_test.difference_high:+.2f})", reasons)
         outcome.reason = (f"{reason}; {why}, but {held_now['message']}: release {deployed.release_id} stays")
         return last_retrain
     if not allowed:
@@ -581,10 +581,12 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
             if RetrainReason.SCORE_DROP in normal_reasons and not confirmed:
                 # A lower expectation from one batch alone would make the next ordinary batch a "rise" and
                 # a real fall no alarm: held for the next batch; a new drift reference is harmless, kept.
+                # Only the drop is held: against that new reference, the next batch's feature drift is
+                # the old world coming back, never a confirmation.
                 normal_reasons.remove(RetrainReason.SCORE_DROP)
                 held_now = hold(HOLD_EXPECTATION, f"the {judged_rows} new rows score significantly below what "
                                                   f"release {deployed.release_id} expects, and a challenger "
-                                                  "trained on them did no better")
+                                                  "trained on them did no better", [RetrainReason.SCORE_DROP])
                 outcome.reason += f"; {held_now['message']}"
             if normal_reasons:
                 outcome.new_normal = accept_new_normal(config, deployed, schema, frame.iloc[judged_first_row:],

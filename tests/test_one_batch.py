@@ -184,3 +184,22 @@ def test_the_challenger_log_line_says_which_rows_it_was_trained_on(deployed):
     held_out = run["challenge"]["held_out_rows"]
     assert f"before the {held_out} newest, held out: challenger f1" in deployed.log()
     assert "challenger trained on all:" not in deployed.log()
+
+
+def test_a_held_lower_expectation_is_not_confirmed_by_the_old_world_drifting_from_its_new_reference(deployed):
+    # A harder world that also drifted: its drift reference is taken at once, its lower expectation held.
+    harder = noisy_batch(721, 600, 0.3).splitlines()
+    drifted = batch(721, 600, drifted=True).splitlines()
+    # The drifted customers' features with the harder world's swapped labels.
+    mixed = [drifted[0]] + [",".join(d.split(",")[:-1] + [h.split(",")[-1]]) for d, h in zip(drifted[1:], harder[1:])]
+    deployed.add_source("harder_drifted.csv", "\n".join(mixed) + "\n")
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["held"]["kind"] == "expectation", run["reason"]
+    assert "feature_drift" in run["new_normal"]["reasons"], run["reason"]
+    # The old world again: it drifts from the new reference (the held rows), it does not confirm the drop.
+    deployed.add_source("ordinary.csv", batch(722, 600))
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert not run["score_drift"]["drift"], run["reason"]
+    assert run["held"]["status"] == "dropped" and "is confirmed" not in run["reason"], run["reason"]
