@@ -833,11 +833,17 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
     tried = retrain(config, outcome, decision=Decision.RETRAINED_DEPLOYED, reasons=reasons, deployed=deployed,
                     judged_rows=pending_rows, judged_from_byte=state["evaluated_bytes"], held=held,
                     reason="retrained because of " + " and ".join(causes))
+    still_held = None
     if held and outcome.held is None:
         how = confirmation(held, deployed.release_id, reasons)
-        outcome.held = {**held, "status": "adopted" if how else "dropped", **({"how": how} if how else {})}
+        if how or outcome.score_drift is not None or outcome.deployed_release_after:
+            outcome.held = {**held, "status": "adopted" if how else "dropped", **({"how": how} if how else {})}
+        else:
+            # A retrain of another kind (settings, schedule) that judged no new batch and deployed nothing
+            # neither confirms nor contradicts the held change: it waits for the next batch still.
+            still_held = held
     mark_evaluated(config.paths.ingested, record, last_retrain=tried,
-                   held=outcome.held if outcome.held and outcome.held.get("status") == "held" else None)
+                   held=outcome.held if outcome.held and outcome.held.get("status") == "held" else still_held)
     return outcome
 
 

@@ -203,3 +203,28 @@ def test_a_held_lower_expectation_is_not_confirmed_by_the_old_world_drifting_fro
     run = deployed.last_run()
     assert not run["score_drift"]["drift"], run["reason"]
     assert run["held"]["status"] == "dropped" and "is confirmed" not in run["reason"], run["reason"]
+
+
+def test_a_held_change_waits_through_a_refused_retrain_for_changed_settings(tmp_path):
+    from helpers import make_project
+
+    project = make_project(tmp_path / "project", config=base_config(deployment={"policy": "better"}))
+    assert project.tick() == 0
+    project.add_source("harder1.csv", noisy_batch(701, 600, 0.3))
+    assert project.tick() == 0
+    held = project.last_run()["held"]
+    assert held["status"] == "held" and held["kind"] == "expectation", project.last_run()["reason"]
+    # New settings, no new batch: retrained and refused; nothing judged the held change, so it still waits.
+    config = json.loads(project.config_path.read_text())
+    config["model"]["params"] = {"C": 0.5}
+    project.write_config(config)
+    assert project.tick() == 0
+    run = project.last_run()
+    assert run["decision"] == "retrained_refused" and run["retrain_reason"] == ["config_changed"], run["reason"]
+    assert "held" not in run, run["held"]
+    state = json.loads((project.root / "ingesteddata" / "decision_state.json").read_text())
+    assert state["held"]["at"] == held["at"] and state["held"]["files"] == ["harder1.csv"]
+    # And the next batch of the harder world confirms it.
+    project.add_source("harder2.csv", noisy_batch(702, 600, 0.3))
+    assert project.tick() == 0
+    assert project.last_run()["held"]["status"] == "adopted", project.last_run()["reason"]
