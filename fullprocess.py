@@ -920,6 +920,13 @@ def approve_held(config: Config) -> str:
     held = state["held"]
     if not held:
         raise PipelineError(f"nothing is held for confirmation in {config.paths.ingested / DECISION_STATE_FILE}")
+    pointer = read_pointer(config.paths.deployment)
+    current = pointer["current"] if pointer else None
+    if current != held["release_id"]:
+        # Its rows would be judged against another release, and the change dropped: say so, approve nothing.
+        raise PipelineError(f"the change held since {held['at']} is against release {held['release_id']}, but "
+                            f"release {current} is deployed now (deployed or rolled back since): nothing approved; "
+                            "the next batch is judged against the deployed release")
     held = {**held, "approved": utc_now()}
     atomic_write_json(config.paths.ingested / DECISION_STATE_FILE,
                       {"evaluated_rows": held["first_row"], "evaluated_bytes": held["first_byte"], "at": utc_now(),

@@ -228,3 +228,17 @@ def test_a_held_change_waits_through_a_refused_retrain_for_changed_settings(tmp_
     project.add_source("harder2.csv", noisy_batch(702, 600, 0.3))
     assert project.tick() == 0
     assert project.last_run()["held"]["status"] == "adopted", project.last_run()["reason"]
+
+
+def test_a_held_change_against_a_release_no_longer_deployed_cannot_be_approved(deployed, capsys):
+    from helpers import run_script
+
+    before = deployed.pointer()["current"]
+    deployed.add_source("swapped.csv", batch(501, count=1000, flip_labels=True))
+    assert deployed.tick() == 0
+    assert deployed.last_run()["held"]["status"] == "held"
+    # The refused candidate deployed by hand: the hold is against a release no longer served.
+    assert run_script("deployment.py", "--config", str(deployed.config_path)).returncode == 0
+    assert deployed.pointer()["current"] != before
+    assert deployed.tick("--accept-held") == 1
+    assert f"is against release {before}" in capsys.readouterr().err
