@@ -795,8 +795,8 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
         outcome.timings["checks"] = round(time.perf_counter() - started, 3)
         reasons = judgement.reasons + reasons
         causes = judgement.causes() + causes
-        if held and RetrainReason.SCORE_DROP not in reasons and str(RetrainReason.SCORE_DROP) in held["reasons"] \
-                and drop_confirms(judgement.score):
+        if held and held.get("release_id") == deployed.release_id and RetrainReason.SCORE_DROP not in reasons \
+                and str(RetrainReason.SCORE_DROP) in held["reasons"] and drop_confirms(judgement.score):
             # The batch after a held drop falls short again, significantly, if by less than max_drop on its
             # own: the held change stands confirmed.
             reasons.insert(0, RetrainReason.SCORE_DROP)

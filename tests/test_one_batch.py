@@ -242,3 +242,21 @@ def test_a_held_change_against_a_release_no_longer_deployed_cannot_be_approved(d
     assert deployed.pointer()["current"] != before
     assert deployed.tick("--accept-held") == 1
     assert f"is against release {before}" in capsys.readouterr().err
+
+
+def test_a_small_drop_of_another_release_does_not_confirm_a_hold_against_the_one_before(deployed):
+    from helpers import run_script
+
+    deployed.add_source("swapped.csv", batch(501, count=1000, flip_labels=True))
+    assert deployed.tick() == 0
+    assert deployed.last_run()["held"]["status"] == "held"
+    # The refused candidate deployed by hand; no drop alarms on its own now (max_drop 0.9).
+    assert run_script("deployment.py", "--config", str(deployed.config_path)).returncode == 0
+    config = json.loads(deployed.config_path.read_text())
+    config.setdefault("score_drift", {})["max_drop"] = 0.9
+    deployed.write_config(config)
+    deployed.add_source("ordinary.csv", batch(502, count=600))
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["score_drift"]["p_value"] < run["score_drift"]["alpha"] and not run["score_drift"]["drift"]
+    assert run["decision"] == "no_drift" and "again after the held one" not in run["reason"], run["reason"]
