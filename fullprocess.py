@@ -187,8 +187,8 @@ def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[s
 @in_step("decision state")
 def mark_evaluated(ingested_folder: Path, record: dict[str, Any], *, last_retrain: dict[str, Any] | None,
                    held: dict[str, Any] | None = None) -> None:
-    """Record that every ingested row has been through a decision, when a retrain was last tried, and the
-    change held back for the next batch to confirm (None: nothing held)."""
+    """Record how far the ingested rows (``record``: rows and bytes) have been through a decision, when a
+    retrain was last tried, and the change held back for the next batch to confirm (None: nothing held)."""
     state = {"evaluated_rows": record["rows"], "evaluated_bytes": record["bytes"], "at": utc_now(),
              "last_retrain": last_retrain}
     if held is not None:
@@ -833,6 +833,11 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
     tried = retrain(config, outcome, decision=Decision.RETRAINED_DEPLOYED, reasons=reasons, deployed=deployed,
                     judged_rows=pending_rows, judged_from_byte=state["evaluated_bytes"], held=held,
                     reason="retrained because of " + " and ".join(causes))
+    evaluated = record
+    if pending_rows < work.rows_needed and outcome.deployed_release_after is None:
+        # Too few rows to check, and no release trained on them deployed: they still wait for the next
+        # files, as on a tick without this retrain, rather than being waved through unchecked.
+        evaluated = {"rows": state["evaluated_rows"], "bytes": state["evaluated_bytes"]}
     still_held = None
     if held and outcome.held is None:
         how = confirmation(held, deployed.release_id, reasons)
@@ -842,7 +847,7 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
             # A retrain of another kind (settings, schedule) that judged no new batch and deployed nothing
             # neither confirms nor contradicts the held change: it waits for the next batch still.
             still_held = held
-    mark_evaluated(config.paths.ingested, record, last_retrain=tried,
+    mark_evaluated(config.paths.ingested, evaluated, last_retrain=tried,
                    held=outcome.held if outcome.held and outcome.held.get("status") == "held" else still_held)
     return outcome
 
