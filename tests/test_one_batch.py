@@ -184,3 +184,19 @@ def test_the_challenger_log_line_says_which_rows_it_was_trained_on(deployed):
     held_out = run["challenge"]["held_out_rows"]
     assert f"before the {held_out} newest, held out: challenger f1" in deployed.log()
     assert "challenger trained on all:" not in deployed.log()
+
+
+def test_a_held_drop_with_drifted_features_keeps_the_expected_score_and_says_so(deployed):
+    """Only the drift reference becomes new while the drop waits for the next batch: the reason must not
+    say the rows are the release's new normal (its expected score stays)."""
+    release = deployed.pointer()["current"]
+    lines = noisy_batch(711, 600, 0.3).splitlines()
+    drifted = batch(711, 600, drifted=True).splitlines()
+    deployed.add_source("harder_drifted.csv", "\n".join([drifted[0], *[
+        ",".join(d.split(",")[:-1] + [n.split(",")[-1]]) for d, n in zip(drifted[1:], lines[1:])]]) + "\n")
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["held"]["kind"] == "expectation" and run["new_normal"]["reasons"] == ["feature_drift"], run["reason"]
+    assert deployed.pointer()["current"] == release
+    assert f"are the new drift reference of release {release} (its expected score stays)" in run["reason"], run["reason"]
+    assert "are the new normal" not in run["reason"]
