@@ -261,3 +261,19 @@ def test_a_small_drop_of_another_release_does_not_confirm_a_hold_against_the_one
     run = deployed.last_run()
     assert run["score_drift"]["p_value"] < run["score_drift"]["alpha"] and not run["score_drift"]["drift"]
     assert run["decision"] == "no_drift" and "again after the held one" not in run["reason"], run["reason"]
+
+
+def test_a_held_drop_with_drifted_features_keeps_the_expected_score_and_says_so(deployed):
+    """Only the drift reference becomes new while the drop waits for the next batch: the reason must not
+    say the rows are the release's new normal (its expected score stays)."""
+    release = deployed.pointer()["current"]
+    lines = noisy_batch(711, 600, 0.3).splitlines()
+    drifted = batch(711, 600, drifted=True).splitlines()
+    deployed.add_source("harder_drifted.csv", "\n".join([drifted[0], *[
+        ",".join(d.split(",")[:-1] + [n.split(",")[-1]]) for d, n in zip(drifted[1:], lines[1:])]]) + "\n")
+    assert deployed.tick() == 0
+    run = deployed.last_run()
+    assert run["held"]["kind"] == "expectation" and run["new_normal"]["reasons"] == ["feature_drift"], run["reason"]
+    assert deployed.pointer()["current"] == release
+    assert f"are the new drift reference of release {release} (its expected score stays)" in run["reason"], run["reason"]
+    assert "are the new normal" not in run["reason"]
