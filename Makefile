@@ -15,7 +15,7 @@ help:
 	@echo "make crontab      print the crontab line for this checkout"
 	@echo "make bench        the ingestion, API, risk-list and history-page benchmarks (the decision ones: bench/README.md)"
 	@echo "make sample-data  rewrite the shipped sample data (samples/generate.py)"
-	@echo "make check-sample-data  check the shipped sample data against samples/generate.py"
+	@echo "make check-sample-data  check samples/ and the working copies (sourcedata/, testdata/, config.json) against samples/generate.py: for CI, fails once you put your own data in"
 	@echo "make reset        delete pipeline state (ingesteddata, models, deployment, logs, predictions); sourcedata/ and scoringdata/ stay"
 
 $(VENV)/.runtime: requirements.txt
@@ -23,7 +23,8 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: requirements-dev.txt requirements-search.txt requirements-dask.txt $(VENV)/.runtime
+# Every requirements-*.txt: the files requirements-dev.txt includes (-r), so a change to one of them reinstalls.
+$(VENV)/.dev: $(wildcard requirements-*.txt) $(VENV)/.runtime
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 

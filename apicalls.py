@@ -180,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = script_parser(
         f"Call every API endpoint and write the replies to {OUTPUT_FILE} in the model folder, sending the API "
         "token (from the environment variable api.token_env names) when one is set. "
-        "Exit 1 if a call failed or the API is not running.",
+        "Exit 1 if a call failed, the API is not running, or the API at api.url serves another deployment "
+        "(its /health names another: nothing else is asked of it, and no token is sent).",
     )
-    parser.add_argument("--url", help="base URL of the API (default: api.url in config.json)")
+    parser.add_argument("--url", help="base URL of the API, called whichever deployment it serves "
+                        "(default: api.url in config.json, called only if it serves this set-up's deployment)")
     parser.add_argument("--output", metavar="PATH", help=f"where to write the replies (default: <model folder>/{OUTPUT_FILE})")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
     return run_script(parser, argv, "apicalls", _main, needs=("paths", "api"))

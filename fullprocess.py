@@ -187,8 +187,8 @@ def read_decision_state(ingested_folder: Path, record: dict[str, Any]) -> dict[s
 @in_step("decision state")
 def mark_evaluated(ingested_folder: Path, record: dict[str, Any], *, last_retrain: dict[str, Any] | None,
                    held: dict[str, Any] | None = None) -> None:
-    """Record that every ingested row has been through a decision, when a retrain was last tried, and the
-    change held back for the next batch to confirm (None: nothing held)."""
+    """Record how far the ingested rows (``record``: rows and bytes) have been through a decision, when a
+    retrain was last tried, and the change held back for the next batch to confirm (None: nothing held)."""
     state = {"evaluated_rows": record["rows"], "evaluated_bytes": record["bytes"], "at": utc_now(),
              "last_retrain": last_retrain}
     if held is not None:
@@ -548,8 +548,8 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                       "evaluate_on": judged_on, "allowed": allowed, "reason": why}
     files = (outcome.data_drift or {}).get("files") or []
 
-    def hold(kind: str, why_held: str) -> dict[str, Any]:
-        outcome.held = hold_change(kind, release_id=deployed.release_id, reasons=reasons, files=files,
+    def hold(kind: str, why_held: str, held_reasons: list[str]) -> dict[str, Any]:
+        outcome.held = hold_change(kind, release_id=deployed.release_id, reasons=held_reasons, files=files,
                                    first_row=judged_first_row, first_byte=judged_from_byte, last_row=len(frame),
                                    why=why_held, candidate=metadata["release_id"] if kind == HOLD_MODEL else None)
         outcome.held["status"] = "held"
@@ -567,7 +567,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                                     f"{deployed.release_id} on the {on_test.rows} test rows "
                                     f"({metric} {on_test.challenger:.3f} vs {on_test.champion:.3f}, difference "
                                     f"{on_test.difference:+.3f}, 95% CI {on_test.difference_low:+.2f} to "
-                                    f"{on_test.difference_high:+.2f})")
+                                    f"{on_test.difference_high:+.2f})", reasons)
         outcome.reason = (f"{reason}; {why}, but {held_now['message']}: release {deployed.release_id} stays")
         return last_retrain
     if not allowed:
@@ -581,10 +581,12 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
             if RetrainReason.SCORE_DROP in normal_reasons and not confirmed:
                 # A lower expectation from one batch alone would make the next ordinary batch a "rise" and
                 # a real fall no alarm: held for the next batch; a new drift reference is harmless, kept.
+                # Only the drop is held: against that new reference, the next batch's feature drift is
+                # the old world coming back, never a confirmation.
                 normal_reasons.remove(RetrainReason.SCORE_DROP)
                 held_now = hold(HOLD_EXPECTATION, f"the {judged_rows} new rows score significantly below what "
                                                   f"release {deployed.release_id} expects, and a challenger "
-                                                  "trained on them did no better")
+                                                  "trained on them did no better", [RetrainReason.SCORE_DROP])
                 outcome.reason += f"; {held_now['message']}"
             if normal_reasons:
                 outcome.new_normal = accept_new_normal(config, deployed, schema, frame.iloc[judged_first_row:],
@@ -595,9 +597,12 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                                    ", ".join(files) or "the new rows")
                     outcome.reason += f"; not a new normal: {refused['reason']}"
                 if outcome.new_normal["reasons"]:
+                    # A held score drop leaves the expected score as it was: only the drift reference is new.
+                    what = (f"new normal of release {deployed.release_id}"
+                            if str(RetrainReason.SCORE_DROP) in outcome.new_normal["reasons"]
+                            else f"new drift reference of release {deployed.release_id} (its expected score stays)")
                     outcome.reason += (f"; the challenger did no better, so the {judged_rows} judged rows are the "
-                                       f"new normal of release {deployed.release_id}"
-                                       + (f" ({confirmed})" if confirmed else ""))
+                                       f"{what}" + (f" ({confirmed})" if confirmed else ""))
         return last_retrain
     if confirmed:
         why += f"; {confirmed}"
@@ -796,8 +801,8 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
         outcome.timings["checks"] = round(time.perf_counter() - started, 3)
         reasons = judgement.reasons + reasons
         causes = judgement.causes() + causes
-        if held and RetrainReason.SCORE_DROP not in reasons and str(RetrainReason.SCORE_DROP) in held["reasons"] \
-                and drop_confirms(judgement.score):
+        if held and held.get("release_id") == deployed.release_id and RetrainReason.SCORE_DROP not in reasons \
+                and str(RetrainReason.SCORE_DROP) in held["reasons"] and drop_confirms(judgement.score):
             # The batch after a held drop falls short again, significantly, if by less than max_drop on its
             # own: the held change stands confirmed.
             reasons.insert(0, RetrainReason.SCORE_DROP)
@@ -834,11 +839,22 @@ def decide(config: Config, work: Work, outcome: TickOutcome) -> TickOutcome:
     tried = retrain(config, outcome, decision=Decision.RETRAINED_DEPLOYED, reasons=reasons, deployed=deployed,
                     judged_rows=pending_rows, judged_from_byte=state["evaluated_bytes"], held=held,
                     reason="retrained because of " + " and ".join(causes))
+    evaluated = record
+    if pending_rows < work.rows_needed and outcome.deployed_release_after is None:
+        # Too few rows to check, and no release trained on them deployed: they still wait for the next
+        # files, as on a tick without this retrain, rather than being waved through unchecked.
+        evaluated = {"rows": state["evaluated_rows"], "bytes": state["evaluated_bytes"]}
+    still_held = None
     if held and outcome.held is None:
         how = confirmation(held, deployed.release_id, reasons)
-        outcome.held = {**held, "status": "adopted" if how else "dropped", **({"how": how} if how else {})}
-    mark_evaluated(config.paths.ingested, record, last_retrain=tried,
-                   held=outcome.held if outcome.held and outcome.held.get("status") == "held" else None)
+        if how or outcome.score_drift is not None or outcome.deployed_release_after:
+            outcome.held = {**held, "status": "adopted" if how else "dropped", **({"how": how} if how else {})}
+        else:
+            # A retrain of another kind (settings, schedule) that judged no new batch and deployed nothing
+            # neither confirms nor contradicts the held change: it waits for the next batch still.
+            still_held = held
+    mark_evaluated(config.paths.ingested, evaluated, last_retrain=tried,
+                   held=outcome.held if outcome.held and outcome.held.get("status") == "held" else still_held)
     return outcome
 
 
@@ -915,6 +931,13 @@ def approve_held(config: Config) -> str:
     held = state["held"]
     if not held:
         raise PipelineError(f"nothing is held for confirmation in {config.paths.ingested / DECISION_STATE_FILE}")
+    pointer = read_pointer(config.paths.deployment)
+    current = pointer["current"] if pointer else None
+    if current != held["release_id"]:
+        # Its rows would be judged against another release, and the change dropped: say so, approve nothing.
+        raise PipelineError(f"the change held since {held['at']} is against release {held['release_id']}, but "
+                            f"release {current} is deployed now (deployed or rolled back since): nothing approved; "
+                            "the next batch is judged against the deployed release")
     held = {**held, "approved": utc_now()}
     atomic_write_json(config.paths.ingested / DECISION_STATE_FILE,
                       {"evaluated_rows": held["first_row"], "evaluated_bytes": held["first_byte"], "at": utc_now(),

@@ -5,7 +5,8 @@ variable), formats the line through ``logging`` and writes it under the handler'
 of what a worker spends on a small request, and with a hundred threads a worker's requests queue
 on that lock while its holder waits for the interpreter lock. This logger writes the same line
 (gunicorn's default format, Apache's combined log format: address, user, time, request line with
-method and path, status, bytes, referer, user agent) with one ``os.write`` on a file descriptor
+method and path, status, bytes, referer, user agent; control characters escaped, which gunicorn's
+own lines keep) with one ``os.write`` on a file descriptor
 opened in append mode, which needs no lock: each line is appended whole.
 
 Anything else (another ``access_log_format``, syslog, a logging config file) goes through
@@ -20,6 +21,8 @@ import traceback
 
 from gunicorn import glogging
 from gunicorn.config import AccessLogFormat
+
+from churnlib.columns import shown_name
 
 __all__ = ["AccessLogger"]
 
@@ -85,4 +88,7 @@ class AccessLogger(glogging.Logger):
 
 
 def _safe(value) -> str:
-    return value.replace('"', '\\"') if isinstance(value, str) else str(value)
+    # Control and line-breaking characters escaped too (gunicorn's own lines keep them): a Basic user
+    # name is base64 in its header, so gunicorn's header checks never see a line feed in it, and one
+    # would forge a whole access line.
+    return shown_name(value).replace('"', '\\"') if isinstance(value, str) else str(value)

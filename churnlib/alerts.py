@@ -388,9 +388,19 @@ class Progress:
             self._refused[(alert_id, self.channel)] = reason
 
 
+def _header_text(text: str) -> str:
+    """Return text for a mail header that the mail library takes as it is.
+
+    It decodes an RFC 2047 encoded word in a header it is given (a file named
+    ``=?utf-8?q?=0ABcc:_x@evil.example?=.csv``), line breaks included, and Pythons before 3.11.10
+    write those out raw: a header forged. A word joiner (invisible) after each ``=`` makes none.
+    """
+    return shown_name(text).replace("=?", "=\u2060?")
+
+
 def _subject(alert: Alert) -> str:
     where = f" [{alert.project}]" if alert.project else ""
-    return shown_name(f"churn{where}: {alert.title}")
+    return _header_text(f"churn{where}: {alert.title}")
 
 
 def _email(alert: Alert, settings: EmailSettings) -> Any:
@@ -403,7 +413,7 @@ def _email(alert: Alert, settings: EmailSettings) -> Any:
     message["To"] = ", ".join(settings.recipients)
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(idstring=alert.id)
-    message["X-Churn-Alert"] = shown_name(f"{alert.event}; {alert.status}; {alert.key}")
+    message["X-Churn-Alert"] = _header_text(f"{alert.event}; {alert.status}; {alert.key}")
     message.set_content(shown_lines(alert.full_text() + f"\n\n-- \n{alert.host} {alert.project}, {alert.at}\n"))
     return message
 
@@ -443,9 +453,15 @@ def send_emails(alerts: list[Alert], settings: EmailSettings, *, timeout: float,
                 session.send_message(_email(alert, settings))
             except (ValueError, TypeError, MessageError) as exc:  # a header or body the mail library refuses
                 progress.refused(alert.id, f"the mail library refused the message: {type(exc).__name__}: {exc}")
-            except smtplib.SMTPDataError as exc:  # the server refused this message's content; the session goes on
-                progress.refused(alert.id, f"{where} refused the message: {exc.smtp_code} "
-                                           f"{exc.smtp_error.decode('utf-8', 'replace')}")
+            except smtplib.SMTPDataError as exc:
+                reply = f"{exc.smtp_code} {exc.smtp_error.decode('utf-8', 'replace')}"
+                if not 500 <= exc.smtp_code < 600:
+                    # A 4xx (busy, out of space, greylisted) says try later, not that this message is bad:
+                    # it must not count towards being set aside. The channel stops until the next tick.
+                    after = f" after {done} message(s)" if done else ""
+                    raise DeliveryError(f"{where}: {reply} (a temporary failure){after}") from None
+                # The server refused this message's content for good; the session goes on.
+                progress.refused(alert.id, f"{where} refused the message: {reply}")
             else:
                 progress.sent(alert.id)
             done += 1

@@ -178,20 +178,24 @@ def _events(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _webhook_url(value: Any) -> str:
+def _without_credentials(text: str, instead: str) -> str:
+    """Refuse a URL with a user name or password before '@': URLs are shown in logs, cron.log and the
+    outbox, so a password in one would be shown everywhere (and urllib would not send it). Not echoed here."""
     from urllib.parse import urlsplit
 
+    netloc = urlsplit(text).netloc
+    if "@" in netloc:
+        raise ValueError(f"holds a user name or password before '@' ({urlsplit(text).scheme}://...@"
+                         f"{netloc.rpartition('@')[2]}); credentials are not taken in the URL: {instead}")
+    return text
+
+
+def _webhook_url(value: Any) -> str:
     text = _string(value).strip()
     if not text.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
-    netloc = urlsplit(text).netloc
-    if "@" in netloc:
-        # The URL is shown in logs, cron.log and the outbox (and urllib would not send the password):
-        # a password in it would be shown everywhere. Not echoed here either.
-        raise ValueError(f"holds a user name or password before '@' ({urlsplit(text).scheme}://...@"
-                         f"{netloc.rpartition('@')[2]}); credentials are not taken in the URL: use the "
-                         "receiver's token in the path (as Slack does) or put a proxy in front")
-    return text  # kept as given: a receiver may need its trailing slash
+    # Kept as given: a receiver may need its trailing slash.
+    return _without_credentials(text, "use the receiver's token in the path (as Slack does) or put a proxy in front")
 
 
 def _folder(value: Any) -> str:
@@ -214,7 +218,7 @@ def _url(value: Any) -> str:
     text = _string(value)
     if not text.startswith(("http://", "https://")):
         raise ValueError(f"must start with http:// or https://, got {value!r}")
-    return text.rstrip("/")
+    return _without_credentials(text, "the API takes a token from the variable api.token_env names").rstrip("/")
 
 
 # --- the settings: each key is one line, its default and its check, in the section it belongs to ---

@@ -173,7 +173,10 @@ class RecordWidths:
     rules are pandas' for well-formed files.
     """
 
-    MAX_QUOTED_LINES = 10_000  # a quote never closed: the reader names it; counting stops
+    # Quotes that do not pair up within this many lines are quotes inside unquoted cells (O"Brien, 5"),
+    # plain characters to pandas and the csv module: the lines so far are counted as the csv module
+    # reads them, and counting goes on (a quoted cell this long is refused for its length anyway).
+    MAX_QUOTED_LINES = 10_000
 
     def __init__(self, name: str):
         self.name = name
@@ -182,7 +185,7 @@ class RecordWidths:
         self.partial = ""  # the text after the last line break
         self.ended = False
         self.rows = 0
-        self.broken = False  # could not follow (a quote never closed, a cell past the csv module's limit)
+        self.broken = False  # could not follow (a cell past the csv module's limit)
 
     def feed(self, text: str) -> None:
         if not text:
@@ -222,14 +225,16 @@ class RecordWidths:
             start = quoted
 
     def _quoted_end(self, lines: list[str], start: int) -> int | None:
-        """Return the end of the lines that make whole records from ``start`` (quotes balanced), or None."""
-        quotes = 0
+        """Return the end of the lines that make whole records from ``start`` (no quoted cell left open), or None."""
+        inside = False
         for end in range(start, min(len(lines), start + self.MAX_QUOTED_LINES)):
-            quotes += lines[end].count('"')
-            if quotes % 2 == 0:
+            line = lines[end]
+            if not inside and _WHOLE_CELLS.fullmatch(line):
+                return end + 1  # whole cells only (every cell quoted: the common case), at C speed
+            inside = _inside_quotes_after(line, inside)
+            if not inside:
                 return end + 1
         if len(lines) - start >= self.MAX_QUOTED_LINES:
-            self.broken = True
             return len(lines)
         return len(lines) if self.ended else None
 
@@ -256,6 +261,32 @@ class RecordWidths:
         self.rows += len(lines) - int(blank.sum())
 
 
+def _inside_quotes_after(line: str, inside: bool) -> bool:
+    """Return whether a quoted cell is still open at the end of ``line`` (``inside``: open at its start).
+
+    The csv module's and pandas' rule: a quote opens a quoted cell only at the start of a cell; inside
+    one, ``""`` is a quote and a lone quote closes it; any other quote (``O"Brien``, ``5"``) is text.
+    """
+    position = 0
+    while True:
+        if inside:
+            close = line.find('"', position)
+            while close != -1 and line.startswith('"', close + 1):  # "" inside a quoted cell
+                close = line.find('"', close + 2)
+            if close == -1:
+                return True
+            inside = False
+            position = line.find(",", close + 1)  # the rest of the cell is text
+            if position == -1:
+                return False
+        opening = _QUOTED_CELL_START.search(line, position)
+        if opening is None:
+            return False
+        inside, position = True, opening.end()
+
+
+_QUOTED_CELL_START = re.compile(r'(?:^|,)"')
+_WHOLE_CELLS = re.compile(r'(?:"(?:[^"]|"")*"|[^,"]*)(?:,(?:"(?:[^"]|"")*"|[^,"]*))*[\r\n]*')
 _BLANK_LINE_CHARACTERS = ", \t\r\n\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004" \
     "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # str.strip()'s whitespace, and commas
 

@@ -29,6 +29,10 @@ LIST_SUFFIX = ".risk.csv"
 SUMMARY_SUFFIX = ".risk.json"
 STALE_FOLDER = "stale"  # in the predictions folder: lists whose customer file is gone, kept for the user to delete
 MAX_REJECTED = 1_000  # rejected files kept in the record: the latest, of files still in the folder
+# A file name's bytes at most (Linux and macOS file systems). A list is written under a temporary
+# name first (churnlib.fsutil.temporary_path_for): "." + its name + ".tmp-<pid>-<8 hex digits>".
+NAME_MAX = 255
+TEMPORARY_NAME_BYTES = len(".") + len(".tmp-4194304-00000000")  # the largest Linux pid
 
 
 def empty_scoring_record() -> dict[str, Any]:
@@ -95,15 +99,19 @@ def find_customer_files(scoring_folder: Path, record: dict[str, Any], release_id
             del record["scored"][name]
             changed = True
     changed |= _bound_rejected(record)
-    files, taken = _one_file_per_list(found.files, record)
-    for source, owner in taken:
-        reason = (f"its list would be {list_name(source.name)}, which is {owner}'s (list names do not tell "
-                  f"{source.name} from {owner}); rename one of them")
+    files, taken = _one_file_per_list([f for f in found.files if _list_name_fits(f.name)], record)
+    for source in found.files:
+        if not _list_name_fits(source.name):
+            reason = (f"the name is too long for its list's name ({len(os.fsencode(summary_name(source.name)))} "
+                      f"bytes with its suffix; at most {NAME_MAX - TEMPORARY_NAME_BYTES}): rename the file")
+            taken.append((source, None, reason))
+    for source, owner, reason in taken:
         if not any(r["name"] == source.name and r["sha256"] == source.sha256 and r["reason"] == reason
                    for r in record["rejected"]):
             record["rejected"] = [r for r in record["rejected"] if r["name"] != source.name]
             entry = reject_unread(source.name, reason, sha256=source.sha256, size=source.size)
-            entry["list_of"] = owner  # not scored while the other file is there; retried once it is gone
+            if owner is not None:
+                entry["list_of"] = owner  # not scored while the other file is there; retried once it is gone
             found.rejected.append(entry)
             changed = True
     pending = []
@@ -176,8 +184,9 @@ def _bound_rejected(record: dict[str, Any]) -> bool:
     return True
 
 
-def _one_file_per_list(files: list[FoundFile], record: dict[str, Any]) -> tuple[list[FoundFile], list[tuple[FoundFile, str]]]:
-    """Return the files that each have their list to themselves, and the others with the file whose list it is.
+def _one_file_per_list(files: list[FoundFile], record: dict[str, Any]) -> tuple[list[FoundFile], list[tuple[FoundFile, str | None, str]]]:
+    """Return the files that each have their list to themselves, and the others with the file whose list it is
+    and the reason they are not scored.
 
     ``team.csv`` and ``team.CSV`` would both write ``team.risk.csv``: the file whose list it is
     already, else the first by name, keeps it. Names are compared case-blind, as some file systems do.
@@ -191,8 +200,15 @@ def _one_file_per_list(files: list[FoundFile], record: dict[str, Any]) -> tuple[
         if owner is source:
             kept.append(source)
         else:
-            taken.append((source, owner.name))
+            reason = (f"its list would be {list_name(source.name)}, which is {owner.name}'s (list names do not tell "
+                      f"{source.name} from {owner.name}); rename one of them")
+            taken.append((source, owner.name, reason))
     return kept, taken
+
+
+def _list_name_fits(input_name: str) -> bool:
+    """Whether the list and summary of ``input_name`` can be written (their temporary names are longer)."""
+    return len(os.fsencode(summary_name(input_name))) + TEMPORARY_NAME_BYTES <= NAME_MAX
 
 
 def list_name(input_name: str) -> str:

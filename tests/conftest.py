@@ -30,9 +30,19 @@ def _scrubbed_session():
 def _scrubbed_offline_and_clean_logging(monkeypatch):
     scrub_environment(monkeypatch)  # again: a test before may have set one without monkeypatch
     yield
+    import logging
+
     from churnlib.logsetup import close_logging
 
     close_logging()
+    # A test that builds gunicorn's logger in this process gives "gunicorn.error" handlers; an app made
+    # after it (app._log_to_gunicorn) then sends "churnlib" there and stops it propagating, so a later
+    # tick's lines from churnlib.* would never reach that tick's log file.
+    for name in ("app", "churnlib", "gunicorn.error", "gunicorn.access"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate, logger.level = True, logging.NOTSET
 
 
 @pytest.fixture
@@ -61,9 +71,19 @@ def deployed_template(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("template") / "project"
     project = make_project(root)
     assert project.tick() == 0
+    import logging
+
     from churnlib.logsetup import close_logging
 
     close_logging()
+    # A test that builds gunicorn's logger in this process gives "gunicorn.error" handlers; an app made
+    # after it (app._log_to_gunicorn) then sends "churnlib" there and stops it propagating, so a later
+    # tick's lines from churnlib.* would never reach that tick's log file.
+    for name in ("app", "churnlib", "gunicorn.error", "gunicorn.access"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate, logger.level = True, logging.NOTSET
     return root
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from email import message_from_bytes
+from email.header import decode_header, make_header
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -681,3 +682,45 @@ def test_a_webhook_that_refuses_one_alerts_body_takes_the_others_and_that_one_go
     assert not (deployed.logs / "alerts_outbox.json").exists()
     [aside] = json.loads((deployed.logs / "alerts_undeliverable.json").read_text())["items"]
     assert aside["alert"]["title"] == "file rejected: poison.csv" and "HTTP 400" in aside["last_error"]
+
+
+def test_a_server_that_says_try_again_later_keeps_the_alert_in_the_outbox_until_it_takes_it(deployed, smtp):
+    from dataclasses import asdict
+
+    from churnlib.alerts import MAX_ITEM_FAILURES, Alert, process_alerts
+
+    deployed.write_config(alert_config(smtp_port=smtp.port))
+    alert = Alert("k1", "tick_failed", "started", "first", "body")
+    item = {"channel": "email", "attempts": 0, "queued_at": "t", "alert": asdict(alert)}
+    (deployed.logs / "alerts_outbox.json").write_text(json.dumps({"items": [item]}))
+    original = smtp.controller.handler.handle_DATA
+
+    async def busy(server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        return "451 4.3.0 mail server busy, try again later"  # a 4xx: the message is fine, the server is not
+
+    smtp.controller.handler.handle_DATA = busy
+    for _ in range(MAX_ITEM_FAILURES + 1):
+        process_alerts(deployed.config(), {"decision": "nothing_new"})
+    assert not (deployed.logs / "alerts_undeliverable.json").exists()
+    [waiting] = json.loads((deployed.logs / "alerts_outbox.json").read_text())["items"]
+    assert "451" in waiting["last_error"]
+    smtp.controller.handler.handle_DATA = original
+    process_alerts(deployed.config(), {"decision": "nothing_new"})
+    assert [m["Subject"] for _, _, m in smtp.messages] == ["churn: first"]
+    assert not (deployed.logs / "alerts_outbox.json").exists()
+
+
+def test_an_encoded_word_in_a_file_name_adds_no_header_and_no_recipient(deployed, smtp):
+    # The mail library decodes RFC 2047 encoded words in a header it is given, line breaks included, and
+    # (before Python 3.11.10) writes them out raw: any header (Bcc, Reply-To) forged by a file's name.
+    name = "=?utf-8?q?=0ABcc:_attacker@evil.example?=.csv"
+    deployed.write_config(alert_config(smtp_port=smtp.port))
+    folder = deployed.root / "scoringdata"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text("a;b\n1;2\n")
+    assert deployed.tick() == 0
+    [(_, recipients, message)] = smtp.messages
+    assert recipients == ["team@example.com", "oncall@example.com"]
+    assert message["Bcc"] is None
+    subject = str(make_header(decode_header(message["Subject"].replace("\r\n", ""))))
+    assert "\n" not in subject and "utf-8" in subject and "evil.example" in subject

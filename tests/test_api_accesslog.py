@@ -96,3 +96,16 @@ def test_the_access_log_is_reopened_after_rotation(tmp_path, loggers):
     log.access(Reply("201 CREATED"), Request(), dict(ENVIRONS[0]), datetime.timedelta(0))
     assert len((tmp_path / "access.log.1").read_text().splitlines()) == 2
     assert '" 201 81 ' in (tmp_path / "access.log").read_text()
+
+
+def test_a_user_name_with_a_line_break_or_an_escape_cannot_forge_an_access_line(tmp_path, loggers):
+    # The Basic user name is base64 in the header: gunicorn's header checks never see its line feed.
+    forged = b'x\n127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] "GET /forged HTTP/1.1" 200 2 "-" "-"\x1b[2J:pw'
+    environ = {**ENVIRONS[0], "HTTP_AUTHORIZATION": "Basic " + base64.b64encode(forged).decode(),
+               "HTTP_USER_AGENT": "agent\x85\u2028end"}
+    log = loggers(AccessLogger, tmp_path / "access.log")
+    log.access(Reply(), Request(), environ, datetime.timedelta(0))
+    text = (tmp_path / "access.log").read_text(encoding="utf-8")
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert "\x1b" not in text and "\x85" not in text and "\u2028" not in text
+    assert ' - x\\n127.0.0.1 - - ' in text

@@ -229,11 +229,14 @@ def test_an_incident_tool_still_refuses_a_broken_section_it_needs(deployed):
     assert "paths.deployment_folder: must be a non-empty string" in result.stderr
 
 
-def test_a_webhook_url_with_a_user_and_password_is_refused_without_showing_them(tmp_path):
+@pytest.mark.parametrize("section, key", [({"alerts": {"webhook": {"url": "{url}"}}}, "alerts.webhook.url"),
+                                          ({"api": {"url": "{url}"}}, "api.url")])
+def test_a_url_with_a_user_and_password_is_refused_without_showing_them(tmp_path, section, key):
+    url = "https://alice:s3cret@hooks.example.com/T0/B0/x"
     with pytest.raises(ConfigError) as caught:
-        load(tmp_path, {"alerts": {"webhook": {"url": "https://alice:s3cret@hooks.example.com/T0/B0/x"}}})
+        load(tmp_path, json.loads(json.dumps(section).replace("{url}", url)))
     message = str(caught.value)
-    assert "alerts.webhook.url: holds a user name or password before '@' (https://...@hooks.example.com)" in message
+    assert f"{key}: holds a user name or password before '@' (https://...@hooks.example.com)" in message
     assert "s3cret" not in message and "alice" not in message
 
 

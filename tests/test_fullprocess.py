@@ -291,3 +291,22 @@ def test_the_shipped_sample_data_runs_the_whole_walk_through(tmp_path):
     assert [r["decision"] for r in runs] == ["cold_start", "nothing_new", "retrained_deployed"]
     listing = run_script("deployment.py", "--config", str(root / "config.json"), "--list")
     assert listing.stdout.count("logistic_regression") == 2
+
+
+def test_rows_too_few_to_check_still_wait_after_a_refused_retrain_for_changed_settings(tmp_path):
+    from helpers import make_project
+
+    project = make_project(tmp_path / "project", config=base_config(deployment={"policy": "better", "tolerance": 0.9}))
+    assert project.tick() == 0
+    project.add_source("small1.csv", batch(601, count=20))
+    assert project.tick() == 0 and project.last_run()["decision"] == "waiting_for_rows"
+    config = json.loads(project.config_path.read_text())
+    config["model"]["params"] = {"C": 0.5}
+    project.write_config(config)
+    assert project.tick() == 0
+    assert project.last_run()["decision"] == "retrained_refused", project.last_run()["reason"]
+    # The 20 rows were not checked against the release that stays: with 20 more, the 40 are.
+    project.add_source("small2.csv", batch(602, count=20))
+    assert project.tick() == 0
+    run = project.last_run()
+    assert run["decision"] == "no_drift" and run["score_drift"]["rows"] == 40, run["reason"]

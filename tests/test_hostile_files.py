@@ -674,6 +674,41 @@ def test_short_rows_are_found_wherever_the_blocks_of_text_are_cut(seed):
         widths.check()
 
 
+def test_a_short_row_far_after_a_quote_inside_a_cell_is_still_found(monkeypatch):
+    """A quote inside an unquoted cell (O"Brien, 5") is a plain character to pandas and the csv module:
+    it must not leave the rest of a large file, fed a block at a time, uncounted."""
+    from churnlib.dataset import DatasetError, RecordWidths
+
+    monkeypatch.setattr(RecordWidths, "MAX_QUOTED_LINES", 50)  # a large file's worth, in a small one
+    rows = [f"c{i},1,2,3" for i in range(400)]
+    rows[5] = 'O"Brien,1,2,3'
+    rows[300] = "cut,1"
+    text = "id,a,b,c\n" + "\n".join(rows) + "\n"
+    widths = RecordWidths("f.csv")
+    with pytest.raises(DatasetError, match=r"f.csv: row 301 has 2 fields, the header has 4"):
+        for start in range(0, len(text), 500):
+            widths.feed(text[start:start + 500])
+            widths.check()
+        widths.feed("")
+        widths.check()
+
+
+@pytest.mark.parametrize("stray", ['O"Brien', '5"', 'a "b" c'])
+def test_a_quote_inside_a_cell_then_a_quoted_line_break_is_a_well_formed_file(stray):
+    """pandas reads this file whole; the field counter must not refuse it (it took the stray quote for an opening one)."""
+    import pandas as pd
+
+    from churnlib.dataset import RecordWidths
+
+    text = f'id,a,b,c\n{stray},1,2,3\nx,1,2,3\n"two\nlines",1,2,3\ny,"say ""hi""",2,3\n'
+    assert len(pd.read_csv(io.StringIO(text), header=None, dtype=object)) == 5
+    widths = RecordWidths("f.csv")
+    widths.feed(text)
+    widths.feed("")
+    widths.check()
+    assert widths.rows == 4
+
+
 def test_a_batch_of_many_distinct_new_categories_is_named_in_a_bounded_drift_entry():
     import pandas as pd
 

@@ -590,3 +590,16 @@ def test_a_release_without_reasons_still_gets_its_list_and_says_why(deployed):
     rows = read_list(deployed)
     assert len(rows) == 500 and {r["reason_1"] for r in rows} == {""}
     assert "without reasons: reasons are not available for this release" in deployed.log("scoring")
+
+
+def test_a_customer_file_whose_list_name_would_be_too_long_is_rejected_and_the_others_are_scored(deployed):
+    long_name = "a" * 240 + ".csv"  # a legal name (255 bytes at most), but its list's temporary name is not
+    drop_customers(deployed, long_name, csv_text(CUSTOMER_HEADER, [["x", 5, 50, 2, "basic"]]))
+    drop_customers(deployed, "fine.csv", csv_text(CUSTOMER_HEADER, [["y", 5, 50, 2, "basic"]]))
+    assert deployed.tick() == 0
+    scoring_run = deployed.last_run()["scoring"]
+    assert [f["name"] for f in scoring_run["files"]] == ["fine.csv"]
+    [rejected] = scoring_run["rejected"]
+    assert rejected["name"] == long_name and "name is too long" in rejected["reason"]
+    assert [r["corporation"] for r in read_list(deployed, "fine")] == ["y"]
+    assert deployed.tick() == 0 and "scoring" not in deployed.last_run()  # said once

@@ -387,6 +387,7 @@ def test_a_gitkeep_in_a_fresh_clones_folders_is_ignored_without_a_word(empty_pro
 
 
 def test_the_api_server_says_where_it_listens(deployed):
+    import selectors
     import subprocess
     import sys
 
@@ -398,7 +399,11 @@ def test_the_api_server_says_where_it_listens(deployed):
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        line = process.stdout.readline()  # gunicorn exits if it cannot start: no hang
+        # Bounded: a gunicorn that starts but never says where it listens must fail the test, not hang make test.
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout=120)
+        line = process.stdout.readline() if ready else ""
     finally:
         process.terminate()
         process.communicate(timeout=60)
