@@ -598,9 +598,9 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                     outcome.reason += f"; not a new normal: {refused['reason']}"
                 if outcome.new_normal["reasons"]:
                     # A held score drop leaves the expected score as it was: only the drift reference is new.
-                    what = (f"new normal of release {deployed.release_id}"
-                            if str(RetrainReason.SCORE_DROP) in outcome.new_normal["reasons"]
-                            else f"new drift reference of release {deployed.release_id} (its expected score stays)")
+                    what = f"new normal of release {deployed.release_id}" + (
+                        "" if str(RetrainReason.SCORE_DROP) in outcome.new_normal["reasons"]
+                        else " (its drift reference; its expected score stays)")
                     outcome.reason += (f"; the challenger did no better, so the {judged_rows} judged rows are the "
                                        f"{what}" + (f" ({confirmed})" if confirmed else ""))
         return last_retrain
