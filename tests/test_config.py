@@ -13,7 +13,7 @@ from churnlib.config import (
     every_key_with_default,
     load_config,
 )
-from helpers import SAMPLE_LATER, base_config, make_project, run_script
+from helpers import SAMPLE_LATER, base_config, make_project, run_script, serving_in_a_thread
 
 
 def load(tmp_path, raw):
@@ -258,33 +258,22 @@ def test_an_api_token_unfit_for_a_header_is_refused_at_start_up_without_showing_
     assert token.strip() not in message and "abc" not in message
 
 
+def _replying(body: bytes):
+    """A WSGI app that answers every request with ``body`` (JSON), whatever it is asked."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return app
+
+
 def test_a_deploying_tick_with_a_bad_token_writes_its_run_line_and_says_the_api_was_not_called(project):
     """The token used to pass the start-up check and fail the tick after its deploy (ValueError in cron.log)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    import threading
-
-    class Health(BaseHTTPRequestHandler):  # answers /health as the API does; never asked for more
-        def do_GET(self):
-            body = b'{"status": "ok", "release_id": null}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        project.write_config(base_config(api={"url": f"http://127.0.0.1:{server.server_port}",
-                                              "token_env": "CHURN_TEST_API_TOKEN", "reload_interval_seconds": 0.1}))
+    # Answers /health as the API does; never asked for more.
+    with serving_in_a_thread(_replying(b'{"status": "ok", "release_id": null}')) as url:
+        project.write_config(base_config(api={"url": url, "token_env": "CHURN_TEST_API_TOKEN",
+                                              "reload_interval_seconds": 0.1}))
         result = run_script("fullprocess.py", "--config", str(project.config_path),
                             env={"CHURN_TEST_API_TOKEN": "s3cret-token\r"})
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.returncode == 0, result.stderr
     [run] = [json.loads(line) for line in (project.logs / "runs.jsonl").read_text().splitlines()]
     assert run["decision"] == "cold_start" and run["deployed_release_after"]
@@ -296,31 +285,9 @@ def test_a_deploying_tick_with_a_bad_token_writes_its_run_line_and_says_the_api_
 
 def test_a_deploying_tick_survives_any_error_while_calling_the_api(project):
     """Something that is not the API on api.url (here: replies nested too deep for json) cannot fail the tick."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    import threading
-
-    class Hostile(BaseHTTPRequestHandler):
-        def reply(self):
-            body = b"[" * 200_000 + b"]" * 200_000  # json.loads raises RecursionError
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = reply
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        project.write_config(base_config(api={"url": f"http://127.0.0.1:{server.server_port}",
-                                              "reload_interval_seconds": 0.1}))
+    with serving_in_a_thread(_replying(b"[" * 200_000 + b"]" * 200_000)) as url:  # json.loads: RecursionError
+        project.write_config(base_config(api={"url": url, "reload_interval_seconds": 0.1}))
         result = run_script("fullprocess.py", "--config", str(project.config_path))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.returncode == 0, result.stderr
     [run] = [json.loads(line) for line in (project.logs / "runs.jsonl").read_text().splitlines()]
     assert run["decision"] == "cold_start" and run["deployed_release_after"]
