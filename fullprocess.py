@@ -455,15 +455,16 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                         rows_needed(config))
     if trial is not None:
         outcome.challenge = trial.to_json()
-        logger.info("challenger trained on %s: %s", describe_window(trial.window, len(frame) - trial.held_out,
-                                                                     trial.held_out), trial.comparison.text())
+        logger.info("challenger trained on %s: %s", describe_window(trial.window, trial.last_row, trial.held_out,
+                                                                     trial.selection_rows), trial.comparison.text())
         window_name, window_first = trial.window
     else:
         window_name, window_first = candidate_windows(len(frame), 0, config.model)[0]
-    # The model deployed is the one judged: the challenger, trained without the held-out rows, so that
-    # those rows (and the test data) are rows it never saw, to learn its calibration and expected
+    # The model deployed is the one judged: the challenger, trained without the held-out rows (and,
+    # on a long history, without the few rows that chose its window: see decisions.REUSE_MAX_SHARE), so
+    # that those rows (and the test data) are rows it never saw, to learn its calibration and expected
     # score from. Without a champion to judge against, one model on all of its window.
-    last_row = len(frame) - trial.held_out if trial is not None else len(frame)
+    last_row = trial.last_row if trial is not None else len(frame)
     final_frame = frame.iloc[window_first:last_row]
     if trial is not None:
         model, fit_seconds = trial.challenger, trial.challenger_seconds
@@ -477,8 +478,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     regime_first = max(regime_first, window_first)
     held_out = None
     if trial is not None:
-        held = frame.iloc[last_row:]
-        held_out = (held[schema.target].to_numpy(), trial.challenger_probabilities)
+        held_out = (frame.iloc[len(frame) - trial.held_out:][schema.target].to_numpy(), trial.challenger_probabilities)
     if searched is not None:
         outcome.search = searched.run_line()
     model, calibration, expected, decision_threshold = expectation(

@@ -119,3 +119,5 @@ def test_a_training_window_is_described_with_its_rows_once():
         "the 700 rows that were judged before the 300 newest, held out"
     assert describe_window(("all", 0), 1210, 180) == "all 1,210 rows before the 180 newest, held out"
     assert describe_window(("recent", 200), 1000, 0) == "recent (800 rows)"
+    assert describe_window(("all", 0), 994_900, 3_000, 2_100) == \
+        "all 994,900 rows before the 5,100 newest (2,100 chose the window, 3,000 held out)"

@@ -260,3 +260,37 @@ def test_the_test_data_is_pooled_when_it_agrees_and_reported_when_it_is_from_ano
 
     assert trials(0.0) >= 90
     assert trials(1.0) <= 40
+
+
+def test_on_a_long_history_the_window_choice_fit_is_the_challenger_and_small_ones_are_fitted_again(tmp_path):
+    # Issue 19: xgboost fitted the whole history twice per retrain (once to choose the window, once as
+    # the challenger with the selection slice's few rows more). On a long history the window choice's
+    # fit is the challenger; the rows it did not see are the slice's, and the log and run line say so.
+    project = make_project(tmp_path / "project", sources=(), config=base_config(model={"recent_rows": 5000}))
+    project.add_source("history.csv", batch(7, 20_000))
+    assert project.tick() == 0
+    project.add_source("shifted.csv", batch(8, 300, drifted=True))
+    assert project.tick() == 0
+    run = project.last_run()
+    assert run["decision"] == "retrained_deployed", run["reason"]
+    challenge = run["challenge"]
+    held, tried = challenge["held_out_rows"], challenge["windows_tried"]
+    selection = tried[0]["selection_rows"]
+    assert challenge["selection_rows_not_trained_on"] == selection > 0
+    chosen = next(row for row in tried if row["window"] == challenge["window"])
+    assert challenge["challenger_rows"] == 20_300 - held - selection - chosen["first_row"]
+    assert f"({selection:,} chose the window, {held:,} held out)" in project.log()
+    metadata = json.loads((project.deployment / "releases" / project.pointer()["current"]
+                           / "trainedmodel.json").read_text())
+    assert metadata["window"]["last_row"] == 20_300 - held - selection
+    assert metadata["training_data"]["rows"] == challenge["challenger_rows"]
+
+
+def test_on_a_short_history_the_challenger_is_fitted_again_with_the_rows_that_chose_its_window(deployed):
+    deployed.add_source("shifted.csv", batch(8, 300, drifted=True))
+    assert deployed.tick() == 0
+    challenge = deployed.last_run()["challenge"]
+    assert challenge["selection_rows_not_trained_on"] == 0
+    assert challenge["challenger_rows"] == 1_090 - challenge["held_out_rows"] - \
+        next(row for row in challenge["windows_tried"] if row["window"] == challenge["window"])["first_row"]
+    assert "chose the window" not in deployed.log()
