@@ -70,16 +70,17 @@ class Engine:
 
     def _connect(self) -> None:
         started = time.perf_counter()
-        # The scheduler of a local cluster runs in this process: its routine lines (workers joining,
-        # shuffles starting) would flood fullprocess.log and, as warnings, cron's mail. Its errors stay.
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-        logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
         settings = self.settings
         try:
             import dask
             from distributed import Client, LocalCluster
         except ImportError as exc:  # the config check looks for the packages; a broken install lands here
             raise EngineError(f"compute.engine is dask, but Dask cannot be imported: {exc}") from None
+        # The scheduler of a local cluster runs in this process: its routine lines (workers joining,
+        # shuffles starting) would flood fullprocess.log and, as warnings, cron's mail. Its errors stay.
+        # Set after the import: importing distributed sets its loggers to INFO.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
         # Text stays object columns holding str or NaN, as the local pipeline's frames hold it: Dask
         # would turn it into pyarrow strings with pd.NA, which scikit-learn's imputers do not see as missing.
         dask.config.set({"dataframe.convert-string": False})
