@@ -25,6 +25,7 @@ have 5).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -229,6 +230,52 @@ def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float
                   f"{worker_mb:<11} {same}", flush=True)
 
 
+def _probabilities_of(predictor_and_schema, frame):
+    from churnlib.pipeline import frame_probabilities
+
+    predictor, schema = predictor_and_schema
+    return frame_probabilities(predictor, frame, schema)
+
+
+def predictions(rows: int, workers: int, memory_gb: float, seed: int) -> None:
+    """Print what the score check's and the challenger's predictions (``frame_probabilities`` on a
+    batch already in the tick's memory) cost in the tick's process, against sending the batch to the
+    workers in chunks of 250,000 rows (``churnlib.engine.map_in_order``) and back."""
+    import numpy as np
+
+    from churnlib.config import ComputeSettings, ModelSettings, section_settings
+    from churnlib.engine import map_in_order, using
+    from churnlib.ingested import typed_like_csv
+    from churnlib.pipeline import FastPredictor, frame_probabilities
+    from churnsim import World
+    from training import train_model
+
+    schema = _schema()
+    training = typed_like_csv(World().frame(50_000, np.random.default_rng(seed)), schema)
+    batch = typed_like_csv(World().frame(rows, np.random.default_rng(seed + 1)), schema)
+    compute = section_settings(ComputeSettings, engine="dask", workers=workers, memory_per_worker_gb=memory_gb,
+                               cluster_min_rows=0)
+    print(f"predictions on a batch of {rows:,} rows in memory: the tick's process against {workers} workers "
+          "(cluster start-up excluded); wall s / CPU s of the tick's process")
+    models = {algorithm: train_model(training, schema, section_settings(ModelSettings, algorithm=algorithm,
+                                                                        random_seed=7))
+              for algorithm in ("logistic_regression", "xgboost")}
+    with using(compute) as engine:
+        engine.client  # noqa: B018
+        for algorithm, model in models.items():
+            predictor = FastPredictor(model, schema)
+            cpu, started = _cpu_seconds(), time.perf_counter()
+            here = frame_probabilities(predictor, batch, schema)
+            local = (time.perf_counter() - started, _cpu_seconds() - cpu)
+            chunks = (batch.iloc[start:start + 250_000] for start in range(0, rows, 250_000))
+            cpu, started = _cpu_seconds(), time.perf_counter()
+            there = np.concatenate(list(map_in_order(engine, functools.partial(_probabilities_of, (predictor, schema)),
+                                                     chunks, what="predictions")))
+            remote = (time.perf_counter() - started, _cpu_seconds() - cpu)
+            print(f"{algorithm:<20} local {local[0]:6.2f} s / {local[1]:6.2f} s   {workers} workers {remote[0]:6.2f} s / "
+                  f"{remote[1]:6.2f} s   identical: {np.array_equal(here, there)}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
@@ -244,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only compare xgboost trained on the cluster with xgboost trained in one process")
     parser.add_argument("--lists", type=int, metavar="CUSTOMERS",
                         help="only risk lists: a file of CUSTOMERS rows scored with 3 reasons, local and dask engines")
+    parser.add_argument("--predictions", type=int, metavar="ROWS",
+                        help="only the score check's and challenger's predictions on a batch of ROWS rows: local "
+                        "against the workers")
     parser.add_argument("--one", nargs=3, metavar=("PATH", "ALGORITHM", "WORKERS"), help=argparse.SUPPRESS)
     parser.add_argument("--one-list", nargs=3, metavar=("CONFIG", "CUSTOMERS", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -251,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         config, customers, workers = args.one_list
         output = Path(tempfile.mkdtemp(prefix="bench-list-")) / "list.csv"
         print(json.dumps(one_list(Path(config), Path(customers), output, int(workers), args.memory_gb)))
+        return 0
+    if args.predictions:
+        predictions(args.predictions, max(args.workers), args.memory_gb, args.seed)
         return 0
     if args.lists:
         args.folder.mkdir(parents=True, exist_ok=True)
