@@ -43,7 +43,7 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.columns import MISSING_CATEGORY, shown, shown_name
 from churnlib.config import Config, OutreachSettings, SchemaSettings
-from churnlib.engine import EngineError
+from churnlib.engine import EngineError, using
 from churnlib.errors import ChurnError, StorageError
 from churnlib.fsutil import atomic_write_json, atomic_write_text, atomic_writer, temporary_path_for
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
@@ -950,10 +950,12 @@ def _score_customers_on_demand(config: Config, args) -> int:
         logger.critical("--output %s is the customer file itself; the input is never modified", output)
         return 1
     try:
-        summary = write_risk_list(source, output, ScoringModel.of(model, config.paths.deployment), target=config.schema.target,
-                                  reasons=args.reasons if args.reasons is not None else config.risk_lists.reasons,
-                                  outreach=Outreach(config.outreach), scored_at=utc_now())
-    except ScoringError as exc:
+        with using(config.compute, connect_now=False):  # a large xgboost list on the cluster, as the cron job's
+            summary = write_risk_list(source, output, ScoringModel.of(model, config.paths.deployment),
+                                      target=config.schema.target,
+                                      reasons=args.reasons if args.reasons is not None else config.risk_lists.reasons,
+                                      outreach=Outreach(config.outreach), scored_at=utc_now())
+    except (ScoringError, EngineError) as exc:
         logger.critical("%s", exc)
         return 1
     summary_path = output.with_name(output.name + ".summary.json")
@@ -974,7 +976,8 @@ def _rescore_lists(config: Config) -> int:
     work = find_customer_files(config.paths.scoring, load_scoring_record(config.paths.predictions), model.release_id,
                                predictions_folder=config.paths.predictions,
                                settings=list_settings(config.risk_lists, config.outreach), rescore=True)
-    result = score_customer_files(config, work, model)
+    with using(config.compute, connect_now=False):
+        result = score_customer_files(config, work, model)
     for failure in result["rejected"] + result.get("failed", []):
         print(f"not scored: {shown_name(failure['name'])}: {failure['reason']}", file=sys.stderr)
     print(f"{len(result['files'])} list(s) made again with release {model.release_id} in "

@@ -333,6 +333,19 @@ def test_a_risk_list_on_the_dask_engine_is_the_local_engines_byte_for_byte(tmp_p
     assert local[0].count(b"\n") == 504 and b"'=cmd|calc" in local[0] and local[1]["unseen_categories"]
     assert list((tmp_path).glob("*.runs*")) == [] and sorted(p.name for p in tmp_path.glob("*.csv")) == \
         ["cluster.csv", "customers.csv", "local.csv", "small.csv"]
+    if on_the_cluster and not outreach:  # scoring.py --customers uses config.json's engine too
+        import scoring
+
+        project.write_config({**json.loads(project.config_path.read_text()),
+                              "compute": {"engine": "dask", "scheduler": scheduler, "cluster_min_rows": 100}})
+        assert scoring.main(["--config", str(project.config_path), "--customers", str(customers),
+                             "--output", str(tmp_path / "demand.csv")]) == 0
+        assert "scored on the Dask cluster" in (project.logs / "scoring.log").read_text()
+
+        def without_time(text):
+            return [line.rsplit(",", 1)[0] for line in text.splitlines()]
+
+        assert without_time((tmp_path / "demand.csv").read_text()) == without_time(local[0].decode())
 
 
 def test_a_worker_killed_during_a_risk_list_fails_that_list_cleanly_and_the_next_tick_makes_it(tmp_path):
