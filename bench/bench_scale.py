@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--algorithms", nargs="+", default=["logistic_regression", "xgboost"])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="dask workers to compare (none: the local engine only)")
     parser.add_argument("--memory-gb", type=float, default=3.0, help="memory limit of each worker")
     parser.add_argument("--max-sample-rows", type=int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=1)
