@@ -684,10 +684,10 @@ def run_tick(config: Config) -> TickOutcome:
         if not work.idle or customers.pending or customers.rejected or customers.record_changed:
             # Even after a failed decision: the deployed release still serves, and lists should not wait.
             score_customers(config, outcome, customers, release_before=outcome.deployed_release_before)
-        if outcome.decision is Decision.NOTHING_NEW and outcome.scoring:
-            scored, rejected = len(outcome.scoring.get("files", [])), len(outcome.scoring.get("rejected", []))
-            outcome.reason += (f"; {scored} customer file(s) scored" if scored else "") + \
-                (f"; {rejected} customer file(s) rejected" if rejected else "")
+            if outcome.decision is Decision.NOTHING_NEW and outcome.scoring:
+                scored, rejected = len(outcome.scoring.get("files", [])), len(outcome.scoring.get("rejected", []))
+                outcome.reason += (f"; {scored} customer file(s) scored" if scored else "") + \
+                    (f"; {rejected} customer file(s) rejected" if rejected else "")
     return outcome
 
 

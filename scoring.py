@@ -516,7 +516,7 @@ class UnseenTally:
 
 @dataclass
 class ScoredChunk:
-    """One chunk of a customer file scored: its list lines (sorted by risk) and what the summary needs."""
+    """One chunk of a customer file scored: its list lines (not yet ranked) and what the summary needs."""
 
     lines: ScoredLines
     probabilities: Any
@@ -530,7 +530,7 @@ class ScoredChunk:
 class ChunkScorer:
     """Scores the chunks of one customer file into list lines with the release's predictor (the one
     the API serves): the same object in this process and, for a large file on the dask engine, on
-    the workers. It changes nothing outside the chunk; the file's totals are kept by ``add_to``."""
+    the workers. It changes nothing outside the chunk; the file's totals are kept by ``_add_to``."""
 
     predictor: Any
     schema: Any

@@ -984,7 +984,8 @@ def booster_threads(booster: Any) -> int:
 def with_threads(predictor: Predictor, threads: int) -> Predictor:
     """Return the predictor with its xgboost running ``threads`` threads (a copy; the same predictor
     otherwise): on a Dask worker, the worker's share of the cores. The predictions do not change."""
-    if not isinstance(predictor, FastPredictor) or predictor.linear or booster_threads(predictor.inner.get_booster()) == threads:
+    if (not isinstance(predictor, FastPredictor) or predictor.linear
+            or booster_threads(predictor.inner.get_booster()) == threads):
         return predictor
     import copy
 
