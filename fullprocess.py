@@ -37,6 +37,7 @@ config.json.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -56,7 +57,7 @@ from churnlib.decisions import (HOLD_EXPECTATION, HOLD_MODEL, WINDOW_ALPHA, acce
                                 check_score, confirmation, describe_window, drop_confirms, held_message, hold_change,
                                 lowered_expectation, policy_allows, release_expectations, rise_back, rows_needed,
                                 trained_until)
-from churnlib.errors import ChurnError, StateFileError, StorageError, describe_error, in_step
+from churnlib.errors import ChurnError, StateFileError, describe_error, in_step
 from churnlib.fsutil import atomic_write_json, read_json, remove_stale_temporaries
 from churnlib.ingested import DECISION_STATE_FILE, check_ingested_data, load_record, save_record
 from churnlib.modelstore import (
@@ -668,24 +669,25 @@ def run_tick(config: Config) -> TickOutcome:
         new_files=[source.name for source in work.scan.new_files],
         pending_rows=work.pending_rows, rows_needed=work.rows_needed,
     )
-    try:
-        if work.idle:
-            idle_outcome(config, work, outcome)
-        else:
-            from churnlib.engine import using  # compute.engine: opened before anything changes, closed after
+    with contextlib.ExitStack() as engine_open:  # one engine (one local cluster) for the tick's work and lists
+        try:
+            if work.idle:
+                idle_outcome(config, work, outcome)
+            else:
+                from churnlib.engine import using  # compute.engine: opened before anything changes, closed after
 
-            with using(config.compute):
+                engine_open.enter_context(using(config.compute))
                 decide(config, work, outcome)
-    except Exception as exc:  # any failure ends the tick with its reason on stderr and in runs.jsonl
-        outcome.fail(exc, config.label)
-    customers = work.customers
-    if not work.idle or customers.pending or customers.rejected or customers.record_changed:
-        # Even after a failed decision: the deployed release still serves, and lists should not wait.
-        score_customers(config, outcome, customers, release_before=outcome.deployed_release_before)
-        if outcome.decision is Decision.NOTHING_NEW and outcome.scoring:
-            scored, rejected = len(outcome.scoring.get("files", [])), len(outcome.scoring.get("rejected", []))
-            outcome.reason += (f"; {scored} customer file(s) scored" if scored else "") + \
-                (f"; {rejected} customer file(s) rejected" if rejected else "")
+        except Exception as exc:  # any failure ends the tick with its reason on stderr and in runs.jsonl
+            outcome.fail(exc, config.label)
+        customers = work.customers
+        if not work.idle or customers.pending or customers.rejected or customers.record_changed:
+            # Even after a failed decision: the deployed release still serves, and lists should not wait.
+            score_customers(config, outcome, customers, release_before=outcome.deployed_release_before)
+            if outcome.decision is Decision.NOTHING_NEW and outcome.scoring:
+                scored, rejected = len(outcome.scoring.get("files", [])), len(outcome.scoring.get("rejected", []))
+                outcome.reason += (f"; {scored} customer file(s) scored" if scored else "") + \
+                    (f"; {rejected} customer file(s) rejected" if rejected else "")
     return outcome
 
 
@@ -717,17 +719,20 @@ def score_customers(config: Config, outcome: TickOutcome, found: CustomerWork, *
                 if found.stale:
                     outcome.scoring["stale"] = found.stale
             return
+        from churnlib.engine import using
         from churnlib.modelstore import load_deployed
         from scoring import score_customer_files
 
         started = time.perf_counter()
         logger.info("scoring %d customer file(s) with release %s: %s", len(customers.pending), pointer["current"],
                     ", ".join(source.name for source in customers.pending))
-        outcome.scoring = score_customer_files(config, customers, load_deployed(config.paths.deployment))
+        # The tick's engine if it has one; else one that connects only for a file large enough to need it.
+        with using(config.compute, connect_now=False):
+            outcome.scoring = score_customer_files(config, customers, load_deployed(config.paths.deployment))
         if found.stale:
             outcome.scoring["stale"] = found.stale
         if outcome.scoring.get("failed"):  # the lists that were made are kept, and in the run line
-            failed = StorageError("; ".join(failure["reason"] for failure in outcome.scoring["failed"]))
+            failed = ChurnError("; ".join(failure["reason"] for failure in outcome.scoring["failed"]))
             failed.step = "scoring"
             raise failed
         outcome.timings["scoring"] = round(time.perf_counter() - started, 3)

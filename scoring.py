@@ -28,6 +28,7 @@ job's no-new-data tick looks for customer files through ``churnlib.risklists``, 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -42,6 +43,7 @@ from churnlib.cli import run_script, script_parser
 from churnlib.clock import utc_now
 from churnlib.columns import MISSING_CATEGORY, shown, shown_name
 from churnlib.config import Config, OutreachSettings, SchemaSettings
+from churnlib.engine import EngineError, using
 from churnlib.errors import ChurnError, StorageError
 from churnlib.fsutil import atomic_write_json, atomic_write_text, atomic_writer, temporary_path_for
 from churnlib.modelstore import SCORE_DETAILS_FILE, SCORE_FILE, LoadedModel, load_deployed, load_model
@@ -512,52 +514,121 @@ class UnseenTally:
         return matches
 
 
-def _chunk_lines(chunk, scorer: ScoringModel, *, id_names: dict[str, str], reasons: int, outreach: Outreach,
-                 suffix: str, unseen: UnseenTally, inputs: ConfusionInputs,
-                 totals: dict[str, float]) -> ScoredLines:
-    """Score one chunk of a customer file; return its lines sorted by risk, and update the totals."""
-    import numpy as np
+@dataclass
+class ScoredChunk:
+    """One chunk of a customer file scored: its list lines (not yet ranked) and what the summary needs."""
 
-    from churnlib.pipeline import (
-        ReasonsUnavailable,
-        batch_from_frame,
-        predicted_classes,
-        reason_texts,
-        shown_values,
-        top_reasons,
-    )
+    lines: ScoredLines
+    probabilities: Any
+    unseen: list[tuple[int, str, str | None]]
+    to_contact: int
+    expected_value: float
+    reasons_unavailable: str | None = None
 
-    frame = chunk.frame
-    rows = len(frame)
-    batch = batch_from_frame(frame, scorer.schema)
-    probabilities = scorer.predictor.probabilities(batch)
-    unseen.add(scorer.predictor.unseen_categories(batch))
-    inputs.add(probabilities)
-    values = outreach.values(probabilities)
-    contact = values > 0 if values is not None else predicted_classes(probabilities, scorer.threshold).astype(bool)
-    totals["to_contact"] += int(contact.sum())
-    if values is not None:
-        totals["expected_value"] += float(values[contact].sum())
-    numbers = np.arange(chunk.first_row, chunk.first_row + rows)
-    columns = []
-    for column in id_names:
-        columns.append(_csv_fields(neutralised(frame[column].fillna("").tolist())))
-    columns += [list(map(str, numbers.tolist())), _fixed(probabilities, 6),
-                list(map({True: "yes", False: "no"}.__getitem__, contact.tolist()))]
-    if values is not None:
-        columns.append(_money(values))
-    if reasons:
-        try:
-            contributions = scorer.predictor.explain(batch)
-        except ReasonsUnavailable as exc:  # a release served through predict_proba: the list, without reasons
-            totals["reasons_unavailable"] = str(exc)
-            texts = []
-        else:
-            texts = reason_texts(contributions, shown_values(batch, scorer.schema, chunk.texts),
-                                 top_reasons(contributions, reasons), quoted=True)
-        columns += texts + [[""] * rows] * (reasons - len(texts))  # fewer features than reasons asked for
-    columns.append([suffix] * rows)
-    return ScoredLines.of(list(map(",".join, zip(*columns))), probabilities, numbers)
+
+@dataclass
+class ChunkScorer:
+    """Scores the chunks of one customer file into list lines with the release's predictor (the one
+    the API serves): the same object in this process and, for a large file on the dask engine, on
+    the workers. It changes nothing outside the chunk; the file's totals are kept by ``_add_to``."""
+
+    predictor: Any
+    schema: Any
+    threshold: float
+    id_names: dict[str, str]
+    reasons: int
+    outreach: Outreach
+    suffix: str  # ",<release id>,<scored at>\n": the end of every line
+
+    @property
+    def worth_a_cluster(self) -> bool:
+        """Return whether scoring is worth sending to workers: with an xgboost release's reasons (tree
+        SHAP, about 0.2 ms a row) it is most of a list's cost. Otherwise reading and checking the file,
+        which this process does, is about 90% of it (measured: bench/README.md), and workers cannot help."""
+        return bool(self.reasons) and not getattr(self.predictor, "linear", True)
+
+    def __call__(self, chunk) -> ScoredChunk:
+        import numpy as np
+
+        from churnlib.pipeline import (
+            ReasonsUnavailable,
+            batch_from_frame,
+            predicted_classes,
+            reason_texts,
+            shown_values,
+            top_reasons,
+        )
+
+        frame = chunk.frame
+        rows = len(frame)
+        batch = batch_from_frame(frame, self.schema)
+        probabilities = self.predictor.probabilities(batch)
+        unseen = self.predictor.unseen_categories(batch)
+        values = self.outreach.values(probabilities)
+        contact = values > 0 if values is not None else predicted_classes(probabilities, self.threshold).astype(bool)
+        numbers = np.arange(chunk.first_row, chunk.first_row + rows)
+        columns = []
+        for column in self.id_names:
+            columns.append(_csv_fields(neutralised(frame[column].fillna("").tolist())))
+        columns += [list(map(str, numbers.tolist())), _fixed(probabilities, 6),
+                    list(map({True: "yes", False: "no"}.__getitem__, contact.tolist()))]
+        if values is not None:
+            columns.append(_money(values))
+        missing_reasons = None
+        if self.reasons:
+            try:
+                contributions = self.predictor.explain(batch)
+            except ReasonsUnavailable as exc:  # a release served through predict_proba: the list, without reasons
+                missing_reasons = str(exc)
+                texts = []
+            else:
+                texts = reason_texts(contributions, shown_values(batch, self.schema, chunk.texts),
+                                     top_reasons(contributions, self.reasons), quoted=True)
+            columns += texts + [[""] * rows] * (self.reasons - len(texts))  # fewer features than reasons asked for
+        columns.append([self.suffix] * rows)
+        return ScoredChunk(lines=ScoredLines.of(list(map(",".join, zip(*columns))), probabilities, numbers),
+                           probabilities=probabilities, unseen=unseen, to_contact=int(contact.sum()),
+                           expected_value=float(values[contact].sum()) if values is not None else 0.0,
+                           reasons_unavailable=missing_reasons)
+
+
+def _add_to(scored: ScoredChunk, *, unseen: UnseenTally, inputs: ConfusionInputs, totals: dict[str, Any]) -> None:
+    """Add a scored chunk to its file's totals (in the file's order: the sums are the same whoever scored it)."""
+    unseen.add(scored.unseen)
+    inputs.add(scored.probabilities)
+    totals["to_contact"] += scored.to_contact
+    totals["expected_value"] += scored.expected_value
+    if scored.reasons_unavailable:
+        totals["reasons_unavailable"] = scored.reasons_unavailable
+
+
+def _scored_chunks(chunk_scorer: ChunkScorer, chunks, *, name: str):
+    """Yield the chunks of a customer file scored, in the file's order: in this process, or on the
+    workers of the dask engine when the file has at least ``compute.cluster_min_rows`` rows and the
+    work is worth it (``ChunkScorer.worth_a_cluster``). The first chunks, up to that many rows, are
+    read before it is decided: a small file stays here."""
+    from churnlib.engine import active_engine, map_in_order
+
+    engine = active_engine()
+    if engine is None or not chunk_scorer.worth_a_cluster:
+        yield from map(chunk_scorer, chunks)
+        return
+    first, rows = [], 0
+    for chunk in chunks:
+        first.append(chunk)
+        rows += len(chunk.frame)
+        if engine.handles(rows):
+            break
+    else:
+        yield from map(chunk_scorer, first)
+        return
+    from churnlib.pipeline import with_threads
+
+    logger.info("%s: at least %d rows (compute.cluster_min_rows %d): scored on %s", shown_name(name), rows,
+                engine.settings.cluster_min_rows, engine.where)
+    on_workers = dataclasses.replace(chunk_scorer, predictor=with_threads(chunk_scorer.predictor,
+                                                                          engine.settings.threads_per_worker))
+    yield from map_in_order(engine, on_workers, itertools.chain(first, chunks), what=f"scoring {shown_name(name)}")
 
 
 def _write_run_lines(handle, lines: list[str]) -> bool:
@@ -714,11 +785,12 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
         with open_regular(source) as handle:
             customers = read_customer_file(handle, name=name, schema=scorer.schema, target=target,
                                            chunk_rows=min(chunk_rows, run_rows))
-            suffix = f"{scorer.release_id},{scored_at}\n"
-            for chunk in customers.chunks:
-                held.append(_chunk_lines(chunk, scorer, id_names=customers.id_names, reasons=reasons,
-                                         outreach=outreach, suffix=suffix, unseen=unseen, inputs=inputs,
-                                         totals=totals))
+            chunk_scorer = ChunkScorer(predictor=scorer.predictor, schema=scorer.schema, threshold=scorer.threshold,
+                                       id_names=customers.id_names, reasons=reasons, outreach=outreach,
+                                       suffix=f"{scorer.release_id},{scored_at}\n")
+            for scored in _scored_chunks(chunk_scorer, customers.chunks, name=name):
+                _add_to(scored, unseen=unseen, inputs=inputs, totals=totals)
+                held.append(scored.lines)
                 if sum(len(part.lines) for part in held) >= run_rows:
                     doing = f"sorting the list on disk (more than {run_rows:,} rows) in {runs_folder}"
                     runs_folder.mkdir(parents=True, exist_ok=True)
@@ -835,7 +907,7 @@ def score_customer_files(config: Config, work: CustomerWork, model: LoadedModel)
         except FileNotFoundError:
             logger.info("%s: vanished before it could be scored", source.name)
             continue
-        except StorageError as exc:  # a full disk: not the file's fault; it is tried again on the next tick
+        except (StorageError, EngineError) as exc:  # a full disk, a lost worker: not the file's fault; tried again next tick
             logger.error("scoring %s failed: %s; the other files go on, this one is tried again next tick",
                          shown_name(source.name), str(exc).removeprefix(f"{source.name}: "))
             result.setdefault("failed", []).append({"name": source.name, "reason": str(exc)})
@@ -878,10 +950,12 @@ def _score_customers_on_demand(config: Config, args) -> int:
         logger.critical("--output %s is the customer file itself; the input is never modified", output)
         return 1
     try:
-        summary = write_risk_list(source, output, ScoringModel.of(model, config.paths.deployment), target=config.schema.target,
-                                  reasons=args.reasons if args.reasons is not None else config.risk_lists.reasons,
-                                  outreach=Outreach(config.outreach), scored_at=utc_now())
-    except ScoringError as exc:
+        with using(config.compute, connect_now=False):  # a large xgboost list on the cluster, as the cron job's
+            summary = write_risk_list(source, output, ScoringModel.of(model, config.paths.deployment),
+                                      target=config.schema.target,
+                                      reasons=args.reasons if args.reasons is not None else config.risk_lists.reasons,
+                                      outreach=Outreach(config.outreach), scored_at=utc_now())
+    except (ScoringError, EngineError) as exc:
         logger.critical("%s", exc)
         return 1
     summary_path = output.with_name(output.name + ".summary.json")
@@ -902,7 +976,8 @@ def _rescore_lists(config: Config) -> int:
     work = find_customer_files(config.paths.scoring, load_scoring_record(config.paths.predictions), model.release_id,
                                predictions_folder=config.paths.predictions,
                                settings=list_settings(config.risk_lists, config.outreach), rescore=True)
-    result = score_customer_files(config, work, model)
+    with using(config.compute, connect_now=False):
+        result = score_customer_files(config, work, model)
     for failure in result["rejected"] + result.get("failed", []):
         print(f"not scored: {shown_name(failure['name'])}: {failure['reason']}", file=sys.stderr)
     print(f"{len(result['files'])} list(s) made again with release {model.release_id} in "

@@ -25,6 +25,7 @@ have 5).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -153,11 +154,133 @@ def xgboost_check(rows: int, workers: int, memory_gb: float, seed: int) -> None:
           f"same class at 0.5 for {np.mean((here > 0.5) == (there > 0.5)):.2%}")
 
 
+# --- risk lists: the local engine against the dask engine ---------------------------------------
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_list(config_path: Path, customers: Path, output: Path, workers: int, memory_gb: float) -> dict:
+    """Make one risk list (3 reasons) in this process (workers 0: the local engine); return the figures."""
+    import hashlib
+
+    from churnlib.config import ComputeSettings, load_config, section_settings
+    from churnlib.engine import using
+    from churnlib.modelstore import load_deployed
+    from scoring import Outreach, ScoringModel, write_risk_list
+
+    config = load_config(config_path)
+    scorer = ScoringModel.of(load_deployed(config.paths.deployment))
+    compute = section_settings(ComputeSettings, engine="dask" if workers else "local", workers=max(1, workers),
+                               memory_per_worker_gb=memory_gb, cluster_min_rows=0)
+    figures: dict = {}
+    with using(compute) as engine:
+        if engine is not None:
+            started = time.perf_counter()
+            engine.client  # noqa: B018 (start the cluster: its start-up is reported apart)
+            figures["startup_seconds"] = time.perf_counter() - started
+            workers_before = engine.client.run(_cpu_seconds)
+        cpu, started = _cpu_seconds(), time.perf_counter()
+        summary = write_risk_list(customers, output, scorer, target="exited", reasons=3, outreach=Outreach(None),
+                                  scored_at="2026-01-01T00:00:00Z")
+        figures.update(seconds=time.perf_counter() - started, driver_cpu=_cpu_seconds() - cpu, rows=summary["rows"])
+        if engine is not None:
+            after = engine.client.run(_cpu_seconds)
+            figures["workers_cpu"] = sorted(after[w] - workers_before.get(w, 0.0) for w in after)
+            figures["worker_mb"] = sorted(engine.client.run(_max_rss_mb).values())
+    figures["driver_mb"] = _max_rss_mb()
+    figures["sha256"] = hashlib.sha256(output.read_bytes()).hexdigest()
+    output.unlink()
+    return figures
+
+
+def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float, folder: Path) -> None:
+    """Print risk-list rows/s with both models' reasons: the local engine, then the dask engine with
+    each number of workers, each in a fresh process, on the same customer file and release."""
+    from bench_scoring import build_project, write_customers
+
+    customers = folder / f"customers-{rows}.csv"
+    if not customers.exists():
+        write_customers(customers, rows)
+    print(f"risk lists: {rows:,} customers ({customers.stat().st_size / 1e6:.0f} MB), 3 reasons; wall time excludes "
+          "the local cluster's start-up (shown apart); CPU seconds of the tick's process and of each worker")
+    print(f"{'model':<20} {'engine':<9} {'list s':>7} {'rows/s':>8} {'start s':>7} {'driver CPU':>10} "
+          f"{'workers CPU':<13} {'driver MB':>9} {'workers MB':<11} same bytes as local")
+    for algorithm in algorithms:
+        project = folder / f"release-{algorithm}"
+        config = project / "config.json" if project.exists() else build_project(project, algorithm)
+        local_hash = None
+        for count in [0, *workers]:
+            done = subprocess.run([sys.executable, __file__, "--one-list", str(config), str(customers), str(count),
+                                   "--memory-gb", str(memory_gb)], capture_output=True, text=True, cwd=ROOT)
+            engine = "local" if count == 0 else f"dask {count}w"
+            if done.returncode != 0:
+                print(f"{algorithm:<20} {engine:<9} failed: {done.stderr.strip().splitlines()[-1]}", flush=True)
+                continue
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            local_hash = figures["sha256"] if count == 0 else local_hash
+            start = f"{figures['startup_seconds']:.1f}" if "startup_seconds" in figures else "-"
+            workers_cpu = "/".join(f"{s:.0f}" for s in figures.get("workers_cpu", [])) or "-"
+            worker_mb = "/".join(f"{mb:.0f}" for mb in figures.get("worker_mb", [])) or "-"
+            same = "-" if count == 0 else ("yes" if figures["sha256"] == local_hash else "NO")
+            print(f"{algorithm:<20} {engine:<9} {figures['seconds']:>7.1f} {figures['rows'] / figures['seconds']:>8,.0f} "
+                  f"{start:>7} {figures['driver_cpu']:>10.1f} {workers_cpu:<13} {figures['driver_mb']:>9.0f} "
+                  f"{worker_mb:<11} {same}", flush=True)
+
+
+def _probabilities_of(predictor_and_schema, frame):
+    from churnlib.pipeline import frame_probabilities
+
+    predictor, schema = predictor_and_schema
+    return frame_probabilities(predictor, frame, schema)
+
+
+def predictions(rows: int, workers: int, memory_gb: float, seed: int) -> None:
+    """Print what the score check's and the challenger's predictions (``frame_probabilities`` on a
+    batch already in the tick's memory) cost in the tick's process, against sending the batch to the
+    workers in chunks of 250,000 rows (``churnlib.engine.map_in_order``) and back."""
+    import numpy as np
+
+    from churnlib.config import ComputeSettings, ModelSettings, section_settings
+    from churnlib.engine import map_in_order, using
+    from churnlib.ingested import typed_like_csv
+    from churnlib.pipeline import FastPredictor, frame_probabilities
+    from churnsim import World
+    from training import train_model
+
+    schema = _schema()
+    training = typed_like_csv(World().frame(50_000, np.random.default_rng(seed)), schema)
+    batch = typed_like_csv(World().frame(rows, np.random.default_rng(seed + 1)), schema)
+    compute = section_settings(ComputeSettings, engine="dask", workers=workers, memory_per_worker_gb=memory_gb,
+                               cluster_min_rows=0)
+    print(f"predictions on a batch of {rows:,} rows in memory: the tick's process against {workers} workers "
+          "(cluster start-up excluded); wall s / CPU s of the tick's process")
+    models = {algorithm: train_model(training, schema, section_settings(ModelSettings, algorithm=algorithm,
+                                                                        random_seed=7))
+              for algorithm in ("logistic_regression", "xgboost")}
+    with using(compute) as engine:
+        engine.client  # noqa: B018
+        for algorithm, model in models.items():
+            predictor = FastPredictor(model, schema)
+            cpu, started = _cpu_seconds(), time.perf_counter()
+            here = frame_probabilities(predictor, batch, schema)
+            local = (time.perf_counter() - started, _cpu_seconds() - cpu)
+            chunks = (batch.iloc[start:start + 250_000] for start in range(0, rows, 250_000))
+            cpu, started = _cpu_seconds(), time.perf_counter()
+            there = np.concatenate(list(map_in_order(engine, functools.partial(_probabilities_of, (predictor, schema)),
+                                                     chunks, what="predictions")))
+            remote = (time.perf_counter() - started, _cpu_seconds() - cpu)
+            print(f"{algorithm:<20} local {local[0]:6.2f} s / {local[1]:6.2f} s   {workers} workers {remote[0]:6.2f} s / "
+                  f"{remote[1]:6.2f} s   identical: {np.array_equal(here, there)}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--algorithms", nargs="+", default=["logistic_regression", "xgboost"])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="dask workers to compare (none: the local engine only)")
     parser.add_argument("--memory-gb", type=float, default=3.0, help="memory limit of each worker")
     parser.add_argument("--max-sample-rows", type=int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=1)
@@ -166,8 +289,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="only compare logistic regression on a cluster sample of ROWS rows with a fit on all rows")
     parser.add_argument("--xgboost-check", action="store_true",
                         help="only compare xgboost trained on the cluster with xgboost trained in one process")
+    parser.add_argument("--lists", type=int, metavar="CUSTOMERS",
+                        help="only risk lists: a file of CUSTOMERS rows scored with 3 reasons, local and dask engines")
+    parser.add_argument("--predictions", type=int, metavar="ROWS",
+                        help="only the score check's and challenger's predictions on a batch of ROWS rows: local "
+                        "against the workers")
     parser.add_argument("--one", nargs=3, metavar=("PATH", "ALGORITHM", "WORKERS"), help=argparse.SUPPRESS)
+    parser.add_argument("--one-list", nargs=3, metavar=("CONFIG", "CUSTOMERS", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one_list:
+        config, customers, workers = args.one_list
+        output = Path(tempfile.mkdtemp(prefix="bench-list-")) / "list.csv"
+        print(json.dumps(one_list(Path(config), Path(customers), output, int(workers), args.memory_gb)))
+        return 0
+    if args.predictions:
+        predictions(args.predictions, max(args.workers), args.memory_gb, args.seed)
+        return 0
+    if args.lists:
+        args.folder.mkdir(parents=True, exist_ok=True)
+        lists(args.lists, args.algorithms, args.workers, args.memory_gb, args.folder)
+        return 0
     if args.one:
         path, algorithm, workers = args.one
         print(json.dumps(one_fit(Path(path), algorithm, int(workers), args.memory_gb, args.max_sample_rows)))

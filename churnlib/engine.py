@@ -70,16 +70,17 @@ class Engine:
 
     def _connect(self) -> None:
         started = time.perf_counter()
-        # The scheduler of a local cluster runs in this process: its routine lines (workers joining,
-        # shuffles starting) would flood fullprocess.log and, as warnings, cron's mail. Its errors stay.
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-        logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
         settings = self.settings
         try:
             import dask
             from distributed import Client, LocalCluster
         except ImportError as exc:  # the config check looks for the packages; a broken install lands here
             raise EngineError(f"compute.engine is dask, but Dask cannot be imported: {exc}") from None
+        # The scheduler of a local cluster runs in this process: its routine lines (workers joining,
+        # shuffles starting) would flood fullprocess.log and, as warnings, cron's mail. Its errors stay.
+        # Set after the import: importing distributed sets its loggers to INFO.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
         # Text stays object columns holding str or NaN, as the local pipeline's frames hold it: Dask
         # would turn it into pyarrow strings with pd.NA, which scikit-learn's imputers do not see as missing.
         dask.config.set({"dataframe.convert-string": False})
@@ -140,21 +141,30 @@ def active_engine() -> Engine | None:
     return _active.get()
 
 
-def open_engine(settings: ComputeSettings) -> Engine | None:
+def open_engine(settings: ComputeSettings, *, connect_now: bool = True) -> Engine | None:
     """Return the engine for a tick with work: None for local; for dask, an Engine whose scheduler
-    (when one is configured) answered. A local cluster starts when the first heavy step needs it."""
+    (when one is configured, and ``connect_now``) answered. A local cluster starts when the first
+    heavy step needs it."""
     if settings.engine != "dask":
         return None
     engine = Engine(settings)
-    if settings.scheduler:
+    if settings.scheduler and connect_now:
         engine.client  # noqa: B018 (connect now: an unreachable scheduler fails the tick before it changes anything)
     return engine
 
 
 @contextlib.contextmanager
-def using(settings: ComputeSettings) -> Iterator[Engine | None]:
-    """Open the engine for the duration of a tick's work and close it at the end, whatever happens."""
-    engine = open_engine(settings)
+def using(settings: ComputeSettings, *, connect_now: bool = True) -> Iterator[Engine | None]:
+    """Open the engine for the duration of a tick's work and close it at the end, whatever happens.
+
+    Inside an engine already open (the tick's), that engine is used and left open: one cluster a tick.
+    ``connect_now`` False connects only when a step first needs the cluster (the risk lists: a
+    small file never does).
+    """
+    if _active.get() is not None:
+        yield _active.get()
+        return
+    engine = open_engine(settings, connect_now=connect_now)
     token = _active.set(engine)
     try:
         yield engine
@@ -340,3 +350,56 @@ def fit_record(rows: int) -> dict[str, Any] | None:
             return {"engine": "dask", "where": engine.where, **facts}
     return {"engine": "dask", "where": engine.where, "fitted_in": "the tick's own process",
             "why": f"fewer than compute.cluster_min_rows ({engine.settings.cluster_min_rows}) rows"}
+
+
+# --- work item by item on the cluster (risk lists) -----------------------------------------------
+
+
+def _call(function: Any, item: Any) -> Any:
+    return function(item)
+
+
+def _cluster_failure(exc: BaseException) -> bool:
+    """Return whether an error came from the cluster itself (a worker lost, a connection closed, work
+    cancelled) rather than from the work, whose own errors are raised as they would be locally."""
+    import asyncio
+    import concurrent.futures
+
+    if isinstance(exc, ChurnError):
+        return False
+    return (type(exc).__module__.split(".")[0] in ("distributed", "tornado")
+            or isinstance(exc, (asyncio.CancelledError, concurrent.futures.CancelledError, TimeoutError, OSError)))
+
+
+def map_in_order(engine: Engine, function: Any, items: Iterator[Any], *, what: str) -> Iterator[Any]:
+    """Yield ``function(item)`` for each item, in the items' order, computed on the workers.
+
+    The function (with what it holds: a model) is sent to every worker once; each item is sent to a
+    worker as it is read; at most two items a worker are on the cluster at a time, so this process
+    holds only those and the results not yet taken, whatever the number of items. An error of the
+    work itself is raised as it is; the cluster failing (a worker lost with the item it held, the
+    scheduler gone) raises EngineError naming ``what``, and nothing more is sent.
+    """
+    from collections import deque
+
+    client = engine.client
+    pending: deque = deque()
+    try:
+        workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+        remote_function = client.scatter(function, broadcast=True, hash=False)
+        for item in items:
+            # Scattered, not put in the task: a chunk is megabytes, and a task that large is slow to send.
+            pending.append(client.submit(_call, remote_function, client.scatter(item, hash=False), pure=False))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except Exception as exc:
+        if not _cluster_failure(exc):
+            raise
+        raise EngineError(f"{what} on {engine.where} failed (a worker lost, or out of memory?): "
+                          f"{type(exc).__name__}: {_telling_line(exc)}") from None
+    finally:
+        if pending:
+            with contextlib.suppress(Exception):  # the error above is what the tick reports
+                client.cancel(list(pending))

@@ -274,3 +274,130 @@ def test_the_cluster_learns_the_local_pipelines_preprocessing_and_samples_unifor
     difference = np.abs(trees.predict_proba(features)[:, 1] - local_trees.predict_proba(features)[:, 1])
     assert difference.mean() < 0.05, difference.mean()
     assert first["customer_id"].tolist() == [c for c in frame["customer_id"] if c in set(first["customer_id"])]
+
+
+# --- risk lists on the cluster ---------------------------------------------------------------------
+
+
+def customer_file(path, copies=1):
+    """Write the sample customers (``copies`` times, ids made unique) plus rows a list must keep as they
+    are: a formula-like id, a line break inside a quoted id, an unseen plan, a blank number."""
+    from test_risk_lists import CUSTOMERS
+
+    header, *rows = CUSTOMERS.read_text().splitlines()
+    lines = [header] + [f"{n}-{row}" if n else row for n in range(copies) for row in rows]
+    lines += ["=cmd|calc,10,200,5,basic", '"two\nlines",12,300,,platinum']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("algorithm, outreach, on_the_cluster", [
+    ("xgboost", {"customer_value": 500, "contact_cost": 20}, True),
+    ("logistic_regression", None, False),  # reading the file is most of its cost: it stays in the tick's process
+])
+def test_a_risk_list_on_the_dask_engine_is_the_local_engines_byte_for_byte(tmp_path, scheduler, caplog, algorithm,
+                                                                           outreach, on_the_cluster):
+    """An xgboost list in chunks of 64 rows scored on 2 workers, spilled in sorted runs of 256: the same
+    list, and the same summary, as the tick's own process makes; a file under compute.cluster_min_rows,
+    and a logistic-regression list, are made in the tick's own process."""
+    import logging
+
+    from churnlib.config import ComputeSettings, OutreachSettings, section_settings
+    from churnlib.engine import using
+    from churnlib.modelstore import load_deployed
+    from scoring import Outreach, ScoringModel, write_risk_list
+
+    project = make_project(tmp_path / "project", config=base_config(model={"algorithm": algorithm}))
+    assert project.tick() == 0
+    scorer = ScoringModel.of(load_deployed(project.deployment))
+    customers = customer_file(tmp_path / "customers.csv")
+    settings = Outreach(section_settings(OutreachSettings, **outreach) if outreach else None)
+
+    def risk_list(name, **compute):
+        with using(section_settings(ComputeSettings, **compute)):
+            summary = write_risk_list(customers, tmp_path / name, scorer, target="exited", reasons=3,
+                                      outreach=settings, scored_at="2026-12-03T08:00:00Z", chunk_rows=64, run_rows=256)
+        summary.pop("seconds")
+        return (tmp_path / name).read_bytes(), {**summary, "list": None}
+
+    local = risk_list("local.csv")
+    with caplog.at_level(logging.INFO, logger="scoring"):
+        small = risk_list("small.csv", engine="dask", scheduler=scheduler, cluster_min_rows=10_000)
+        assert "scored on" not in caplog.text
+        cluster = risk_list("cluster.csv", engine="dask", scheduler=scheduler, cluster_min_rows=100)
+    line = f"customers.csv: at least 127 rows (compute.cluster_min_rows 100): scored on the Dask cluster at {scheduler}"
+    assert (line in caplog.text) is on_the_cluster
+    assert cluster[0] == local[0] == small[0]
+    assert cluster[1] == local[1] == small[1]
+    assert local[0].count(b"\n") == 504 and b"'=cmd|calc" in local[0] and local[1]["unseen_categories"]
+    assert list((tmp_path).glob("*.runs*")) == [] and sorted(p.name for p in tmp_path.glob("*.csv")) == \
+        ["cluster.csv", "customers.csv", "local.csv", "small.csv"]
+    if on_the_cluster:  # scoring.py --customers uses config.json's engine too
+        import scoring
+
+        project.write_config({**json.loads(project.config_path.read_text()), "outreach": outreach,
+                              "compute": {"engine": "dask", "scheduler": scheduler, "cluster_min_rows": 100}})
+        assert scoring.main(["--config", str(project.config_path), "--customers", str(customers),
+                             "--output", str(tmp_path / "demand.csv")]) == 0
+        assert "scored on the Dask cluster" in (project.logs / "scoring.log").read_text()
+
+        def without_time(text):
+            return [line.rsplit(",", 1)[0] for line in text.splitlines()]
+
+        assert without_time((tmp_path / "demand.csv").read_text()) == without_time(local[0].decode())
+
+
+def test_a_worker_killed_during_a_risk_list_fails_that_list_cleanly_and_the_next_tick_makes_it(tmp_path):
+    """Real worker processes (the LocalCluster a tick starts for a large file): both are SIGKILLed
+    while they score; the chunks they held are lost, the list is not written, the file is not
+    rejected, and the next tick makes the list."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    config = base_config(model={"algorithm": "xgboost", "params": {"n_estimators": 400, "max_depth": 6}})
+    project = make_project(tmp_path / "project", config=config)
+    assert project.tick() == 0
+    (project.root / "scoringdata").mkdir(exist_ok=True)
+    customer_file(project.root / "scoringdata" / "customers.csv", copies=20)
+    config["compute"] = {"engine": "dask", "workers": 2, "memory_per_worker_gb": 1, "cluster_min_rows": 0}
+    project.write_config(config)
+    killed = []
+
+    def kill_the_workers_once_they_score():
+        # Unpickling the model takes a worker under a second of CPU; past 2 s, one is scoring (about 5 s of work).
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "compute engine:" not in project.log():
+            time.sleep(0.05)
+        workers = [child for child in psutil.Process().children(recursive=True)
+                   if "spawn_main" in " ".join(child.cmdline())]
+        start = {worker.pid: sum(worker.cpu_times()[:2]) for worker in workers}
+        while time.monotonic() < deadline and not killed:
+            if any(sum(worker.cpu_times()[:2]) - start[worker.pid] > 2.0 for worker in workers):
+                for worker in workers:
+                    os.kill(worker.pid, signal.SIGKILL)
+                    killed.append(worker.pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_workers_once_they_score)
+    killer.start()
+    status = project.tick()
+    killer.join()
+    assert killed
+    run = project.last_run()
+    assert status == 1 and run["decision"] == "failed", run
+    assert "scoring customers.csv on a local Dask cluster of 2 worker(s)" in run["reason"]
+    assert "failed (a worker lost, or out of memory?)" in run["reason"]
+    assert "customers.csv failed" in project.log() and "tried again next tick" in project.log()
+    predictions = project.root / "predictions"
+    assert not (predictions / "customers.risk.csv").exists()
+    assert [p.name for p in predictions.iterdir()] == ["scoring_record.json"]  # no temporary file left
+    assert json.loads((predictions / "scoring_record.json").read_text())["rejected"] == []
+    done = project.tick_subprocess()  # a fresh process: importing distributed there sets its loggers to INFO
+    assert done.returncode == 0, done.stderr
+    assert project.last_run()["scoring"]["files"][0]["rows"] == 10002
+    assert "INFO    distributed." not in project.log()  # the local scheduler's routine lines stay out of the log
+    assert (predictions / "customers.risk.csv").read_text().count("\n") == 10004  # header, and a line break in an id
