@@ -479,9 +479,10 @@ def create_app(config: Config | str | os.PathLike | None = None) -> Flask:
         if release is None:
             return _error(state.watcher.problem or "no release loaded", 503)
         try:
-            args = _query_args(request)
+            current = request._get_current_object()  # one proxy look-up, not one per use
+            args = _query_args(current)
             reply_format = _reply_format(args)
-            records, options = _request_records(state.config)
+            records, options = _request_records(current, state.config)
             reasons = _reasons_wanted(args, options)
             if len(records) == 0:
                 raise InputError("no records to predict")
@@ -652,13 +653,13 @@ def _log_to_gunicorn() -> None:
 _PLAIN_TYPES = frozenset({"application/json", "text/csv", "application/csv"})
 
 
-def _request_records(config: Config) -> tuple[list[Any], dict[str, Any]]:
-    """Return the records of the current request, whatever form they came in, and the body's options."""
-    content_type = request.environ.get("CONTENT_TYPE", "")
+def _request_records(current: Any, config: Config) -> tuple[list[Any], dict[str, Any]]:
+    """Return the records of the request ``current``, whatever form they came in, and the body's options."""
+    content_type = current.environ.get("CONTENT_TYPE", "")
     if content_type not in _PLAIN_TYPES:  # parameters (a charset), other spellings: parsed
-        content_type = (request.mimetype or "").lower()
+        content_type = (current.mimetype or "").lower()
     if content_type == "application/json":
-        raw = _request_body(config)
+        raw = _request_body(current, config)
         if not raw.strip():
             raise InputError("the request body is empty")
         try:
@@ -680,14 +681,14 @@ def _request_records(config: Config) -> tuple[list[Any], dict[str, Any]]:
         return found.records, found.options
     if content_type in ("text/csv", "application/csv"):
         try:
-            text = _request_body(config).decode("utf-8-sig")
+            text = _request_body(current, config).decode("utf-8-sig")
         except UnicodeDecodeError:
             raise InputError("the CSV body is not UTF-8 text") from None
         return records_from_csv(text, max_records=config.api.max_records), {}
     raise InputError(f"Content-Type {content_type or 'missing'}: send application/json or text/csv", 415)
 
 
-def _request_body(config: Config) -> bytes:
+def _request_body(current: Any, config: Config) -> bytes:
     """Return the request body, or raise RequestEntityTooLarge (413) if it is over the limit.
 
     Werkzeug's own limit (MAX_CONTENT_LENGTH) refuses a Content-Length over it, but a chunked body
@@ -696,17 +697,17 @@ def _request_body(config: Config) -> bytes:
     the limit is read, to know.
     """
     limit = config.api.max_request_bytes
-    length = request.content_length
+    length = current.content_length
     if (length or 0) > limit:  # refused before a byte is read
         raise RequestEntityTooLarge()
     if length is not None:
         # Exactly the bytes announced, in one read (werkzeug's stream reads 64 KiB at a time through
         # a buffer of its own, a quarter of a small request's time in the app); fewer is a client gone.
-        data = request.environ["wsgi.input"].read(length)
+        data = current.environ["wsgi.input"].read(length)
         if len(data) < length:
             raise ClientDisconnected()
         return data
-    data = get_input_stream(request.environ, max_content_length=limit + 1).read()
+    data = get_input_stream(current.environ, max_content_length=limit + 1).read()
     if len(data) > limit:
         raise RequestEntityTooLarge()
     return data

@@ -364,6 +364,30 @@ def test_reasons_of_a_few_records_are_those_of_the_same_records_in_a_large_batch
     assert {r["text"].split(" (")[1].split(",")[0] for item in whole for r in item["reasons"]} >= {"raises risk", "lowers risk"}
 
 
+def test_a_few_rows_are_scored_row_by_row_with_the_numbers_of_the_whole_batch(deployed):
+    # Up to FEW_RECORDS rows, logistic regression is computed in plain Python a row at a time: the
+    # same contributions and log-odds to the bit, probabilities but for the rounding of one sum.
+    from churnlib.pipeline import FEW_RECORDS
+
+    model = load_deployed(deployed.deployment)
+    assert model.metadata["algorithm"] == "logistic_regression"
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    fast = FastPredictor(model.pipeline, schema)
+    records = _varied_records(48)
+    whole = records_to_batch(records, schema)
+    probabilities, contributions = fast.probabilities(whole), fast.explain(whole)
+    assert not whole.row_terms
+    for start in range(0, len(records), FEW_RECORDS):
+        few = records_to_batch(records[start:start + FEW_RECORDS], schema)
+        rows = slice(start, start + FEW_RECORDS)
+        assert np.max(np.abs(fast.probabilities(few) - probabilities[rows])) <= 1e-14
+        explained = fast.explain(few)
+        assert few.row_terms and not few.terms  # the row-by-row path, for both
+        np.testing.assert_array_equal(explained.values, contributions.values[rows])
+        np.testing.assert_array_equal(explained.log_odds, contributions.log_odds[rows])
+        assert explained.base == contributions.base
+
+
 def test_row_reasons_agree_with_top_reasons_and_reason_texts_on_ties_and_signed_zeros():
     from churnlib.pipeline import Batch, Contributions, reason_texts, row_reasons, shown_values, top_reasons
 
