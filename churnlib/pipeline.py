@@ -658,7 +658,7 @@ class Contributions:
 
     @property
     def log_odds(self) -> np.ndarray:
-        return self.base + self.values.sum(axis=1)
+        return self.base + np.add.reduce(self.values, axis=1)  # values.sum(axis=1) without its Python wrapper
 
 
 Reason = tuple[int, float, Any, str]  # (feature position, contribution, value as given, text)
@@ -966,8 +966,9 @@ class FastPredictor:
                 for position, amount in zip(self.categorical_feature_at, categories):
                     row[position] = amount
                 grouped.append(row)
+            values = np.array(grouped, dtype=float).reshape(len(rows), len(self.features))
             return Contributions(features=self.features, base=self.slope * self.intercept + self.shift,
-                                 values=self.slope * np.array(grouped, dtype=float).reshape(len(rows), len(self.features)))
+                                 values=values if self.slope == 1.0 else self.slope * values)  # x * 1.0 is x
         if self.linear:
             terms = batch.terms.get(id(self))
             if terms is None:  # not yet computed by probabilities (which the API and the lists call first)
