@@ -11,7 +11,9 @@ each app under gunicorn (gunicorn.conf.py: 2 gthread workers) on a free 127.0.0.
 wrk (Debian package ``wrk``) for ``--duration`` seconds at ``--connections`` connections, or, when
 wrk is not installed, a bounded Python client (which is itself slower, so its figures are lower
 bounds). The load generator shares the machine's cores with the server, as it would in a small
-deployment. Prints requests per second, p50/p99 latency and the workers' CPU time per request
+deployment. Each round runs every app once, starting one run later than the round before (no app
+always runs first, or after the same one), and each run starts once the previous app's workers are
+idle (a slow app still answers its queued requests when wrk stops). Prints requests per second, p50/p99 latency and the workers' CPU time per request
 for single-record and 1,000-record requests, with and without the top-3 reasons (``?reasons=3``),
 then, each a median over the rounds of the ratio within a round:
 
@@ -187,6 +189,19 @@ def worker_cpu_seconds(master: int) -> float | None:
         return None
 
 
+def wait_until_idle(master: int, limit: float = 10.0) -> None:
+    """Wait until the master's workers stop using CPU (at most ``limit`` s): when wrk stops, a slow
+    app still answers the requests it had queued, and the next run must not share the cores with them."""
+    stop = time.monotonic() + limit
+    used = worker_cpu_seconds(master)
+    while used is not None and time.monotonic() < stop:
+        time.sleep(0.2)
+        now = worker_cpu_seconds(master)
+        if now is None or now - used < 0.02:  # under a tenth of a core
+            return
+        used = now
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
@@ -240,20 +255,24 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name, target, extra, root in apps:
                 servers[name] = start(target, config, work / f"{name}.log", args.workers, extra, root)
-            for _round in range(args.rounds):
+            for round_number in range(args.rounds):
                 for count, body in bodies.items():
-                    for name in servers:
-                        if name.startswith("ceiling") and count != 1:
-                            continue  # it answers every body alike: a ceiling for small requests only
-                        for reasons in ((False, True) if name in ("real", "before") else (False,)):
-                            path = "/prediction?reasons=3" if reasons else "/prediction"
-                            cpu_before = worker_cpu_seconds(servers[name][0].pid)
-                            figures = drive(servers[name][1], body, args.duration, args.connections, path)
-                            cpu_after = worker_cpu_seconds(servers[name][0].pid)
-                            served = figures["rps"] * args.duration
-                            measured = None not in (cpu_before, cpu_after) and served
-                            figures["cpu_us"] = (cpu_after - cpu_before) / served * 1e6 if measured else float("nan")
-                            runs.setdefault((name, count, reasons), []).append(figures)
+                    jobs = [(name, reasons) for name in servers
+                            # the do-nothing app answers every body alike: a ceiling for small requests only
+                            if not (name.startswith("ceiling") and count != 1)
+                            for reasons in ((False, True) if name in ("real", "before") else (False,))]
+                    # Each round starts one run later, so that no app always runs first or after the same one.
+                    shift = round_number % len(jobs)
+                    for name, reasons in jobs[shift:] + jobs[:shift]:
+                        path = "/prediction?reasons=3" if reasons else "/prediction"
+                        cpu_before = worker_cpu_seconds(servers[name][0].pid)
+                        figures = drive(servers[name][1], body, args.duration, args.connections, path)
+                        cpu_after = worker_cpu_seconds(servers[name][0].pid)
+                        wait_until_idle(servers[name][0].pid)
+                        served = figures["rps"] * args.duration
+                        measured = None not in (cpu_before, cpu_after) and served
+                        figures["cpu_us"] = (cpu_after - cpu_before) / served * 1e6 if measured else float("nan")
+                        runs.setdefault((name, count, reasons), []).append(figures)
         finally:
             for process, _url in servers.values():
                 process.terminate()

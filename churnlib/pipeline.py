@@ -340,6 +340,8 @@ class Batch:
     # and the preprocessed numeric values (computed once for probabilities and reasons).
     codes: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
     prepared: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    terms: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # a linear model's value times coefficient
+    row_terms: dict[int, list[tuple[list[float], list[float]]]] = field(default_factory=dict, repr=False)  # the same, row by row
 
     def __len__(self) -> int:
         return self.numeric.shape[0]
@@ -447,14 +449,22 @@ def _key_plan(keys: tuple, wanted: set[str], index: int) -> dict[str, Any]:
     return plan
 
 
+# Records up to which reading them one by one costs less than a column at a time (one record: about
+# 7 against 18 us; they are even at about 9).
+FEW_RECORDS = 8
+
+
 def records_to_batch(records: list[Any], schema: FrozenSchema) -> Batch:
     """Return the records' feature values, or raise RecordError naming the first bad record and column.
 
     Keys are normalised like data headers; keys that are not features are ignored. A feature key
     that is missing is an error; a null value is a missing value. Records that share their keys and
-    hold plain values are read a column at a time (``_columns_at_once``); anything else, and every
-    error, goes record by record, so that the error names the first bad record and column.
+    hold plain values are read a column at a time (``_columns_at_once``); a request's few records
+    (``FEW_RECORDS``), anything else, and every error, go record by record, so that the error names
+    the first bad record and column.
     """
+    if len(records) <= FEW_RECORDS:
+        return _record_by_record(records, schema)
     batch = _columns_at_once(records, schema)
     return batch if batch is not None else _record_by_record(records, schema)
 
@@ -648,7 +658,7 @@ class Contributions:
 
     @property
     def log_odds(self) -> np.ndarray:
-        return self.base + self.values.sum(axis=1)
+        return self.base + np.add.reduce(self.values, axis=1)  # values.sum(axis=1) without its Python wrapper
 
 
 Reason = tuple[int, float, Any, str]  # (feature position, contribution, value as given, text)
@@ -667,7 +677,7 @@ def row_reasons(contributions: Contributions, batch: Batch, schema: FrozenSchema
     categorical_at = {c: j for j, c in enumerate(schema.categorical_columns)}
     numbers = batch.numeric.tolist()
     positions = range(len(contributions.features))
-    rounded = np.round(contributions.values, 2).tolist()  # as reason_texts rounds them
+    rounded = contributions.values.round(2).tolist()  # as reason_texts rounds them (np.round, without its wrapper)
     words = {True: " (raises risk, ", False: " (lowers risk, "}
     rows = []
     for row, amounts in enumerate(contributions.values.tolist()):
@@ -780,6 +790,7 @@ class FastPredictor:
                 self.feature_columns_at.append(np.array(codes, dtype=np.int64))
         # Where each numeric and each categorical column is among the features (for reasons).
         self.numeric_feature_at = np.array([self.features.index(c) for c in self.numeric_columns], dtype=np.int64)
+        self.numeric_feature_positions = self.numeric_feature_at.tolist()
         self.categorical_feature_at = [self.features.index(c) for c in self.categorical_columns]
         # A recalibrated release: log-odds z become slope * z + intercept (1 and 0 otherwise).
         self.inner = self.classifier
@@ -794,6 +805,7 @@ class FastPredictor:
                     "the linear classifier is not a binary LogisticRegression on the encoded columns")
             # One more coefficient, 0, at index -1: where an unseen category points.
             self.coef = np.append(self.inner.coef_[0].astype(float), 0.0)
+            self.numeric_coef = self.coef[: len(self.numeric_columns)]
             self.intercept = float(self.inner.intercept_[0])
 
     def _codes(self, values: Sequence[str | None], lookup: dict[str | None, int]) -> np.ndarray:
@@ -819,18 +831,87 @@ class FastPredictor:
 
     def _prepared(self, batch: Batch) -> tuple[np.ndarray, list[np.ndarray]]:
         """Return the preprocessed numeric values and each categorical column's encoded column
-        (-1: unseen), computed once per batch (probabilities and reasons both need them)."""
+        (-1: unseen), computed once per batch (probabilities and reasons both need them).
+
+        Called under ``np.errstate(over="ignore", invalid="ignore")``: overflow is checked and named
+        by the caller (``_terms``, or ``_refuse_overflow`` of the values), never warned about (a
+        warning per request floods the server log, and under -W error it would be a 500). One
+        errstate per call of probabilities or explain: entering one costs more than the arithmetic
+        of a single-record request.
+        """
         values = batch.prepared.get(id(self))
         if values is None:
-            # Overflow is checked and named, never warned about (a warning per request floods the
-            # server log, and under -W error it would be a 500).
-            with np.errstate(over="ignore", invalid="ignore"):
-                values = np.where(np.isnan(batch.numeric), self.medians, batch.numeric)
-                if self.scaled:
-                    values = (values - self.mean) / self.scale
-            self._refuse_overflow(values)
+            values = np.where(np.isnan(batch.numeric), self.medians, batch.numeric)
+            if self.scaled:
+                values = (values - self.mean) / self.scale
             batch.prepared[id(self)] = values
         return values, self.codes(batch)
+
+    def _terms(self, batch: Batch, values: np.ndarray) -> np.ndarray:
+        """Return each preprocessed number times its coefficient (once per batch), or raise
+        RecordError naming the first value that overflowed once scaled, else the first term that
+        did (under errstate, as ``_prepared``)."""
+        terms = batch.terms.get(id(self))
+        if terms is None:
+            terms = values * self.numeric_coef
+            # One check for both: a value that overflowed makes its term infinite or NaN.
+            if not np.isfinite(terms).all():
+                self._refuse_overflow(values)
+                self._refuse_overflow(terms)
+            batch.terms[id(self)] = terms
+        return terms
+
+    def _row_terms(self, batch: Batch) -> list[tuple[list[float], list[float]]] | None:
+        """Return, for a few rows (up to FEW_RECORDS), each row's numeric terms (preprocessed value
+        times coefficient) and categorical coefficients (0 for a category never seen) as Python
+        floats, once per batch; None when a term is not finite (the numpy path then names it).
+
+        The same IEEE operations, value by value, as ``_prepared`` and ``_terms`` (the median for a
+        missing value, minus the mean, over the scale, times the coefficient), so the same numbers,
+        without the dozen numpy calls on one-row arrays that cost more than the arithmetic.
+        """
+        rows = batch.row_terms.get(id(self))
+        if rows is None:
+            coef = self.coef.tolist()  # its last entry, 0, is where an unseen category points
+            numeric = list(zip(self.medians.tolist(), self.mean.tolist(), self.scale.tolist(), coef))
+            codes = [[lookup.get(value, -1) for value in values]
+                     for values, lookup in zip(batch.categorical, self.category_index)]
+            rows = []
+            for row, numbers in enumerate(batch.numeric.tolist()):
+                terms = []
+                for number, (median, mean, scale, c) in zip(numbers, numeric):
+                    value = median if number != number else number
+                    if self.scaled:
+                        value = (value - mean) / scale
+                    terms.append(value * c)
+                if not all(map(math.isfinite, terms)):
+                    return None
+                rows.append((terms, [coef[column[row]] for column in codes]))
+            batch.row_terms[id(self)] = rows
+        return rows
+
+    def _row_probabilities(self, batch: Batch) -> np.ndarray | None:
+        """Return P(churn) for a few rows computed row by row (see _row_terms), or None to take the numpy path."""
+        rows = self._row_terms(batch)
+        if rows is None:
+            return None
+        probabilities = []
+        for terms, categories in rows:
+            z = 0.0
+            for amount in terms:  # in order, as a dot product; BLAS may round its sum differently in the last bit
+                z += amount
+            for amount in categories:
+                z += amount
+            z += self.intercept
+            if z != z:  # finite terms whose partial sums overflowed both ways: the numpy path names the record
+                return None
+            if self.slope != 1.0 or self.shift != 0.0:
+                z = self.slope * z + self.shift
+            try:
+                probabilities.append(1.0 / (1.0 + math.exp(-z)))  # stats.sigmoid
+            except OverflowError:  # exp(-z) past float64: 1 / (1 + inf)
+                probabilities.append(0.0)
+        return np.array(probabilities, dtype=float)
 
     def probabilities(self, batch: Batch) -> np.ndarray:
         """Return P(churn) for the batch's rows.
@@ -838,27 +919,33 @@ class FastPredictor:
         Raises RecordError naming the record and column when a finite value overflows float64 once
         scaled, or (logistic regression) once multiplied by its coefficient. scikit-learn's own
         pipeline refuses the first (its input check rejects infinity); for the second it answers NaN
-        or a certain 0 or 1 depending on whether the BLAS kernel fuses multiply and add.
+        or a certain 0 or 1 depending on whether the BLAS kernel fuses multiply and add. A request's
+        few rows are computed row by row in plain Python (``_row_terms``); the load-time check
+        (``fast_path_difference``) covers that path too.
         """
-        values, codes = self._prepared(batch)
+        if self.linear and len(batch) <= FEW_RECORDS:
+            probabilities = self._row_probabilities(batch)
+            if probabilities is not None:
+                return probabilities
         if not self.linear:
+            with np.errstate(over="ignore", invalid="ignore"):
+                values, codes = self._prepared(batch)
+            self._refuse_overflow(values)
             return self.classifier.predict_proba(self.encoded(values, codes))[:, 1]
-        rows = values.shape[0]
         with np.errstate(over="ignore", invalid="ignore"):
-            coef = self.coef[: len(self.numeric_columns)]
-            terms = values * coef
-            self._refuse_overflow(terms)
-            z = values @ coef if self.numeric_columns else np.zeros(rows)
+            values, codes = self._prepared(batch)
+            terms = self._terms(batch, values)
+            z = values @ self.numeric_coef if self.numeric_columns else np.zeros(values.shape[0])
             for column_codes in codes:
                 z = z + self.coef[column_codes]
             z = z + self.intercept
-            undefined = np.flatnonzero(np.isnan(z))
-            if len(undefined):  # finite terms whose partial sums overflowed both ways
-                row = undefined[0]
+            undefined = np.isnan(z)
+            if undefined.any():  # finite terms whose partial sums overflowed both ways
+                row = np.flatnonzero(undefined)[0]
                 raise self._too_large(row, np.argmax(np.abs(terms[row])))
             if self.slope != 1.0 or self.shift != 0.0:
                 z = self.slope * z + self.shift
-        return sigmoid(z)
+            return 1.0 / (1.0 + np.exp(-z))  # stats.sigmoid, under this errstate rather than one more
 
     def explain(self, batch: Batch) -> Contributions:
         """Return each feature's contribution to each row's log-odds (see Contributions).
@@ -869,19 +956,35 @@ class FastPredictor:
         """
         if self.reasons_problem:
             raise ReasonsUnavailable(f"reasons are not available for this release: {self.reasons_problem}")
-        values, codes = self._prepared(batch)
+        rows = self._row_terms(batch) if self.linear and len(batch) <= FEW_RECORDS else None
+        if rows is not None:  # the same numbers as below, row by row
+            grouped = []
+            for terms, categories in rows:
+                row = [0.0] * len(self.features)
+                for position, amount in zip(self.numeric_feature_positions, terms):
+                    row[position] = amount
+                for position, amount in zip(self.categorical_feature_at, categories):
+                    row[position] = amount
+                grouped.append(row)
+            values = np.array(grouped, dtype=float).reshape(len(rows), len(self.features))
+            return Contributions(features=self.features, base=self.slope * self.intercept + self.shift,
+                                 values=values if self.slope == 1.0 else self.slope * values)  # x * 1.0 is x
         if self.linear:
+            terms = batch.terms.get(id(self))
+            if terms is None:  # not yet computed by probabilities (which the API and the lists call first)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    terms = self._terms(batch, self._prepared(batch)[0])
             # Straight into each feature's column: a number's term is its coefficient times its
             # value, a category's the coefficient of its one-hot column (-1: unseen, 0).
-            grouped = np.empty((values.shape[0], len(self.features)))
-            with np.errstate(over="ignore", invalid="ignore"):
-                terms = values * self.coef[: len(self.numeric_columns)]
-            self._refuse_overflow(terms)
+            grouped = np.empty((len(batch), len(self.features)))
             grouped[:, self.numeric_feature_at] = terms
-            for position, column_codes in zip(self.categorical_feature_at, codes):
+            for position, column_codes in zip(self.categorical_feature_at, self.codes(batch)):
                 grouped[:, position] = self.coef[column_codes]
             return Contributions(features=self.features, base=self.slope * self.intercept + self.shift,
                                  values=self.slope * grouped)
+        with np.errstate(over="ignore", invalid="ignore"):
+            values, codes = self._prepared(batch)
+        self._refuse_overflow(values)
         import xgboost
 
         matrix = self.encoded(values, codes)
@@ -898,7 +1001,8 @@ class FastPredictor:
         """Return (row, column, value) for every category (missing included) the model never saw in training."""
         unseen = []
         for column, values, codes in zip(self.categorical_columns, batch.categorical, self.codes(batch)):
-            if codes.min(initial=0) >= 0:  # the usual case: every category known, one call
+            # The usual case, every category known, in one call (a few rows: a list look-up, cheaper still).
+            if (-1 not in codes.tolist()) if len(codes) <= SMALL_BATCH else codes.min(initial=0) >= 0:
                 continue
             unseen += [(int(row), column, values[row]) for row in np.flatnonzero(codes < 0)]
         return sorted(unseen, key=lambda item: item[0])
@@ -1034,12 +1138,21 @@ def reasons_excess(fast: FastPredictor, pipeline: Any, reference: Any, schema: F
     return float(np.max(gap))
 
 
+ROW_PATH_CHECK_ROWS = 50  # rows also checked one at a time at each load (about 0.1 ms each)
+
+
 def fast_path_difference(fast: FastPredictor, pipeline: Any, reference: Any, schema: FrozenSchema) -> float:
     """Return the largest |fast path - predict_proba| over the reference rows and the probe rows."""
     rows = _probe_rows(reference, schema)
     expected = churn_probabilities(pipeline, rows, schema)
     actual = fast.probabilities(batch_from_frame(rows, schema))
-    return float(np.max(np.abs(actual - expected))) if len(rows) else 0.0
+    # A request's few rows take the row-by-row path (logistic regression): some of the rows one at a
+    # time, the probes included.
+    alone = [*range(min(len(rows), ROW_PATH_CHECK_ROWS)), *range(max(0, len(rows) - 2), len(rows))] if fast.linear else []
+    one_by_one = np.array([fast.probabilities(batch_from_frame(rows.iloc[[i]], schema))[0] for i in alone])
+    worst = max(np.max(np.abs(actual - expected), initial=0.0),
+                np.max(np.abs(one_by_one - expected[alone]), initial=0.0))
+    return float(worst)
 
 
 def checked_predictor(model: Any, schema: FrozenSchema | None = None, reference: Any = None) -> Predictor:

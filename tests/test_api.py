@@ -104,6 +104,27 @@ def test_the_second_bad_record_is_named(client):
     assert reply.json["error"] == "record 1: column 'number_of_employees': 'x' is not a number"
 
 
+def test_a_few_records_are_read_as_the_same_records_in_a_large_batch(deployed):
+    # A request's few records (up to FEW_RECORDS) are read one by one, a larger batch a column at a time.
+    from churnlib.pipeline import FEW_RECORDS
+
+    schema = FrozenSchema.from_dict(load_deployed(deployed.deployment).metadata["schema"])
+    records = [{"corporation": [f"c{i}", i, {"id": i}, None][i % 4],
+                "lastmonth_activity": [120, 3.5, None, -0.0, 10**15][i % 5],
+                "lastyear_activity": ["1500", " 12.5 ", "", "NA", None, "-3e2"][i % 6],
+                "number_of_employees": [40.0, 0.004, None][i % 3],
+                "plan": ["basic", " premium ", None, 7, True, 2.5, ""][i % 7]} for i in range(42)]
+    whole = records_to_batch(records, schema)
+    for index, record in enumerate(records):
+        alone = records_to_batch([record], schema)
+        np.testing.assert_array_equal(alone.numeric[0], whole.numeric[index])
+        assert [column[0] for column in alone.categorical] == [column[index] for column in whole.categorical]
+        assert {key: values[0] for key, values in alone.ids.items()} == {key: values[index] for key, values in whole.ids.items()}
+    few = records_to_batch(records[:FEW_RECORDS], schema)
+    np.testing.assert_array_equal(few.numeric, whole.numeric[:FEW_RECORDS])
+    assert [list(column) for column in few.categorical] == [list(column[:FEW_RECORDS]) for column in whole.categorical]
+
+
 def test_missing_values_are_imputed_not_refused(client):
     reply = client.post("/prediction", json=dict(RECORD, number_of_employees=None, plan=None, lastmonth_activity=""))
     assert reply.status_code == 200
@@ -343,6 +364,30 @@ def test_reasons_of_a_few_records_are_those_of_the_same_records_in_a_large_batch
     assert {r["text"].split(" (")[1].split(",")[0] for item in whole for r in item["reasons"]} >= {"raises risk", "lowers risk"}
 
 
+def test_a_few_rows_are_scored_row_by_row_with_the_numbers_of_the_whole_batch(deployed):
+    # Up to FEW_RECORDS rows, logistic regression is computed in plain Python a row at a time: the
+    # same contributions and log-odds to the bit, probabilities but for the rounding of one sum.
+    from churnlib.pipeline import FEW_RECORDS
+
+    model = load_deployed(deployed.deployment)
+    assert model.metadata["algorithm"] == "logistic_regression"
+    schema = FrozenSchema.from_dict(model.metadata["schema"])
+    fast = FastPredictor(model.pipeline, schema)
+    records = _varied_records(48)
+    whole = records_to_batch(records, schema)
+    probabilities, contributions = fast.probabilities(whole), fast.explain(whole)
+    assert not whole.row_terms
+    for start in range(0, len(records), FEW_RECORDS):
+        few = records_to_batch(records[start:start + FEW_RECORDS], schema)
+        rows = slice(start, start + FEW_RECORDS)
+        assert np.max(np.abs(fast.probabilities(few) - probabilities[rows])) <= 1e-14
+        explained = fast.explain(few)
+        assert few.row_terms and not few.terms  # the row-by-row path, for both
+        np.testing.assert_array_equal(explained.values, contributions.values[rows])
+        np.testing.assert_array_equal(explained.log_odds, contributions.log_odds[rows])
+        assert explained.base == contributions.base
+
+
 def test_row_reasons_agree_with_top_reasons_and_reason_texts_on_ties_and_signed_zeros():
     from churnlib.pipeline import Batch, Contributions, reason_texts, row_reasons, shown_values, top_reasons
 
@@ -374,6 +419,25 @@ def test_row_reasons_agree_with_top_reasons_and_reason_texts_on_ties_and_signed_
 def test_a_bad_reasons_or_format_request_is_a_400(client, query, body, message):
     reply = client.post("/prediction", query_string=query, json=body)
     assert reply.status_code == 400 and message in reply.json["error"]
+
+
+@pytest.mark.parametrize("query, reasons, mlflow", [
+    ("reasons=2&reasons=4", 2, False),  # a name given twice: its first value, as werkzeug's request.args
+    ("reasons=%34", 4, False),  # percent-encoded
+    ("reasons=+3", 3, False),  # a plus is a space
+    ("&&format=mlflow&reasons=1&", 1, True),  # empty pairs skipped
+    ("format=mlflow&x", 0, True),  # a name without a value
+    ("reasons=%FF", None, False),  # bytes that are not UTF-8: kept percent-encoded, a 400 naming them
+    ("reasons", None, False),  # present without a value: ''
+])
+def test_query_arguments_are_read_as_werkzeug_reads_them(client, query, reasons, mlflow):
+    reply = client.post(f"/prediction?{query}", json=RECORD)
+    if reasons is None:
+        assert reply.status_code == 400 and "must be a whole number from 0 to 100" in reply.json["error"]
+        return
+    assert reply.status_code == 200, reply.json
+    prediction = reply.json["predictions"][0]
+    assert len(prediction.get("reasons", [])) == reasons and ("release_id" not in reply.json) == mlflow
 
 
 def test_a_category_never_seen_in_training_is_a_warning_on_its_record(client):

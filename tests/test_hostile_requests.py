@@ -552,6 +552,11 @@ def test_numbers_that_overflow_the_model_are_a_400_naming_record_and_column(tmp_
     # certain 0 or 1; without it the sum is NaN (scikit-learn's pipeline answers NaN here).
     api.refused(400, "record 1: column 'x1': number too large for the model", json=[ordinary, opposite_terms])
     api.refused(400, "record 2: column 'x2': number too large for the model", json=[ordinary, ordinary, one_term])
+    for record, column in ((scaled_overflow, "x1"), (opposite_terms, "x1"), (one_term, "x2")):  # one record alone
+        api.refused(400, f"record 0: column '{column}': number too large for the model", json=record)
+    many = [ordinary] * 20  # past the few rows computed row by row
+    api.refused(400, "record 20: column 'x1': number too large for the model", json=[*many, scaled_overflow])
+    api.refused(400, "record 20: column 'x2': number too large for the model", json=[*many, one_term])
     api.predicted(2, json=[ordinary, {"x1": 1e300, "x2": -1e300}])  # huge but finite terms: certain probabilities
 
 
