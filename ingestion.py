@@ -228,7 +228,8 @@ class _AppendedFile:
     pending: PendingAppend
     ingested_folder: Path
     schema: Any = None
-    statistics: dict[str, Any] | None = None  # of the committed rows and these, once the file is read
+    first_batch: dict[str, Any] | None = None  # the column statistics of the first chunk's new rows
+    file_statistics: dict[str, Any] | None = None  # past one chunk: those of the committed rows and these
     parts: list[dict] = field(default_factory=list)
     kept_hashes: list = field(default_factory=list)
     rows_read: int = 0
@@ -250,6 +251,14 @@ class _AppendedFile:
 
         return np.concatenate(self.kept_hashes) if self.kept_hashes else np.empty(0, dtype=np.uint64)
 
+    def statistics_after(self, statistics: dict[str, Any] | None) -> dict[str, Any]:
+        """Return the column statistics of the committed rows (``statistics``, updated) with these added."""
+        if self.file_statistics is not None:
+            return self.file_statistics
+        # One chunk (any file of up to LABELLED_CHUNK_ROWS rows): merged as when files were read whole.
+        total = statistics if statistics is not None else ingested_data.empty_statistics(self.schema)
+        return ingested_data.merge_statistics(total, self.first_batch) if self.first_batch is not None else total
+
     def undo(self) -> None:
         """Cut finaldata.csv and rowhashes.bin back to the committed data and remove the parts written."""
         self.pending.undo()
@@ -268,77 +277,91 @@ def _append_file(source: SourceFile, handle, record: dict[str, Any], *, ingested
     error (SourceReadError) undoes it too, and is raised. Memory holds one chunk, the sorted hashes
     of the file's distinct rows (8 bytes a row) and the history's index, whatever the file's size.
     """
+    from churnlib.dataset import DatasetError, FrozenSchema, LabelledFile, SchemaGuessedWrong
+
+    schema = FrozenSchema.from_dict(record["schema"]) if record["schema"] else None
+    first_reading = None
+    while True:
+        reader = LabelledFile(handle, name=source.name, settings=settings, schema=schema)
+        appended = _AppendedFile(pending=PendingAppend(ingested_folder, record, source=source.name),
+                                 ingested_folder=ingested_folder)
+        try:
+            _append_chunks(reader, appended, record, index=index, statistics=statistics)
+        except SchemaGuessedWrong as exc:  # a first file with text further on in a column of numbers
+            appended.undo()
+            first_reading, schema = reader.sha256, exc.schema
+            handle.seek(0)
+            continue
+        except DatasetError as exc:
+            appended.undo()
+            appended.problem = exc
+        except (OSError, SourceReadError):
+            appended.undo()
+            raise
+        break
+    appended.sha256, appended.size = reader.sha256, reader.size
+    if first_reading not in (None, reader.sha256):
+        appended.sha256 = None  # changed between the two readings: tried again next tick
+    if appended.problem is None:
+        appended.schema = reader.schema
+        appended.rows_read, appended.ignored_columns, appended.notes = (reader.rows_read, reader.ignored_columns,
+                                                                        reader.notes)
+    return appended
+
+
+def _append_chunks(reader, appended: _AppendedFile, record: dict[str, Any], *, index: _HashIndex,
+                   statistics: dict[str, Any] | None) -> None:
+    """Append the new rows of each chunk ``reader`` yields, noting them in ``appended``."""
     import copy
 
     import numpy as np
 
-    from churnlib.dataset import DatasetError, FrozenSchema, LabelledFile, canonical_lines, header_line
+    from churnlib.dataset import canonical_lines, header_line
 
-    schema = FrozenSchema.from_dict(record["schema"]) if record["schema"] else None
-    reader = LabelledFile(handle, name=source.name, settings=settings, schema=schema)
-    appended = _AppendedFile(pending=PendingAppend(ingested_folder, record, source=source.name),
-                             ingested_folder=ingested_folder)
+    ingested_folder = appended.ingested_folder
     seen_in_file = np.empty(0, dtype=np.uint64)  # the distinct hashes of the file's rows so far, sorted
     first_batch = file_statistics = None
-    try:
-        for chunk in reader.chunks():
-            schema = reader.schema
-            lines = canonical_lines(chunk.frame, schema)
-            hashes = row_hashes(lines)
-            _unique, first = np.unique(hashes, return_index=True)
-            keep = np.zeros(len(hashes), dtype=bool)
-            keep[first] = True
-            keep &= ~_members(seen_in_file, hashes)  # rows of earlier chunks
-            appended.duplicates_in_file += int(len(hashes) - keep.sum())
-            seen_in_file = _merged(seen_in_file, hashes[keep])
-            seen_before = index.contains(hashes)
-            appended.duplicates_of_history += int((keep & seen_before).sum())
-            keep &= ~seen_before
-            new_lines = [line for line, kept in zip(lines, keep) if kept]
-            text = "".join(f"{line}\n" for line in new_lines)
-            if record["bytes"] == 0 and appended.bytes_added == 0:
-                text = header_line(schema) + "\n" + text
-            payload = text.encode("utf-8")
-            kept = None
-            if new_lines:
-                kept = chunk.frame[keep].reset_index(drop=True)
-                # The same rows in columnar form, committed with the CSV's bytes by the caller's
-                # record; written first, so that a full disk fails before anything is appended.
-                appended.parts.append(ingested_data.write_part(
-                    ingested_folder, record, ingested_data.typed_like_csv(kept.copy(), schema), schema,
-                    first_row=record["rows"] + appended.rows_added))
-            if payload:
-                appended.pending.add(payload, hashes[keep].tobytes())
-            if kept is not None:
-                batch = ingested_data.batch_statistics(kept, schema)
-                if first_batch is None:
-                    first_batch = batch
-                else:  # a second chunk: the file's statistics are kept apart until its commit
-                    if file_statistics is None:
-                        file_statistics = (copy.deepcopy(statistics) if statistics is not None
-                                           else ingested_data.empty_statistics(schema))
-                        ingested_data.merge_statistics(file_statistics, first_batch)
-                    ingested_data.merge_statistics(file_statistics, batch)
-                appended.kept_hashes.append(hashes[keep])
-                appended.rows_added += len(new_lines)
-    except DatasetError as exc:
-        appended.undo()
-        appended.problem = exc
-    except (OSError, SourceReadError):
-        appended.undo()
-        raise
-    appended.sha256, appended.size = reader.sha256, reader.size
-    if appended.problem is not None:
-        return appended
-    appended.schema = reader.schema
-    appended.rows_read, appended.ignored_columns, appended.notes = reader.rows_read, reader.ignored_columns, reader.notes
-    if file_statistics is not None:
-        appended.statistics = file_statistics
-    else:
-        appended.statistics = statistics if statistics is not None else ingested_data.empty_statistics(reader.schema)
-        if first_batch is not None:
-            appended.statistics = ingested_data.merge_statistics(appended.statistics, first_batch)
-    return appended
+    for chunk in reader.chunks():
+        schema = reader.schema
+        lines = canonical_lines(chunk.frame, schema)
+        hashes = row_hashes(lines)
+        _unique, first = np.unique(hashes, return_index=True)
+        keep = np.zeros(len(hashes), dtype=bool)
+        keep[first] = True
+        keep &= ~_members(seen_in_file, hashes)  # rows of earlier chunks
+        appended.duplicates_in_file += int(len(hashes) - keep.sum())
+        seen_in_file = _merged(seen_in_file, hashes[keep])
+        seen_before = index.contains(hashes)
+        appended.duplicates_of_history += int((keep & seen_before).sum())
+        keep &= ~seen_before
+        new_lines = [line for line, kept in zip(lines, keep) if kept]
+        text = "".join(f"{line}\n" for line in new_lines)
+        if record["bytes"] == 0 and appended.bytes_added == 0:
+            text = header_line(schema) + "\n" + text
+        payload = text.encode("utf-8")
+        kept = None
+        if new_lines:
+            kept = chunk.frame[keep].reset_index(drop=True)
+            # The same rows in columnar form, committed with the CSV's bytes by the caller's
+            # record; written first, so that a full disk fails before anything is appended.
+            appended.parts.append(ingested_data.write_part(
+                ingested_folder, record, ingested_data.typed_like_csv(kept.copy(), schema), schema,
+                first_row=record["rows"] + appended.rows_added))
+        if payload:
+            appended.pending.add(payload, hashes[keep].tobytes())
+        if kept is not None:
+            batch = ingested_data.batch_statistics(kept, schema)
+            if first_batch is None:
+                first_batch = batch
+            else:  # a second chunk: the file's statistics are kept apart until its commit
+                if file_statistics is None:
+                    file_statistics = (copy.deepcopy(statistics) if statistics is not None
+                                       else ingested_data.empty_statistics(schema))
+                    ingested_data.merge_statistics(file_statistics, first_batch)
+                ingested_data.merge_statistics(file_statistics, batch)
+            appended.kept_hashes.append(hashes[keep])
+            appended.rows_added += len(new_lines)
+    appended.first_batch, appended.file_statistics = first_batch, file_statistics
 
 
 def _merged(sorted_hashes, more):
@@ -430,7 +453,7 @@ def ingest_files(
         schema = batch.schema
         if record["schema"] is None:
             logger.info("schema frozen from %s: %s", source.name, schema.describe())
-        statistics = batch.statistics
+        statistics = batch.statistics_after(statistics)
         # The statistics go first; the record below commits them with the rows (load_statistics
         # refuses statistics whose data_version is not the record's).
         ingested_data.save_statistics(statistics, ingested_folder, data_version=record["data_version"] + 1)

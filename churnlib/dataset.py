@@ -525,13 +525,8 @@ def _typed_columns(cells: dict[str, np.ndarray], schema: FrozenSchema, *, name: 
     return typed
 
 
-def infer_schema(cells: dict[str, np.ndarray], settings: SchemaSettings, *,
-                 looks_numeric: dict[str, bool] | None = None) -> FrozenSchema:
-    """Return the frozen schema for the first accepted file: configured columns, or all but target and ids.
-
-    ``looks_numeric`` (column -> whether every cell of it reads as a number or missing) stands for
-    the cells when the file was read in chunks.
-    """
+def infer_schema(cells: dict[str, np.ndarray], settings: SchemaSettings) -> FrozenSchema:
+    """Return the frozen schema for the first accepted file: configured columns, or all but target and ids."""
     names = list(cells)
     ids = tuple(c for c in settings.id_columns if c in names)
     if settings.feature_columns is not None:
@@ -541,8 +536,7 @@ def infer_schema(cells: dict[str, np.ndarray], settings: SchemaSettings, *,
     if settings.categorical_columns is not None:
         categorical = tuple(c for c in features if c in settings.categorical_columns)
     else:
-        categorical = tuple(c for c in features if c in cells and not (
-            looks_numeric.get(c, True) if looks_numeric is not None else _looks_numeric(cells[c])))
+        categorical = tuple(c for c in features if c in cells and not _looks_numeric(cells[c]))
     return FrozenSchema(settings.target, ids, tuple(features), categorical)
 
 
@@ -969,6 +963,7 @@ class _TypedProblems:
         self.numeric: dict[tuple[str, str], list] = {}  # (column, "bad"|"infinite") -> [count, rows, values]
         self.target: list | None = None  # [count, rows, values, all blank, smallest distinct values]
         self.classes: set[int] = set()
+        self.rows = 0  # data rows in the whole file, once read
 
     def __bool__(self) -> bool:
         return bool(self.longest or self.numeric or self.target)
@@ -1041,6 +1036,14 @@ class _TypedProblems:
         return None
 
 
+class SchemaGuessedWrong(Exception):
+    """The first file's schema, judged on its first chunk, is not the whole file's: read it again with ``schema``."""
+
+    def __init__(self, schema: FrozenSchema):
+        super().__init__(schema.describe())
+        self.schema = schema
+
+
 class LabelledFile:
     """A labelled CSV file read in chunks (``chunks``), validated as ``parse_labelled_csv`` validates
     it whole, with the same outcome: the same rows, the same schema, the same reason for a refusal.
@@ -1050,8 +1053,11 @@ class LabelledFile:
     get (a bad row far into the file refuses the whole file: the caller undoes what it did with the
     chunks before). Memory holds one chunk of at most ``chunk_rows`` rows (fewer for a wide file),
     whatever the file's size. After the chunks: ``schema``, ``rows_read``, ``ignored_columns``,
-    ``notes``, and ``sha256`` and ``size`` of the bytes read (``sha256`` None when a first file, read
-    twice to infer its schema, changed in between).
+    ``notes``, and ``sha256`` and ``size`` of the bytes read.
+
+    The first file's categorical columns (those with text) are judged on its first chunk; when a
+    column judged numeric holds text further on, ``chunks`` raises SchemaGuessedWrong at the end
+    with the whole file's schema, to read it again with.
     """
 
     def __init__(self, handle: Any, *, name: str, settings: SchemaSettings, schema: FrozenSchema | None,
@@ -1060,7 +1066,6 @@ class LabelledFile:
         self.name = name
         self.settings = settings
         self.schema = schema
-        self.inferred = schema is None
         self.chunk_rows = chunk_rows or LABELLED_CHUNK_ROWS
         self.rows_read = 0
         self.ignored_columns: list[str] = []
@@ -1069,24 +1074,29 @@ class LabelledFile:
         self.size = 0
 
     def chunks(self):
-        looks_numeric = None
-        first_pass_sha256 = None
-        if self.schema is None and self.settings.categorical_columns is None:
-            # Which columns are categorical depends on every cell: one pass to decide, one to read.
-            looks_numeric = {}
-            for _ in self._read(looks_numeric=looks_numeric):
-                pass
-            first_pass_sha256 = self.sha256
-            self.handle.seek(0)
-        yield from self._read(looks_numeric=looks_numeric, infer=self.schema is None)
-        if first_pass_sha256 is not None and first_pass_sha256 != self.sha256:
-            self.sha256 = None
-
-    def _read(self, *, looks_numeric: dict[str, bool] | None = None, infer: bool = False):
-        """Yield the typed chunks (none when ``looks_numeric`` is filled instead); raise DatasetError at the end."""
-        scan_only = looks_numeric is not None and not infer
-        name = self.name
+        """Yield the typed chunks; raise DatasetError at the end when the whole file is refused."""
+        guessing = self.schema is None and self.settings.categorical_columns is None
         problems: list[tuple[tuple, str]] = []  # (rank, message); the smallest rank is the whole file's reason
+        typed_problems = yield from self._read(problems)
+        if guessing and typed_problems is not None and all(rank[0] >= 8 for rank, _message in problems):
+            # A column judged numeric on the first chunk with text further on is categorical, as
+            # reading the whole file would have judged it.
+            text_found = {column for column, kind in typed_problems.numeric if kind == "bad"}
+            if text_found:
+                schema = self.schema
+                raise SchemaGuessedWrong(FrozenSchema(
+                    schema.target, schema.id_columns, schema.feature_columns,
+                    tuple(c for c in schema.feature_columns if c in schema.categorical_columns or c in text_found)))
+        if problems:
+            raise DatasetError(min(problems)[1])
+        self.rows_read = typed_problems.rows
+        classes = sorted(typed_problems.classes)
+        if len(classes) == 1:
+            self.notes = [f"only class {classes[0]} present"]
+
+    def _read(self, problems: list[tuple[tuple, str]]):
+        """Yield the typed chunks while nothing is wrong; note every problem in ``problems``; return the typed checks."""
+        name = self.name
         widths = RecordWidths(name)
         text = _LabelledText(self.handle, name, widths)
         first = text.read()
@@ -1094,9 +1104,9 @@ class LabelledFile:
         typed_problems: _TypedProblems | None = None
         rows = 0
         width = _header_width(first)
+        reader: Any = iter(())
         if width > MAX_COLUMNS:
             problems.append(((4,), f"{name}: the header has {width:,} columns (at most {MAX_COLUMNS:,} are read)"))
-            reader = iter(())
         else:
             try:
                 reader = pd.read_csv(_Rewound(first, text), header=None, dtype=object, na_filter=False,
@@ -1104,10 +1114,8 @@ class LabelledFile:
                                      chunksize=max(1, min(self.chunk_rows, CELLS_PER_CHUNK // max(width, 1))))
             except pd.errors.EmptyDataError:
                 problems.append(((5,), f"{name}: empty file"))
-                reader = iter(())
             except pd.errors.ParserError as exc:
                 problems.append(((5,), f"{name}: not a well-formed CSV file: {_parser_problem(exc, first)}"))
-                reader = iter(())
         header_read = False
         while True:
             try:
@@ -1137,7 +1145,7 @@ class LabelledFile:
                     problems.append(((7, 2), _missing_target_message(name, self.settings.target, raw_names)))
             if names is None:
                 continue
-            if not scan_only and not any(rank[0] <= 6 for rank, _message in problems):
+            if not any(rank[0] <= 6 for rank, _message in problems):
                 try:
                     widths.check()  # a short row is padded by pandas: refuse it
                 except DatasetError as exc:
@@ -1148,13 +1156,9 @@ class LabelledFile:
             cells = dict(zip(names, columns))
             first_row = rows + 1
             rows += chunk_rows
-            if scan_only:
-                for column, values in cells.items():
-                    looks_numeric[column] = looks_numeric.get(column, True) and _looks_numeric(values)
-                continue
             if typed_problems is None:  # the first rows: what the header says about the schema
                 if self.schema is None:
-                    self.schema = infer_schema(cells, self.settings, looks_numeric=looks_numeric)
+                    self.schema = infer_schema(cells, self.settings)
                 missing = [c for c in self.schema.feature_columns if c not in cells]
                 if missing:
                     problems.append(((7, 3), f"{name}: feature column(s) missing: {', '.join(missing)}"))
@@ -1171,20 +1175,15 @@ class LabelledFile:
             problems.append(((text.problem[0],), text.problem[1]))
         if not text.nonblank:
             problems.append(((0,), f"{name}: empty file"))
-        if not scan_only and names is not None and not any(rank[0] <= 6 for rank, _message in problems):
+        if names is not None and not any(rank[0] <= 6 for rank, _message in problems):
             try:
                 widths.check()  # the end of the file has been read: the last rows are counted
             except DatasetError as exc:
                 problems.append(((6,), str(exc)))
         if names is not None and rows == 0:
             problems.append(((7, 1), f"{name}: header only, no data rows"))
-        if typed_problems is not None and typed_problems.message():
-            problems.append(((8,), typed_problems.message()))
-        if scan_only:
-            return
-        if problems:
-            raise DatasetError(min(problems)[1])
-        self.rows_read = rows
-        classes = sorted(typed_problems.classes) if typed_problems is not None else []
-        if len(classes) == 1:
-            self.notes = [f"only class {classes[0]} present"]
+        if typed_problems is not None:
+            typed_problems.rows = rows
+            if typed_problems.message():
+                problems.append(((8,), typed_problems.message()))
+        return typed_problems
