@@ -182,7 +182,7 @@ class _HashIndex:
     into the sorted array instead, where they cost 8 bytes a row, not the set's 60 or more.
     """
 
-    ADDED_IN_SET = 1_000_000
+    ADDED_IN_SET = 100_000
 
     def __init__(self, path: Path, count: int):
         import numpy as np

@@ -880,6 +880,7 @@ class _LabelledText(io.TextIOBase):
         self.tail = b""  # the last bytes of the block before, for a message about a byte just before a block
         self.problem: tuple[int, str] | None = None  # (rank, message): 1 other encoding, 2 NUL, 3 not UTF-8
         self.ended = False
+        self.pending = ""  # text decoded, not read yet
 
     def readable(self) -> bool:
         return True
@@ -927,6 +928,19 @@ class _LabelledText(io.TextIOBase):
         self._note(3, str(_not_utf8(self.name, byte, line, offset)))
 
     def read(self, size: int = -1) -> str:
+        """Return at most ``size`` characters (a block's when ``size`` is negative); "" at the end.
+
+        pandas keeps what a read returns past the size it asked for and copies it again on each
+        read: text must come in the sizes asked for, or it piles up in memory."""
+        if not self.pending:
+            self.pending = self._next_text()
+        if size is None or size < 0 or size >= len(self.pending):
+            text, self.pending = self.pending, ""
+        else:
+            text, self.pending = self.pending[:size], self.pending[size:]
+        return text
+
+    def _next_text(self) -> str:
         while not self.ended:
             block = self._block()
             if self.problem is not None:
@@ -946,7 +960,8 @@ class _LabelledText(io.TextIOBase):
 
     def drain(self) -> None:
         """Read the rest of the file (its text unused)."""
-        while self.read():
+        self.pending = ""
+        while self._next_text():
             pass
 
 

@@ -6,7 +6,7 @@ file ingested or rejected, and the committed lengths of the two data files) and
 ``ingestedfiles.txt``; ``logs/ingestion_record.txt`` is the record as a table for people.
 
 Beside it, ``finaldata.parquet/`` holds the same rows in columnar form, one Parquet part per accepted
-batch (``part-<data version>-<first row>.parquet``), which retraining reads (ten times faster than the CSV) and a
+batch (``part-<data version>-<first row>.parquet``; a file larger than one chunk gets one a chunk), which retraining reads (ten times faster than the CSV) and a
 Dask cluster's workers can read. A part is written before the record that commits its rows and
 lists it (``parts``: file, first row, rows, size, SHA-256), so a crash leaves a part no record
 lists, which the next check removes: the parts and the CSV are committed and rolled back together.
@@ -19,9 +19,11 @@ reads it); reading the rows does.
 Nothing is lost by a mistake made on these files by hand:
 
 - Before rows are appended, the bytes about to be appended are written to ``append_intent.bin``.
-  Recovery after a crash cuts only bytes that are a prefix of that intent and start where the
-  record's committed data ends: the pipeline's own uncommitted append. Any other extra bytes are
-  refused as a change made outside the pipeline, never cut.
+  A large file is appended a chunk at a time: the intent then holds the chunk about to be appended
+  and the SHA-256 of the chunks of the same file appended before it. Recovery after a crash cuts
+  only bytes that start where the record's committed data ends and are those earlier chunks (by
+  their SHA-256) followed by a prefix of the intent: the pipeline's own uncommitted append. Any
+  other extra bytes are refused as a change made outside the pipeline, never cut.
 - The record keeps a SHA-256 of each appended range (``segments``) and cheap signs of the file as
   the pipeline left it (``data_signature``: size, modification time, SHA-256 of the last 64 KiB).
   Every tick compares the signs, which costs a stat and a 64 KiB read; only when they disagree is
