@@ -202,13 +202,15 @@ class _HashIndex:
         return found
 
     def add(self, hashes) -> None:
+        """Add hashes (sorted, as ``_AppendedFile.file_hashes`` keeps them; some may be known already)."""
         if len(self._added) + len(hashes) <= self.ADDED_IN_SET:
             self._added.update(hashes.tolist())
             return
         np = self._np
-        added = np.fromiter(self._added, dtype=np.uint64, count=len(self._added))
-        self._sorted = _merged(self._sorted, np.concatenate([hashes, added]))
-        self._added = set()
+        if self._added:
+            self._sorted = _merged(self._sorted, np.fromiter(self._added, dtype=np.uint64, count=len(self._added)))
+            self._added = set()
+        self._sorted = _merged(self._sorted, hashes, presorted=True)
 
 
 def _members(sorted_hashes, hashes):
@@ -231,7 +233,7 @@ class _AppendedFile:
     first_batch: dict[str, Any] | None = None  # the column statistics of the first chunk's new rows
     file_statistics: dict[str, Any] | None = None  # past one chunk: those of the committed rows and these
     parts: list[dict] = field(default_factory=list)
-    kept_hashes: list = field(default_factory=list)
+    file_hashes: Any = None  # the sorted hashes of the file's distinct rows (those of the history among them)
     rows_read: int = 0
     rows_added: int = 0
     duplicates_in_file: int = 0
@@ -245,11 +247,6 @@ class _AppendedFile:
     @property
     def bytes_added(self) -> int:
         return self.pending.lengths[ingested_data.DATA_FILE]
-
-    def new_hashes(self):
-        import numpy as np
-
-        return np.concatenate(self.kept_hashes) if self.kept_hashes else np.empty(0, dtype=np.uint64)
 
     def statistics_after(self, statistics: dict[str, Any] | None) -> dict[str, Any]:
         """Return the column statistics of the committed rows (``statistics``, updated) with these added."""
@@ -359,16 +356,17 @@ def _append_chunks(reader, appended: _AppendedFile, record: dict[str, Any], *, i
                                        else ingested_data.empty_statistics(schema))
                     ingested_data.merge_statistics(file_statistics, first_batch)
                 ingested_data.merge_statistics(file_statistics, batch)
-            appended.kept_hashes.append(hashes[keep])
             appended.rows_added += len(new_lines)
     appended.first_batch, appended.file_statistics = first_batch, file_statistics
+    appended.file_hashes = seen_in_file
 
 
-def _merged(sorted_hashes, more):
-    """Return the sorted array of ``sorted_hashes`` (sorted) and ``more`` (any order)."""
+def _merged(sorted_hashes, more, *, presorted: bool = False):
+    """Return the sorted array of ``sorted_hashes`` (sorted) and ``more`` (in any order, unless ``presorted``)."""
     import numpy as np
 
-    more = np.sort(more)
+    if not presorted:
+        more = np.sort(more)
     merged = np.concatenate([sorted_hashes, more])
     merged.sort(kind="stable")  # two sorted runs: timsort merges them in one pass
     return merged
@@ -485,7 +483,7 @@ def ingest_files(
         record["files"].append(entry)
         save_record(record, ingested_folder, log_folder)  # the commit
         clear_intent(ingested_folder)
-        index.add(batch.new_hashes())
+        index.add(batch.file_hashes)  # a membership test: the history's own hashes among them change nothing
         result.accepted.append(entry)
         result.rows_added += batch.rows_added
         extras = []
