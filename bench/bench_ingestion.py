@@ -4,6 +4,7 @@
     python bench/bench_ingestion.py --quick    # 0, 10,000 and 100,000 rows
     python bench/bench_ingestion.py --backlog-only   # just 3.
     python bench/bench_ingestion.py --large 1000000 3000000 10000000 --baseline /work/main   # just 4.
+    python bench/bench_ingestion.py --small-files 20 --baseline /work/main   # 20 small files, CPU time, fresh processes
 
 Prints, in one run on this machine:
 
@@ -192,11 +193,12 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_s
 """
 
 
-def large_file(work: Path, checkout: Path, source: Path) -> dict:
-    """Ingest ``source`` into a fresh empty project with ``checkout``'s code, in a fresh process; return its figures."""
+def large_file(work: Path, checkout: Path, sources: list[Path]) -> dict:
+    """Ingest ``sources`` into a fresh empty project with ``checkout``'s code, in a fresh process; return its figures."""
     root = work / "large"
     config_path = make_project(root)
-    os.link(source, root / "sourcedata" / source.name)  # the same bytes, no copy
+    for source in sources:
+        os.link(source, root / "sourcedata" / source.name)  # the same bytes, no copy
     os.sync()
     try:
         done = subprocess.run([sys.executable, "-c", INGEST_ONE, str(checkout), str(config_path)], check=True,
@@ -218,11 +220,30 @@ def large_files(sizes: list[int], baseline: Path | None, folder: Path) -> None:
         for rows in sizes:
             source = write_large(folder / f"large-{rows}.csv", rows)
             for label, checkout in checkouts:
-                figures = large_file(Path(tmp), checkout, source)
+                figures = large_file(Path(tmp), checkout, [source])
                 assert figures["rows_added"] == rows, figures
                 print(f"  {rows:>10,}  {label:<28} {figures['seconds']:>7.1f}s {figures['cpu_seconds']:>7.1f}s "
                       f"{figures['max_rss_mb']:>8,.0f} MB  sha256 {figures['finaldata_sha256'][:12]} "
                       f"(load {os.getloadavg()[0]:.1f})", flush=True)
+
+
+def small_files(count: int, baseline: Path | None, rounds: int) -> None:
+    """One tick's ingestion of ``count`` new 10,000-row files, this checkout and the baseline in turn, fresh processes."""
+    checkouts = [("this checkout", ROOT)] + ([(f"baseline {baseline}", baseline)] if baseline else [])
+    print(f"\n{count} new {FILE_ROWS:,}-row files in one tick, empty history, fresh process each "
+          f"(imports included; {rounds} rounds, alternating):")
+    with tempfile.TemporaryDirectory(prefix="bench-ingestion-small-") as tmp:
+        files = []
+        for index in range(count):
+            files.append(Path(tmp) / f"small_{index:04d}.csv")
+            write_batch(files[-1], seed=20_000 + index)
+        for round_ in range(rounds):
+            for label, checkout in checkouts:
+                figures = large_file(Path(tmp), checkout, files)
+                assert figures["rows_added"] == count * FILE_ROWS, figures
+                print(f"  round {round_ + 1}  {label:<28} wall {figures['seconds']:>6.2f} s  cpu "
+                      f"{figures['cpu_seconds']:>6.2f} s ({figures['cpu_seconds'] / count:.3f} s a file)  "
+                      f"peak {figures['max_rss_mb']:>5,.0f} MB  (load {os.getloadavg()[0]:.1f})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="with --large: another checkout's ingestion, measured beside")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "churn-bench-ingestion",
                         help="with --large: where the generated files are kept between runs")
+    parser.add_argument("--small-files", type=int, metavar="N",
+                        help="only: N new 10,000-row files in one tick, in a fresh process (with --baseline beside)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --small-files: alternating rounds (default 3)")
     args = parser.parse_args(argv)
+    if args.small_files:
+        small_files(args.small_files, args.baseline, args.rounds)
+        return 0
     if args.large:
         large_files(args.large, args.baseline, args.folder)
         return 0
