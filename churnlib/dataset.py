@@ -589,7 +589,32 @@ READ_BLOCK_BYTES = 1 << 20
 CELLS_PER_CHUNK = 2_000_000  # wide files are read in fewer rows at a time
 
 
-class _CheckedText(io.TextIOBase):
+class _SizedText(io.TextIOBase):
+    """A text stream that hands out its text (decoded a block at a time by ``_next_text``) in the sizes asked for.
+
+    pandas keeps what a read returns past the size it asked for and copies it again on each read:
+    text handed out a whole block at a time piles up there, half a large file and more."""
+
+    pending = ""  # text decoded, not read yet
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        """Return at most ``size`` characters (a block's when ``size`` is negative); "" at the end."""
+        if not self.pending:
+            self.pending = self._next_text()
+        if size is None or size < 0 or size >= len(self.pending):
+            text, self.pending = self.pending, ""
+        else:
+            text, self.pending = self.pending[:size], self.pending[size:]
+        return text
+
+    def _next_text(self) -> str:
+        raise NotImplementedError
+
+
+class _CheckedText(_SizedText):
     """The text of a binary file, decoded block by block, refusing what ``decode_text`` refuses:
     UTF-16/32, NUL bytes (binary data), bytes that are not UTF-8; each named with its line and offset."""
 
@@ -601,10 +626,7 @@ class _CheckedText(io.TextIOBase):
         self.line = 1
         self.widths = widths  # counts the fields of each record as the text goes by
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> str:
+    def _next_text(self) -> str:
         block = self.handle.read(READ_BLOCK_BYTES)
         if self.offset == 0:
             _refuse_other_encodings(block, self.name)
@@ -862,7 +884,7 @@ class LabelledChunk:
     first_row: int
 
 
-class _LabelledText(io.TextIOBase):
+class _LabelledText(_SizedText):
     """The text of a labelled file, block by block, hashing every byte and noting (not raising) what
     ``decode_text`` refuses, with the same precedence: the first problem stops the text, and the rest
     of the file is still read (hashed, and looked at for a NUL byte, which outranks bad UTF-8)."""
@@ -880,10 +902,6 @@ class _LabelledText(io.TextIOBase):
         self.tail = b""  # the last bytes of the block before, for a message about a byte just before a block
         self.problem: tuple[int, str] | None = None  # (rank, message): 1 other encoding, 2 NUL, 3 not UTF-8
         self.ended = False
-        self.pending = ""  # text decoded, not read yet
-
-    def readable(self) -> bool:
-        return True
 
     def _note(self, rank: int, message: str) -> None:
         if self.problem is None or rank < self.problem[0]:
@@ -926,19 +944,6 @@ class _LabelledText(io.TextIOBase):
         byte = seen[offset - base] if 0 <= offset - base < len(seen) else exc.object[exc.start]
         line = self.line_breaks + 1 - self.tail.count(b"\n") + seen.count(b"\n", 0, max(0, offset - base))
         self._note(3, str(_not_utf8(self.name, byte, line, offset)))
-
-    def read(self, size: int = -1) -> str:
-        """Return at most ``size`` characters (a block's when ``size`` is negative); "" at the end.
-
-        pandas keeps what a read returns past the size it asked for and copies it again on each
-        read: text must come in the sizes asked for, or it piles up in memory."""
-        if not self.pending:
-            self.pending = self._next_text()
-        if size is None or size < 0 or size >= len(self.pending):
-            text, self.pending = self.pending, ""
-        else:
-            text, self.pending = self.pending[:size], self.pending[size:]
-        return text
 
     def _next_text(self) -> str:
         while not self.ended:
