@@ -19,7 +19,8 @@ first, then rows are appended to ``finaldata.csv`` and ``rowhashes.bin``; after 
 chunk the record (``ingestion_record.json``, replaced atomically) is updated with their new
 committed lengths. A run that starts after a crash
 cuts both files back to the lengths the record names, but only when the extra bytes are the
-interrupted append's own (a prefix of the intent): a file is either wholly ingested and recorded,
+interrupted append's own (the file's earlier chunks, by the SHA-256 the intent keeps of them,
+then a prefix of the intent): a file is either wholly ingested and recorded,
 or not at all and ingested again. Anything else (rows added or edited by hand, a missing record) is
 refused with "changed outside the pipeline" (``churnlib.ingested.check_ingested_data``);
 ``python ingestion.py --accept-changes`` takes the data as it is now.
