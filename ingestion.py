@@ -10,12 +10,17 @@ How a tick works:
    are not whole-row duplicates of anything ingested before. A bad file is rejected with its reason
    and the next file goes on. Only the new file is read: duplicates are found through a file of
    64-bit row hashes (``rowhashes.bin``), so a tick costs what the new data costs, not the history.
+   A file is read in chunks (``churnlib.dataset.LABELLED_CHUNK_ROWS`` rows), each validated,
+   de-duplicated and appended in turn, so a 10-million-row file needs no more memory than a chunk
+   (plus 8 bytes a row of hashes); a bad row in its last chunk still refuses the whole file.
 
-Crash safety: what is about to be appended is written to ``append_intent.bin`` first, then rows
-are appended to ``finaldata.csv`` and ``rowhashes.bin``, then the record (``ingestion_record.json``,
-replaced atomically) is updated with their new committed lengths. A run that starts after a crash
+Crash safety: what is about to be appended (a chunk's rows) is written to ``append_intent.bin``
+first, then rows are appended to ``finaldata.csv`` and ``rowhashes.bin``; after the file's last
+chunk the record (``ingestion_record.json``, replaced atomically) is updated with their new
+committed lengths. A run that starts after a crash
 cuts both files back to the lengths the record names, but only when the extra bytes are the
-interrupted append's own (a prefix of the intent): a file is either wholly ingested and recorded,
+interrupted append's own (the file's earlier chunks, by the SHA-256 the intent keeps of them,
+then a prefix of the intent): a file is either wholly ingested and recorded,
 or not at all and ingested again. Anything else (rows added or edited by hand, a missing record) is
 refused with "changed outside the pipeline" (``churnlib.ingested.check_ingested_data``);
 ``python ingestion.py --accept-changes`` takes the data as it is now.
@@ -38,14 +43,14 @@ from churnlib.clock import utc_now
 from churnlib.cli import run_script, script_parser
 from churnlib.config import Config, ConfigError, SchemaSettings
 from churnlib.columns import shown_name
-from churnlib.errors import in_step
+from churnlib.errors import SourceReadError, in_step
 from churnlib.fsutil import sha256_bytes
 from churnlib.sourcefiles import open_regular, scan_csv_folder, signature, unreadable_reason
 from churnlib.ingested import (
     HASHES_FILE,
     READABLE_RECORD_FILE,
     IngestedDataError,
-    append_rows,
+    PendingAppend,
     check_ingested_data,
     clear_intent,
     load_record,
@@ -82,13 +87,6 @@ class IngestResult:
     deferred: list[str] = field(default_factory=list)
     rows_added: int = 0
     seconds: float = 0.0
-
-
-def _read_file(path: Path) -> tuple[bytes, int]:
-    """Return a regular file's bytes and its size once they are read (a growing file reads as two sizes)."""
-    with open_regular(path) as handle:
-        data = handle.read()
-        return data, os.fstat(handle.fileno()).st_size
 
 
 def _reject(record: dict[str, Any], name: str, reason: str, *, sha256: str | None, size: int | None,
@@ -179,32 +177,200 @@ def row_hashes(lines: list[str]):
 class _HashIndex:
     """Membership test against every row hash ingested so far, built once per tick.
 
-    The history is one sorted array (binary search); the hashes added during the tick go into a
-    set, so the k-th new file of a backlog costs what the first does instead of one comparison
-    with each file before it.
+    The history is one sorted array (binary search, 8 bytes a row); the hashes added during the
+    tick go into a set, so the k-th new file of a backlog costs what the first does instead of one
+    comparison with each file before it. Past ADDED_IN_SET hashes (a large file) they are merged
+    into the sorted array instead, where they cost 8 bytes a row, not the set's 60 or more.
     """
+
+    ADDED_IN_SET = 100_000
 
     def __init__(self, path: Path, count: int):
         import numpy as np
 
         self._np = np
         history = np.fromfile(path, dtype=np.uint64, count=count) if count else np.empty(0, dtype=np.uint64)
-        self._sorted = np.sort(history)
+        history.sort()
+        self._sorted = history
         self._added: set[int] = set()
 
     def contains(self, hashes):
         np = self._np
-        found = np.zeros(len(hashes), dtype=bool)
-        if len(self._sorted):
-            positions = np.minimum(np.searchsorted(self._sorted, hashes), len(self._sorted) - 1)
-            found = self._sorted[positions] == hashes
+        found = _members(self._sorted, hashes)
         if self._added:
             added = self._added
             found |= np.fromiter((value in added for value in hashes.tolist()), dtype=bool, count=len(hashes))
         return found
 
     def add(self, hashes) -> None:
-        self._added.update(hashes.tolist())
+        """Add hashes (sorted, as ``_AppendedFile.file_hashes`` keeps them; some may be known already)."""
+        if len(self._added) + len(hashes) <= self.ADDED_IN_SET:
+            self._added.update(hashes.tolist())
+            return
+        np = self._np
+        if self._added:
+            self._sorted = _merged(self._sorted, np.fromiter(self._added, dtype=np.uint64, count=len(self._added)))
+            self._added = set()
+        self._sorted = _merged(self._sorted, hashes, presorted=True)
+
+
+def _members(sorted_hashes, hashes):
+    """Return, for each of ``hashes``, whether it is in ``sorted_hashes`` (sorted)."""
+    import numpy as np
+
+    if not len(sorted_hashes):
+        return np.zeros(len(hashes), dtype=bool)
+    positions = np.minimum(np.searchsorted(sorted_hashes, hashes), len(sorted_hashes) - 1)
+    return sorted_hashes[positions] == hashes
+
+
+@dataclass
+class _AppendedFile:
+    """One file's new rows appended chunk by chunk (finaldata.csv, rowhashes.bin, Parquet parts), not committed yet."""
+
+    pending: PendingAppend
+    ingested_folder: Path
+    schema: Any = None
+    first_batch: dict[str, Any] | None = None  # the column statistics of the first chunk's new rows
+    file_statistics: dict[str, Any] | None = None  # past one chunk: those of the committed rows and these
+    parts: list[dict] = field(default_factory=list)
+    file_hashes: Any = None  # the sorted hashes of the file's distinct rows (those of the history among them)
+    rows_read: int = 0
+    rows_added: int = 0
+    duplicates_in_file: int = 0
+    duplicates_of_history: int = 0
+    ignored_columns: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    problem: Exception | None = None  # why the whole file is refused
+    sha256: str | None = None  # of the bytes read
+    size: int = 0
+
+    @property
+    def bytes_added(self) -> int:
+        return self.pending.lengths[ingested_data.DATA_FILE]
+
+    def statistics_after(self, statistics: dict[str, Any] | None) -> dict[str, Any]:
+        """Return the column statistics of the committed rows (``statistics``, updated) with these added."""
+        if self.file_statistics is not None:
+            return self.file_statistics
+        # One chunk (any file of up to LABELLED_CHUNK_ROWS rows): merged as when files were read whole.
+        total = statistics if statistics is not None else ingested_data.empty_statistics(self.schema)
+        return ingested_data.merge_statistics(total, self.first_batch) if self.first_batch is not None else total
+
+    def undo(self) -> None:
+        """Cut finaldata.csv and rowhashes.bin back to the committed data and remove the parts written."""
+        self.pending.undo()
+        for part in self.parts:
+            ingested_data.remove_part(self.ingested_folder, part)
+        self.parts = []
+
+
+def _append_file(source: SourceFile, handle, record: dict[str, Any], *, ingested_folder: Path,
+                 settings: SchemaSettings, index: _HashIndex, statistics: dict[str, Any] | None) -> _AppendedFile:
+    """Read, validate and de-duplicate one file a chunk at a time, appending each chunk's new rows
+    (uncommitted: the caller commits them with the record); return what was appended.
+
+    A file whose content is refused (``problem``) has what it appended undone: a bad row in its last
+    chunk refuses the whole file, as when files were read whole. A failed write (OSError) or a read
+    error (SourceReadError) undoes it too, and is raised. Memory holds one chunk, the sorted hashes
+    of the file's distinct rows (8 bytes a row) and the history's index, whatever the file's size.
+    """
+    from churnlib.dataset import DatasetError, FrozenSchema, LabelledFile, SchemaGuessedWrong
+
+    schema = FrozenSchema.from_dict(record["schema"]) if record["schema"] else None
+    first_reading = None
+    while True:
+        reader = LabelledFile(handle, name=source.name, settings=settings, schema=schema)
+        appended = _AppendedFile(pending=PendingAppend(ingested_folder, record, source=source.name),
+                                 ingested_folder=ingested_folder)
+        try:
+            _append_chunks(reader, appended, record, index=index, statistics=statistics)
+        except SchemaGuessedWrong as exc:  # a first file with text further on in a column of numbers
+            appended.undo()
+            first_reading, schema = reader.sha256, exc.schema
+            handle.seek(0)
+            continue
+        except DatasetError as exc:
+            appended.undo()
+            appended.problem = exc
+        except (OSError, SourceReadError):
+            appended.undo()
+            raise
+        break
+    appended.sha256, appended.size = reader.sha256, reader.size
+    if first_reading not in (None, reader.sha256):
+        appended.sha256 = None  # changed between the two readings: tried again next tick
+    if appended.problem is None:
+        appended.schema = reader.schema
+        appended.rows_read, appended.ignored_columns, appended.notes = (reader.rows_read, reader.ignored_columns,
+                                                                        reader.notes)
+    return appended
+
+
+def _append_chunks(reader, appended: _AppendedFile, record: dict[str, Any], *, index: _HashIndex,
+                   statistics: dict[str, Any] | None) -> None:
+    """Append the new rows of each chunk ``reader`` yields, noting them in ``appended``."""
+    import copy
+
+    import numpy as np
+
+    from churnlib.dataset import canonical_lines, header_line
+
+    ingested_folder = appended.ingested_folder
+    seen_in_file = np.empty(0, dtype=np.uint64)  # the distinct hashes of the file's rows so far, sorted
+    first_batch = file_statistics = None
+    for chunk in reader.chunks():
+        schema = reader.schema
+        lines = canonical_lines(chunk.frame, schema)
+        hashes = row_hashes(lines)
+        _unique, first = np.unique(hashes, return_index=True)
+        keep = np.zeros(len(hashes), dtype=bool)
+        keep[first] = True
+        keep &= ~_members(seen_in_file, hashes)  # rows of earlier chunks
+        appended.duplicates_in_file += int(len(hashes) - keep.sum())
+        seen_in_file = _merged(seen_in_file, hashes[keep])
+        seen_before = index.contains(hashes)
+        appended.duplicates_of_history += int((keep & seen_before).sum())
+        keep &= ~seen_before
+        new_lines = [line for line, kept in zip(lines, keep) if kept]
+        text = "".join(f"{line}\n" for line in new_lines)
+        if record["bytes"] == 0 and appended.bytes_added == 0:
+            text = header_line(schema) + "\n" + text
+        payload = text.encode("utf-8")
+        kept = None
+        if new_lines:
+            kept = chunk.frame[keep].reset_index(drop=True)
+            # The same rows in columnar form, committed with the CSV's bytes by the caller's
+            # record; written first, so that a full disk fails before anything is appended.
+            appended.parts.append(ingested_data.write_part(
+                ingested_folder, record, ingested_data.typed_like_csv(kept.copy(), schema), schema,
+                first_row=record["rows"] + appended.rows_added))
+        if payload:
+            appended.pending.add(payload, hashes[keep].tobytes())
+        if kept is not None:
+            batch = ingested_data.batch_statistics(kept, schema)
+            if first_batch is None:
+                first_batch = batch
+            else:  # a second chunk: the file's statistics are kept apart until its commit
+                if file_statistics is None:
+                    file_statistics = (copy.deepcopy(statistics) if statistics is not None
+                                       else ingested_data.empty_statistics(schema))
+                    ingested_data.merge_statistics(file_statistics, first_batch)
+                ingested_data.merge_statistics(file_statistics, batch)
+            appended.rows_added += len(new_lines)
+    appended.first_batch, appended.file_statistics = first_batch, file_statistics
+    appended.file_hashes = seen_in_file
+
+
+def _merged(sorted_hashes, more, *, presorted: bool = False):
+    """Return the sorted array of ``sorted_hashes`` (sorted) and ``more`` (in any order, unless ``presorted``)."""
+    import numpy as np
+
+    if not presorted:
+        more = np.sort(more)
+    merged = np.concatenate([sorted_hashes, more])
+    merged.sort(kind="stable")  # two sorted runs: timsort merges them in one pass
+    return merged
 
 
 @in_step("ingestion")
@@ -218,13 +384,10 @@ def ingest_files(
 ) -> IngestResult:
     """Validate and append each new file's new rows; return what was accepted, rejected and deferred.
 
-    The record is saved after every file, so a crash
-    loses at most the file being read.
+    A file is read, checked and appended a chunk at a time (``_append_file``), so memory does not
+    grow with its size; it is committed whole or not at all. The record is saved after every file,
+    so a crash loses at most the file being read.
     """
-    import numpy as np
-
-    from churnlib.dataset import DatasetError, FrozenSchema, canonical_lines, header_line, parse_labelled_csv
-
     started = time.perf_counter()
     result = IngestResult()
     ingested_folder.mkdir(parents=True, exist_ok=True)
@@ -246,7 +409,7 @@ def ingest_files(
     for source in files:
         file_started = time.perf_counter()
         try:
-            data, size_after = _read_file(source.path)
+            handle = open_regular(source.path)
         except FileNotFoundError:
             logger.info("%s: vanished before it could be read, skipped", source.name)
             continue
@@ -265,101 +428,78 @@ def ingest_files(
             logger.info("%s: cannot be read now (%s), will try again next tick", source.name, exc.strerror or exc)
             result.deferred.append(source.name)
             continue
-        if len(data) != source.size or size_after != source.size or sha256_bytes(data) != source.sha256:
+        with handle:
+            try:
+                batch = _append_file(source, handle, record, ingested_folder=ingested_folder, settings=settings,
+                                     index=index, statistics=statistics)
+            except SourceReadError as exc:
+                logger.info("%s: cannot be read now (%s), will try again next tick", source.name,
+                            str(exc).removeprefix(f"{source.name}: "))
+                result.deferred.append(source.name)
+                continue
+            size_after = os.fstat(handle.fileno()).st_size
+        if batch.size != source.size or size_after != source.size or batch.sha256 != source.sha256:
+            batch.undo()
             logger.info("%s: changed while being read (still being written?), will try again next tick", source.name)
             result.deferred.append(source.name)
             continue
-        schema = FrozenSchema.from_dict(record["schema"]) if record["schema"] else None
-        try:
-            parsed = parse_labelled_csv(data, name=source.name, settings=settings, schema=schema)
-        except DatasetError as exc:
-            reason = str(exc).removeprefix(f"{source.name}: ")
+        if batch.problem is not None:
+            reason = str(batch.problem).removeprefix(f"{source.name}: ")
             result.rejected.append(_reject(record, source.name, reason, sha256=source.sha256, size=source.size,
                                            fingerprint=fingerprint))
             save_record(record, ingested_folder, log_folder)
             continue
-        if schema is None:
-            schema = parsed.schema
+        schema = batch.schema
+        if record["schema"] is None:
             logger.info("schema frozen from %s: %s", source.name, schema.describe())
-            statistics = ingested_data.empty_statistics(schema)
-        lines = canonical_lines(parsed.frame, schema)
-        hashes = row_hashes(lines)
-        _unique, first = np.unique(hashes, return_index=True)
-        keep = np.zeros(len(hashes), dtype=bool)
-        keep[first] = True
-        duplicates_in_file = int(len(hashes) - keep.sum())
-        seen_before = index.contains(hashes)
-        duplicates_of_history = int((keep & seen_before).sum())
-        keep &= ~seen_before
-        new_lines = [line for line, kept in zip(lines, keep) if kept]
-        new_hashes = hashes[keep]
-
-        first_byte = record["bytes"]
-        text = "".join(f"{line}\n" for line in new_lines)
-        if record["bytes"] == 0:
-            text = header_line(schema) + "\n" + text
-        payload = text.encode("utf-8")
-        part = None
-        if len(new_lines):
-            kept = parsed.frame[keep].reset_index(drop=True)
-            # The same rows in columnar form, committed by the record below with the CSV's bytes;
-            # written first, so that a full disk fails before anything is appended.
-            part = ingested_data.write_part(ingested_folder, record, ingested_data.typed_like_csv(kept.copy(), schema),
-                                            schema, first_row=record["rows"])
-        if payload:
-            try:
-                append_rows(ingested_folder, record, payload, new_hashes.tobytes(), source=source.name)
-            except OSError:
-                if part is not None:  # the append was undone: its part goes with it, at once
-                    ingested_data.remove_part(ingested_folder, part)
-                raise
-        index.add(new_hashes)
-        if len(new_lines):
-            statistics = ingested_data.merge_statistics(statistics, ingested_data.batch_statistics(kept, schema))
+        statistics = batch.statistics_after(statistics)
         # The statistics go first; the record below commits them with the rows (load_statistics
         # refuses statistics whose data_version is not the record's).
         ingested_data.save_statistics(statistics, ingested_folder, data_version=record["data_version"] + 1)
+        batch.pending.note_segment(record)
         earlier = [f for f in record["files"] if f["name"] == source.name]
         entry = {
             "name": source.name,
             "size": source.size,
             "sha256": source.sha256,
-            "rows_read": parsed.rows_read,
-            "rows_added": len(new_lines),
-            "duplicates_in_file": duplicates_in_file,
-            "duplicates_of_earlier_rows": duplicates_of_history,
-            "ignored_columns": parsed.ignored_columns,
-            "notes": parsed.notes,
+            "rows_read": batch.rows_read,
+            "rows_added": batch.rows_added,
+            "duplicates_in_file": batch.duplicates_in_file,
+            "duplicates_of_earlier_rows": batch.duplicates_of_history,
+            "ignored_columns": batch.ignored_columns,
+            "notes": batch.notes,
             "first_row": record["rows"],
-            "first_byte": first_byte,
+            "first_byte": record["bytes"],
             "ingested_at": utc_now(),
             "seconds": round(time.perf_counter() - file_started, 4),
         }
         if earlier:  # new content under the name of a file ingested before: both are kept
             entry["replaces"] = {"sha256": earlier[-1]["sha256"], "ingested_at": earlier[-1]["ingested_at"]}
         record["schema"] = schema.to_dict()
-        if part is not None:
-            record.setdefault("parts", []).append(part)
-        record["bytes"] += len(payload)
-        record["rows"] += len(new_lines)
+        if batch.parts:
+            record.setdefault("parts", []).extend(batch.parts)
+        record["bytes"] += batch.bytes_added
+        record["rows"] += batch.rows_added
         record["data_version"] += 1
         record["files"].append(entry)
         save_record(record, ingested_folder, log_folder)  # the commit
         clear_intent(ingested_folder)
+        index.add(batch.file_hashes)  # a membership test: the history's own hashes among them change nothing
         result.accepted.append(entry)
-        result.rows_added += len(new_lines)
+        result.rows_added += batch.rows_added
         extras = []
-        if duplicates_in_file or duplicates_of_history:
-            extras.append(f"{duplicates_in_file} duplicate rows within the file, {duplicates_of_history} already ingested")
+        if batch.duplicates_in_file or batch.duplicates_of_history:
+            extras.append(f"{batch.duplicates_in_file} duplicate rows within the file, "
+                          f"{batch.duplicates_of_history} already ingested")
         if earlier:
             extras.append(f"new content under the name of a file ingested at {earlier[-1]['ingested_at']}; "
                           "the rows of both are kept")
-        if parsed.ignored_columns:
-            extras.append(f"extra columns ignored: {_some(parsed.ignored_columns, SHOWN_IGNORED_COLUMNS)}")
-        extras += parsed.notes
+        if batch.ignored_columns:
+            extras.append(f"extra columns ignored: {_some(batch.ignored_columns, SHOWN_IGNORED_COLUMNS)}")
+        extras += batch.notes
         logger.info(
             "ingested %s: %d rows read, %d added%s (sha256 %s)",
-            source.name, parsed.rows_read, len(new_lines),
+            source.name, batch.rows_read, batch.rows_added,
             f"; {'; '.join(extras)}" if extras else "", source.sha256[:12],
         )
     result.seconds = round(time.perf_counter() - started, 4)

@@ -3,6 +3,8 @@
     python bench/bench_ingestion.py            # histories of 0, 100,000 and 1,000,000 rows
     python bench/bench_ingestion.py --quick    # 0, 10,000 and 100,000 rows
     python bench/bench_ingestion.py --backlog-only   # just 3.
+    python bench/bench_ingestion.py --large 1000000 3000000 10000000 --baseline /work/main   # just 4.
+    python bench/bench_ingestion.py --small-files 20 --baseline /work/main   # 20 small files, CPU time, fresh processes
 
 Prints, in one run on this machine:
 
@@ -15,6 +17,11 @@ Prints, in one run on this machine:
    ratios to the empty-history time;
 3. a backlog: one tick's ingestion of 10 and of 100 new 10,000-row files at once (after an outage),
    and the ratio of the two, which should be about 10 (each file costs what one file costs).
+
+4. (``--large``) one large new file of 1, 3 or 10 million rows ingested into an empty history, each
+   in a fresh process: its wall time, CPU time and peak memory (max RSS), for this checkout and,
+   with ``--baseline CHECKOUT``, another checkout's ingestion in the same run (e.g. the code before
+   ingestion read files in chunks). The files are generated once into ``--folder``.
 
 Both ingestions run in this process with their imports already paid, so the figures compare the
 work, not interpreter start-up. Each figure is the median of ``--repeat`` runs on a fresh copy of
@@ -154,12 +161,111 @@ def backlog(work: Path, files: int) -> float:
     return elapsed
 
 
+def write_large(path: Path, rows: int) -> Path:
+    """Write (once) a CSV file of ``rows`` distinct customer rows, a million at a time."""
+    if path.exists():
+        return path
+    partial = path.with_suffix(".partial")
+    with open(partial, "w") as handle:
+        handle.write(HEADER)
+        for seed, start in enumerate(range(0, rows, 1_000_000), start=1):
+            piece = path.parent / "piece.csv"
+            write_batch(piece, seed=seed, rows=min(1_000_000, rows - start))
+            handle.write(piece.read_text().split("\n", 1)[1])
+            piece.unlink()
+    partial.rename(path)
+    return path
+
+
+INGEST_ONE = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import ingestion
+from churnlib.config import load_config
+config = load_config(sys.argv[2])
+started = time.perf_counter()
+result = ingestion.run_ingestion(config)
+seconds = time.perf_counter() - started
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                  "max_rss_mb": usage.ru_maxrss / 1024, "rows_added": result.rows_added,
+                  "rejected": [entry["reason"] for entry in result.rejected]}))
+"""
+
+
+def large_file(work: Path, checkout: Path, sources: list[Path]) -> dict:
+    """Ingest ``sources`` into a fresh empty project with ``checkout``'s code, in a fresh process; return its figures."""
+    root = work / "large"
+    config_path = make_project(root)
+    for source in sources:
+        os.link(source, root / "sourcedata" / source.name)  # the same bytes, no copy
+    os.sync()
+    try:
+        done = subprocess.run([sys.executable, "-c", INGEST_ONE, str(checkout), str(config_path)], check=True,
+                              capture_output=True, text=True)
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        figures["finaldata_sha256"] = subprocess.run(["sha256sum", str(root / "ingesteddata" / "finaldata.csv")],
+                                                     capture_output=True, text=True).stdout.split()[0]
+        return figures
+    finally:
+        shutil.rmtree(root)
+
+
+def large_files(sizes: list[int], baseline: Path | None, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    checkouts = [("this checkout", ROOT)] + ([(f"baseline {baseline}", baseline)] if baseline else [])
+    print(f"\none large new file into an empty history, each in a fresh process (load: {os.getloadavg()[0]:.1f}):")
+    print(f"  {'rows':>10}  {'code':<28} {'wall':>8} {'cpu':>8} {'peak RSS':>10}  finaldata.csv")
+    with tempfile.TemporaryDirectory(prefix="bench-ingestion-large-", dir=folder) as tmp:
+        for rows in sizes:
+            source = write_large(folder / f"large-{rows}.csv", rows)
+            for label, checkout in checkouts:
+                figures = large_file(Path(tmp), checkout, [source])
+                assert figures["rows_added"] == rows, figures
+                print(f"  {rows:>10,}  {label:<28} {figures['seconds']:>7.1f}s {figures['cpu_seconds']:>7.1f}s "
+                      f"{figures['max_rss_mb']:>8,.0f} MB  sha256 {figures['finaldata_sha256'][:12]} "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
+
+
+def small_files(count: int, baseline: Path | None, rounds: int) -> None:
+    """One tick's ingestion of ``count`` new 10,000-row files, this checkout and the baseline in turn, fresh processes."""
+    checkouts = [("this checkout", ROOT)] + ([(f"baseline {baseline}", baseline)] if baseline else [])
+    print(f"\n{count} new {FILE_ROWS:,}-row files in one tick, empty history, fresh process each "
+          f"(imports included; {rounds} rounds, alternating):")
+    with tempfile.TemporaryDirectory(prefix="bench-ingestion-small-") as tmp:
+        files = []
+        for index in range(count):
+            files.append(Path(tmp) / f"small_{index:04d}.csv")
+            write_batch(files[-1], seed=20_000 + index)
+        for round_ in range(rounds):
+            for label, checkout in checkouts:
+                figures = large_file(Path(tmp), checkout, files)
+                assert figures["rows_added"] == count * FILE_ROWS, figures
+                print(f"  round {round_ + 1}  {label:<28} wall {figures['seconds']:>6.2f} s  cpu "
+                      f"{figures['cpu_seconds']:>6.2f} s ({figures['cpu_seconds'] / count:.3f} s a file)  "
+                      f"peak {figures['max_rss_mb']:>5,.0f} MB  (load {os.getloadavg()[0]:.1f})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller histories (0, 10k, 100k rows)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is shown (default 3)")
     parser.add_argument("--backlog-only", action="store_true", help="only the backlog figures (10 and 100 files in one tick)")
+    parser.add_argument("--large", type=int, nargs="+", metavar="ROWS",
+                        help="only 4.: one new file of each number of rows, ingested in a fresh process")
+    parser.add_argument("--baseline", type=Path, help="with --large: another checkout's ingestion, measured beside")
+    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "churn-bench-ingestion",
+                        help="with --large: where the generated files are kept between runs")
+    parser.add_argument("--small-files", type=int, metavar="N",
+                        help="only: N new 10,000-row files in one tick, in a fresh process (with --baseline beside)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --small-files: alternating rounds (default 3)")
     args = parser.parse_args(argv)
+    if args.small_files:
+        small_files(args.small_files, args.baseline, args.rounds)
+        return 0
+    if args.large:
+        large_files(args.large, args.baseline, args.folder)
+        return 0
     sizes = [0, 10_000, 100_000] if args.quick else [0, 100_000, 1_000_000]
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, pandas {pd.__version__}")
     with tempfile.TemporaryDirectory(prefix="bench-ingestion-") as tmp:

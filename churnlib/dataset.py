@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import itertools
 import re
@@ -23,7 +24,7 @@ import pandas as pd
 
 from churnlib.columns import normalise_column_name, shown
 from churnlib.config import SchemaSettings
-from churnlib.errors import ChurnError
+from churnlib.errors import ChurnError, SourceReadError
 
 # Cells that mean "missing" in a numeric column (compared lower-cased, after stripping).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
@@ -430,25 +431,43 @@ def parse_numeric(values: np.ndarray, *, label: str, first_row: int = 1, fast: b
         if numbers is not None and not np.isinf(numbers).any():
             return numbers
     numbers = pd.to_numeric(values, errors="coerce").astype(float)
-    failed = np.flatnonzero(np.isnan(numbers))
-    if len(failed):
-        missing = _missing(values[failed])
-        numbers[failed[missing]] = np.nan  # "nan" parses; "NA" and "" do not: both are missing
-        bad = failed[~missing]
-        if len(bad):
-            raise DatasetError(
-                f"{label}: {len(bad)} value(s) are not numbers ({_examples(bad + first_row, values[bad])})"
-            )
-    infinite = np.flatnonzero(np.isinf(numbers))
+    bad, infinite = _numeric_problems(values, numbers)
+    if len(bad):
+        raise DatasetError(_not_numbers_message(label, len(bad), bad + first_row, values[bad]))
     if len(infinite):
-        raise DatasetError(
-            f"{label}: {len(infinite)} value(s) are infinite ({_examples(infinite + first_row, values[infinite])})"
-        )
+        raise DatasetError(_infinite_message(label, len(infinite), infinite + first_row, values[infinite]))
     return numbers
+
+
+def _numeric_problems(values: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the positions of the cells that are not numbers (nor missing), and of the infinite ones."""
+    failed = np.flatnonzero(np.isnan(numbers))
+    bad = failed[~_missing(values[failed])] if len(failed) else failed  # "nan" parses; "NA" and "" do not: both are missing
+    return bad, np.flatnonzero(np.isinf(numbers))
+
+
+def _not_numbers_message(label: str, count: int, rows: Iterable[int], values: Iterable[str]) -> str:
+    return f"{label}: {count} value(s) are not numbers ({_examples(rows, values)})"
+
+
+def _infinite_message(label: str, count: int, rows: Iterable[int], values: Iterable[str]) -> str:
+    return f"{label}: {count} value(s) are infinite ({_examples(rows, values)})"
 
 
 def parse_target(values: np.ndarray, *, label: str, positive: tuple[str, ...], negative: tuple[str, ...]) -> np.ndarray:
     """Return stripped target strings as 0/1 int64, or raise DatasetError naming cells that are not a class."""
+    result, unknown = _target_classes(values, positive=positive, negative=negative)
+    if len(unknown):
+        bad = values[unknown]
+        raise DatasetError(_target_message(label, len(unknown), unknown + 1, bad, all_blank=bool((bad == "").all()),
+                                           distinct=sorted(set(bad.tolist()))[:5], positive=positive,
+                                           negative=negative))
+    return result
+
+
+def _target_classes(values: np.ndarray, *, positive: tuple[str, ...],
+                    negative: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Return stripped target strings as 0/1 int64 (-1 where neither class), and the positions of the -1s."""
     classes = {**{text: 0 for text in negative}, **{text: 1 for text in positive}}
     result = np.array([classes.get(value.lower(), -1) for value in values.tolist()], dtype=np.int64)
     unknown = np.flatnonzero(result < 0)
@@ -458,17 +477,16 @@ def parse_target(values: np.ndarray, *, label: str, positive: tuple[str, ...], n
         result[unknown[numbers == 1.0]] = 1
         result[unknown[numbers == 0.0]] = 0
         unknown = np.flatnonzero(result < 0)
-    if len(unknown):
-        bad = values[unknown]
-        if (bad == "").all():
-            raise DatasetError(f"{label}: {len(unknown)} row(s) have no label ({_examples(unknown + 1, bad)})")
-        expected = "/".join(positive[:1] + negative[:1])
-        distinct = sorted(set(bad.tolist()))[:5]
-        raise DatasetError(
-            f"{label}: values that read as neither class ({expected}, yes/no, true/false): "
-            f"{', '.join(repr(v) for v in distinct)} ({_examples(unknown + 1, bad)})"
-        )
-    return result
+    return result, unknown
+
+
+def _target_message(label: str, count: int, rows: Iterable[int], values: Iterable[str], *, all_blank: bool,
+                    distinct: list[str], positive: tuple[str, ...], negative: tuple[str, ...]) -> str:
+    if all_blank:
+        return f"{label}: {count} row(s) have no label ({_examples(rows, values)})"
+    expected = "/".join(positive[:1] + negative[:1])
+    return (f"{label}: values that read as neither class ({expected}, yes/no, true/false): "
+            f"{', '.join(repr(v) for v in distinct)} ({_examples(rows, values)})")
 
 
 def _strings(values: np.ndarray) -> np.ndarray:
@@ -485,11 +503,11 @@ def _check_cell_lengths(cells: dict[str, np.ndarray], columns: Iterable[str], *,
             continue
         lengths = np.fromiter(map(len, cells[column].tolist()), dtype=np.int64, count=len(cells[column]))
         if lengths.max() > MAX_CELL_CHARS:
-            row = int(lengths.argmax()) + first_row
-            raise DatasetError(
-                f"{name}: column {column!r} row {row}: a value of {int(lengths.max()):,} characters "
-                f"(at most {MAX_CELL_CHARS:,} are read)"
-            )
+            raise DatasetError(_long_cell_message(name, column, int(lengths.argmax()) + first_row, int(lengths.max())))
+
+
+def _long_cell_message(name: str, column: str, row: int, length: int) -> str:
+    return f"{name}: column {column!r} row {row}: a value of {length:,} characters (at most {MAX_CELL_CHARS:,} are read)"
 
 
 def _typed_columns(cells: dict[str, np.ndarray], schema: FrozenSchema, *, name: str, rows: int,
@@ -571,7 +589,32 @@ READ_BLOCK_BYTES = 1 << 20
 CELLS_PER_CHUNK = 2_000_000  # wide files are read in fewer rows at a time
 
 
-class _CheckedText(io.TextIOBase):
+class _SizedText(io.TextIOBase):
+    """A text stream that hands out its text (decoded a block at a time by ``_next_text``) in the sizes asked for.
+
+    pandas keeps what a read returns past the size it asked for and copies it again on each read:
+    text handed out a whole block at a time piles up there, half a large file and more."""
+
+    pending = ""  # text decoded, not read yet
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        """Return at most ``size`` characters (a block's when ``size`` is negative); "" at the end."""
+        if not self.pending:
+            self.pending = self._next_text()
+        if size is None or size < 0 or size >= len(self.pending):
+            text, self.pending = self.pending, ""
+        else:
+            text, self.pending = self.pending[:size], self.pending[size:]
+        return text
+
+    def _next_text(self) -> str:
+        raise NotImplementedError
+
+
+class _CheckedText(_SizedText):
     """The text of a binary file, decoded block by block, refusing what ``decode_text`` refuses:
     UTF-16/32, NUL bytes (binary data), bytes that are not UTF-8; each named with its line and offset."""
 
@@ -583,10 +626,7 @@ class _CheckedText(io.TextIOBase):
         self.line = 1
         self.widths = widths  # counts the fields of each record as the text goes by
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> str:
+    def _next_text(self) -> str:
         block = self.handle.read(READ_BLOCK_BYTES)
         if self.offset == 0:
             _refuse_other_encodings(block, self.name)
@@ -828,3 +868,342 @@ def read_labelled_folder(folder: Path, *, settings: SchemaSettings, schema: Froz
         frames.append(parsed.frame)
     return pd.concat(frames, ignore_index=True)
 
+
+
+# --- labelled files (new data to ingest), read in chunks -------------------------------------
+
+LABELLED_CHUNK_ROWS = 100_000  # rows typed and handed over at a time (fewer for a wide file)
+
+
+@dataclass
+class LabelledChunk:
+    """Validated rows of a labelled file: ``frame`` typed by the schema, in its column order;
+    ``first_row`` is the data row number of its first row."""
+
+    frame: pd.DataFrame
+    first_row: int
+
+
+class _LabelledText(_SizedText):
+    """The text of a labelled file, block by block, hashing every byte and noting (not raising) what
+    ``decode_text`` refuses, with the same precedence: the first problem stops the text, and the rest
+    of the file is still read (hashed, and looked at for a NUL byte, which outranks bad UTF-8)."""
+
+    def __init__(self, handle: Any, name: str, widths: RecordWidths):
+        self.handle = handle
+        self.name = name
+        self.widths = widths
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
+        self.digest = hashlib.sha256()
+        self.offset = 0
+        self.line_breaks = 0
+        self.nonblank = False  # any byte that bytes.strip() keeps
+        self.utf8_bom = False
+        self.tail = b""  # the last bytes of the block before, for a message about a byte just before a block
+        self.problem: tuple[int, str] | None = None  # (rank, message): 1 other encoding, 2 NUL, 3 not UTF-8
+        self.ended = False
+
+    def _note(self, rank: int, message: str) -> None:
+        if self.problem is None or rank < self.problem[0]:
+            self.problem = (rank, message)
+
+    def _block(self) -> bytes:
+        try:
+            block = self.handle.read(READ_BLOCK_BYTES)
+        except OSError as exc:
+            raise SourceReadError(f"{self.name}: {exc.strerror or exc}") from exc
+        self.digest.update(block)
+        if self.offset == 0:
+            self.utf8_bom = block.startswith(codecs.BOM_UTF8)
+            try:
+                _refuse_other_encodings(block, self.name)
+            except DatasetError as exc:
+                self._note(1, str(exc))
+        if not self.nonblank and block.strip():
+            self.nonblank = True
+        if self.problem is None or self.problem[0] > 2:
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                self._note(2, str(_binary(self.name, self.line_breaks + block.count(b"\n", 0, nul) + 1, self.offset + nul)))
+        return block
+
+    def _advance(self, block: bytes) -> None:
+        self.line_breaks += block.count(b"\n")
+        self.offset += len(block)
+        self.tail = (self.tail + block)[-8:]
+        if not block:
+            self.ended = True
+
+    def _utf8_problem(self, exc: UnicodeDecodeError, block: bytes) -> None:
+        held = len(exc.object) - len(block)  # bytes of an unfinished character held back from the block before
+        offset = self.offset - held + exc.start
+        if self.utf8_bom:
+            offset -= 3  # decode_text names the byte 3 after the one at fault in a file with a BOM: say the same
+        seen = self.tail + block
+        base = self.offset - len(self.tail)
+        byte = seen[offset - base] if 0 <= offset - base < len(seen) else exc.object[exc.start]
+        line = self.line_breaks + 1 - self.tail.count(b"\n") + seen.count(b"\n", 0, max(0, offset - base))
+        self._note(3, str(_not_utf8(self.name, byte, line, offset)))
+
+    def _next_text(self) -> str:
+        while not self.ended:
+            block = self._block()
+            if self.problem is not None:
+                self._advance(block)
+                continue  # no more text: read on, to hash the file and find a NUL
+            try:
+                text = self.decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                self._utf8_problem(exc, block)
+                self._advance(block)
+                continue
+            self._advance(block)
+            self.widths.feed(text)
+            if text or not block:
+                return text
+        return ""
+
+    def drain(self) -> None:
+        """Read the rest of the file (its text unused)."""
+        self.pending = ""
+        while self._next_text():
+            pass
+
+
+class _TypedProblems:
+    """What ``parse_labelled_csv`` checks once the cells are read (cell lengths, numbers, the target),
+    gathered chunk by chunk, so that the reason for a file read in chunks names what the whole file's
+    would: the first column at fault in schema order, its count of bad cells, its first examples."""
+
+    def __init__(self, name: str, schema: FrozenSchema, settings: SchemaSettings):
+        self.name = name
+        self.schema = schema
+        self.settings = settings
+        self.longest: dict[str, tuple[int, int]] = {}  # column -> (length, row) of its longest cell past the limit
+        self.numeric: dict[tuple[str, str], list] = {}  # (column, "bad"|"infinite") -> [count, rows, values]
+        self.target: list | None = None  # [count, rows, values, all blank, smallest distinct values]
+        self.classes: set[int] = set()
+        self.rows = 0  # data rows in the whole file, once read
+
+    def __bool__(self) -> bool:
+        return bool(self.longest or self.numeric or self.target)
+
+    @staticmethod
+    def _gather(found: list | None, positions: np.ndarray, first_row: int, values: np.ndarray) -> list:
+        found = found or [0, [], []]
+        found[0] += len(positions)
+        room = MAX_EXAMPLES - len(found[1])
+        found[1] += (positions[:room] + first_row).tolist()
+        found[2] += values[positions[:room]].tolist()
+        return found
+
+    def check(self, cells: dict[str, np.ndarray], *, rows: int, first_row: int) -> dict[str, Any] | None:
+        """Check one chunk's cells; return its typed columns, or None once any problem was found."""
+        schema = self.schema
+        for column in schema.columns:
+            if column not in cells or len(cells[column]) == 0:
+                continue
+            lengths = np.fromiter(map(len, cells[column].tolist()), dtype=np.int64, count=len(cells[column]))
+            longest = int(lengths.max())
+            if longest > MAX_CELL_CHARS and longest > self.longest.get(column, (0, 0))[0]:
+                self.longest[column] = (longest, int(lengths.argmax()) + first_row)
+        typed: dict[str, Any] = {}
+        for column in schema.id_columns:
+            typed[column] = _strings(cells[column]) if column in cells else np.full(rows, np.nan, dtype=object)
+        for column in schema.feature_columns:
+            if column in schema.categorical_columns:
+                typed[column] = _strings(cells[column])
+                continue
+            values = cells[column]
+            numbers = pd.to_numeric(values, errors="coerce").astype(float)
+            bad, infinite = _numeric_problems(values, numbers)
+            for kind, positions in (("bad", bad), ("infinite", infinite)):
+                if len(positions):
+                    self.numeric[column, kind] = self._gather(self.numeric.get((column, kind)), positions,
+                                                              first_row, values)
+            typed[column] = numbers
+        values = cells[schema.target]
+        result, unknown = _target_classes(values, positive=self.settings.positive_labels,
+                                          negative=self.settings.negative_labels)
+        if len(unknown):
+            bad = values[unknown]
+            found = self._gather(self.target[:3] if self.target else None, unknown, first_row, values)
+            all_blank = bool((bad == "").all()) and (self.target is None or self.target[3])
+            distinct = sorted(set(bad.tolist()) | set(self.target[4] if self.target else ()))[:5]
+            self.target = found + [all_blank, distinct]
+        self.classes.update(np.unique(result[result >= 0]).tolist())
+        typed[schema.target] = result
+        return None if self else typed
+
+    def message(self) -> str | None:
+        """Return the reason the whole file would be refused for, or None."""
+        schema, name = self.schema, self.name
+        for column in schema.columns:
+            if column in self.longest:
+                length, row = self.longest[column]
+                return _long_cell_message(name, column, row, length)
+        for column in schema.feature_columns:
+            label = f"{name}: column {column!r}"
+            if (column, "bad") in self.numeric:
+                return _not_numbers_message(label, *self.numeric[column, "bad"])
+            if (column, "infinite") in self.numeric:
+                return _infinite_message(label, *self.numeric[column, "infinite"])
+        if self.target is not None:
+            count, rows, values, all_blank, distinct = self.target
+            return _target_message(f"{name}: target {schema.target!r}", count, rows, values, all_blank=all_blank,
+                                   distinct=distinct, positive=self.settings.positive_labels,
+                                   negative=self.settings.negative_labels)
+        return None
+
+
+class SchemaGuessedWrong(Exception):
+    """The first file's schema, judged on its first chunk, is not the whole file's: read it again with ``schema``."""
+
+    def __init__(self, schema: FrozenSchema):
+        super().__init__(schema.describe())
+        self.schema = schema
+
+
+class LabelledFile:
+    """A labelled CSV file read in chunks (``chunks``), validated as ``parse_labelled_csv`` validates
+    it whole, with the same outcome: the same rows, the same schema, the same reason for a refusal.
+
+    Each chunk is yielded as soon as it is typed, while nothing is wrong so far; the file is read to
+    its end in any case, and ``chunks`` then raises DatasetError with the reason the whole file would
+    get (a bad row far into the file refuses the whole file: the caller undoes what it did with the
+    chunks before). Memory holds one chunk of at most ``chunk_rows`` rows (fewer for a wide file),
+    whatever the file's size. After the chunks: ``schema``, ``rows_read``, ``ignored_columns``,
+    ``notes``, and ``sha256`` and ``size`` of the bytes read.
+
+    The first file's categorical columns (those with text) are judged on its first chunk; when a
+    column judged numeric holds text further on, ``chunks`` raises SchemaGuessedWrong at the end
+    with the whole file's schema, to read it again with.
+    """
+
+    def __init__(self, handle: Any, *, name: str, settings: SchemaSettings, schema: FrozenSchema | None,
+                 chunk_rows: int | None = None):
+        self.handle = handle
+        self.name = name
+        self.settings = settings
+        self.schema = schema
+        self.chunk_rows = chunk_rows or LABELLED_CHUNK_ROWS
+        self.rows_read = 0
+        self.ignored_columns: list[str] = []
+        self.notes: list[str] = []
+        self.sha256: str | None = None
+        self.size = 0
+
+    def chunks(self):
+        """Yield the typed chunks; raise DatasetError at the end when the whole file is refused."""
+        guessing = self.schema is None and self.settings.categorical_columns is None
+        problems: list[tuple[tuple, str]] = []  # (rank, message); the smallest rank is the whole file's reason
+        typed_problems = yield from self._read(problems)
+        if guessing and typed_problems is not None and all(rank[0] >= 8 for rank, _message in problems):
+            # A column judged numeric on the first chunk with text further on is categorical, as
+            # reading the whole file would have judged it.
+            text_found = {column for column, kind in typed_problems.numeric if kind == "bad"}
+            if text_found:
+                schema = self.schema
+                raise SchemaGuessedWrong(FrozenSchema(
+                    schema.target, schema.id_columns, schema.feature_columns,
+                    tuple(c for c in schema.feature_columns if c in schema.categorical_columns or c in text_found)))
+        if problems:
+            raise DatasetError(min(problems)[1])
+        self.rows_read = typed_problems.rows
+        classes = sorted(typed_problems.classes)
+        if len(classes) == 1:
+            self.notes = [f"only class {classes[0]} present"]
+
+    def _read(self, problems: list[tuple[tuple, str]]):
+        """Yield the typed chunks while nothing is wrong; note every problem in ``problems``; return the typed checks."""
+        name = self.name
+        widths = RecordWidths(name)
+        text = _LabelledText(self.handle, name, widths)
+        first = text.read()
+        names: list[str] | None = None
+        typed_problems: _TypedProblems | None = None
+        rows = 0
+        width = _header_width(first)
+        reader: Any = iter(())
+        if width > MAX_COLUMNS:
+            problems.append(((4,), f"{name}: the header has {width:,} columns (at most {MAX_COLUMNS:,} are read)"))
+        else:
+            try:
+                reader = pd.read_csv(_Rewound(first, text), header=None, dtype=object, na_filter=False,
+                                     skip_blank_lines=True, engine="c",
+                                     chunksize=max(1, min(self.chunk_rows, CELLS_PER_CHUNK // max(width, 1))))
+            except pd.errors.EmptyDataError:
+                problems.append(((5,), f"{name}: empty file"))
+            except pd.errors.ParserError as exc:
+                problems.append(((5,), f"{name}: not a well-formed CSV file: {_parser_problem(exc, first)}"))
+        header_read = False
+        while True:
+            try:
+                cells_frame = next(reader)
+            except StopIteration:
+                break
+            except pd.errors.EmptyDataError:
+                problems.append(((5,), f"{name}: empty file"))
+                break
+            except pd.errors.ParserError as exc:
+                problems.append(((5,), f"{name}: not a well-formed CSV file: {_parser_problem(exc, first)}"))
+                break
+            columns = _stripped_columns(cells_frame, keep_first=not header_read)
+            if not header_read:
+                header_read = True
+                if not columns or len(columns[0]) == 0:
+                    problems.append(((7, 0), f"{name}: empty file"))
+                    continue
+                raw_names = [str(column[0]) for column in columns]
+                try:
+                    names = _header(raw_names, name)
+                except DatasetError as exc:
+                    problems.append(((7, 0), str(exc)))
+                    continue
+                columns = [column[1:] for column in columns]
+                if self.settings.target not in names:
+                    problems.append(((7, 2), _missing_target_message(name, self.settings.target, raw_names)))
+            if names is None:
+                continue
+            if not any(rank[0] <= 6 for rank, _message in problems):
+                try:
+                    widths.check()  # a short row is padded by pandas: refuse it
+                except DatasetError as exc:
+                    problems.append(((6,), str(exc)))
+            chunk_rows = len(columns[0]) if columns else 0
+            if chunk_rows == 0:
+                continue
+            cells = dict(zip(names, columns))
+            first_row = rows + 1
+            rows += chunk_rows
+            if typed_problems is None:  # the first rows: what the header says about the schema
+                if self.schema is None:
+                    self.schema = infer_schema(cells, self.settings)
+                missing = [c for c in self.schema.feature_columns if c not in cells]
+                if missing:
+                    problems.append(((7, 3), f"{name}: feature column(s) missing: {', '.join(missing)}"))
+                self.ignored_columns = [c for c in names if c not in set(self.schema.columns)]
+                typed_problems = _TypedProblems(name, self.schema, self.settings)
+            if any(rank[0] < 8 for rank, _message in problems):
+                continue  # the file is refused for what comes before its values: read on, to the end
+            typed = typed_problems.check(cells, rows=chunk_rows, first_row=first_row)
+            if typed is not None and text.problem is None:
+                yield LabelledChunk(frame=pd.DataFrame(typed), first_row=first_row)
+        text.drain()  # the whole file is read, and hashed, whatever was found
+        self.sha256, self.size = text.digest.hexdigest(), text.offset
+        if text.problem is not None:
+            problems.append(((text.problem[0],), text.problem[1]))
+        if not text.nonblank:
+            problems.append(((0,), f"{name}: empty file"))
+        if names is not None and not any(rank[0] <= 6 for rank, _message in problems):
+            try:
+                widths.check()  # the end of the file has been read: the last rows are counted
+            except DatasetError as exc:
+                problems.append(((6,), str(exc)))
+        if names is not None and rows == 0:
+            problems.append(((7, 1), f"{name}: header only, no data rows"))
+        if typed_problems is not None:
+            typed_problems.rows = rows
+            if typed_problems.message():
+                problems.append(((8,), typed_problems.message()))
+        return typed_problems

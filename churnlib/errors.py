@@ -41,6 +41,10 @@ class ConfigError(ChurnError, ValueError):
         return f"{self.file_label}: {self.message}" if self.file_label else self.message
 
 
+class SourceReadError(ChurnError):
+    """Reading a source file failed part way (an I/O error): not a problem of its content, tried again later."""
+
+
 class StorageError(ChurnError, OSError):
     """A file the product could not write (a full disk, no permission); the message names the file.
 

@@ -6,7 +6,7 @@ file ingested or rejected, and the committed lengths of the two data files) and
 ``ingestedfiles.txt``; ``logs/ingestion_record.txt`` is the record as a table for people.
 
 Beside it, ``finaldata.parquet/`` holds the same rows in columnar form, one Parquet part per accepted
-batch (``part-<data version>-<first row>.parquet``), which retraining reads (ten times faster than the CSV) and a
+batch (``part-<data version>-<first row>.parquet``; a file larger than one chunk gets one a chunk), which retraining reads (ten times faster than the CSV) and a
 Dask cluster's workers can read. A part is written before the record that commits its rows and
 lists it (``parts``: file, first row, rows, size, SHA-256), so a crash leaves a part no record
 lists, which the next check removes: the parts and the CSV are committed and rolled back together.
@@ -19,9 +19,11 @@ reads it); reading the rows does.
 Nothing is lost by a mistake made on these files by hand:
 
 - Before rows are appended, the bytes about to be appended are written to ``append_intent.bin``.
-  Recovery after a crash cuts only bytes that are a prefix of that intent and start where the
-  record's committed data ends: the pipeline's own uncommitted append. Any other extra bytes are
-  refused as a change made outside the pipeline, never cut.
+  A large file is appended a chunk at a time: the intent then holds the chunk about to be appended
+  and the SHA-256 of the chunks of the same file appended before it. Recovery after a crash cuts
+  only bytes that start where the record's committed data ends and are those earlier chunks (by
+  their SHA-256) followed by a prefix of the intent: the pipeline's own uncommitted append. Any
+  other extra bytes are refused as a change made outside the pipeline, never cut.
 - The record keeps a SHA-256 of each appended range (``segments``) and cheap signs of the file as
   the pipeline left it (``data_signature``: size, modification time, SHA-256 of the last 64 KiB).
   Every tick compares the signs, which costs a stat and a 64 KiB read; only when they disagree is
@@ -33,6 +35,7 @@ Nothing is lost by a mistake made on these files by hand:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -145,33 +148,73 @@ def data_signature(path: Path, committed: int) -> dict[str, Any]:
     return {"bytes": committed, "mtime_ns": st.st_mtime_ns, "tail_sha256": sha256_bytes(tail)}
 
 
-def append_rows(ingested_folder: Path, record: dict[str, Any], data: bytes, hashes: bytes, *, source: str) -> None:
-    """Append rows to finaldata.csv and their hashes to rowhashes.bin; note the new segment in ``record``.
+class PendingAppend:
+    """Rows appended to finaldata.csv and their hashes to rowhashes.bin piece by piece (a large file a
+    chunk at a time), not committed yet.
 
-    The intent (what is about to be appended, and where) is written first, so a crash mid-append
-    leaves bytes that recovery can prove are the pipeline's own. The caller commits by adding the
-    rows and bytes to the record and saving it, then calls ``clear_intent``.
+    Before each piece, the intent (``append_intent.bin``) names it: its bytes, where it goes, and
+    the SHA-256 of the pieces of the same append before it; so a crash mid-append leaves bytes that
+    recovery can prove are the pipeline's own, while the intent holds one piece, not the whole
+    file. The caller commits by calling ``note_segment``, adding the rows and bytes to the record and
+    saving it, then ``clear_intent``; ``undo`` cuts both files back to where the append started.
     """
-    start, first_hash = record["bytes"], record["rows"] * 8
-    header = {"source": source, "at": utc_now(),
-              DATA_FILE: {"start": start, "length": len(data)},
-              HASHES_FILE: {"start": first_hash, "length": len(hashes)}}
-    atomic_write_bytes(ingested_folder / INTENT_FILE, json.dumps(header).encode() + b"\n" + data + hashes)
-    try:
-        append_bytes_synced(ingested_folder / DATA_FILE, data)  # cut back by itself when it fails
+
+    def __init__(self, ingested_folder: Path, record: dict[str, Any], *, source: str):
+        self.folder = ingested_folder
+        self.source = source
+        self.at = utc_now()
+        self.starts = {DATA_FILE: record["bytes"], HASHES_FILE: record["rows"] * 8}
+        self.lengths = {DATA_FILE: 0, HASHES_FILE: 0}
+        self.digests = {DATA_FILE: hashlib.sha256(), HASHES_FILE: hashlib.sha256()}
+
+    def add(self, data: bytes, hashes: bytes) -> None:
+        """Append one piece to both files (synced); on a failure (a full disk) undo the whole append and raise."""
+        header: dict[str, Any] = {"source": self.source, "at": self.at}
+        for name, piece in ((DATA_FILE, data), (HASHES_FILE, hashes)):
+            header[name] = {"start": self.starts[name] + self.lengths[name], "length": len(piece)}
+            if self.lengths[name]:
+                header[name]["after"] = {"start": self.starts[name], "length": self.lengths[name],
+                                         "sha256": self.digests[name].hexdigest()}
         try:
-            append_bytes_synced(ingested_folder / HASHES_FILE, hashes)
+            atomic_write_bytes(self.folder / INTENT_FILE, json.dumps(header).encode() + b"\n" + data + hashes)
+            for name, piece in ((DATA_FILE, data), (HASHES_FILE, hashes)):
+                append_bytes_synced(self.folder / name, piece)  # cut back by itself when it fails
+                self.lengths[name] += len(piece)
+                self.digests[name].update(piece)
         except OSError:
-            _truncate(ingested_folder / DATA_FILE, start)
+            # A failed append is undone at once, intent included: nothing it wrote is left taking
+            # space until the next run.
+            self.undo()
             raise
-    except OSError:
-        # A failed append (a full disk) is undone at once, intent included: nothing it wrote is
-        # left taking space until the next run.
-        clear_intent(ingested_folder)
-        raise
-    record.setdefault("segments", []).append(
-        {"start": start, "end": start + len(data), "sha256": sha256_bytes(data), "source": source})
-    record["data_signature"] = data_signature(ingested_folder / DATA_FILE, start + len(data))
+
+    def undo(self) -> None:
+        """Cut both files back to where the append started, and remove the intent."""
+        for name, start in self.starts.items():
+            path = self.folder / name
+            if path.exists() and path.stat().st_size > start:
+                _truncate(path, start)
+        self.lengths = {DATA_FILE: 0, HASHES_FILE: 0}
+        clear_intent(self.folder)
+
+    def note_segment(self, record: dict[str, Any]) -> None:
+        """Note the appended range of finaldata.csv and the file's new signs in ``record`` (about to be committed)."""
+        if not self.lengths[DATA_FILE]:
+            return
+        start = self.starts[DATA_FILE]
+        end = start + self.lengths[DATA_FILE]
+        record.setdefault("segments", []).append(
+            {"start": start, "end": end, "sha256": self.digests[DATA_FILE].hexdigest(), "source": self.source})
+        record["data_signature"] = data_signature(self.folder / DATA_FILE, end)
+
+
+def append_rows(ingested_folder: Path, record: dict[str, Any], data: bytes, hashes: bytes, *, source: str) -> None:
+    """Append rows to finaldata.csv and their hashes to rowhashes.bin in one piece; note the new segment in ``record``.
+
+    The caller commits by adding the rows and bytes to the record and saving it, then calls ``clear_intent``.
+    """
+    pending = PendingAppend(ingested_folder, record, source=source)
+    pending.add(data, hashes)
+    pending.note_segment(record)
 
 
 def clear_intent(ingested_folder: Path) -> None:
@@ -205,10 +248,15 @@ def _cut_own_uncommitted(ingested_folder: Path, name: str, committed: int, size:
         part = header.get(name) or {}
         offset = 0 if name == DATA_FILE else header.get(DATA_FILE, {}).get("length", 0)
         intended = payload[offset: offset + part.get("length", 0)]
-        if part.get("start") == committed and size - committed <= len(intended):
+        # The pieces of the same append before this one (a large file is appended a chunk at a time).
+        before = part.get("after") or {"start": part.get("start"), "length": 0, "sha256": None}
+        piece = part.get("start")
+        if (before.get("start") == committed and piece == committed + before.get("length", -1)
+                and piece <= size <= piece + len(intended)
+                and (before["sha256"] is None or _range_sha256(path, committed, piece) == before["sha256"])):
             with open(path, "rb") as handle:
-                handle.seek(committed)
-                extra = handle.read(size - committed)
+                handle.seek(piece)
+                extra = handle.read(size - piece)
             if extra == intended[: len(extra)]:
                 logger.warning("%s: cutting %d uncommitted bytes left by an ingest of %s interrupted at %s",
                                name, size - committed, header.get("source"), header.get("at"))
@@ -218,6 +266,21 @@ def _cut_own_uncommitted(ingested_folder: Path, name: str, committed: int, size:
         f"{path}: {size - committed:,} bytes after the {committed:,} the ingestion record commits, which no "
         f"interrupted ingest of the pipeline's own wrote: it was changed outside the pipeline (rows added by hand?); "
         + HOW_TO_RESOLVE)
+
+
+def _range_sha256(path: Path, start: int, end: int) -> str:
+    """Return the SHA-256 of bytes [start, end) of a file, read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        left = end - start
+        while left > 0:
+            block = handle.read(min(left, 1 << 20))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+    return digest.hexdigest()
 
 
 def _changed_segments(path: Path, segments: list[dict[str, Any]], committed: int) -> list[str]:
