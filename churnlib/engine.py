@@ -270,6 +270,7 @@ def train_xgboost(engine: Engine, frame: Any, schema: Any, model_settings: Any) 
     params = {**local.get_params(), "n_jobs": engine.settings.threads_per_worker}
     distributed_model = dask_xgboost.DaskXGBClassifier(**params)
     distributed_model.client = engine.client
+    logger.info("xgboost: growing the trees on %s, %d partition(s)", engine.where, collection.npartitions)
     try:
         with engine.client.as_current():  # xgboost.dask looks for the current client in places
             distributed_model.fit(encoded, labels)
@@ -454,12 +455,12 @@ class ClusterHistory:
         return self._row_groups[path]
 
     def pieces(self, first: int, last: int) -> list[list[tuple[str, int, int, int]]]:
-        """Return the partitions of rows [first, last): as many as workers, or more of at most
-        ``ROWS_PER_PARTITION`` rows, of equal size (as ``_partitions`` cuts a frame), each a list of
+        """Return the partitions of rows [first, last): of equal size, at most ``ROWS_PER_PARTITION``
+        rows, as many as a multiple of the workers (every worker gets the same share), each a list of
         (part, row group, first and last row in it) segments in row order."""
         workers = max(1, len(self.engine.client.scheduler_info(n_workers=-1).get("workers", {})))
         rows = last - first
-        count = max(1, min(rows, max(workers, -(-rows // ROWS_PER_PARTITION))))
+        count = max(1, min(rows, workers * -(-rows // (workers * ROWS_PER_PARTITION))))
         bounds = [first + rows * i // count for i in range(count + 1)]
         groups = []  # (first row in the history, rows, part, row group)
         for path, part_first, part_rows in self.parts:

@@ -199,9 +199,10 @@ def test_a_worker_killed_during_training_fails_the_tick_cleanly_and_the_next_tic
     killed = []
 
     def kill_a_worker_once_training_runs():
-        # The trees are what takes CPU: a worker that has burnt 3 s more than at connection is growing them.
+        # Once the trees grow (the log says so), a worker that has burnt 3 s more is growing them: before,
+        # the workers read the parts, a lost worker's share of which Dask reads again elsewhere.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "compute engine:" not in deployed.log():
+        while time.monotonic() < deadline and "xgboost: growing the trees" not in deployed.log():
             time.sleep(0.1)
 
         def workers():
