@@ -474,12 +474,13 @@ class ClusterHistory:
                            for start, size, path, group in groups if start < high and start + size > low])
         return pieces
 
-    def lazy(self, first: int, last: int, columns: list[str] | None = None) -> Any:
-        """Return rows [first, last) as a lazy Dask DataFrame whose partitions the workers read."""
+    def lazy(self, first: int, last: int, columns: list[str] | None = None, pieces: list | None = None) -> Any:
+        """Return rows [first, last) as a lazy Dask DataFrame whose partitions the workers read
+        (``pieces``: the partitions, when the caller cut them already)."""
         import dask.dataframe as dd
 
         columns = list(columns or self.schema.columns)
-        pieces = self.pieces(first, last)
+        pieces = self.pieces(first, last) if pieces is None else pieces
         meta = empty_rows(columns, self.schema)
         return dd.from_map(read_piece, pieces, columns=columns, schema_dict=self.schema.to_dict(),
                            meta=meta, enforce_metadata=False)
@@ -510,12 +511,12 @@ class ClusterHistory:
         if last - first <= size:
             return self.pandas(first, last)
         chosen = first + np.sort(np.random.default_rng(seed).choice(last - first, size=size, replace=False))
-        wanted, start = [], first
-        for piece in self.pieces(first, last):
+        wanted, start, pieces = [], first, self.pieces(first, last)
+        for piece in pieces:
             end = start + sum(stop - low for _path, _group, low, stop in piece)  # the piece's rows: [start, end)
             wanted.append(chosen[np.searchsorted(chosen, start):np.searchsorted(chosen, end)] - start)
             start = end
-        collection = self.lazy(first, last)
+        collection = self.lazy(first, last, pieces=pieces)  # the same partitions, whatever the workers do meanwhile
 
         def take(part, partition_info=None):
             return part.iloc[wanted[(partition_info or {}).get("number", 0)]]
