@@ -399,6 +399,30 @@ def judge(config: Config, deployed, new_rows, schema, *, files: list[str]) -> Ju
     return Judgement(release_id=deployed.release_id, new_rows=len(new_rows), score=score, drift=drift)
 
 
+def open_history(config: Config, record: dict[str, Any]):
+    """Return the ingested rows a retrain works on (a FrameHistory or a ClusterHistory), their schema
+    and their fingerprint. On the dask engine, once the history is past ``compute.cluster_min_rows``
+    rows and its Parquet parts hold every row, the rows stay in the parts: the workers read the
+    ranges a fit needs, and this process gets only small ones (held-out rows, samples)."""
+    from churnlib.engine import active_engine
+    from churnlib.ingested import FrameHistory, parts_cover, read_ingested_data
+
+    engine = active_engine()
+    if engine is None or not engine.handles(record["rows"]) or not parts_cover(record):
+        frame, schema, fingerprint = read_ingested_data(config.paths.ingested, record)
+        return FrameHistory(frame), schema, fingerprint
+    from churnlib.engine import ClusterHistory
+    from churnlib.ingested import frozen_schema, ingested_fingerprint
+
+    schema = frozen_schema(record)
+    history = ClusterHistory(engine, config.paths.ingested, record, schema)
+    fingerprint = ingested_fingerprint(config.paths.ingested, record,
+                                       history.class_counts(0, len(history), schema.target))
+    logger.info("history: %d rows in %d Parquet part(s), read by the workers of %s; only held-out rows and "
+                "samples come to this process", len(history), len(record["parts"]), engine.where)
+    return history, schema, fingerprint
+
+
 def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons: list[str], reason: str,
             deployed=None, judged_rows: int = 0, judged_from_byte: int = 0,
             held: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -411,7 +435,6 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     decision state.
     """
     from churnlib.dataset import FrozenSchema
-    from churnlib.ingested import read_ingested_data
     from churnlib.pipeline import checked_predictor, churn_probabilities, model_threshold
     from deployment import deploy_release
     from churnlib.runlog import DIAGNOSTICS_FILE
@@ -425,7 +448,8 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
 
     started = time.perf_counter()
     record = load_record(config.paths.ingested)
-    frame, schema, fingerprint = read_ingested_data(config.paths.ingested, record)
+    history, schema, fingerprint = open_history(config, record)
+    total = len(history)
     test = read_test_data(config.paths.testdata, settings=config.schema, schema=schema)
     test_labels = test[schema.target].to_numpy()
     metric = config.deployment.metric
@@ -438,21 +462,21 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     confirmed = confirmation(held, deployed.release_id if deployed is not None else None, reasons)
     if confirmed:
         logger.info("%s", confirmed)
-        if drifted and held.get("first_row", len(frame)) < len(frame) - judged_rows:
+        if drifted and held.get("first_row", total) < total - judged_rows:
             # The rows of both batches are the changed world's: judge and learn from them together.
-            judged_rows = len(frame) - int(held["first_row"])
-    judged_first_row = len(frame) - judged_rows
+            judged_rows = total - int(held["first_row"])
+    judged_first_row = total - judged_rows
 
     trial = None
     if champion is not None and config.deployment.evaluate_on == "held_out":
-        trial = challenge(config, frame, schema, judged_rows=judged_rows, champion=champion,
+        trial = challenge(config, history, schema, judged_rows=judged_rows, champion=champion,
                           champion_threshold=model_threshold(deployed.metadata),
                           champion_last_row=trained_until(deployed.metadata))
         if trial is None:
-            unseen = len(frame) - trained_until(deployed.metadata)
+            unseen = total - trained_until(deployed.metadata)
             logger.info("too few rows to hold out: %d of the %d ingested row(s) are rows release %s was not "
                         "trained on, and at least %d (at most half of all rows) are needed: the challenger is "
-                        "judged on the test data instead", unseen, len(frame), deployed.release_id,
+                        "judged on the test data instead", unseen, total, deployed.release_id,
                         rows_needed(config))
     if trial is not None:
         outcome.challenge = trial.to_json()
@@ -460,26 +484,29 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                                                                      trial.selection_rows), trial.comparison.text())
         window_name, window_first = trial.window
     else:
-        window_name, window_first = candidate_windows(len(frame), 0, config.model)[0]
+        window_name, window_first = candidate_windows(total, 0, config.model)[0]
     # The model deployed is the one judged: the challenger, trained without the held-out rows (and,
     # on a long history, without the few rows that chose its window: see decisions.REUSE_MAX_SHARE), so
     # that those rows (and the test data) are rows it never saw, to learn its calibration and expected
     # score from. Without a champion to judge against, one model on all of its window.
-    last_row = trial.last_row if trial is not None else len(frame)
-    final_frame = frame.iloc[window_first:last_row]
+    last_row = trial.last_row if trial is not None else total
+    final_frame = history.rows(window_first, last_row)
     if trial is not None:
         model, fit_seconds = trial.challenger, trial.challenger_seconds
         model_settings, searched = trial.model_settings, trial.search
     else:
-        model_settings, searched = settings_for_retrain(config.model, final_frame, schema)
+        search_rows = (history.for_search(window_first, last_row, config.model.random_seed)
+                       if config.model.search is not None else None)
+        model_settings, searched = settings_for_retrain(config.model, search_rows, schema)
         fit_started = time.perf_counter()
         model = train_model(final_frame, schema, model_settings)
         fit_seconds = time.perf_counter() - fit_started
-    regime_first = len(frame) - judged_rows if drifted and judged_rows >= config.drift.min_rows else window_first
+    regime_first = total - judged_rows if drifted and judged_rows >= config.drift.min_rows else window_first
     regime_first = max(regime_first, window_first)
     held_out = None
     if trial is not None:
-        held_out = (frame.iloc[len(frame) - trial.held_out:][schema.target].to_numpy(), trial.challenger_probabilities)
+        held_out = (history.pandas(total - trial.held_out, total)[schema.target].to_numpy(),
+                    trial.challenger_probabilities)
     if searched is not None:
         outcome.search = searched.run_line()
     model, calibration, expected, decision_threshold = expectation(
@@ -489,9 +516,10 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     test_probabilities = churn_probabilities(model, test, schema)
     scores = metrics_from_predictions(test_labels, test_probabilities, threshold=decision_threshold)
     metadata = save_trained(
-        model, schema=schema, fingerprint={**fingerprint, "rows": int(len(final_frame)), "class_counts": {
-            str(k): int(v) for k, v in final_frame[schema.target].value_counts().sort_index().items()}},
-        model_settings=model_settings, reference=frame.iloc[regime_first:],
+        model, schema=schema, fingerprint={**fingerprint, "rows": int(len(final_frame)),
+                                           "class_counts": history.class_counts(window_first, last_row, schema.target)},
+        model_settings=model_settings,
+        reference=history.reference(regime_first, total, config.drift.reference_sample_size, model_settings.random_seed),
         reference_size=config.drift.reference_sample_size, model_folder=config.paths.models, seconds=fit_seconds,
         extra={"settings_fingerprint": config.model.fingerprint(), **search_metadata(searched),
                "calibration": calibration, "decision_threshold": decision_threshold, "expected": expected,
@@ -551,7 +579,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
 
     def hold(kind: str, why_held: str, held_reasons: list[str]) -> dict[str, Any]:
         outcome.held = hold_change(kind, release_id=deployed.release_id, reasons=held_reasons, files=files,
-                                   first_row=judged_first_row, first_byte=judged_from_byte, last_row=len(frame),
+                                   first_row=judged_first_row, first_byte=judged_from_byte, last_row=total,
                                    why=why_held, candidate=metadata["release_id"] if kind == HOLD_MODEL else None)
         outcome.held["status"] = "held"
         message = held_message(outcome.held)
@@ -590,7 +618,7 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
                                                   "trained on them did no better", [RetrainReason.SCORE_DROP])
                 outcome.reason += f"; {held_now['message']}"
             if normal_reasons:
-                outcome.new_normal = accept_new_normal(config, deployed, schema, frame.iloc[judged_first_row:],
+                outcome.new_normal = accept_new_normal(config, deployed, schema, history.pandas(judged_first_row, total),
                                                        reasons=normal_reasons, predictor=champion)
                 refused = outcome.new_normal.get("calibration_refused")
                 if refused:
@@ -618,11 +646,15 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     decision_record = {"decision": decision.value, "reason": f"{reason}; {why}", "at": utc_now(),
                        "data_drift": drift, "score_drift": outcome.score_drift, "challenge": outcome.challenge}
     try:
+        judged = history.pandas(total - judged_rows, total) if judged_rows else None
+        # The training rows only when there are no judged rows to show (on the dask engine, a sample of them).
+        training = None if deployed is not None and judged_rows else history.reference(
+            window_first, last_row, config.drift.reference_sample_size, model_settings.random_seed)
         report = build_report(metadata=metadata, scores=scores, labels=test_labels, probabilities=test_probabilities,
                               drift=drift, diagnostics=diagnostics, decision=decision_record,
                               previous_scores=deployed_scores, pipeline=model,
-                              comparison=report_comparison(config, deployed, frame.iloc[len(frame) - judged_rows:]
-                                                           if judged_rows else None, final_frame, test, schema))
+                              comparison=report_comparison(config, deployed, judged, training, test, schema,
+                                                           training_rows=len(final_frame)))
     except Exception as exc:  # a view: its failure is logged and alerted, and never stops the deploy
         logger.debug("%s", "".join(traceback.format_exception(exc)))
         report = {}
@@ -643,15 +675,16 @@ def retrain(config: Config, outcome: TickOutcome, *, decision: Decision, reasons
     return last_retrain
 
 
-def report_comparison(config: Config, deployed, judged, training, test, schema):
+def report_comparison(config: Config, deployed, judged, training, test, schema, *, training_rows: int | None = None):
     """Return the two samples the report sets side by side: the deployed release's drift reference
-    against the judged new rows that called for the retrain, or (none) the training data against
-    the test data."""
+    against the judged new rows that called for the retrain, or (none) the training data (a sample of
+    it when it has fewer than ``training_rows`` rows: the dask engine's) against the test data."""
     if deployed is not None and judged is not None and len(judged):
         _calibration, _expected, reference, normal = release_expectations(config.paths.deployment, deployed, schema)
         what = "new normal" if normal and normal.get("reference") else "training sample"
         return (f"release {deployed.release_id}'s {what}", reference, "the new rows", judged)
-    return ("the training data", training, "the test data", test)
+    name = "the training data" if training_rows is None or len(training) >= training_rows else "a sample of the training data"
+    return (name, training, "the test data", test)
 
 
 # --- the tick -----------------------------------------------------------------------------------

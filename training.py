@@ -50,8 +50,13 @@ class TrainingError(ChurnError):
 
 
 def train_model(frame: pd.DataFrame, schema: FrozenSchema, model_settings: ModelSettings) -> Any:
-    """Return the pipeline fitted on ``frame``'s features and target."""
-    classes = np.unique(frame[schema.target])
+    """Return the pipeline fitted on ``frame``'s features and target (a pandas frame, or on the dask
+    engine rows of the history that its workers hold: ``churnlib.engine.ClusterRows``)."""
+    on_workers = not isinstance(frame, pd.DataFrame)
+    if on_workers and len(frame) == 0:
+        raise TrainingError("no ingested rows to train on")
+    classes = (np.array(sorted(int(k) for k in frame.class_counts())) if on_workers
+               else np.unique(frame[schema.target]))
     if len(frame) == 0:
         raise TrainingError("no ingested rows to train on")
     if len(classes) < 2:
@@ -62,6 +67,8 @@ def train_model(frame: pd.DataFrame, schema: FrozenSchema, model_settings: Model
 
         return train_on_cluster(engine, frame, schema, model_settings,
                                 lambda rows: _fit_here(rows, schema, model_settings))
+    if on_workers:  # fewer than compute.cluster_min_rows rows: fitted here, as small work is
+        frame = frame.to_pandas()
     return _fit_here(frame, schema, model_settings)
 
 
@@ -135,7 +142,9 @@ def out_of_fold(frame: pd.DataFrame, schema: FrozenSchema, model_settings: Model
 
     from churnlib.pipeline import churn_probabilities
 
-    if len(frame) > max_rows:
+    if not isinstance(frame, pd.DataFrame):  # rows on the dask engine's workers: the same rows, fetched
+        frame = frame.sample(max_rows, model_settings.random_seed)
+    elif len(frame) > max_rows:
         chosen = np.sort(np.random.default_rng(model_settings.random_seed).choice(len(frame), max_rows, replace=False))
         frame = frame.iloc[chosen]
     labels = frame[schema.target].to_numpy()

@@ -286,7 +286,7 @@ class WindowFit:
     last_row: int
 
 
-def _pick_window(config: Config, frame, schema, windows: list[tuple[str, int]], train_rows: int,
+def _pick_window(config: Config, history, schema, windows: list[tuple[str, int]], train_rows: int,
                  judged_rows: int) -> tuple[tuple[str, int], list[dict[str, Any]], WindowFit | None]:
     """Return the training window to use, chosen on the newest rows before ``train_rows`` (a selection
     slice the held-out rows never take part in), what each window scored there, and the chosen
@@ -299,12 +299,12 @@ def _pick_window(config: Config, frame, schema, windows: list[tuple[str, int]], 
         return windows[0], [], None
     select = hold_out_size(train_rows, judged_rows, config.deployment)
     end = train_rows - select
-    chosen_rows = frame.iloc[end:train_rows]
+    chosen_rows = history.pandas(end, train_rows)
     labels = chosen_rows[schema.target].to_numpy()
     fitted, fits = [], {}
     for window in windows:
-        rows = frame.iloc[window[1]:end]
-        if len(rows) >= MIN_WINDOW_ROWS and rows[schema.target].nunique() == 2:
+        rows = history.rows(window[1], end)
+        if len(rows) >= MIN_WINDOW_ROWS and history.both_classes(window[1], end, schema.target):
             started = time.perf_counter()
             model = train_model(rows, schema, config.model)
             fits[window] = WindowFit(model, time.perf_counter() - started, end)
@@ -326,7 +326,7 @@ def _pick_window(config: Config, frame, schema, windows: list[tuple[str, int]], 
     return chosen, tried, fits[chosen]
 
 
-def challenge(config: Config, frame, schema, *, judged_rows: int, champion, champion_threshold: float,
+def challenge(config: Config, history, schema, *, judged_rows: int, champion, champion_threshold: float,
               champion_last_row: int) -> Challenge | None:
     """Train a challenger without the newest rows and compare it with the champion (a predictor, churn
     above ``champion_threshold``) on those held-out rows, paired; None when there are too few rows the
@@ -334,35 +334,40 @@ def challenge(config: Config, frame, schema, *, judged_rows: int, champion, cham
 
     The training window is chosen first, on the newest rows before the held-out ones, so that the
     held-out rows judge (and later calibrate) a model that was not picked for doing well on them.
+    ``history`` is the ingested rows: a ``churnlib.ingested.FrameHistory`` (the local engine) or a
+    ``churnlib.engine.ClusterHistory`` (the dask engine: the rows stay with its workers).
     """
     from churnlib.pipeline import churn_probabilities, frame_probabilities
     from churnlib.search import settings_for_retrain
     from churnlib.stats import paired_comparison
     from training import train_model
 
-    unseen = len(frame) - champion_last_row
+    total = len(history)
+    unseen = total - champion_last_row
     # At least as many rows as a check needs (``holdout_min_rows`` may be set lower), at most the
     # rows the champion never saw and half of all rows.
-    held = min(max(hold_out_size(len(frame), judged_rows, config.deployment), rows_needed(config)),
-               unseen, len(frame) // 2)
+    held = min(max(hold_out_size(total, judged_rows, config.deployment), rows_needed(config)),
+               unseen, total // 2)
     if held < rows_needed(config):
         return None
-    train_rows = len(frame) - held
+    train_rows = total - held
     judged_before = max(0, judged_rows - held)
     windows = [w for w in candidate_windows(train_rows, judged_before, config.model)
-               if frame.iloc[w[1]:train_rows][schema.target].nunique() == 2]
+               if history.both_classes(w[1], train_rows, schema.target)]
     if not windows:
         raise DecisionError(f"no training window before the {held} held-out rows holds both classes")
     # model.search: the settings are searched on the largest window's rows, before the held-out ones.
-    model_settings, searched = settings_for_retrain(config.model, frame.iloc[windows[0][1]:train_rows], schema)
+    search_rows = (history.for_search(windows[0][1], train_rows, config.model.random_seed)
+                   if config.model.search is not None else None)
+    model_settings, searched = settings_for_retrain(config.model, search_rows, schema)
     config = dataclasses.replace(config, model=model_settings)
-    window, tried, window_fit = _pick_window(config, frame, schema, windows, train_rows, judged_before)
-    held_out = frame.iloc[train_rows:]
+    window, tried, window_fit = _pick_window(config, history, schema, windows, train_rows, judged_before)
+    held_out = history.pandas(train_rows, total)
     if window_fit is not None and train_rows - window_fit.last_row <= REUSE_MAX_SHARE * (train_rows - window[1]):
         challenger, seconds, last_row = window_fit.model, window_fit.seconds, window_fit.last_row
     else:
         started = time.perf_counter()
-        challenger = train_model(frame.iloc[window[1]:train_rows], schema, config.model)
+        challenger = train_model(history.rows(window[1], train_rows), schema, config.model)
         seconds, last_row = time.perf_counter() - started, train_rows
     probabilities = churn_probabilities(challenger, held_out, schema)
     comparison = paired_comparison(held_out[schema.target].to_numpy(), frame_probabilities(champion, held_out, schema),

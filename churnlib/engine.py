@@ -263,7 +263,10 @@ def train_xgboost(engine: Engine, frame: Any, schema: Any, model_settings: Any) 
 
     started = time.perf_counter()
     features = list(schema.feature_columns)
-    collection = _partitions(engine, frame[features + [schema.target]])
+    if isinstance(frame, ClusterRows):  # the history's rows, read by the workers from the Parquet parts
+        collection = engine.client.persist(frame.lazy(features + [schema.target]))
+    else:
+        collection = _partitions(engine, frame[features + [schema.target]])
     preprocess = fitted_preprocessing(engine, collection, schema, model_settings)
     names = [str(name) for name in preprocess.get_feature_names_out()]
 
@@ -277,6 +280,7 @@ def train_xgboost(engine: Engine, frame: Any, schema: Any, model_settings: Any) 
     params = {**local.get_params(), "n_jobs": engine.settings.threads_per_worker}
     distributed_model = dask_xgboost.DaskXGBClassifier(**params)
     distributed_model.client = engine.client
+    logger.info("xgboost: growing the trees on %s, %d partition(s)", engine.where, collection.npartitions)
     try:
         with engine.client.as_current():  # xgboost.dask looks for the current client in places
             distributed_model.fit(encoded, labels)
@@ -303,7 +307,7 @@ def uniform_sample(engine: Engine, frame: Any, rows: int, seed: int) -> Any:
     workers (each partition with its own seeded generator) and returned in their original order."""
     import numpy as np
 
-    collection = _partitions(engine, frame)
+    collection = frame.lazy() if isinstance(frame, ClusterRows) else _partitions(engine, frame)
     share = rows / len(frame)
 
     def keep(part, partition_info=None):
@@ -311,7 +315,7 @@ def uniform_sample(engine: Engine, frame: Any, rows: int, seed: int) -> Any:
         generator = np.random.default_rng([seed, index])
         return part[generator.random(len(part)) < share]
 
-    sample = collection.map_partitions(keep, meta=collection._meta).compute(scheduler=engine.client.get)
+    sample = to_driver(collection.map_partitions(keep, meta=collection._meta), engine)
     return sample.iloc[:rows].reset_index(drop=True)
 
 
@@ -328,7 +332,7 @@ def train_on_cluster(engine: Engine, frame: Any, schema: Any, model_settings: An
                     "tick's own process, the same model as the local engine's", len(frame), limit)
         _record_fit(engine, algorithm=model_settings.algorithm, rows=int(len(frame)), sample_rows=int(len(frame)),
                     partitions=None, seconds=None)
-        return fit_locally(frame)
+        return fit_locally(frame.to_pandas() if isinstance(frame, ClusterRows) else frame)
     started = time.perf_counter()
     sample = uniform_sample(engine, frame, limit, model_settings.random_seed)
     logger.info("logistic regression on a uniform sample of %d of the %d rows (compute.max_sample_rows %d), "
@@ -403,3 +407,193 @@ def map_in_order(engine: Engine, function: Any, items: Iterator[Any], *, what: s
         if pending:
             with contextlib.suppress(Exception):  # the error above is what the tick reports
                 client.cancel(list(pending))
+
+# --- the history on the workers ----------------------------------------------------------------
+
+# Rows a partition of the history holds at most: Parquet parts are read a row group (pyarrow's
+# default, about a million rows) at a time, and split so that every worker gets a share.
+ROWS_PER_PARTITION = 1_000_000
+
+
+def read_piece(segments: list[tuple[str, int, int, int]], columns: list[str], schema_dict: dict) -> Any:
+    """Return one partition of the history: rows [start, stop) of each (Parquet part, row group)
+    segment, in order, typed as the local engine types them (run on a worker: the rows never pass
+    through the tick's process)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from churnlib.dataset import FrozenSchema
+    from churnlib.ingested import typed_like_csv
+
+    schema = FrozenSchema.from_dict(schema_dict)
+    if not segments:
+        return empty_rows(columns, schema)
+    tables = [pq.ParquetFile(path).read_row_group(group, columns=columns).slice(start, stop - start)
+              for path, group, start, stop in segments]
+    frame = typed_like_csv(pa.concat_tables(tables).to_pandas(types_mapper=None), schema)
+    frame.index = range(len(frame))
+    return frame
+
+
+def empty_rows(columns: list[str], schema: Any) -> Any:
+    """Return a frame of no rows with ``columns`` typed as the history's (a Dask collection's meta)."""
+    import pandas as pd
+
+    from churnlib.ingested import typed_like_csv
+
+    return typed_like_csv(pd.DataFrame({column: pd.Series(dtype=object) for column in columns}), schema)
+
+
+def to_driver(collection: Any, engine: "Engine") -> Any:
+    """Return a Dask collection's rows as one pandas frame in the tick's own process: the one way rows
+    come back from the workers, for the few a decision needs (held-out rows, a sample)."""
+    frame = collection.compute(scheduler=engine.client.get)
+    return frame.reset_index(drop=True)
+
+
+class ClusterRows:
+    """Rows [first, last) of the history, left in the Parquet parts: what ``train_model`` gets on the
+    dask engine. The workers read them when a fit needs them (``lazy``), and a fit persists them in
+    the workers' memory for its own duration only."""
+
+    def __init__(self, history: "ClusterHistory", first: int, last: int):
+        self.history, self.first, self.last = history, first, last
+        self._counts: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return self.last - self.first
+
+    def lazy(self, columns: list[str] | None = None) -> Any:
+        """Return the rows (or some columns) as a lazy Dask DataFrame the workers read."""
+        return self.history.lazy(self.first, self.last, columns)
+
+    def class_counts(self) -> dict[str, int]:
+        """Return the rows of each class (the target column read and counted on the workers, once)."""
+        if self._counts is None:
+            target = self.history.schema.target
+            found = self.lazy([target])[target].value_counts().compute(scheduler=self.history.engine.client.get)
+            self._counts = {str(k): int(v) for k, v in found.sort_index().items()}
+        return self._counts
+
+    def to_pandas(self) -> Any:
+        """Return the rows in the tick's own process: only for fits kept there (at most
+        ``compute.cluster_min_rows`` or ``compute.max_sample_rows`` rows)."""
+        return to_driver(self.lazy(), self.history.engine)
+
+    def sample(self, size: int, seed: int) -> Any:
+        """Return the rows ``training.reference_sample`` would draw from these rows as one frame:
+        the same seeded choice of row numbers, the rows fetched from the workers."""
+        return self.history.sample(self.first, self.last, size, seed)
+
+
+class ClusterHistory:
+    """The ingested history on the dask engine: its length and parts come from the ingestion record,
+    its rows stay in the Parquet parts until the workers read the ranges a retrain needs.
+
+    Answers what ``churnlib.ingested.FrameHistory`` answers; only small ranges (held-out rows, the
+    window choice's selection slice, judged rows, samples) become pandas frames in the tick's process.
+    """
+
+    def __init__(self, engine: Engine, ingested_folder: Any, record: dict[str, Any], schema: Any):
+        from churnlib.ingested import part_paths
+
+        self.engine, self.schema = engine, schema
+        self.parts = [(str(path.resolve()), part["first_row"], part["rows"])
+                      for path, part in zip(part_paths(ingested_folder, record), record["parts"])]
+        self.total = int(record["rows"])
+        self._row_groups: dict[str, list[int]] = {}
+        self._ranges: dict[tuple[int, int], ClusterRows] = {}
+
+    def __len__(self) -> int:
+        return self.total
+
+    def _groups(self, path: str) -> list[int]:
+        """Return the rows of each row group of a part (its footer, read once)."""
+        if path not in self._row_groups:
+            import pyarrow.parquet as pq
+
+            metadata = pq.ParquetFile(path).metadata
+            self._row_groups[path] = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+        return self._row_groups[path]
+
+    def pieces(self, first: int, last: int) -> list[list[tuple[str, int, int, int]]]:
+        """Return the partitions of rows [first, last): of equal size, at most ``ROWS_PER_PARTITION``
+        rows, as many as a multiple of the workers (every worker gets the same share), each a list of
+        (part, row group, first and last row in it) segments in row order."""
+        workers = max(1, len(self.engine.client.scheduler_info(n_workers=-1).get("workers", {})))
+        rows = last - first
+        count = max(1, min(rows, workers * -(-rows // (workers * ROWS_PER_PARTITION))))
+        bounds = [first + rows * i // count for i in range(count + 1)]
+        groups = []  # (first row in the history, rows, part, row group)
+        for path, part_first, part_rows in self.parts:
+            if part_first < last and part_first + part_rows > first:
+                for group, group_rows in enumerate(self._groups(path)):
+                    groups.append((part_first, group_rows, path, group))
+                    part_first += group_rows
+        pieces = []
+        for low, high in zip(bounds, bounds[1:]):
+            pieces.append([(path, group, max(low, start) - start, min(high, start + size) - start)
+                           for start, size, path, group in groups if start < high and start + size > low])
+        return pieces
+
+    def lazy(self, first: int, last: int, columns: list[str] | None = None, pieces: list | None = None) -> Any:
+        """Return rows [first, last) as a lazy Dask DataFrame whose partitions the workers read
+        (``pieces``: the partitions, when the caller cut them already)."""
+        import dask.dataframe as dd
+
+        columns = list(columns or self.schema.columns)
+        pieces = self.pieces(first, last) if pieces is None else pieces
+        meta = empty_rows(columns, self.schema)
+        return dd.from_map(read_piece, pieces, columns=columns, schema_dict=self.schema.to_dict(),
+                           meta=meta, enforce_metadata=False)
+
+    def rows(self, first: int, last: int) -> ClusterRows:
+        """Return rows [first, last) as training takes them: held on the workers (read once per range)."""
+        if (first, last) not in self._ranges:
+            self._ranges[(first, last)] = ClusterRows(self, first, last)
+        return self._ranges[(first, last)]
+
+    def pandas(self, first: int, last: int) -> Any:
+        """Return rows [first, last) in the tick's own process (read by the workers): a few rows only."""
+        if last <= first:
+            return empty_rows(list(self.schema.columns), self.schema)
+        return to_driver(self.lazy(first, last), self.engine)
+
+    def both_classes(self, first: int, last: int, target: str) -> bool:
+        return len(self.rows(first, last).class_counts()) == 2
+
+    def class_counts(self, first: int, last: int, target: str) -> dict[str, int]:
+        return self.rows(first, last).class_counts()
+
+    def sample(self, first: int, last: int, size: int, seed: int) -> Any:
+        """Return the ``size`` rows of [first, last) that ``training.reference_sample`` draws with
+        ``seed`` (all of them when there are no more), in row order, fetched from the workers."""
+        import numpy as np
+
+        if last - first <= size:
+            return self.pandas(first, last)
+        chosen = first + np.sort(np.random.default_rng(seed).choice(last - first, size=size, replace=False))
+        wanted, start, pieces = [], first, self.pieces(first, last)
+        for piece in pieces:
+            end = start + sum(stop - low for _path, _group, low, stop in piece)  # the piece's rows: [start, end)
+            wanted.append(chosen[np.searchsorted(chosen, start):np.searchsorted(chosen, end)] - start)
+            start = end
+        collection = self.lazy(first, last, pieces=pieces)  # the same partitions, whatever the workers do meanwhile
+
+        def take(part, partition_info=None):
+            return part.iloc[wanted[(partition_info or {}).get("number", 0)]]
+
+        return to_driver(collection.map_partitions(take, meta=collection._meta), self.engine)
+
+    def reference(self, first: int, last: int, size: int, seed: int) -> Any:
+        """Return the drift reference sample of rows [first, last) (``save_trained`` keeps it as it is)."""
+        return self.sample(first, last, size, seed)
+
+    def for_search(self, first: int, last: int, seed: int) -> Any:
+        """Return the rows ``model.search`` searches on: a uniform sample of at most
+        ``compute.max_sample_rows`` rows of [first, last), drawn with ``seed``."""
+        limit = self.engine.settings.max_sample_rows
+        if last - first > limit:
+            logger.info("model.search on a uniform sample of %d of the window's %d rows (compute.max_sample_rows), "
+                        "read by the workers", limit, last - first)
+        return self.sample(first, last, limit, seed)

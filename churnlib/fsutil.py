@@ -29,11 +29,17 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_stream(handle: BinaryIO) -> str:
-    """Return the hex SHA-256 of what is left in an open binary file, read in 1 MiB blocks."""
+def sha256_stream(handle: BinaryIO, limit: int | None = None) -> str:
+    """Return the hex SHA-256 of what is left in an open binary file (at most ``limit`` bytes of it),
+    read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    for block in iter(lambda: handle.read(1024 * 1024), b""):
+    left = -1 if limit is None else limit
+    while left:
+        block = handle.read(1024 * 1024 if left < 0 else min(1024 * 1024, left))
+        if not block:
+            break
         digest.update(block)
+        left -= len(block) if left > 0 else 0
     return digest.hexdigest()
 
 

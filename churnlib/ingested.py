@@ -54,6 +54,7 @@ from churnlib.fsutil import (
     atomic_write_text,
     read_json,
     sha256_bytes,
+    sha256_stream,
 )
 
 logger = logging.getLogger("ingestion")  # what it logs belongs to the ingestion step
@@ -543,6 +544,53 @@ def read_ingested_data(ingested_folder: Path, record: dict[str, Any] | None = No
         "class_counts": {str(k): int(v) for k, v in frame[schema.target].value_counts().sort_index().items()},
     }
     return frame, schema, fingerprint
+
+
+def ingested_fingerprint(ingested_folder: Path, record: dict[str, Any], class_counts: dict[str, int]) -> dict[str, Any]:
+    """Return the fingerprint ``read_ingested_data`` gives, without reading the rows: the CSV's committed
+    bytes hashed in blocks, the class counts computed elsewhere (on a Dask cluster's workers)."""
+    with open(ingested_folder / DATA_FILE, "rb") as handle:
+        sha256 = sha256_stream(handle, record["bytes"])
+    return {"file": DATA_FILE, "read_from": PARTS_FOLDER, "rows": int(record["rows"]), "bytes": int(record["bytes"]),
+            "sha256": sha256, "data_version": record["data_version"],
+            "class_counts": {str(k): int(v) for k, v in sorted(class_counts.items())}}
+
+
+class FrameHistory:
+    """The ingested rows a retrain works on, held in this process as one pandas frame (the local engine).
+
+    The dask engine's equal, ``churnlib.engine.ClusterHistory``, answers the same questions with the
+    rows left on its workers; the retrain and the window choice ask only these.
+    """
+
+    def __init__(self, frame):
+        self.frame = frame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def rows(self, first: int, last: int):
+        """Return rows [first, last) as training takes them (here, a slice of the frame)."""
+        return self.frame.iloc[first:last]
+
+    def pandas(self, first: int, last: int):
+        """Return rows [first, last) as a pandas frame in this process (meant for a few rows)."""
+        return self.frame.iloc[first:last]
+
+    def both_classes(self, first: int, last: int, target: str) -> bool:
+        return self.frame.iloc[first:last][target].nunique() == 2
+
+    def class_counts(self, first: int, last: int, target: str) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.frame.iloc[first:last][target].value_counts().sort_index().items()}
+
+    def reference(self, first: int, last: int, size: int, seed: int):
+        """Return what a drift reference of ``size`` rows is drawn from: here rows [first, last) (the
+        draw is ``training.reference_sample``'s, in ``save_trained``)."""
+        return self.frame.iloc[first:last]
+
+    def for_search(self, first: int, last: int, seed: int):
+        """Return the rows ``model.search`` searches on: here all of [first, last)."""
+        return self.frame.iloc[first:last]
 
 
 def read_ingested_rows(ingested_folder: Path, schema, *, start: int, end: int):

@@ -199,9 +199,10 @@ def test_a_worker_killed_during_training_fails_the_tick_cleanly_and_the_next_tic
     killed = []
 
     def kill_a_worker_once_training_runs():
-        # The trees are what takes CPU: a worker that has burnt 3 s more than at connection is growing them.
+        # Once the trees grow (the log says so), a worker that has burnt 3 s more is growing them: before,
+        # the workers read the parts, a lost worker's share of which Dask reads again elsewhere.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "compute engine:" not in deployed.log():
+        while time.monotonic() < deadline and "xgboost: growing the trees" not in deployed.log():
             time.sleep(0.1)
 
         def workers():
@@ -401,3 +402,67 @@ def test_a_worker_killed_during_a_risk_list_fails_that_list_cleanly_and_the_next
     assert project.last_run()["scoring"]["files"][0]["rows"] == 10002
     assert "INFO    distributed." not in project.log()  # the local scheduler's routine lines stay out of the log
     assert (predictions / "customers.risk.csv").read_text().count("\n") == 10004  # header, and a line break in an id
+
+def test_on_the_cluster_the_history_stays_with_the_workers_and_only_small_ranges_reach_the_tick(
+        tmp_path, scheduler, monkeypatch):
+    """A cold start and a drift retrain with xgboost on the dask engine never read the whole history
+    in the tick's process: the workers read it from the Parquet parts, and what comes back (held-out
+    rows, the judged batch, the drift reference sample) is never more than the judged batch's rows."""
+    import churnlib.engine
+    import churnlib.ingested
+    from helpers import SAMPLE_LATER
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole history was read into the tick's process")
+
+    monkeypatch.setattr(churnlib.ingested, "read_ingested_data", refuse)
+    monkeypatch.setattr(churnlib.ingested, "read_parts", refuse)
+    came_back = []
+    to_driver = churnlib.engine.to_driver
+
+    def counted(collection, engine):
+        frame = to_driver(collection, engine)
+        came_back.append(len(frame))
+        return frame
+
+    monkeypatch.setattr(churnlib.engine, "to_driver", counted)
+    config = dask_config(scheduler, algorithm="xgboost")
+    config["drift"] = {"reference_sample_size": 300}
+    config["deployment"] = {"policy": "always"}
+    project = make_project(tmp_path / "cluster", config=config)
+    assert project.tick() == 0
+    project.add_source("dataset3.csv", (SAMPLE_LATER / "dataset3.csv").read_text())
+    assert project.tick() == 0
+    runs = project.runs()
+    assert [run["decision"] for run in runs] == ["cold_start", "retrained_deployed"]
+    assert "history: 1190 rows in 3 Parquet part(s), read by the workers" in project.log()
+    trained_on = released(project).metadata["training_data"]["rows"]
+    assert came_back and max(came_back) <= 400 < trained_on, (came_back, trained_on)
+    assert released(project).metadata["compute"]["algorithm"] == "xgboost"
+
+
+def test_the_workers_read_any_range_of_the_history_as_the_local_engine_holds_it(tmp_path, scheduler, monkeypatch):
+    """Ranges across Parquet parts and partitions, samples and class counts read on the workers are the
+    local engine's rows, row for row (its reference sample drawn the same)."""
+    import churnlib.engine
+    from churnlib.config import ComputeSettings, section_settings
+    from churnlib.engine import ClusterHistory, using
+    from churnlib.ingested import FrameHistory, load_record, read_ingested_data
+    from training import reference_sample
+
+    project = make_project(tmp_path / "project")
+    assert project.tick() == 0
+    record = load_record(project.ingested)
+    frame, schema, _ = read_ingested_data(project.ingested, record)
+    local = FrameHistory(frame)
+    assert [part["rows"] for part in record["parts"]] == [400, 390]
+    monkeypatch.setattr(churnlib.engine, "ROWS_PER_PARTITION", 150)  # several partitions in one row group
+    compute = section_settings(ComputeSettings, engine="dask", scheduler=scheduler, cluster_min_rows=0)
+    with using(compute) as engine:
+        history = ClusterHistory(engine, project.ingested, record, schema)
+        assert len(history) == 790 and history.rows(0, 790).lazy().npartitions == 6
+        for first, last in [(0, 790), (395, 405), (100, 250), (400, 790), (789, 790), (5, 5)]:
+            assert history.pandas(first, last).equals(frame.iloc[first:last].reset_index(drop=True)), (first, last)
+            assert history.class_counts(first, last, schema.target) == local.class_counts(first, last, schema.target)
+        assert history.sample(10, 700, 100, seed=3).equals(reference_sample(frame.iloc[10:700], 100, 3))
+        assert history.sample(0, 790, 100, seed=3)["corporation"].is_unique
