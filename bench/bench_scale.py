@@ -361,6 +361,18 @@ def retrain_once(root: Path, algorithm: str, workers: int, memory_gb: float, max
             "training_rows": outcome.candidate["training_rows"], "decision": outcome.decision.value}
 
 
+def child_figures(flag: str, target: Path, rows: int, algorithm: str, workers: int, args) -> dict | None:
+    """Run ``bench_scale.py <flag> <target> <algorithm> <workers>`` in a fresh process (its peak memory its
+    own); return the figures it prints last, or None after printing why it failed."""
+    done = subprocess.run([sys.executable, __file__, flag, str(target), algorithm, str(workers),
+                           "--memory-gb", str(args.memory_gb), "--max-sample-rows", str(args.max_sample_rows)],
+                          capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        print(f"{rows:>10,} {algorithm:<20} {workers}: failed: {done.stderr.strip().splitlines()[-1]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def retrain_table(args) -> None:
     """Print the retrain's figures for each history size and model, local against dask."""
     print(f"{'rows':>10} {'model':<20} {'engine':<9} {'retrain s':>9} {'cpu s':>7} {'start s':>7} {'driver MB':>9} "
@@ -369,13 +381,9 @@ def retrain_table(args) -> None:
         root = retrain_project(args.folder, rows, args.seed)
         for algorithm in args.algorithms:
             for workers in [0, *args.workers]:
-                done = subprocess.run([sys.executable, __file__, "--retrain-one", str(root), algorithm, str(workers),
-                                       "--memory-gb", str(args.memory_gb), "--max-sample-rows",
-                                       str(args.max_sample_rows)], capture_output=True, text=True, cwd=ROOT)
-                if done.returncode != 0:
-                    print(f"{rows:>10,} {algorithm:<20} {workers}: failed: {done.stderr.strip().splitlines()[-1]}")
+                figures = child_figures("--retrain-one", root, rows, algorithm, workers, args)
+                if figures is None:
                     continue
-                figures = json.loads(done.stdout.strip().splitlines()[-1])
                 engine = "local" if workers == 0 else f"dask {workers}w"
                 start = f"{figures['startup_seconds']:.1f}" if figures["startup_seconds"] is not None else "-"
                 worker_mb = "/".join(f"{mb:.0f}" for mb in figures["worker_mb"]) or "-"
@@ -447,13 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         path = history_file(args.folder, rows, args.seed)
         for algorithm in args.algorithms:
             for workers in [0, *args.workers]:
-                done = subprocess.run([sys.executable, __file__, "--one", str(path), algorithm, str(workers),
-                                       "--memory-gb", str(args.memory_gb), "--max-sample-rows",
-                                       str(args.max_sample_rows)], capture_output=True, text=True, cwd=ROOT)
-                if done.returncode != 0:
-                    print(f"{rows:>10,} {algorithm:<20} {workers}: failed: {done.stderr.strip().splitlines()[-1]}")
+                figures = child_figures("--one", path, rows, algorithm, workers, args)
+                if figures is None:
                     continue
-                figures = json.loads(done.stdout.strip().splitlines()[-1])
                 engine = "local" if workers == 0 else f"dask {workers}w"
                 start = f"{figures['startup_seconds']:.1f}" if "startup_seconds" in figures else "-"
                 worker_mb = "/".join(f"{mb:.0f}" for mb in figures.get("worker_mb", [])) or "-"
