@@ -709,7 +709,11 @@ def run_tick(config: Config) -> TickOutcome:
             else:
                 from churnlib.engine import using  # compute.engine: opened before anything changes, closed after
 
-                engine_open.enter_context(using(config.compute))
+                # Open for the lists below too, even if the scheduler does not answer: they then fail
+                # with its error at once instead of waiting for it again.
+                engine = engine_open.enter_context(using(config.compute, connect_now=False))
+                if engine is not None:
+                    engine.reach_scheduler()
                 decide(config, work, outcome)
         except Exception as exc:  # any failure ends the tick with its reason on stderr and in runs.jsonl
             outcome.fail(exc, config.label)

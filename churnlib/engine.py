@@ -46,6 +46,7 @@ class Engine:
     settings: ComputeSettings
     _client: Any = None
     _cluster: Any = None
+    _failure: EngineError | None = None  # the connection that failed: not tried again this tick
     used_for: list[str] = field(default_factory=list)
 
     @property
@@ -63,10 +64,26 @@ class Engine:
 
     @property
     def client(self) -> Any:
-        """Return the ``distributed.Client``, connecting (or starting the local cluster) on first use."""
+        """Return the ``distributed.Client``, connecting (or starting the local cluster) on first use.
+
+        A connection that failed raises the same EngineError at once on every later use: the tick's
+        other steps (a second large list) do not each wait ``connect_timeout_seconds`` again.
+        """
+        if self._failure is not None:
+            raise self._failure
         if self._client is None:
-            self._connect()
+            try:
+                self._connect()
+            except EngineError as exc:
+                self._failure = exc
+                raise
         return self._client
+
+    def reach_scheduler(self) -> None:
+        """Connect now when a scheduler is configured (an unreachable one fails the tick before it
+        changes anything); a local cluster starts when the first heavy step needs it."""
+        if self.settings.scheduler:
+            self.client  # noqa: B018
 
     def _connect(self) -> None:
         started = time.perf_counter()
@@ -148,8 +165,8 @@ def open_engine(settings: ComputeSettings, *, connect_now: bool = True) -> Engin
     if settings.engine != "dask":
         return None
     engine = Engine(settings)
-    if settings.scheduler and connect_now:
-        engine.client  # noqa: B018 (connect now: an unreachable scheduler fails the tick before it changes anything)
+    if connect_now:
+        engine.reach_scheduler()
     return engine
 
 

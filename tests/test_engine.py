@@ -80,6 +80,37 @@ def test_an_unreachable_scheduler_fails_the_tick_before_anything_changes(tmp_pat
     assert not any(project.models.glob("*")) if project.models.exists() else True
 
 
+def test_an_unreachable_scheduler_is_asked_once_a_tick_and_a_large_list_waits_for_the_next(tmp_path, monkeypatch):
+    """The tick's connection fails; the xgboost list that would go to the cluster fails with the same
+    error without a second wait for the scheduler, and the file is tried again next tick."""
+    import distributed
+
+    config = base_config(model={"algorithm": "xgboost", "params": {"n_estimators": 20}})
+    project = make_project(tmp_path / "project", config=config)
+    assert project.tick() == 0
+    (project.root / "scoringdata").mkdir(exist_ok=True)
+    customer_file(project.root / "scoringdata" / "customers.csv")
+    project.add_source("more.csv", batch(seed=5))
+    project.write_config({**config, "compute": {**unreachable_scheduler(), "cluster_min_rows": 0}})
+    attempts = []
+    real_client = distributed.Client
+
+    def counted_client(*args, **kwargs):
+        attempts.append(args[0] if args else kwargs.get("address"))
+        return real_client(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "Client", counted_client)
+    assert project.tick() == 1
+    run = project.last_run()
+    assert len(attempts) == 1, attempts
+    assert run["decision"] == "failed" and "cannot reach the Dask scheduler" in run["reason"]
+    assert "customers.csv failed: compute.scheduler: cannot reach the Dask scheduler" in project.log()
+    assert "tried again next tick" in project.log()
+    predictions = project.root / "predictions"
+    assert not (predictions / "customers.risk.csv").exists()
+    assert json.loads((predictions / "scoring_record.json").read_text())["rejected"] == []
+
+
 def test_a_tick_with_nothing_new_on_the_dask_engine_imports_no_dask_pyarrow_or_pandas(deployed):
     config = json.loads(deployed.config_path.read_text())
     deployed.write_config({**config, "compute": unreachable_scheduler()})  # never asked: nothing to do
