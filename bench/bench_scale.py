@@ -203,9 +203,11 @@ def one_list(config_path: Path, customers: Path, output: Path, workers: int, mem
     return figures
 
 
-def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float, folder: Path) -> None:
-    """Print risk-list rows/s with both models' reasons: the local engine, then the dask engine with
-    each number of workers, each in a fresh process, on the same customer file and release."""
+def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float, folder: Path,
+          local: bool = True) -> None:
+    """Print risk-list rows/s with both models' reasons: the local engine (unless ``local`` is False),
+    then the dask engine with each number of workers, each in a fresh process, on the same customer
+    file and release."""
     from bench_scoring import build_project, write_customers
 
     customers = folder / f"customers-{rows}.csv"
@@ -219,7 +221,7 @@ def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float
         project = folder / f"release-{algorithm}"
         config = project / "config.json" if project.exists() else build_project(project, algorithm)
         local_hash = None
-        for count in [0, *workers]:
+        for count in [0, *workers] if local else workers:
             done = subprocess.run([sys.executable, __file__, "--one-list", str(config), str(customers), str(count),
                                    "--memory-gb", str(memory_gb)], capture_output=True, text=True, cwd=ROOT)
             engine = "local" if count == 0 else f"dask {count}w"
@@ -231,7 +233,7 @@ def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float
             start = f"{figures['startup_seconds']:.1f}" if "startup_seconds" in figures else "-"
             workers_cpu = "/".join(f"{s:.0f}" for s in figures.get("workers_cpu", [])) or "-"
             worker_mb = "/".join(f"{mb:.0f}" for mb in figures.get("worker_mb", [])) or "-"
-            same = "-" if count == 0 else ("yes" if figures["sha256"] == local_hash else "NO")
+            same = "-" if count == 0 or local_hash is None else ("yes" if figures["sha256"] == local_hash else "NO")
             print(f"{algorithm:<20} {engine:<9} {figures['seconds']:>7.1f} {figures['rows'] / figures['seconds']:>8,.0f} "
                   f"{start:>7} {figures['driver_cpu']:>10.1f} {workers_cpu:<13} {figures['driver_mb']:>9.0f} "
                   f"{worker_mb:<11} {same}", flush=True)
@@ -407,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only compare xgboost trained on the cluster with xgboost trained in one process")
     parser.add_argument("--lists", type=int, metavar="CUSTOMERS",
                         help="only risk lists: a file of CUSTOMERS rows scored with 3 reasons, local and dask engines")
+    parser.add_argument("--skip-local", action="store_true",
+                        help="with --lists: the dask engine only (a 10-million-customer xgboost list takes the "
+                        "local engine about half an hour); nothing to compare the bytes with")
     parser.add_argument("--predictions", type=int, metavar="ROWS",
                         help="only the score check's and challenger's predictions on a batch of ROWS rows: local "
                         "against the workers")
@@ -430,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.lists:
         args.folder.mkdir(parents=True, exist_ok=True)
-        lists(args.lists, args.algorithms, args.workers, args.memory_gb, args.folder)
+        lists(args.lists, args.algorithms, args.workers, args.memory_gb, args.folder, local=not args.skip_local)
         return 0
     if args.one:
         path, algorithm, workers = args.one
