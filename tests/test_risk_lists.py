@@ -232,6 +232,27 @@ def test_a_list_larger_than_memory_is_sorted_on_disk_exactly_as_in_memory(deploy
     assert {p.name for p in lists.iterdir()} == {"memory.csv", "disk.csv"}  # no run files left
 
 
+def test_merging_many_runs_holds_no_more_rows_than_one_run(deployed, tmp_path, monkeypatch):
+    """The runs share MERGE_ROWS rows while merging, so more runs (a larger file) mean smaller blocks,
+    not more memory; the list is still the in-memory one."""
+    scorer = scoring.ScoringModel.of(load_deployed(deployed.deployment))
+    common = dict(target="exited", reasons=3, outreach=scoring.Outreach(None), scored_at="now")
+    in_memory, on_disk = tmp_path / "memory.csv", tmp_path / "disk.csv"
+    scoring.write_risk_list(CUSTOMERS, in_memory, scorer, **common)
+    asked = []
+    block = scoring.Run.block
+
+    def counted(run, start, size):
+        asked.append(size)
+        return block(run, start, size)
+
+    monkeypatch.setattr(scoring.Run, "block", counted)
+    monkeypatch.setattr(scoring, "MERGE_ROWS", 60)
+    scoring.write_risk_list(CUSTOMERS, on_disk, scorer, chunk_rows=25, run_rows=50, **common)  # 10 runs
+    assert on_disk.read_bytes() == in_memory.read_bytes()
+    assert set(asked) == {6}  # 60 rows shared by 10 runs
+
+
 def test_line_breaks_inside_quoted_cells_survive_the_sort_on_disk(deployed, tmp_path, monkeypatch):
     import csv
 
