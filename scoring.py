@@ -812,6 +812,7 @@ def write_risk_list(source: Path, output: Path, scorer: ScoringModel, *, target:
             if runs:
                 if held:
                     _spill(runs, runs_folder, ScoredLines.sorted(held))
+                    held = []  # on disk now: not held through the merge as well
                 rows = _write_ranked(out, _merged_blocks(runs))
             else:
                 rows = _write_ranked(out, [ScoredLines.sorted(held)] if held else [])

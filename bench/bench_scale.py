@@ -421,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-list", nargs=3, metavar=("CONFIG", "CUSTOMERS", "WORKERS"), help=argparse.SUPPRESS)
     parser.add_argument("--retrain-one", nargs=3, metavar=("PROJECT", "ALGORITHM", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.skip_local and not (args.lists and args.workers):
+        parser.error("--skip-local goes with --lists and at least one --workers count (there is nothing else to run)")
     if args.retrain_one:
         root, algorithm, workers = args.retrain_one
         print(json.dumps(retrain_once(Path(root), algorithm, int(workers), args.memory_gb, args.max_sample_rows)))

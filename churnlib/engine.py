@@ -6,9 +6,11 @@
   starts when the first heavy step needs it and closes at the end of the tick (``compute.workers``
   workers of ``compute.threads_per_worker`` threads and ``compute.memory_per_worker_gb`` each).
 
-A tick that has work opens the engine first (``open_engine``), before it changes anything: a
-scheduler that cannot be reached fails the tick there, with an error that names the address,
-and nothing is ingested, trained or deployed. There is no silent fall-back to the local engine:
+A tick that has work opens the engine first (``using``, then ``Engine.reach_scheduler``), before
+it changes anything: a scheduler that cannot be reached fails the tick there, with an error that
+names the address, and nothing is ingested, trained or deployed. The engine stays open for the
+tick's risk lists, which then fail at once with the same error rather than asking again (a local
+cluster that failed to start is not started again in that tick either). There is no silent fall-back to the local engine:
 a team that pointed the pipeline at a cluster wants to know that it is not being used.
 
 The engine in use is found by the steps through ``active_engine()`` (set for the tick by
@@ -69,8 +71,8 @@ class Engine:
         A connection that failed raises the same EngineError at once on every later use: the tick's
         other steps (a second large list) do not each wait ``connect_timeout_seconds`` again.
         """
-        if self._failure is not None:
-            raise self._failure
+        if self._failure is not None:  # a new error each time: one raised again would carry every step's frames
+            raise EngineError(str(self._failure))
         if self._client is None:
             try:
                 self._connect()

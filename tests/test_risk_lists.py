@@ -232,7 +232,8 @@ def test_a_list_larger_than_memory_is_sorted_on_disk_exactly_as_in_memory(deploy
     assert {p.name for p in lists.iterdir()} == {"memory.csv", "disk.csv"}  # no run files left
 
 
-def test_merging_many_runs_holds_no_more_rows_than_one_run(deployed, tmp_path, monkeypatch):
+@pytest.mark.parametrize("merge_rows, per_run", [(60, 6), (5, 1)])  # 10 runs share them; fewer rows than runs: 1 each
+def test_merging_many_runs_holds_no_more_rows_than_one_run(deployed, tmp_path, monkeypatch, merge_rows, per_run):
     """The runs share MERGE_ROWS rows while merging, so more runs (a larger file) mean smaller blocks,
     not more memory; the list is still the in-memory one."""
     scorer = scoring.ScoringModel.of(load_deployed(deployed.deployment))
@@ -247,10 +248,10 @@ def test_merging_many_runs_holds_no_more_rows_than_one_run(deployed, tmp_path, m
         return block(run, start, size)
 
     monkeypatch.setattr(scoring.Run, "block", counted)
-    monkeypatch.setattr(scoring, "MERGE_ROWS", 60)
+    monkeypatch.setattr(scoring, "MERGE_ROWS", merge_rows)
     scoring.write_risk_list(CUSTOMERS, on_disk, scorer, chunk_rows=25, run_rows=50, **common)  # 10 runs
     assert on_disk.read_bytes() == in_memory.read_bytes()
-    assert set(asked) == {6}  # 60 rows shared by 10 runs
+    assert set(asked) == {per_run}
 
 
 def test_line_breaks_inside_quoted_cells_survive_the_sort_on_disk(deployed, tmp_path, monkeypatch):
