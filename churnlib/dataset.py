@@ -511,14 +511,19 @@ def _long_cell_message(name: str, column: str, row: int, length: int) -> str:
 
 
 def _typed_columns(cells: dict[str, np.ndarray], schema: FrozenSchema, *, name: str, rows: int,
-                   first_row: int, fast: bool = False) -> dict[str, Any]:
-    """Return the id and feature columns typed by the schema (ids and categories as text, blank as NaN)."""
+                   first_row: int, fast: bool = False, numeric=None) -> dict[str, Any]:
+    """Return the id and feature columns typed by the schema (ids and categories as text, blank as NaN).
+
+    Numbers are parsed by ``parse_numeric``, which raises at the first bad value, or by
+    ``numeric(column, values)`` when given (a chunked file collects its problems instead)."""
     typed: dict[str, Any] = {}
     for column in schema.id_columns:
         typed[column] = _strings(cells[column]) if column in cells else np.full(rows, np.nan, dtype=object)
     for column in schema.feature_columns:
         if column in schema.categorical_columns:
             typed[column] = _strings(cells[column])
+        elif numeric is not None:
+            typed[column] = numeric(column, cells[column])
         else:
             typed[column] = parse_numeric(cells[column], label=f"{name}: column {column!r}", first_row=first_row,
                                           fast=fast)
@@ -1007,21 +1012,17 @@ class _TypedProblems:
             longest = int(lengths.max())
             if longest > MAX_CELL_CHARS and longest > self.longest.get(column, (0, 0))[0]:
                 self.longest[column] = (longest, int(lengths.argmax()) + first_row)
-        typed: dict[str, Any] = {}
-        for column in schema.id_columns:
-            typed[column] = _strings(cells[column]) if column in cells else np.full(rows, np.nan, dtype=object)
-        for column in schema.feature_columns:
-            if column in schema.categorical_columns:
-                typed[column] = _strings(cells[column])
-                continue
-            values = cells[column]
+
+        def numbers_of(column: str, values: np.ndarray) -> Any:  # the problems kept for message(), not raised
             numbers = pd.to_numeric(values, errors="coerce").astype(float)
             bad, infinite = _numeric_problems(values, numbers)
             for kind, positions in (("bad", bad), ("infinite", infinite)):
                 if len(positions):
                     self.numeric[column, kind] = self._gather(self.numeric.get((column, kind)), positions,
                                                               first_row, values)
-            typed[column] = numbers
+            return numbers
+
+        typed = _typed_columns(cells, schema, name=self.name, rows=rows, first_row=first_row, numeric=numbers_of)
         values = cells[schema.target]
         result, unknown = _target_classes(values, positive=self.settings.positive_labels,
                                           negative=self.settings.negative_labels)
