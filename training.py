@@ -52,13 +52,11 @@ class TrainingError(ChurnError):
 def train_model(frame: pd.DataFrame, schema: FrozenSchema, model_settings: ModelSettings) -> Any:
     """Return the pipeline fitted on ``frame``'s features and target (a pandas frame, or on the dask
     engine rows of the history that its workers hold: ``churnlib.engine.ClusterRows``)."""
-    on_workers = not isinstance(frame, pd.DataFrame)
-    if on_workers and len(frame) == 0:
-        raise TrainingError("no ingested rows to train on")
-    classes = (np.array(sorted(int(k) for k in frame.class_counts())) if on_workers
-               else np.unique(frame[schema.target]))
     if len(frame) == 0:
         raise TrainingError("no ingested rows to train on")
+    on_workers = not isinstance(frame, pd.DataFrame)
+    classes = (np.array(sorted(int(k) for k in frame.class_counts())) if on_workers
+               else np.unique(frame[schema.target]))
     if len(classes) < 2:
         raise TrainingError(f"the ingested data holds only class {int(classes[0])}; training needs both classes")
     engine = active_engine()

@@ -33,13 +33,13 @@ def sha256_stream(handle: BinaryIO, limit: int | None = None) -> str:
     """Return the hex SHA-256 of what is left in an open binary file (at most ``limit`` bytes of it),
     read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    left = -1 if limit is None else limit
-    while left:
-        block = handle.read(1024 * 1024 if left < 0 else min(1024 * 1024, left))
+    while limit is None or limit > 0:
+        block = handle.read(1024 * 1024 if limit is None else min(1024 * 1024, limit))
         if not block:
             break
         digest.update(block)
-        left -= len(block) if left > 0 else 0
+        if limit is not None:
+            limit -= len(block)
     return digest.hexdigest()
 
 

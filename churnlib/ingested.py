@@ -271,17 +271,9 @@ def _cut_own_uncommitted(ingested_folder: Path, name: str, committed: int, size:
 
 def _range_sha256(path: Path, start: int, end: int) -> str:
     """Return the SHA-256 of bytes [start, end) of a file, read a block at a time."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
         handle.seek(start)
-        left = end - start
-        while left > 0:
-            block = handle.read(min(left, 1 << 20))
-            if not block:
-                break
-            digest.update(block)
-            left -= len(block)
-    return digest.hexdigest()
+        return sha256_stream(handle, end - start)
 
 
 def _changed_segments(path: Path, segments: list[dict[str, Any]], committed: int) -> list[str]:
