@@ -57,6 +57,14 @@ class FrozenSchema:
     def numeric_columns(self) -> tuple[str, ...]:
         return tuple(c for c in self.feature_columns if c not in self.categorical_columns)
 
+    @cached_property
+    def feature_places(self) -> dict[str, tuple[bool, int]]:
+        """Each feature's place in a Batch: (True, its index among the numeric columns) or (False,
+        its index among the categorical ones). Read by every API request that asks for reasons."""
+        places = {c: (True, j) for j, c in enumerate(self.numeric_columns)}
+        places.update((c, (False, j)) for j, c in enumerate(self.categorical_columns))
+        return places
+
     @property
     def columns(self) -> tuple[str, ...]:
         return self.id_columns + self.feature_columns + (self.target,)

@@ -288,6 +288,23 @@ def _signed(value: float) -> str:
     return f"{value:+.2f}" if abs(value) < 1e6 else f"{value:+.2e}"
 
 
+def _signed_cents(value: float) -> str:
+    """Return ``_signed(np.round(value, 2))`` for one Python float, to the character, from its whole
+    number of cents (rounded half to even, as np.round) rather than formatting a float: a third of
+    the cost, on the few-record path that writes three of these per reply."""
+    scaled = value * 100.0
+    cents = round(scaled) if abs(scaled) < 1e8 else None  # (NaN and infinity fail the test too)
+    if cents is None or abs(cents) >= 100_000_000:  # a million or more: _signed's other form
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _signed(float(np.round(value, 2)))
+    sign = "-" if cents < 0 or (cents == 0 and math.copysign(1.0, value) < 0) else "+"  # np.round(-0.004, 2) is -0.0
+    whole, cents = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{_TWO_DIGITS[cents]}"
+
+
+_TWO_DIGITS = [f"{cents:02d}" for cents in range(100)]  # "00" to "99": a look-up, not a format, per reason
+
+
 def top_reasons(contributions: Contributions, count: int) -> np.ndarray:
     """Return, for each row, the positions of its ``count`` largest contributions (by size), largest first."""
     count = min(count, len(contributions.features))
@@ -655,6 +672,7 @@ class Contributions:
     features: tuple[str, ...]
     base: float
     values: np.ndarray
+    rows: list[list[float]] | None = None  # ``values`` as Python rows, when they were computed that way
 
     @property
     def log_odds(self) -> np.ndarray:
@@ -672,28 +690,30 @@ def row_reasons(contributions: Contributions, batch: Batch, schema: FrozenSchema
     A row at a time in plain Python: for a request's few rows (SMALL_BATCH), where calls on whole
     columns cost more than they save. tests/test_api.py checks it against top_reasons and reason_texts.
     """
-    count = min(count, len(contributions.features))
-    numeric_at = {c: j for j, c in enumerate(schema.numeric_columns)}
-    categorical_at = {c: j for j, c in enumerate(schema.categorical_columns)}
+    features = contributions.features
+    count = min(count, len(features))
+    places = [schema.feature_places[feature] for feature in features]
     numbers = batch.numeric.tolist()
-    positions = range(len(contributions.features))
-    rounded = contributions.values.round(2).tolist()  # as reason_texts rounds them (np.round, without its wrapper)
-    words = {True: " (raises risk, ", False: " (lowers risk, "}
+    categorical = batch.categorical
+    positions = range(len(features))
     rows = []
-    for row, amounts in enumerate(contributions.values.tolist()):
-        # sorted() is stable, as top_reasons' argsort: equal sizes keep the features' order.
+    for row, amounts in enumerate(contributions.rows or contributions.values.tolist()):
+        # Largest size first; sorted() is stable, reversed too, as top_reasons' argsort: equal sizes
+        # keep the features' order.
+        sizes = list(map(abs, amounts))
         reasons = []
-        for position in sorted(positions, key=lambda j: -abs(amounts[j]))[:count]:
-            feature, amount = contributions.features[position], amounts[position]
-            if feature in numeric_at:
-                value = numbers[row][numeric_at[feature]]
+        for position in sorted(positions, key=sizes.__getitem__, reverse=True)[:count]:
+            amount = amounts[position]
+            numeric, column = places[position]
+            if numeric:
+                value = numbers[row][column]
                 text = _number_text(value)
                 value = None if value != value else value
             else:
-                value = batch.categorical[categorical_at[feature]][row]
+                value = categorical[column][row]
                 text = MISSING_CATEGORY if value is None else value
-            effect = words[amount > 0] if amount else " (no effect, "
-            reasons.append((position, amount, value, f"{feature} = {text}{effect}{_signed(rounded[row][position])})"))
+            effect = (" (raises risk, " if amount > 0 else " (lowers risk, ") if amount else " (no effect, "
+            reasons.append((position, amount, value, f"{features[position]} = {text}{effect}{_signed_cents(amount)})"))
         rows.append(reasons)
     return rows
 
@@ -965,10 +985,10 @@ class FastPredictor:
                     row[position] = amount
                 for position, amount in zip(self.categorical_feature_at, categories):
                     row[position] = amount
-                grouped.append(row)
-            values = np.array(grouped, dtype=float).reshape(len(rows), len(self.features))
+                grouped.append(row if self.slope == 1.0 else [self.slope * amount for amount in row])  # x * 1.0 is x
             return Contributions(features=self.features, base=self.slope * self.intercept + self.shift,
-                                 values=values if self.slope == 1.0 else self.slope * values)  # x * 1.0 is x
+                                 values=np.array(grouped, dtype=float).reshape(len(rows), len(self.features)),
+                                 rows=grouped)
         if self.linear:
             terms = batch.terms.get(id(self))
             if terms is None:  # not yet computed by probabilities (which the API and the lists call first)

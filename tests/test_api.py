@@ -408,6 +408,20 @@ def test_row_reasons_agree_with_top_reasons_and_reason_texts_on_ties_and_signed_
         assert [[amount for _, amount, *_ in row] for row in rows] == [values[i, top[i]].tolist() for i in range(5)]
 
 
+def test_a_reasons_contribution_is_written_from_its_cents_as_reason_texts_writes_it():
+    # The few-record path writes a contribution from its whole number of cents; reason_texts formats
+    # np.round(value, 2). Halves (rounded to even), signed zeros, tiny, huge and non-finite values.
+    from churnlib.pipeline import _signed, _signed_cents
+
+    rng = np.random.default_rng(7)
+    values = [*rng.normal(0, 1, 20_000), *(rng.normal(0, 1, 20_000) * 10.0 ** rng.integers(-320, 308, 20_000)),
+              *((k + 0.5) / 100 for k in range(-20_000, 20_000)), 0.0, -0.0, 0.005, -0.005, 2.675, -0.145,
+              999999.994, 999999.995, -999999.995, 1e6, 5e-324, -5e-324, 1.7e308, float("inf"), float("-inf"), float("nan")]
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = [_signed(value) for value in np.round(np.array(values), 2).tolist()]
+    assert [_signed_cents(float(value)) for value in values] == expected
+
+
 @pytest.mark.parametrize("query, body, message", [
     ("reasons=-1", RECORD, "reasons='-1': must be a whole number from 0 to 100"),
     ("reasons=three", RECORD, "must be a whole number"),
