@@ -208,6 +208,24 @@ def median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Return a distribution-free interval for the median of what the rounds measure: the k-th
+    smallest and k-th largest round, k the largest for which at least ``level`` of the binomial(n,
+    1/2) mass lies between (the classic sign-test interval); None with too few rounds (under 6)."""
+    import math
+
+    ordered = sorted(values)
+    n = len(ordered)
+    below = 0.0  # P(Binomial(n, 1/2) < k)
+    k = 0
+    while k < n // 2:
+        below_next = below + math.comb(n, k) / 2 ** n
+        if 1 - 2 * below_next < level:
+            break
+        below, k = below_next, k + 1
+    return None if k == 0 else (ordered[k - 1], ordered[n - k])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algorithm", choices=("logistic_regression", "xgboost"), default="logistic_regression")
@@ -286,18 +304,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<8} {count:>7} {'top 3' if reasons else '-':>7} {middle['rps']:>9.0f} {middle['p50']:>8.2f} "
               f"{middle['p99']:>8.2f} {middle['cpu_us']:>10.0f} {errors:>7} {socket_errors}")
 
+    def spread(each: list[float], form: str) -> str:
+        """The rounds' range and, with 6 rounds or more, a 95% interval for their median."""
+        if len(each) < 2:
+            return ""
+        interval = median_interval(each)
+        return (f" ({'95% interval ' + format(interval[0], form) + ' to ' + format(interval[1], form) + '; ' if interval else ''}"
+                f"rounds {format(min(each), form)} to {format(max(each), form)})")
+
     def ratios(top: tuple[str, int, bool], bottom: tuple[str, int, bool], key: str = "rps") -> str:
-        """The median over rounds of top/bottom within each round, and their range."""
+        """The median over rounds of top/bottom within each round, its interval and their range."""
         each = [a[key] / b[key] if b[key] else float("nan") for a, b in zip(runs[top], runs[bottom])]
-        return f"{median(each):.2f}x" + (f" (rounds {min(each):.2f} to {max(each):.2f})" if len(each) > 1 else "")
+        return f"{median(each):.2f}x" + spread(each, ".2f")
 
     print()
     if 1 in bodies:  # the do-nothing app answers single records only
         print(f"ceiling share, 1-record requests (real / do-nothing app, req/s): {ratios(('real', 1, False), ('ceiling', 1, False))}")
         print(f"  in worker CPU per request (do-nothing / real): {ratios(('ceiling', 1, False), ('real', 1, False), 'cpu_us')}")
         each = [1 - a["rps"] / b["rps"] if b["rps"] else float("nan") for a, b in zip(runs[("real", 1, True)], runs[("real", 1, False)])]
-        print(f"reasons cost, 1-record requests (1 - with reasons / without, req/s): {median(each):.0%}"
-              + (f" (rounds {min(each):.0%} to {max(each):.0%})" if len(each) > 1 else ""))
+        print(f"reasons cost, 1-record requests (1 - with reasons / without, req/s): {median(each):.0%}" + spread(each, ".0%"))
         print(f"  in worker CPU per request (with / without): {ratios(('real', 1, True), ('real', 1, False), 'cpu_us')}")
         if args.baseline:
             print(f"before: ceiling share (under its own gunicorn.conf.py) {ratios(('before', 1, False), ('ceiling0', 1, False))}")
@@ -305,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{ratios(('ceiling', 1, False), ('ceiling0', 1, False))}")
             each = [1 - a["rps"] / b["rps"] if b["rps"] else float("nan")
                     for a, b in zip(runs[("before", 1, True)], runs[("before", 1, False)])]
-            print(f"before: reasons cost {median(each):.0%}" + (f" (rounds {min(each):.0%} to {max(each):.0%})" if len(each) > 1 else ""))
+            print(f"before: reasons cost {median(each):.0%}" + spread(each, ".0%"))
     for count in bodies if args.baseline else ():
         for reasons in (False, True):
             print(f"real / before, {count}-record requests{' with reasons' if reasons else ''}: "
