@@ -203,6 +203,14 @@ def one_list(config_path: Path, customers: Path, output: Path, workers: int, mem
     return figures
 
 
+def least_wall_seconds(driver_cpu: float, workers_cpu: list[float], cores: int) -> float:
+    """Return the shortest wall time in which the CPU seconds a run used fit on ``cores`` cores: all
+    of it spread evenly, or the busiest process (one core each), whichever is longer. A ratio of
+    two runs' times cannot exceed what these bounds allow (issue 17's 1.8x, on 2 cores shared with
+    the tick's process and the scheduler)."""
+    return max((driver_cpu + sum(workers_cpu)) / cores, max(workers_cpu, default=0.0), driver_cpu)
+
+
 def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float, folder: Path,
           local: bool = True) -> None:
     """Print risk-list rows/s with both models' reasons: the local engine (unless ``local`` is False),
@@ -217,10 +225,14 @@ def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float
           "the local cluster's start-up (shown apart); CPU seconds of the tick's process and of each worker")
     print(f"{'model':<20} {'engine':<9} {'list s':>7} {'rows/s':>8} {'start s':>7} {'driver CPU':>10} "
           f"{'workers CPU':<13} {'driver MB':>9} {'workers MB':<11} same bytes as local")
+    cores = os.cpu_count() or 1
     for algorithm in algorithms:
         project = folder / f"release-{algorithm}"
         config = project / "config.json" if project.exists() else build_project(project, algorithm)
         local_hash = None
+        seconds: dict[int, float] = {}
+        least: dict[int, float] = {}
+        alone: dict[int, float] = {}  # the same without the tick's process
         for count in [0, *workers] if local else workers:
             done = subprocess.run([sys.executable, __file__, "--one-list", str(config), str(customers), str(count),
                                    "--memory-gb", str(memory_gb)], capture_output=True, text=True, cwd=ROOT)
@@ -237,6 +249,16 @@ def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float
             print(f"{algorithm:<20} {engine:<9} {figures['seconds']:>7.1f} {figures['rows'] / figures['seconds']:>8,.0f} "
                   f"{start:>7} {figures['driver_cpu']:>10.1f} {workers_cpu:<13} {figures['driver_mb']:>9.0f} "
                   f"{worker_mb:<11} {same}", flush=True)
+            if count:
+                seconds[count] = figures["seconds"]
+                least[count] = least_wall_seconds(figures["driver_cpu"], figures.get("workers_cpu", []), cores)
+                alone[count] = least_wall_seconds(0.0, figures.get("workers_cpu", []), cores)
+        for count in sorted(seconds):
+            if count > 1 and 1 in seconds:
+                print(f"{algorithm}: {count} workers / 1 worker, rows/s: {seconds[1] / seconds[count]:.2f}x measured, at most "
+                      f"{seconds[1] / least[count]:.2f}x on this machine's {cores} cores (the CPU seconds the {count}-worker "
+                      f"run used need {least[count]:.1f} s at least), {seconds[1] / alone[count]:.2f}x if the tick's "
+                      "process and the scheduler had used none", flush=True)
 
 
 def _probabilities_of(predictor_and_schema, frame):
