@@ -615,8 +615,8 @@ def _add_reasons(predictions: list[dict[str, Any]], release: Any, batch: Any, co
     if len(batch) <= SMALL_BATCH:  # a request's few records: a row at a time (see row_reasons)
         features = contributions.features
         # contributions.log_odds, its base added in Python: the same float additions, one array fewer
-        log_odds = [base + total for total in np.add.reduce(contributions.values, axis=1).tolist()]
-        for item, log_odds, reasons in zip(predictions, log_odds, row_reasons(contributions, batch, release.schema, count)):
+        all_log_odds = [base + total for total in np.add.reduce(contributions.values, axis=1).tolist()]
+        for item, log_odds, reasons in zip(predictions, all_log_odds, row_reasons(contributions, batch, release.schema, count)):
             item.update(reasons=[{"feature": features[position], "value": value, "contribution": amount, "text": text}
                                  for position, amount, value, text in reasons], log_odds=log_odds, base_value=base)
         return
