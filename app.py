@@ -623,11 +623,10 @@ def _add_reasons(predictions: list[dict[str, Any]], release: Any, batch: Any, co
     top = top_reasons(contributions, count)
     texts = reason_texts(contributions, shown_values(batch, release.schema), top)
     rows = np.arange(len(batch))
-    numeric_at = {c: j for j, c in enumerate(release.schema.numeric_columns)}
-    categorical_at = {c: j for j, c in enumerate(release.schema.categorical_columns)}
     # Each feature's values as the reply shows them: numbers (null when missing) or categories.
-    values = [[None if v != v else v for v in batch.numeric[:, numeric_at[f]].tolist()] if f in numeric_at
-              else list(batch.categorical[categorical_at[f]]) for f in contributions.features]
+    places = [release.schema.feature_places[f] for f in contributions.features]
+    values = [[None if v != v else v for v in batch.numeric[:, at].tolist()] if numeric else list(batch.categorical[at])
+              for numeric, at in places]
     slots = []
     for slot in range(top.shape[1]):
         features = top[:, slot].tolist()

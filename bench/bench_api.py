@@ -309,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(each) < 2:
             return ""
         interval = median_interval(each)
-        return (f" ({'95% interval ' + format(interval[0], form) + ' to ' + format(interval[1], form) + '; ' if interval else ''}"
-                f"rounds {format(min(each), form)} to {format(max(each), form)})")
+        shown = f"95% interval {interval[0]:{form}} to {interval[1]:{form}}; " if interval else ""
+        return f" ({shown}rounds {min(each):{form}} to {max(each):{form}})"
 
     def ratios(top: tuple[str, int, bool], bottom: tuple[str, int, bool], key: str = "rps") -> str:
         """The median over rounds of top/bottom within each round, its interval and their range."""

@@ -230,9 +230,7 @@ def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float
         project = folder / f"release-{algorithm}"
         config = project / "config.json" if project.exists() else build_project(project, algorithm)
         local_hash = None
-        seconds: dict[int, float] = {}
-        least: dict[int, float] = {}
-        alone: dict[int, float] = {}  # the same without the tick's process
+        measured: dict[int, dict] = {}  # workers -> figures of the dask runs
         for count in [0, *workers] if local else workers:
             done = subprocess.run([sys.executable, __file__, "--one-list", str(config), str(customers), str(count),
                                    "--memory-gb", str(memory_gb)], capture_output=True, text=True, cwd=ROOT)
@@ -250,14 +248,15 @@ def lists(rows: int, algorithms: list[str], workers: list[int], memory_gb: float
                   f"{start:>7} {figures['driver_cpu']:>10.1f} {workers_cpu:<13} {figures['driver_mb']:>9.0f} "
                   f"{worker_mb:<11} {same}", flush=True)
             if count:
-                seconds[count] = figures["seconds"]
-                least[count] = least_wall_seconds(figures["driver_cpu"], figures.get("workers_cpu", []), cores)
-                alone[count] = least_wall_seconds(0.0, figures.get("workers_cpu", []), cores)
-        for count in sorted(seconds):
-            if count > 1 and 1 in seconds:
-                print(f"{algorithm}: {count} workers / 1 worker, rows/s: {seconds[1] / seconds[count]:.2f}x measured, at most "
-                      f"{seconds[1] / least[count]:.2f}x on this machine's {cores} cores (the CPU seconds the {count}-worker "
-                      f"run used need {least[count]:.1f} s at least), {seconds[1] / alone[count]:.2f}x if the tick's "
+                measured[count] = figures
+        one = measured.get(1)
+        for count, figures in sorted(measured.items()):
+            if count > 1 and one:
+                least = least_wall_seconds(figures["driver_cpu"], figures["workers_cpu"], cores)
+                alone = least_wall_seconds(0.0, figures["workers_cpu"], cores)
+                print(f"{algorithm}: {count} workers / 1 worker, rows/s: {one['seconds'] / figures['seconds']:.2f}x measured, "
+                      f"at most {one['seconds'] / least:.2f}x on this machine's {cores} cores (the CPU seconds the "
+                      f"{count}-worker run used need {least:.1f} s at least), {one['seconds'] / alone:.2f}x if the tick's "
                       "process and the scheduler had used none", flush=True)
 
 

@@ -60,7 +60,7 @@ class FrozenSchema:
     @cached_property
     def feature_places(self) -> dict[str, tuple[bool, int]]:
         """Each feature's place in a Batch: (True, its index among the numeric columns) or (False,
-        its index among the categorical ones). Read by every API request that asks for reasons."""
+        its index among the categorical ones). Read on every API request that asks for reasons."""
         places = {c: (True, j) for j, c in enumerate(self.numeric_columns)}
         places.update((c, (False, j)) for j, c in enumerate(self.categorical_columns))
         return places

@@ -246,12 +246,11 @@ def shown_values(batch: Batch, schema: FrozenSchema, texts: dict[str, np.ndarray
     ``texts``: for numeric columns, each value's text in its file (a CSV file's "117.30" is shown
     as 117.30, not 117.3), unless it is longer than SHOWN_NUMBER_CHARS; a missing value is (missing).
     """
-    numeric_at = {c: j for j, c in enumerate(schema.numeric_columns)}
-    categorical_at = {c: j for j, c in enumerate(schema.categorical_columns)}
     shown = np.empty((len(batch), len(schema.feature_columns)), dtype=object)
     for position, column in enumerate(schema.feature_columns):
-        if column in numeric_at:
-            numbers = batch.numeric[:, numeric_at[column]]
+        numeric, at = schema.feature_places[column]
+        if numeric:
+            numbers = batch.numeric[:, at]
             shown[:, position] = _texts_of(numbers, _number_text)
             if texts is not None and column in texts:
                 own = np.asarray(texts[column], dtype=object)
@@ -259,8 +258,7 @@ def shown_values(batch: Batch, schema: FrozenSchema, texts: dict[str, np.ndarray
                                              <= SHOWN_NUMBER_CHARS)
                 shown[fits, position] = own[fits]
         else:
-            values = batch.categorical[categorical_at[column]]
-            shown[:, position] = [MISSING_CATEGORY if value is None else value for value in values]
+            shown[:, position] = [MISSING_CATEGORY if value is None else value for value in batch.categorical[at]]
     return shown
 
 
@@ -290,8 +288,9 @@ def _signed(value: float) -> str:
 
 def _signed_cents(value: float) -> str:
     """Return ``_signed(np.round(value, 2))`` for one Python float, to the character, from its whole
-    number of cents (rounded half to even, as np.round) rather than formatting a float: a third of
-    the cost, on the few-record path that writes three of these per reply."""
+    number of cents (rounded half to even, as np.round) rather than rounding with numpy and
+    formatting a float: with the rows read as Python lists, it took row_reasons from 33,000 to
+    22,500 instructions for one record (bench/README.md, issue 19)."""
     scaled = value * 100.0
     cents = round(scaled) if abs(scaled) < 1e8 else None  # (NaN and infinity fail the test too)
     if cents is None or abs(cents) >= 100_000_000:  # a million or more: _signed's other form
@@ -631,13 +630,12 @@ def batch_to_frame(batch: Batch, schema: FrozenSchema) -> Any:
     import pandas as pd
 
     columns: dict[str, Any] = {}
-    numeric_at = {c: j for j, c in enumerate(schema.numeric_columns)}
-    categorical_at = {c: j for j, c in enumerate(schema.categorical_columns)}
     for column in schema.feature_columns:
-        if column in numeric_at:
-            columns[column] = batch.numeric[:, numeric_at[column]]
+        numeric, at = schema.feature_places[column]
+        if numeric:
+            columns[column] = batch.numeric[:, at]
         else:
-            values = np.asarray(batch.categorical[categorical_at[column]], dtype=object)
+            values = np.asarray(batch.categorical[at], dtype=object)
             columns[column] = np.where(pd.isna(values), np.nan, values) if len(values) else values
     return pd.DataFrame(columns, index=range(len(batch)))
 
