@@ -613,12 +613,9 @@ def _add_reasons(predictions: list[dict[str, Any]], release: Any, batch: Any, co
     contributions = release.predictor.explain(batch)
     base = contributions.base
     if len(batch) <= SMALL_BATCH:  # a request's few records: a row at a time (see row_reasons)
-        features = contributions.features
-        # contributions.log_odds, its base added in Python: the same float additions, one array fewer
-        all_log_odds = [base + total for total in np.add.reduce(contributions.values, axis=1).tolist()]
-        for item, log_odds, reasons in zip(predictions, all_log_odds, row_reasons(contributions, batch, release.schema, count)):
-            item.update(reasons=[{"feature": features[position], "value": value, "contribution": amount, "text": text}
-                                 for position, amount, value, text in reasons], log_odds=log_odds, base_value=base)
+        for item, log_odds, reasons in zip(predictions, contributions.log_odds_list(),
+                                           row_reasons(contributions, batch, release.schema, count)):
+            item.update(reasons=reasons, log_odds=log_odds, base_value=base)
         return
     top = top_reasons(contributions, count)
     texts = reason_texts(contributions, shown_values(batch, release.schema), top)
@@ -633,7 +630,7 @@ def _add_reasons(predictions: list[dict[str, Any]], release: Any, batch: Any, co
         amounts = contributions.values[rows, top[:, slot]].tolist()
         slots.append([{"feature": contributions.features[f], "value": values[f][row], "contribution": amount,
                        "text": text} for row, (f, amount, text) in enumerate(zip(features, amounts, texts[slot]))])
-    for item, log_odds, reasons in zip(predictions, contributions.log_odds.tolist(), zip(*slots) if slots else
+    for item, log_odds, reasons in zip(predictions, contributions.log_odds_list(), zip(*slots) if slots else
                                        ([] for _ in predictions)):
         item.update(reasons=list(reasons), log_odds=log_odds, base_value=base)
 

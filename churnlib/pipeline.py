@@ -659,31 +659,80 @@ class ReasonsUnavailable(ChurnError):
     """A release whose pipeline the fast path does not replay: its predictions have no reasons."""
 
 
-@dataclass
 class Contributions:
     """Each original feature's additive contribution to the log-odds of churn, row by row.
 
     ``values[i, j]`` is feature ``features[j]``'s contribution for row i; ``base`` plus a row's
-    contributions is its log-odds (``log_odds``), whose sigmoid is its churn probability.
+    contributions is its log-odds (``log_odds``), whose sigmoid is its churn probability. Built from
+    an array (``values``) or, for a request's few rows computed one at a time, from Python lists
+    (``rows``): the array is then made only when something asks for it.
     """
 
-    features: tuple[str, ...]
-    base: float
-    values: np.ndarray
-    rows: list[list[float]] | None = None  # ``values`` as Python rows, when they were computed that way
+    def __init__(self, features: tuple[str, ...], base: float, values: np.ndarray | None = None,
+                 rows: list[list[float]] | None = None):
+        if values is None and rows is None:
+            raise ValueError("Contributions needs values or rows")
+        self.features = features
+        self.base = base
+        self.rows = rows  # ``values`` as Python rows, when they were computed that way
+        self._values = values
+
+    @property
+    def values(self) -> np.ndarray:
+        if self._values is None:
+            self._values = np.array(self.rows, dtype=float).reshape(len(self.rows), len(self.features))
+        return self._values
 
     @property
     def log_odds(self) -> np.ndarray:
         return self.base + np.add.reduce(self.values, axis=1)  # values.sum(axis=1) without its Python wrapper
 
+    def log_odds_list(self) -> list[float]:
+        """Return ``log_odds`` as Python floats, the same to the bit; from ``rows`` without numpy when
+        there are rows (a request's few: three numpy calls on a one-row array cost more than the sums)."""
+        if self.rows is None:
+            return self.log_odds.tolist()
+        base = self.base
+        return [base + (0.0 + _pairwise_sum(row)) for row in self.rows]  # 0.0: add.reduce starts from it
 
-Reason = tuple[int, float, Any, str]  # (feature position, contribution, value as given, text)
+
+def _pairwise_sum(values: list[float]) -> float:
+    """Return the sum of ``values`` in numpy's own order, so that ``0.0 + _pairwise_sum(row)`` is
+    ``np.add.reduce(row)`` to the bit (``pairwise_sum`` in numpy/_core/src/umath/loops_utils.h.src):
+    one by one from 0.0 under 8 values; up to 128, eight running sums over each 8 values, combined
+    as a fixed tree, then the rest one by one; beyond, the two halves (the first a multiple of 8)
+    summed apart. tests/test_api.py checks it against numpy, signed zeros and cancellation included."""
+    count = len(values)
+    if count < 8:
+        total = 0.0
+        for value in values:
+            total += value
+        return total
+    if count > 128:
+        half = count // 2
+        half -= half % 8
+        return _pairwise_sum(values[:half]) + _pairwise_sum(values[half:])
+    r0, r1, r2, r3, r4, r5, r6, r7 = values[:8]
+    end = count - count % 8
+    for i in range(8, end, 8):
+        r0 += values[i]
+        r1 += values[i + 1]
+        r2 += values[i + 2]
+        r3 += values[i + 3]
+        r4 += values[i + 4]
+        r5 += values[i + 5]
+        r6 += values[i + 6]
+        r7 += values[i + 7]
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for value in values[end:]:
+        total += value
+    return total
 
 
-def row_reasons(contributions: Contributions, batch: Batch, schema: FrozenSchema, count: int) -> list[list[Reason]]:
-    """Return each row's ``count`` largest reasons, largest first: the features top_reasons picks,
-    each with its contribution, its value as the record gave it (a number, None when missing, or a
-    category) and its text as reason_texts writes it.
+def row_reasons(contributions: Contributions, batch: Batch, schema: FrozenSchema, count: int) -> list[list[dict[str, Any]]]:
+    """Return each row's ``count`` largest reasons, largest first, as the API's reply gives them: the
+    features top_reasons picks, each with its value as the record gave it (a number, None when
+    missing, or a category), its contribution and its text as reason_texts writes it.
 
     A row at a time in plain Python: for a request's few rows (SMALL_BATCH), where calls on whole
     columns cost more than they save. tests/test_api.py checks it against top_reasons and reason_texts.
@@ -711,7 +760,9 @@ def row_reasons(contributions: Contributions, batch: Batch, schema: FrozenSchema
                 value = categorical[column][row]
                 text = MISSING_CATEGORY if value is None else value
             effect = (" (raises risk, " if amount > 0 else " (lowers risk, ") if amount else " (no effect, "
-            reasons.append((position, amount, value, f"{features[position]} = {text}{effect}{_signed_cents(amount)})"))
+            feature = features[position]
+            reasons.append({"feature": feature, "value": value, "contribution": amount,
+                            "text": f"{feature} = {text}{effect}{_signed_cents(amount)})"})
         rows.append(reasons)
     return rows
 
@@ -984,9 +1035,7 @@ class FastPredictor:
                 for position, amount in zip(self.categorical_feature_at, categories):
                     row[position] = amount
                 grouped.append(row if self.slope == 1.0 else [self.slope * amount for amount in row])  # x * 1.0 is x
-            return Contributions(features=self.features, base=self.slope * self.intercept + self.shift,
-                                 values=np.array(grouped, dtype=float).reshape(len(rows), len(self.features)),
-                                 rows=grouped)
+            return Contributions(features=self.features, base=self.slope * self.intercept + self.shift, rows=grouped)
         if self.linear:
             terms = batch.terms.get(id(self))
             if terms is None:  # not yet computed by probabilities (which the API and the lists call first)

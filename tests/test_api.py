@@ -1,6 +1,7 @@
 """The API through Flask's test client: every endpoint, every error, the fast path, hot reload."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -403,9 +404,33 @@ def test_row_reasons_agree_with_top_reasons_and_reason_texts_on_ties_and_signed_
         top = top_reasons(contributions, count)
         texts = reason_texts(contributions, shown_values(batch, schema), top)
         rows = row_reasons(contributions, batch, schema, count)
-        assert [[position for position, *_ in row] for row in rows] == top.tolist()
-        assert [[text for *_, text in row] for row in rows] == [list(row) for row in zip(*texts)]
-        assert [[amount for _, amount, *_ in row] for row in rows] == [values[i, top[i]].tolist() for i in range(5)]
+        assert [[schema.feature_columns.index(r["feature"]) for r in row] for row in rows] == top.tolist()
+        assert [[r["text"] for r in row] for row in rows] == [list(row) for row in zip(*texts)]
+        assert [[r["contribution"] for r in row] for row in rows] == [values[i, top[i]].tolist() for i in range(5)]
+        shown = [[1.0, None, 2.5], [0.0, -0.0, 1e300], [1.5e-7, 12345678.9, -2.0], [None, None, None], [1.0, 2.0, 3.0]]
+        given = [[shown[i][(0, 1, None, 2)[j]] if j != 2 else batch.categorical[0][i] for j in top[i].tolist()]
+                 for i in range(5)]
+        assert [[r["value"] for r in row] for row in rows] == given
+        assert row_reasons(Contributions(schema.feature_columns, 0.3, rows=values.tolist()), batch, schema, count) == rows
+
+
+def test_a_few_rows_log_odds_are_summed_in_python_as_numpy_sums_them():
+    # A request's few rows get their log-odds from Python lists, summed in numpy's pairwise order, so
+    # that they equal a large batch's np.add.reduce to the bit: rows of 1 to 300 features, values of
+    # every magnitude (where the order of the additions shows), and signed zeros.
+    from churnlib.pipeline import Contributions
+
+    rng = np.random.default_rng(11)
+    for width in [*range(1, 20), 23, 64, 127, 128, 129, 135, 136, 200, 300]:
+        values = rng.normal(0, 1, (6, width)) * 10.0 ** rng.integers(-12, 12, (6, width))
+        values[1] = -0.0
+        values[2, ::2] = -0.0
+        values[3] = np.where(values[3] > 0, 0.0, -0.0)
+        for base in (0.0, -0.0, -1.75, 3e-17):
+            numpy = Contributions(("x",) * width, base, values=values).log_odds
+            python = Contributions(("x",) * width, base, rows=values.tolist()).log_odds_list()
+            assert python == numpy.tolist(), width  # == on floats: -0.0 == 0.0, so the signs apart
+            assert [math.copysign(1.0, v) for v in python] == np.copysign(1.0, numpy).tolist(), width
 
 
 def test_a_reasons_contribution_is_written_from_its_cents_as_reason_texts_writes_it():
