@@ -20,7 +20,12 @@ then, each a median over the rounds of the ratio within a round:
 - the ceiling share: the real API's single-record rate as a share of the do-nothing app's
   (``bench/ceiling_app.py``: one route answering a constant JSON reply), i.e. what the project's own
   request path leaves of what gunicorn and Flask can do on this machine;
-- the reasons cost: how much lower the single-record rate is with ``?reasons=3``;
+- the reasons cost: how much lower the single-record rate is with ``?reasons=3``; and, paired, with
+  ``--paired-seconds`` (default 20) of a plain and a reasons request in turn on every connection to
+  the API alone, each request timed by its worker (``bench/paired_conf.py``: the handling thread's
+  CPU time): the reasons' extra CPU with a 95% interval, and what it takes of the rate where the
+  workers' CPU bounds it. On a small shared machine the rate of separate runs wanders by more than
+  the cost; requests in turn share the same load and caches, so their difference does not;
 - real / naive for 1,000-record requests (``bench/naive_app.py``: JSON -> DataFrame -> predict_proba),
   with and without reasons (the naive app has none, so both are compared with its plain requests).
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -48,6 +54,15 @@ wrk.headers["Content-Type"] = "application/json"
 local f = io.open(os.getenv("BENCH_BODY"), "r")
 wrk.body = f:read("*a")
 f:close()
+"""
+# Two paths taken in turn on each connection (a wrk thread's requests go round its connections).
+WRK_ALTERNATE = """
+local paths = {os.getenv("BENCH_PATH_A"), os.getenv("BENCH_PATH_B")}
+local turn = 0
+request = function()
+  turn = turn + 1
+  return wrk.format(nil, paths[turn % 2 + 1])
+end
 """
 
 
@@ -74,13 +89,16 @@ def build_project(root: Path, algorithm: str, threads: int = 1) -> Path:
 
 
 def start(app: str, config: Path, logs: Path, workers: int, extra: tuple[str, ...] = (),
-          root: Path = ROOT) -> tuple[subprocess.Popen, str]:
-    """Start ``app`` of the checkout at ``root`` under its gunicorn.conf.py; return the process and its URL."""
+          root: Path = ROOT, settings: Path | None = None, env_extra: dict[str, str] | None = None,
+          ) -> tuple[subprocess.Popen, str]:
+    """Start ``app`` of the checkout at ``root`` under its gunicorn.conf.py (or ``settings``); return
+    the process and its URL."""
     port = free_port()
     env = {**os.environ, "CHURN_CONFIG": str(config), "PYTHONPATH": f"{root}:{ROOT / 'bench'}",
            # each app its own metrics folder: gunicorn.conf.py empties it at start
-           "PROMETHEUS_MULTIPROC_DIR": str(logs.with_suffix(".metrics"))}
-    command = [sys.executable, "-m", "gunicorn", "--config", str(root / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+           "PROMETHEUS_MULTIPROC_DIR": str(logs.with_suffix(".metrics")), **(env_extra or {})}
+    settings = settings or root / "gunicorn.conf.py"
+    command = [sys.executable, "-m", "gunicorn", "--config", str(settings), "--bind", f"127.0.0.1:{port}",
                "--workers", str(workers), "--access-logfile", "/dev/null", "--error-logfile", str(logs), *extra, app]
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -117,12 +135,16 @@ def sample_records(count: int) -> list[dict]:
     return records
 
 
-def run_wrk(url: str, body_file: Path, duration: int, connections: int, path: str = "/prediction") -> dict:
-    script = body_file.with_suffix(".lua")
-    script.write_text(WRK_SCRIPT)
+def run_wrk(url: str, body_file: Path, duration: int, connections: int, path: str | tuple[str, str] = "/prediction") -> dict:
+    """Drive ``url + path`` with wrk; two paths are taken in turn."""
+    script = body_file.with_suffix(".alternate.lua" if isinstance(path, tuple) else ".lua")
+    script.write_text(WRK_SCRIPT + (WRK_ALTERNATE if isinstance(path, tuple) else ""))
+    env = {**os.environ, "BENCH_BODY": str(body_file)}
+    if isinstance(path, tuple):
+        env.update(BENCH_PATH_A=path[0], BENCH_PATH_B=path[1])
+        path = path[0]
     result = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency", "-s", str(script),
-                             url + path], capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body_file)},
-                            check=True)
+                             url + path], capture_output=True, text=True, env=env, check=True)
     text = result.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
@@ -136,10 +158,14 @@ def run_wrk(url: str, body_file: Path, duration: int, connections: int, path: st
             "errors": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
-def run_python_client(url: str, body_file: Path, duration: int, connections: int, path: str = "/prediction") -> dict:
-    """A bounded closed-loop client: `connections` threads, each one request at a time, for `duration` s."""
+def run_python_client(url: str, body_file: Path, duration: int, connections: int,
+                      path: str | tuple[str, str] = "/prediction") -> dict:
+    """A bounded closed-loop client: `connections` threads, each one request at a time, for `duration`
+    s; two paths are taken in turn."""
     import http.client
+    from itertools import cycle
 
+    paths = path if isinstance(path, tuple) else (path,)
     body = body_file.read_bytes()
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
@@ -148,10 +174,11 @@ def run_python_client(url: str, body_file: Path, duration: int, connections: int
 
     def worker():
         connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        turns = cycle(paths)
         while time.monotonic() < stop:
             started = time.perf_counter()
             try:
-                connection.request("POST", path, body, {"Content-Type": "application/json"})
+                connection.request("POST", next(turns), body, {"Content-Type": "application/json"})
                 reply = connection.getresponse()
                 reply.read()
                 if reply.status != 200:
@@ -226,6 +253,76 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
     return None if k == 0 else (ordered[k - 1], ordered[n - k])
 
 
+# The paired measure of the reasons cost: a plain and a reasons request in turn on every connection,
+# each timed by the worker (bench/paired_conf.py times requests whose query string holds "paired").
+PAIRED = ("/prediction?paired", "/prediction?paired&reasons=3")
+WARM_UP = ("/prediction?warm", "/prediction?warm&reasons=3")
+
+
+def paired_run(name: str, root: Path, config: Path, work: Path, body: Path, seconds: int, connections: int,
+               workers: int, drive) -> dict:
+    """Serve the API of the checkout at ``root`` under bench/paired_conf.py (its gunicorn.conf.py plus
+    timing hooks), drive it with PAIRED's two requests in turn for ``seconds``, and return the
+    handling thread's CPU seconds of each plain and each reasons request, and the workers' whole CPU
+    seconds over the run (None when /proc is not there to read it)."""
+    folder = work / f"{name}-paired-cpu"
+    folder.mkdir()
+    process, url = start("wsgi:app", config, work / f"{name}-paired.log", workers, root=root,
+                         settings=ROOT / "bench" / "paired_conf.py",
+                         env_extra={"BENCH_GUNICORN_CONF": str(root / "gunicorn.conf.py"), "BENCH_CPU_DIR": str(folder)})
+    try:
+        drive(url, body, 2, connections, WARM_UP)
+        wait_until_idle(process.pid)
+        cpu_before = worker_cpu_seconds(process.pid)
+        drive(url, body, seconds, connections, PAIRED)
+        wait_until_idle(process.pid)
+        cpu_after = worker_cpu_seconds(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    timings: dict[str, list[float]] = {}
+    for file in folder.glob("*.json"):  # one a worker, written as it stops
+        for query, values in json.loads(file.read_text()).items():
+            timings.setdefault(query, []).extend(values)
+    plain, reasons = (timings.get(path.partition("?")[2], []) for path in PAIRED)
+    return {"name": name, "plain": plain, "reasons": reasons, "seconds": seconds,
+            "worker_cpu": cpu_after - cpu_before if None not in (cpu_before, cpu_after) else None}
+
+
+def mean_difference(first: list[float], second: list[float], z: float = 1.959964) -> tuple[float, float, float]:
+    """Return mean(second) - mean(first) and its 95% interval (Welch's normal approximation: the
+    thousands of requests of a run make the means' spread normal whatever the requests' own)."""
+    import statistics
+
+    difference = statistics.fmean(second) - statistics.fmean(first)
+    error = math.sqrt(statistics.variance(first) / len(first) + statistics.variance(second) / len(second))
+    return difference, difference - z * error, difference + z * error
+
+
+def paired_summary(run: dict) -> list[str]:
+    """The paired run's lines: each kind's handling-thread CPU, the reasons' extra with its interval,
+    and what that extra takes of the rate where the workers' CPU bounds it."""
+    plain, reasons = run["plain"], run["reasons"]
+    if len(plain) < 2 or len(reasons) < 2:
+        return [f"{run['name']}: reasons cost, paired: no timings came back from the workers "
+                f"(see {run['name']}-paired.log, the error log)"]
+    extra, low, high = mean_difference(plain, reasons)
+    lines = [f"{run['name']}: reasons cost, paired request by request ({len(plain):,} plain and {len(reasons):,} with reasons, "
+             f"in turn on every connection, {run['seconds']} s):",
+             f"  CPU of the thread handling a request (headers parsed to access line): {1e6 * sum(plain) / len(plain):.0f} us "
+             f"plain, {1e6 * sum(reasons) / len(reasons):.0f} us with reasons: {1e6 * extra:+.1f} us "
+             f"(95% interval {1e6 * low:+.1f} to {1e6 * high:+.1f})"]
+    if run["worker_cpu"]:
+        # Half the requests carried reasons: a plain one cost the mean less half the extra.
+        each = run["worker_cpu"] / (len(plain) + len(reasons))
+        base = each - extra / 2
+        lines.append(f"  the workers' whole CPU per request over the run: {1e6 * each:.0f} us, a plain request's "
+                     f"{1e6 * base:.0f} us: reasons take {extra / (base + extra):.1%} of the rate (95% interval "
+                     f"{low / (base + low):.1%} to {high / (base + high):.1%}) where the workers' CPU bounds it "
+                     "(the most they can take: the load generator's share of the cores dilutes it)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--algorithm", choices=("logistic_regression", "xgboost"), default="logistic_regression")
@@ -241,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also serve the API of another checkout (e.g. `git worktree add /tmp/before d15f60a`) "
                              "as 'before', and the do-nothing app as 'ceiling0', both under that checkout's "
                              "gunicorn.conf.py, interleaved with this one")
+    parser.add_argument("--paired-seconds", type=int, default=20,
+                        help="seconds of the paired reasons measure, a plain and a reasons request in turn on every "
+                             "connection, each timed by the worker (default 20; 0 skips it)")
     parser.add_argument("--compare-sync", action="store_true",
                         help="also run the real app on sync workers (gunicorn.conf.py's set-up before gthread), "
                              "to show what the threads cost")
@@ -295,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
             for process, _url in servers.values():
                 process.terminate()
                 process.wait(timeout=30)
+        # Then each checkout's API alone, a plain and a reasons request in turn, each timed by its worker.
+        paired = [paired_run(name, root, config, work, bodies[1], args.paired_seconds, args.connections, args.workers, drive)
+                  for name, target, _extra, root in apps if target == "wsgi:app" and not _extra
+                  if 1 in bodies and args.paired_seconds > 0]
     print(f"\n{'app':<8} {'records':>7} {'reasons':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} "
           f"{'errors':>7}")
     for (name, count, reasons), figures in runs.items():
@@ -324,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         each = [1 - a["rps"] / b["rps"] if b["rps"] else float("nan") for a, b in zip(runs[("real", 1, True)], runs[("real", 1, False)])]
         print(f"reasons cost, 1-record requests (1 - with reasons / without, req/s): {median(each):.0%}" + spread(each, ".0%"))
         print(f"  in worker CPU per request (with / without): {ratios(('real', 1, True), ('real', 1, False), 'cpu_us')}")
+        for run in paired:
+            print("\n".join(paired_summary(run)))
         if args.baseline:
             print(f"before: ceiling share (under its own gunicorn.conf.py) {ratios(('before', 1, False), ('ceiling0', 1, False))}")
             print(f"do-nothing app under this gunicorn.conf.py / under the baseline's: "

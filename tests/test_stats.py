@@ -1,5 +1,7 @@
 """The statistics behind the score decisions: known values, and error rates measured by simulation."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,64 @@ def test_bench_api_interval_for_a_median_covers_it_as_often_as_it_says(monkeypat
     trials = rng.standard_cauchy((4000, 15)) + 2.0  # heavy tails, as rounds on a busy machine; median 2
     covered = sum(low <= 2.0 <= high for low, high in map(median_interval, trials.tolist()))
     assert 0.95 <= covered / 4000 <= 0.98
+
+
+def test_bench_api_paired_reasons_cost_interval_and_rate_share(monkeypatch):
+    """bench_api.py's paired reasons cost: the interval for the difference of two kinds' mean CPU
+    per request covers the true difference as often as it says (1,000 seeded trials of skewed,
+    heavy-tailed request times), and the share of the rate is the extra over a plain request's
+    whole cost plus the extra."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
+    from bench_api import mean_difference, paired_summary
+
+    rng = np.random.default_rng(5)
+    sigma = 0.8  # lognormal: mean exp(mu + sigma^2 / 2)
+    true = 460e-6 * np.exp(sigma**2 / 2) - 420e-6 * np.exp(sigma**2 / 2)
+    covered = 0
+    for _ in range(1000):
+        plain = rng.lognormal(np.log(420e-6), sigma, 400)
+        reasons = rng.lognormal(np.log(460e-6), sigma, 400)
+        _, low, high = mean_difference(plain.tolist(), reasons.tolist())
+        covered += low <= true <= high
+    assert 0.93 <= covered / 1000 <= 0.97
+
+    plain = (400e-6 + rng.normal(0, 20e-6, 5000)).tolist()
+    reasons = [value + 40e-6 for value in plain]
+    requests = len(plain) + len(reasons)
+    lines = paired_summary({"name": "real", "plain": plain, "reasons": reasons, "seconds": 20,
+                            "worker_cpu": 800e-6 * requests})
+    assert lines[0].startswith("real: reasons cost, paired request by request (5,000 plain and 5,000 with reasons")
+    assert "+40.0 us (95% interval +39.2 to +40.8)" in lines[1]
+    # A plain request cost the workers 800 - 40 / 2 = 780 us: reasons take 40 / 820 of the rate.
+    assert "a plain request's 780 us: reasons take 4.9% of the rate" in lines[2]
+    assert len(paired_summary({"name": "real", "plain": plain, "reasons": reasons, "seconds": 20, "worker_cpu": None})) == 2
+    assert "no timings came back" in paired_summary({"name": "real", "plain": [], "reasons": [], "seconds": 20,
+                                                      "worker_cpu": None})[0]
+
+
+def test_bench_paired_conf_times_the_paired_requests_and_keeps_the_checkouts_hooks(tmp_path, monkeypatch):
+    """bench/paired_conf.py: the checkout's gunicorn settings and hooks as they are, plus each request
+    whose query holds 'paired' timed by its query, written per worker when it stops."""
+    import json
+    import runpy
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("workers = 3\nseen = []\ndef pre_request(worker, req):\n    seen.append(req.query)\n")
+    monkeypatch.setenv("BENCH_GUNICORN_CONF", str(conf))
+    monkeypatch.setenv("BENCH_CPU_DIR", str(tmp_path))
+    settings = runpy.run_path(str(Path(__file__).resolve().parent.parent / "bench" / "paired_conf.py"))
+    assert settings["workers"] == 3
+    for query in ("paired", "paired&reasons=3", "warm", "paired"):
+        req = SimpleNamespace(query=query)
+        settings["pre_request"](None, req)
+        sum(range(20_000))  # some CPU time to measure
+        settings["post_request"](None, req, {}, None)
+    settings["worker_exit"](None, None)
+    timings = json.loads((tmp_path / f"{os.getpid()}.json").read_text())
+    assert sorted(timings) == ["paired", "paired&reasons=3"] and len(timings["paired"]) == 2
+    assert all(value >= 0 for values in timings.values() for value in values)
+    assert settings["_product"]["seen"] == ["paired", "paired&reasons=3", "warm", "paired"]
