@@ -21,11 +21,12 @@ then, each a median over the rounds of the ratio within a round:
   (``bench/ceiling_app.py``: one route answering a constant JSON reply), i.e. what the project's own
   request path leaves of what gunicorn and Flask can do on this machine;
 - the reasons cost: how much lower the single-record rate is with ``?reasons=3``; and, paired, with
-  ``--paired-seconds`` (default 20) of a plain and a reasons request in turn on every connection to
-  the API alone, each request timed by its worker (``bench/paired_conf.py``: the handling thread's
-  CPU time): the reasons' extra CPU with a 95% interval, and what it takes of the rate where the
-  workers' CPU bounds it. On a small shared machine the rate of separate runs wanders by more than
-  the cost; requests in turn share the same load and caches, so their difference does not;
+  ``--paired-seconds`` (default 20) of plain and reasons requests chosen at random on every
+  connection to the API alone, each request timed by its worker (``bench/paired_conf.py``: the
+  handling thread's CPU time): the reasons' extra CPU, in their own request and in the next one
+  the worker handles, with 95% intervals, and what it takes of the rate where the workers' CPU
+  bounds it. On a small shared machine the rate of separate runs wanders by more than the cost;
+  requests mixed at random share the same load and caches, so their difference does not;
 - real / naive for 1,000-record requests (``bench/naive_app.py``: JSON -> DataFrame -> predict_proba),
   with and without reasons (the naive app has none, so both are compared with its plain requests).
 """
@@ -55,13 +56,12 @@ local f = io.open(os.getenv("BENCH_BODY"), "r")
 wrk.body = f:read("*a")
 f:close()
 """
-# Two paths taken in turn on each connection (a wrk thread's requests go round its connections).
-WRK_ALTERNATE = """
+# Each request one of two paths at random: independent of the connection, so of the worker serving
+# it, and of the request before it.
+WRK_EITHER = """
 local paths = {os.getenv("BENCH_PATH_A"), os.getenv("BENCH_PATH_B")}
-local turn = 0
 request = function()
-  turn = turn + 1
-  return wrk.format(nil, paths[turn % 2 + 1])
+  return wrk.format(nil, paths[math.random(2)])
 end
 """
 
@@ -136,9 +136,9 @@ def sample_records(count: int) -> list[dict]:
 
 
 def run_wrk(url: str, body_file: Path, duration: int, connections: int, path: str | tuple[str, str] = "/prediction") -> dict:
-    """Drive ``url + path`` with wrk; two paths are taken in turn."""
-    script = body_file.with_suffix(".alternate.lua" if isinstance(path, tuple) else ".lua")
-    script.write_text(WRK_SCRIPT + (WRK_ALTERNATE if isinstance(path, tuple) else ""))
+    """Drive ``url + path`` with wrk; with two paths, each request takes one at random."""
+    script = body_file.with_suffix(".either.lua" if isinstance(path, tuple) else ".lua")
+    script.write_text(WRK_SCRIPT + (WRK_EITHER if isinstance(path, tuple) else ""))
     env = {**os.environ, "BENCH_BODY": str(body_file)}
     if isinstance(path, tuple):
         env.update(BENCH_PATH_A=path[0], BENCH_PATH_B=path[1])
@@ -161,9 +161,9 @@ def run_wrk(url: str, body_file: Path, duration: int, connections: int, path: st
 def run_python_client(url: str, body_file: Path, duration: int, connections: int,
                       path: str | tuple[str, str] = "/prediction") -> dict:
     """A bounded closed-loop client: `connections` threads, each one request at a time, for `duration`
-    s; two paths are taken in turn."""
+    s; with two paths, each request takes one at random."""
     import http.client
-    from itertools import cycle
+    import random
 
     paths = path if isinstance(path, tuple) else (path,)
     body = body_file.read_bytes()
@@ -174,11 +174,11 @@ def run_python_client(url: str, body_file: Path, duration: int, connections: int
 
     def worker():
         connection = http.client.HTTPConnection(host, int(port), timeout=10)
-        turns = cycle(paths)
+        choose = random.Random().choice
         while time.monotonic() < stop:
             started = time.perf_counter()
             try:
-                connection.request("POST", next(turns), body, {"Content-Type": "application/json"})
+                connection.request("POST", choose(paths), body, {"Content-Type": "application/json"})
                 reply = connection.getresponse()
                 reply.read()
                 if reply.status != 200:
@@ -253,7 +253,7 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
     return None if k == 0 else (ordered[k - 1], ordered[n - k])
 
 
-# The paired measure of the reasons cost: a plain and a reasons request in turn on every connection,
+# The paired measure of the reasons cost: a plain or a reasons request at random on every connection,
 # each timed by the worker (bench/paired_conf.py times requests whose query string holds "paired").
 PAIRED = ("/prediction?paired", "/prediction?paired&reasons=3")
 WARM_UP = ("/prediction?warm", "/prediction?warm&reasons=3")
@@ -262,9 +262,10 @@ WARM_UP = ("/prediction?warm", "/prediction?warm&reasons=3")
 def paired_run(name: str, root: Path, config: Path, work: Path, body: Path, seconds: int, connections: int,
                workers: int, drive) -> dict:
     """Serve the API of the checkout at ``root`` under bench/paired_conf.py (its gunicorn.conf.py plus
-    timing hooks), drive it with PAIRED's two requests in turn for ``seconds``, and return the
-    handling thread's CPU seconds of each plain and each reasons request, and the workers' whole CPU
-    seconds over the run (None when /proc is not there to read it)."""
+    timing hooks), drive it with PAIRED's two requests at random for ``seconds``, and return the
+    handling thread's CPU seconds of each request by its kind and the kind before it in its worker
+    (bench/paired_conf.py), the workers' whole CPU seconds over the run (None without /proc) and
+    the replies that were not 200."""
     folder = work / f"{name}-paired-cpu"
     folder.mkdir()
     process, url = start("wsgi:app", config, work / f"{name}-paired.log", workers, root=root,
@@ -274,52 +275,71 @@ def paired_run(name: str, root: Path, config: Path, work: Path, body: Path, seco
         drive(url, body, 2, connections, WARM_UP)
         wait_until_idle(process.pid)
         cpu_before = worker_cpu_seconds(process.pid)
-        drive(url, body, seconds, connections, PAIRED)
+        figures = drive(url, body, seconds, connections, PAIRED)
         wait_until_idle(process.pid)
         cpu_after = worker_cpu_seconds(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    timings: dict[str, list[float]] = {}
+    kinds = {path.partition("?")[2]: kind for path, kind in zip(PAIRED, ("plain", "reasons"))}
+    timings: dict[tuple[str, str | None], list[float]] = {}
     for file in folder.glob("*.json"):  # one a worker, written as it stops
-        for query, values in json.loads(file.read_text()).items():
-            timings.setdefault(query, []).extend(values)
-    plain, reasons = (timings.get(path.partition("?")[2], []) for path in PAIRED)
-    return {"name": name, "plain": plain, "reasons": reasons, "seconds": seconds,
+        for key, values in json.loads(file.read_text()).items():
+            query, _, previous = key.partition(" after ")
+            timings.setdefault((kinds[query], kinds.get(previous)), []).extend(values)
+    return {"name": name, "timings": timings, "seconds": seconds, "errors": figures["errors"],
             "worker_cpu": cpu_after - cpu_before if None not in (cpu_before, cpu_after) else None}
 
 
-def mean_difference(first: list[float], second: list[float], z: float = 1.959964) -> tuple[float, float, float]:
-    """Return mean(second) - mean(first) and its 95% interval (Welch's normal approximation: the
-    thousands of requests of a run make the means' spread normal whatever the requests' own)."""
+def difference_of_means(first: list[float], second: list[float]) -> tuple[float, float]:
+    """Return mean(second) - mean(first) and its standard error (Welch's: with the thousands of
+    requests of a run, the difference is normal whatever the requests' own spread, so the 95%
+    interval is 1.96 standard errors either side)."""
     import statistics
 
-    difference = statistics.fmean(second) - statistics.fmean(first)
-    error = math.sqrt(statistics.variance(first) / len(first) + statistics.variance(second) / len(second))
-    return difference, difference - z * error, difference + z * error
+    return (statistics.fmean(second) - statistics.fmean(first),
+            math.sqrt(statistics.variance(first) / len(first) + statistics.variance(second) / len(second)))
 
 
-def paired_summary(run: dict) -> list[str]:
-    """The paired run's lines: each kind's handling-thread CPU, the reasons' extra with its interval,
-    and what that extra takes of the rate where the workers' CPU bounds it."""
-    plain, reasons = run["plain"], run["reasons"]
-    if len(plain) < 2 or len(reasons) < 2:
-        return [f"{run['name']}: reasons cost, paired: no timings came back from the workers "
+def paired_summary(run: dict, z: float = 1.959964) -> list[str]:
+    """The paired run's lines: each kind's handling-thread CPU and the reasons' extra, what a reasons
+    request adds to the next request its worker handles, and the share of the rate the two take
+    where the workers' CPU bounds it."""
+    timings = run["timings"]
+
+    def of(kind: str | None = None, before: str | None = None) -> list[float]:
+        return [value for (current, previous), values in timings.items() for value in values
+                if kind in (None, current) and before in (None, previous)]
+
+    plain, reasons, after_plain, after_reasons = of("plain"), of("reasons"), of(before="plain"), of(before="reasons")
+    if min(map(len, (plain, reasons, after_plain, after_reasons))) < 2:
+        return [f"{run['name']}: reasons cost, paired: too few timings came back from the workers "
                 f"(see {run['name']}-paired.log, the error log)"]
-    extra, low, high = mean_difference(plain, reasons)
-    lines = [f"{run['name']}: reasons cost, paired request by request ({len(plain):,} plain and {len(reasons):,} with reasons, "
-             f"in turn on every connection, {run['seconds']} s):",
-             f"  CPU of the thread handling a request (headers parsed to access line): {1e6 * sum(plain) / len(plain):.0f} us "
-             f"plain, {1e6 * sum(reasons) / len(reasons):.0f} us with reasons: {1e6 * extra:+.1f} us "
-             f"(95% interval {1e6 * low:+.1f} to {1e6 * high:+.1f})"]
+    # The kinds are drawn at random, so a request's own kind and the kind before it are independent:
+    # each difference of means measures one effect, the other averaging out.
+    own, own_error = difference_of_means(plain, reasons)
+    next_, next_error = difference_of_means(after_plain, after_reasons)
+    extra, error = own + next_, math.hypot(own_error, next_error)
+    us = 1e6
+    lines = [f"{run['name']}: reasons cost, paired request by request ({len(plain):,} plain and {len(reasons):,} "
+             f"with reasons, each chosen at random, {run['seconds']} s):",
+             f"  CPU of the thread handling a request (headers parsed to access line): {us * sum(plain) / len(plain):.0f} us "
+             f"plain, {us * sum(reasons) / len(reasons):.0f} us with reasons: {us * own:+.1f} us "
+             f"(95% interval {us * (own - z * own_error):+.1f} to {us * (own + z * own_error):+.1f})",
+             f"  and of the next request its worker handles (what it left in the caches): {us * next_:+.1f} us "
+             f"(95% interval {us * (next_ - z * next_error):+.1f} to {us * (next_ + z * next_error):+.1f}); "
+             f"together {us * extra:+.1f} us ({us * (extra - z * error):+.1f} to {us * (extra + z * error):+.1f})"]
+    if run["errors"]:
+        lines.append(f"  ({run['errors']:,} replies were not 200: they are not among the timings)")
     if run["worker_cpu"]:
-        # Half the requests carried reasons: a plain one cost the mean less half the extra.
+        # Half the requests carried reasons: a plain one after a plain one cost the mean less half the extra.
         each = run["worker_cpu"] / (len(plain) + len(reasons))
         base = each - extra / 2
-        lines.append(f"  the workers' whole CPU per request over the run: {1e6 * each:.0f} us, a plain request's "
-                     f"{1e6 * base:.0f} us: reasons take {extra / (base + extra):.1%} of the rate (95% interval "
+        low, high = extra - z * error, extra + z * error
+        lines.append(f"  the workers' whole CPU per request over the run: {us * each:.0f} us, a plain request's "
+                     f"{us * base:.0f} us: reasons take {extra / (base + extra):.1%} of the rate (95% interval "
                      f"{low / (base + low):.1%} to {high / (base + high):.1%}) where the workers' CPU bounds it "
-                     "(the most they can take: the load generator's share of the cores dilutes it)")
+                     "(an estimate: the load generator's share of the cores dilutes it)")
     return lines
 
 
@@ -339,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                              "as 'before', and the do-nothing app as 'ceiling0', both under that checkout's "
                              "gunicorn.conf.py, interleaved with this one")
     parser.add_argument("--paired-seconds", type=int, default=20,
-                        help="seconds of the paired reasons measure, a plain and a reasons request in turn on every "
-                             "connection, each timed by the worker (default 20; 0 skips it)")
+                        help="seconds of the paired reasons measure, plain and reasons requests chosen at random "
+                             "on every connection, each timed by the worker (default 20; 0 skips it)")
     parser.add_argument("--compare-sync", action="store_true",
                         help="also run the real app on sync workers (gunicorn.conf.py's set-up before gthread), "
                              "to show what the threads cost")
@@ -395,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             for process, _url in servers.values():
                 process.terminate()
                 process.wait(timeout=30)
-        # Then each checkout's API alone, a plain and a reasons request in turn, each timed by its worker.
+        # Then each checkout's API alone, plain and reasons requests at random, each timed by its worker.
         paired = [paired_run(name, root, config, work, bodies[1], args.paired_seconds, args.connections, args.workers, drive)
                   for name, target, _extra, root in apps if target == "wsgi:app" and not _extra
                   if 1 in bodies and args.paired_seconds > 0]

@@ -162,36 +162,37 @@ def test_bench_api_interval_for_a_median_covers_it_as_often_as_it_says(monkeypat
 def test_bench_api_paired_reasons_cost_interval_and_rate_share(monkeypatch):
     """bench_api.py's paired reasons cost: the interval for the difference of two kinds' mean CPU
     per request covers the true difference as often as it says (1,000 seeded trials of skewed,
-    heavy-tailed request times), and the share of the rate is the extra over a plain request's
-    whole cost plus the extra."""
+    heavy-tailed request times); the extra is a request's own plus what it leaves the next request,
+    and its share of the rate is the extra over a plain request's whole cost plus the extra."""
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
-    from bench_api import mean_difference, paired_summary
+    from bench_api import difference_of_means, paired_summary
 
     rng = np.random.default_rng(5)
     sigma = 0.8  # lognormal: mean exp(mu + sigma^2 / 2)
-    true = 460e-6 * np.exp(sigma**2 / 2) - 420e-6 * np.exp(sigma**2 / 2)
+    true = (460e-6 - 420e-6) * np.exp(sigma**2 / 2)
     covered = 0
     for _ in range(1000):
-        plain = rng.lognormal(np.log(420e-6), sigma, 400)
-        reasons = rng.lognormal(np.log(460e-6), sigma, 400)
-        _, low, high = mean_difference(plain.tolist(), reasons.tolist())
-        covered += low <= true <= high
+        difference, error = difference_of_means(rng.lognormal(np.log(420e-6), sigma, 400).tolist(),
+                                                 rng.lognormal(np.log(460e-6), sigma, 400).tolist())
+        covered += abs(difference - true) <= 1.959964 * error
     assert 0.93 <= covered / 1000 <= 0.97
 
-    plain = (400e-6 + rng.normal(0, 20e-6, 5000)).tolist()
-    reasons = [value + 40e-6 for value in plain]
-    requests = len(plain) + len(reasons)
-    lines = paired_summary({"name": "real", "plain": plain, "reasons": reasons, "seconds": 20,
-                            "worker_cpu": 800e-6 * requests})
+    # Plain 400 us, reasons 40 us more, and 10 us more for a request after a reasons one.
+    timings = {(kind, before): (400e-6 + 40e-6 * (kind == "reasons") + 10e-6 * (before == "reasons")
+                                + rng.normal(0, 20e-6, 2500)).tolist()
+               for kind in ("plain", "reasons") for before in ("plain", "reasons")}
+    run = {"name": "real", "timings": timings, "seconds": 20, "errors": 0, "worker_cpu": 800e-6 * 10_000}
+    lines = paired_summary(run)
     assert lines[0].startswith("real: reasons cost, paired request by request (5,000 plain and 5,000 with reasons")
-    assert "+40.0 us (95% interval +39.2 to +40.8)" in lines[1]
-    # A plain request cost the workers 800 - 40 / 2 = 780 us: reasons take 40 / 820 of the rate.
-    assert "a plain request's 780 us: reasons take 4.9% of the rate" in lines[2]
-    assert len(paired_summary({"name": "real", "plain": plain, "reasons": reasons, "seconds": 20, "worker_cpu": None})) == 2
-    assert "no timings came back" in paired_summary({"name": "real", "plain": [], "reasons": [], "seconds": 20,
-                                                      "worker_cpu": None})[0]
+    own = float(lines[1].split("with reasons: ")[1].split(" us")[0])
+    after = float(lines[2].split("handles (what it left in the caches): ")[1].split(" us")[0])
+    assert abs(own - 40) < 2.5 and abs(after - 10) < 2.5  # 4 standard errors (0.57 us)
+    # A plain request after a plain one cost the workers 800 - (40 + 10) / 2 = 775 us: 50 / 825 of the rate.
+    assert "reasons take 6.1% of the rate" in lines[3] and "a plain request's 775 us" in lines[3]
+    assert len(paired_summary({**run, "worker_cpu": None, "errors": 3})) == 4  # the errors line, no share
+    assert "too few timings" in paired_summary({**run, "timings": {}})[0]
 
 
 def test_bench_paired_conf_times_the_paired_requests_and_keeps_the_checkouts_hooks(tmp_path, monkeypatch):
@@ -203,18 +204,20 @@ def test_bench_paired_conf_times_the_paired_requests_and_keeps_the_checkouts_hoo
     from types import SimpleNamespace
 
     conf = tmp_path / "gunicorn.conf.py"
-    conf.write_text("workers = 3\nseen = []\ndef pre_request(worker, req):\n    seen.append(req.query)\n")
+    conf.write_text("workers = 3\nseen = []\ndef pre_request(worker, req):\n    seen.append(req.query)\n"
+                    "def worker_exit(server, worker):\n    seen.append('exit')\n")
     monkeypatch.setenv("BENCH_GUNICORN_CONF", str(conf))
     monkeypatch.setenv("BENCH_CPU_DIR", str(tmp_path))
     settings = runpy.run_path(str(Path(__file__).resolve().parent.parent / "bench" / "paired_conf.py"))
     assert settings["workers"] == 3
-    for query in ("paired", "paired&reasons=3", "warm", "paired"):
+    for query, status in (("paired", 200), ("paired&reasons=3", 200), ("warm", 200), ("paired", 200), ("paired", 500)):
         req = SimpleNamespace(query=query)
         settings["pre_request"](None, req)
-        sum(range(20_000))  # some CPU time to measure
-        settings["post_request"](None, req, {}, None)
+        sum(range(200_000))  # some CPU time to measure
+        settings["post_request"](None, req, {}, SimpleNamespace(status_code=status))
     settings["worker_exit"](None, None)
     timings = json.loads((tmp_path / f"{os.getpid()}.json").read_text())
-    assert sorted(timings) == ["paired", "paired&reasons=3"] and len(timings["paired"]) == 2
-    assert all(value >= 0 for values in timings.values() for value in values)
-    assert settings["_product"]["seen"] == ["paired", "paired&reasons=3", "warm", "paired"]
+    # Each kept under its query and the query timed before it; the warm-up and the 500 not at all.
+    assert sorted(timings) == ["paired after ", "paired after paired&reasons=3", "paired&reasons=3 after paired"]
+    assert all(len(values) == 1 and values[0] > 0 for values in timings.values())
+    assert settings["_product"]["seen"] == ["paired", "paired&reasons=3", "warm", "paired", "paired", "exit"]
