@@ -698,7 +698,8 @@ class Contributions:
 
 def _pairwise_sum(values: list[float]) -> float:
     """Return the sum of ``values`` in numpy's own order, so that ``0.0 + _pairwise_sum(row)`` is
-    ``np.add.reduce(row)`` to the bit (``pairwise_sum`` in numpy/_core/src/umath/loops_utils.h.src):
+    ``np.add.reduce`` of that row of a C-ordered array to the bit (``pairwise_sum`` in
+    numpy/_core/src/umath/loops_utils.h.src; a Fortran-ordered one is summed column by column):
     one by one from 0.0 under 8 values; up to 128, eight running sums over each 8 values, combined
     as a fixed tree, then the rest one by one; beyond, the two halves (the first a multiple of 8)
     summed apart. tests/test_api.py checks it against numpy, signed zeros and cancellation included."""
