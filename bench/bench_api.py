@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -229,18 +230,10 @@ def wait_until_idle(master: int, limit: float = 10.0) -> None:
         used = now
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
     """Return a distribution-free interval for the median of what the rounds measure: the k-th
     smallest and k-th largest round, k the largest for which at least ``level`` of the binomial(n,
     1/2) mass lies between (the classic sign-test interval); None with too few rounds (under 6)."""
-    import math
-
     ordered = sorted(values)
     n = len(ordered)
     below = 0.0  # P(Binomial(n, 1/2) < k)
@@ -295,8 +288,6 @@ def difference_of_means(first: list[float], second: list[float]) -> tuple[float,
     """Return mean(second) - mean(first) and its standard error (Welch's: with the thousands of
     requests of a run, the difference is normal whatever the requests' own spread, so the 95%
     interval is 1.96 standard errors either side)."""
-    import statistics
-
     return (statistics.fmean(second) - statistics.fmean(first),
             math.sqrt(statistics.variance(first) / len(first) + statistics.variance(second) / len(second)))
 
@@ -323,8 +314,8 @@ def paired_summary(run: dict, z: float = 1.959964) -> list[str]:
     us = 1e6
     lines = [f"{run['name']}: reasons cost, paired request by request ({len(plain):,} plain and {len(reasons):,} "
              f"with reasons, each chosen at random, {run['seconds']} s):",
-             f"  CPU of the thread handling a request (headers parsed to access line): {us * sum(plain) / len(plain):.0f} us "
-             f"plain, {us * sum(reasons) / len(reasons):.0f} us with reasons: {us * own:+.1f} us "
+             f"  CPU of the thread handling a request (headers parsed to access line): {us * statistics.fmean(plain):.0f} us "
+             f"plain, {us * statistics.fmean(reasons):.0f} us with reasons: {us * own:+.1f} us "
              f"(95% interval {us * (own - z * own_error):+.1f} to {us * (own + z * own_error):+.1f})",
              f"  and of the next request its worker handles (what it left in the caches): {us * next_:+.1f} us "
              f"(95% interval {us * (next_ - z * next_error):+.1f} to {us * (next_ + z * next_error):+.1f}); "
@@ -417,12 +408,12 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait(timeout=30)
         # Then each checkout's API alone, plain and reasons requests at random, each timed by its worker.
         paired = [paired_run(name, root, config, work, bodies[1], args.paired_seconds, args.connections, args.workers, drive)
-                  for name, target, _extra, root in apps if target == "wsgi:app" and not _extra
-                  if 1 in bodies and args.paired_seconds > 0]
+                  for name, target, extra, root in apps if target == "wsgi:app" and not extra
+                  ] if 1 in bodies and args.paired_seconds > 0 else []
     print(f"\n{'app':<8} {'records':>7} {'reasons':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} "
           f"{'errors':>7}")
     for (name, count, reasons), figures in runs.items():
-        middle = {key: median([f[key] for f in figures]) for key in ("rps", "p50", "p99", "cpu_us")}
+        middle = {key: statistics.median([f[key] for f in figures]) for key in ("rps", "p50", "p99", "cpu_us")}
         errors = sum(f["errors"] for f in figures)
         socket_errors = "; ".join(f["socket_errors"] for f in figures if f["socket_errors"].strip(", 0"))
         print(f"{name:<8} {count:>7} {'top 3' if reasons else '-':>7} {middle['rps']:>9.0f} {middle['p50']:>8.2f} "
@@ -439,14 +430,14 @@ def main(argv: list[str] | None = None) -> int:
     def ratios(top: tuple[str, int, bool], bottom: tuple[str, int, bool], key: str = "rps") -> str:
         """The median over rounds of top/bottom within each round, its interval and their range."""
         each = [a[key] / b[key] if b[key] else float("nan") for a, b in zip(runs[top], runs[bottom])]
-        return f"{median(each):.2f}x" + spread(each, ".2f")
+        return f"{statistics.median(each):.2f}x" + spread(each, ".2f")
 
     print()
     if 1 in bodies:  # the do-nothing app answers single records only
         print(f"ceiling share, 1-record requests (real / do-nothing app, req/s): {ratios(('real', 1, False), ('ceiling', 1, False))}")
         print(f"  in worker CPU per request (do-nothing / real): {ratios(('ceiling', 1, False), ('real', 1, False), 'cpu_us')}")
         each = [1 - a["rps"] / b["rps"] if b["rps"] else float("nan") for a, b in zip(runs[("real", 1, True)], runs[("real", 1, False)])]
-        print(f"reasons cost, 1-record requests (1 - with reasons / without, req/s): {median(each):.0%}" + spread(each, ".0%"))
+        print(f"reasons cost, 1-record requests (1 - with reasons / without, req/s): {statistics.median(each):.0%}" + spread(each, ".0%"))
         print(f"  in worker CPU per request (with / without): {ratios(('real', 1, True), ('real', 1, False), 'cpu_us')}")
         for run in paired:
             print("\n".join(paired_summary(run)))
@@ -456,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{ratios(('ceiling', 1, False), ('ceiling0', 1, False))}")
             each = [1 - a["rps"] / b["rps"] if b["rps"] else float("nan")
                     for a, b in zip(runs[("before", 1, True)], runs[("before", 1, False)])]
-            print(f"before: reasons cost {median(each):.0%}" + spread(each, ".0%"))
+            print(f"before: reasons cost {statistics.median(each):.0%}" + spread(each, ".0%"))
     for count in bodies if args.baseline else ():
         for reasons in (False, True):
             print(f"real / before, {count}-record requests{' with reasons' if reasons else ''}: "

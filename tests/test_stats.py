@@ -192,6 +192,8 @@ def test_bench_api_paired_reasons_cost_interval_and_rate_share(monkeypatch):
     # A plain request after a plain one cost the workers 800 - (40 + 10) / 2 = 775 us: 50 / 825 of the rate.
     assert "reasons take 6.1% of the rate" in lines[3] and "a plain request's 775 us" in lines[3]
     assert len(paired_summary({**run, "worker_cpu": None, "errors": 3})) == 4  # the errors line, no share
+    assert paired_summary({**run, "worker_cpu": None, "errors": 3})[3] == \
+        "  (3 replies were not 200: they are not among the timings)"
     assert "too few timings" in paired_summary({**run, "timings": {}})[0]
 
 
